@@ -1,0 +1,19 @@
+"""asyncmachine for Python: a relational, multi-state, clock-based state machine.
+
+States may be active together and are linked by relations (require, remove, add, after); each state has a
+logical clock (odd = active); mutations are queued and applied as transitions that handlers can negotiate.
+"""
+
+from .errors import HandlerTimeoutError, SchemaError, StateError
+from .log import LogLevel
+from .machine import Machine
+from .mutation import Mutation, MutationType, Result
+from .schema import State, StateNames
+from .signals import Ctx, Waiter
+from .tracer import Tracer
+from .transition import Event, Transition
+
+__all__ = [
+    "Ctx", "Event", "HandlerTimeoutError", "LogLevel", "Machine", "Mutation", "MutationType", "Result",
+    "SchemaError", "State", "StateError", "StateNames", "Tracer", "Transition", "Waiter",
+]

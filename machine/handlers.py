@@ -1,0 +1,64 @@
+"""Handler bindings: which of an object's attributes are handlers for a schema's states."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+_NEGOTIATION_SUFFIXES = ("Enter", "Exit")
+_FINAL_SUFFIXES = ("State", "End")
+
+
+def handler_kind(name: str, states: Mapping[str, Any]) -> str | None:
+    """'negotiation', 'final' or None when ``name`` is not a handler name for these states."""
+    if name == "AnyEnter":
+        return "negotiation"
+    if name == "AnyState":
+        return "final"
+    for suffix in _NEGOTIATION_SUFFIXES:
+        if name.endswith(suffix) and name[: -len(suffix)] in states:
+            return "negotiation"
+    for suffix in _FINAL_SUFFIXES:
+        if name.endswith(suffix) and name[: -len(suffix)] in states:
+            return "final"
+    # a pair handler FooBar: Foo active before, Bar in the target
+    for i in range(1, len(name)):
+        if name[:i] in states and name[i:] in states:
+            return "negotiation"
+    return None
+
+
+class Binding:
+    """One bound object (or dict) and the handlers found on it."""
+
+    __slots__ = ("obj", "name", "seq", "handlers", "async_names")
+
+    def __init__(self, obj: object, seq: int, states: Mapping[str, Any]) -> None:
+        self.obj = obj
+        self.seq = seq
+        if isinstance(obj, Mapping):
+            self.name = f"dict-{seq}"
+            items = list(obj.items())
+        else:
+            self.name = f"{type(obj).__name__}-{seq}"
+            items = []
+            for attr in dir(obj):
+                if attr.startswith("_") or handler_kind(attr, states) is None:
+                    continue
+                items.append((attr, getattr(obj, attr, None)))
+        self.handlers: dict[str, Callable[..., Any]] = {}
+        self.async_names: set[str] = set()
+        for name, fn in items:
+            if not isinstance(name, str) or not callable(fn):
+                continue
+            kind = handler_kind(name, states)
+            if kind is None:
+                continue
+            if inspect.iscoroutinefunction(fn):
+                if kind != "final":
+                    raise TypeError(
+                        f"handler {name} of {self.name} is async: only final handlers (State/End) may be async"
+                    )
+                self.async_names.add(name)
+            self.handlers[name] = fn

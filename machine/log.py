@@ -1,0 +1,54 @@
+"""Log levels and the per-machine logger."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+
+_configured = False
+
+
+class LogLevel(enum.IntEnum):
+    """How much a machine logs: the spec's levels 0-5."""
+
+    NOTHING = 0
+    EXTERNAL = 1
+    CHANGES = 2
+    OPS = 3
+    DECISIONS = 4
+    EVERYTHING = 5
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+def parse_level(value: int | str | LogLevel | None) -> LogLevel:
+    """A level from an int, a name (any case) or None (then env ``AM_LOG``, else NOTHING)."""
+    if value is None:
+        value = os.environ.get("AM_LOG") or 0
+    if isinstance(value, str):
+        v = value.strip()
+        if v.isdigit():
+            return LogLevel(max(0, min(5, int(v))))
+        try:
+            return LogLevel[v.upper()]
+        except KeyError:
+            raise ValueError(f"unknown log level: {value!r}") from None
+    return LogLevel(max(0, min(5, int(value))))
+
+
+def machine_logger(mach_id: str, level: LogLevel) -> logging.Logger:
+    """The stdlib logger ``machine.<id>``; when logging is wanted but nothing is configured, log to stderr."""
+    global _configured
+    logger = logging.getLogger(f"machine.{mach_id}")
+    if level > LogLevel.NOTHING and not _configured:
+        root = logging.getLogger()
+        parent = logging.getLogger("machine")
+        if not root.handlers and not parent.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            parent.addHandler(handler)
+            parent.setLevel(logging.INFO)
+        _configured = True
+    return logger

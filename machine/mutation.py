@@ -1,0 +1,77 @@
+"""Results, mutation types and the queued ``Mutation`` record."""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .signals import Ctx
+
+
+class Result(enum.IntEnum):
+    """What a mutation did. Any int >= QUEUED returned by a mutation is its queue tick (see ``when_queue``)."""
+
+    EXECUTED = 0
+    CANCELED = 1
+    QUEUED = 2
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+def result_str(r: int) -> str:
+    """``executed`` / ``canceled`` / ``queued`` for a mutation's return value."""
+    return "executed" if r == 0 else "canceled" if r == 1 else "queued"
+
+
+class MutationType(enum.IntEnum):
+    """The kind of a mutation."""
+
+    ADD = 0
+    REMOVE = 1
+    SET = 2
+    EVAL = 3
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+class Mutation:
+    """A queued request to change the machine (or, for EVAL, to run a function serialised with transitions)."""
+
+    __slots__ = (
+        "type", "called", "args", "is_auto", "is_check", "queue_tick", "ctx", "fn", "done", "result",
+        "source",
+    )
+
+    def __init__(
+        self,
+        type: MutationType,
+        called: tuple[str, ...],
+        args: dict[str, Any] | None,
+        *,
+        is_auto: bool = False,
+        is_check: bool = False,
+        queue_tick: int = 0,
+        ctx: Ctx | None = None,
+        fn: Callable[[], Any] | None = None,
+        source: Any = None,
+    ) -> None:
+        self.type = type
+        self.called = called
+        self.args = args
+        self.is_auto = is_auto
+        self.is_check = is_check
+        self.queue_tick = queue_tick
+        self.ctx = ctx
+        self.fn = fn
+        # set for evals and checks waited on from another thread
+        self.done: threading.Event | None = None
+        self.result: int = Result.CANCELED
+        self.source = source
+
+    def __repr__(self) -> str:
+        flags = "".join([":auto" if self.is_auto else "", ":check" if self.is_check else ""])
+        return f"<Mutation [{self.type}{flags}] {' '.join(self.called)} q{self.queue_tick}>"

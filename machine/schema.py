@@ -1,0 +1,224 @@
+"""States, schemas and what is precomputed per schema (indexes, relation sets, the require topology)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .errors import SchemaError
+
+EXCEPTION = "Exception"
+_HANDLER_SUFFIXES = ("Enter", "Exit", "State", "End")
+
+
+def _names(value: Iterable[str] | str) -> tuple[str, ...]:
+    # a lone string is one name, not an iterable of characters
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class State:
+    """One state of a schema: its relations to other states and its flags.
+
+    Relation fields accept any iterable of names (or a single name) and store tuples.
+    """
+
+    require: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+    add: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    auto: bool = False
+    multi: bool = False
+    tags: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        require: Iterable[str] | str = (),
+        remove: Iterable[str] | str = (),
+        add: Iterable[str] | str = (),
+        after: Iterable[str] | str = (),
+        auto: bool = False,
+        multi: bool = False,
+        tags: Iterable[str] | str = (),
+    ) -> None:
+        object.__setattr__(self, "require", _names(require))
+        object.__setattr__(self, "remove", _names(remove))
+        object.__setattr__(self, "add", _names(add))
+        object.__setattr__(self, "after", _names(after))
+        object.__setattr__(self, "auto", bool(auto))
+        object.__setattr__(self, "multi", bool(multi))
+        object.__setattr__(self, "tags", _names(tags))
+
+    def extend(self, other: State) -> State:
+        """Union of both states' relations (deduplicated); flags are OR-ed."""
+
+        def merge(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+            return tuple(dict.fromkeys(a + b))
+
+        return State(
+            require=merge(self.require, other.require),
+            remove=merge(self.remove, other.remove),
+            add=merge(self.add, other.add),
+            after=merge(self.after, other.after),
+            auto=self.auto or other.auto,
+            multi=self.multi or other.multi,
+            tags=merge(self.tags, other.tags),
+        )
+
+
+Schema = dict[str, State]
+
+
+class StateNames:
+    """Declare a schema's names once, as class annotations, so a typo fails at import time.
+
+    ``class S(StateNames): Foo: str`` makes ``S.Foo == "Foo"``; ``S.names()`` lists them in order.
+    Subclasses inherit their bases' names.
+    """
+
+    _names: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = [n for n in cls.__dict__.get("__annotations__", {}) if not n.startswith("_")]
+        for name in own:
+            setattr(cls, name, name)
+        cls._names = tuple(dict.fromkeys([*cls._names, *own]))
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """The declared names, bases first, in declaration order."""
+        return list(cls._names)
+
+
+def check_name(name: object) -> str:
+    """Validate one state name; return it or raise SchemaError."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise SchemaError(f"schema error: invalid state name {name!r} (must be an identifier)")
+    if name == "Any":
+        raise SchemaError("schema error: state name 'Any' is reserved for global handlers")
+    for suffix in _HANDLER_SUFFIXES:
+        if name.endswith(suffix):
+            raise SchemaError(
+                f"schema error: state name {name!r} ends with {suffix!r}, which is reserved for handlers"
+            )
+    return name
+
+
+def normalize(schema: Mapping[str, State | Mapping[str, Any]], *, add_exception: bool) -> dict[str, State]:
+    """Copy a schema, turning plain dicts into State, checking names, appending Exception when asked."""
+    if not isinstance(schema, Mapping):
+        raise SchemaError(f"schema error: a schema is a dict of name -> State, got {type(schema).__name__}")
+    out: dict[str, State] = {}
+    for name, st in schema.items():
+        check_name(name)
+        if isinstance(st, State):
+            out[name] = st
+        elif isinstance(st, Mapping):
+            try:
+                out[name] = State(**st)
+            except TypeError as exc:
+                raise SchemaError(f"schema error: state {name}: {exc}") from None
+        else:
+            raise SchemaError(f"schema error: state {name} must be a State, got {type(st).__name__}")
+    if add_exception and EXCEPTION not in out:
+        out[EXCEPTION] = State(multi=True)
+    return out
+
+
+def parse(schema: dict[str, State]) -> tuple[dict[str, State], list[str]]:
+    """Apply the spec's parse rules; return the cleaned schema and the relation-conflict errors.
+
+    Per state: drop itself from every relation, an ``add`` entry also in ``remove`` wins (dropped from remove),
+    unknown names are dropped from add/remove/after (kept in require, so such a state never activates), and
+    every ``require`` entry also in ``remove`` is an error.
+    """
+    errors: list[str] = []
+    clean: dict[str, State] = {}
+    for name, st in schema.items():
+        remove = [r for r in dict.fromkeys(st.remove) if r != name]
+        add: list[str] = []
+        for a in dict.fromkeys(st.add):
+            if a == name:
+                continue
+            if a in remove:
+                remove.remove(a)
+                add.append(a)
+            elif a in schema:
+                add.append(a)
+        after = [a for a in dict.fromkeys(st.after) if a != name and a in schema]
+        require = [r for r in dict.fromkeys(st.require) if r != name]
+        for r in require:
+            if r in remove:
+                errors.append(f"schema error: require-remove conflict for {name} to {r}")
+        remove = [r for r in remove if r in schema]
+        clean[name] = dataclasses.replace(
+            st, require=tuple(require), remove=tuple(remove), add=tuple(add), after=tuple(after)
+        )
+    return clean, errors
+
+
+class Compiled:
+    """A parsed schema with everything the resolver needs precomputed."""
+
+    __slots__ = (
+        "schema", "names", "index", "require", "remove", "add", "after", "auto", "multi", "topo",
+        "auto_names", "errors", "cycle",
+    )
+
+    def __init__(self, schema: dict[str, State], prev_topo: dict[str, int] | None = None) -> None:
+        clean, errors = parse(schema)
+        self.schema = clean
+        self.errors = errors
+        self.names: tuple[str, ...] = tuple(clean)
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.require = {n: s.require for n, s in clean.items()}
+        self.remove = {n: frozenset(s.remove) for n, s in clean.items()}
+        self.add = {n: s.add for n, s in clean.items()}
+        self.after = {n: frozenset(s.after) for n, s in clean.items()}
+        self.auto = frozenset(n for n, s in clean.items() if s.auto)
+        self.multi = frozenset(n for n, s in clean.items() if s.multi)
+        self.auto_names = tuple(n for n in self.names if n in self.auto)
+        topo, cycle = _require_topology(self.names, self.require)
+        self.cycle = cycle
+        # a require cycle keeps the previous topology (spec 5.1)
+        self.topo = prev_topo if cycle is not None and prev_topo is not None else topo
+
+
+def _require_topology(
+    names: tuple[str, ...], require: dict[str, tuple[str, ...]]
+) -> tuple[dict[str, int], str | None]:
+    """DFS post-order over state -> required state edges; roots in index order, neighbours in require order.
+
+    Only states that appear in some require edge get a position. Returns (positions, state with a cycle or None).
+    """
+    in_edge = {n for n in names if require.get(n)}
+    for n in names:
+        in_edge.update(require.get(n, ()))
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    cycle: str | None = None
+
+    def visit(n: str) -> None:
+        nonlocal cycle
+        mark = state.get(n)
+        if mark == 2:
+            return
+        if mark == 1:
+            if cycle is None:
+                cycle = n
+            return
+        state[n] = 1
+        for r in require.get(n, ()):
+            visit(r)
+        state[n] = 2
+        order.append(n)
+
+    for n in names:
+        if n in in_edge:
+            visit(n)
+    # required-but-unknown names are visited through their requirers
+    return {n: i for i, n in enumerate(order)}, cycle

@@ -1,0 +1,108 @@
+"""The registry of pending waiters, checked by the runner after transitions (spec section 12)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from .signals import Ctx, Waiter
+
+Clock = dict[str, int]
+
+
+class Subscriptions:
+    """Pending waiters by kind. All methods are called with ``lock`` held unless said otherwise."""
+
+    def __init__(self, lock: threading.RLock) -> None:
+        self.lock = lock
+        # key -> (waiter, states)
+        self.when: dict[Hashable, tuple[Waiter, tuple[str, ...]]] = {}
+        self.when_not: dict[Hashable, tuple[Waiter, tuple[str, ...]]] = {}
+        # key -> (waiter, states, times)
+        self.when_time: dict[Hashable, tuple[Waiter, tuple[str, ...], tuple[int, ...]]] = {}
+        # key -> (waiter, state, args)
+        self.when_args: dict[Hashable, tuple[Waiter, str, dict[str, Any]]] = {}
+        self.query: dict[Waiter, Callable[[Clock], bool]] = {}
+        self.queue: dict[Waiter, int] = {}
+        self.disposed: list[Waiter] = []
+        self._where: dict[Waiter, tuple[dict[Any, Any], Hashable]] = {}
+        # states with a when_args waiter, so the final phase can skip the lookup
+        self.args_states: dict[str, int] = {}
+
+    @property
+    def clock_based(self) -> bool:
+        """True when some waiter depends on ticks."""
+        return bool(self.when or self.when_not or self.when_time)
+
+    def register(self, table: dict[Any, Any], key: Hashable, entry: Any, waiter: Waiter,
+                 ctx: Ctx | None) -> None:
+        table[key] = entry
+        self._where[waiter] = (table, key)
+        waiter._on_cancel = self._forget
+        if table is self.when_args:
+            st = entry[1]
+            self.args_states[st] = self.args_states.get(st, 0) + 1
+        if ctx is not None:
+            # a waiter whose ctx ends resolves at once (cancelled)
+            waiter._ctx = ctx
+            waiter._ctx_cb = waiter.cancel
+            ctx._add_callback(waiter.cancel)
+
+    def _forget(self, waiter: Waiter) -> None:
+        with self.lock:
+            where = self._where.pop(waiter, None)
+            if where is not None:
+                table, key = where
+                entry = table.pop(key, None)
+                if table is self.when_args and entry is not None:
+                    st = entry[1]
+                    n = self.args_states.get(st, 1) - 1
+                    if n <= 0:
+                        self.args_states.pop(st, None)
+                    else:
+                        self.args_states[st] = n
+                return
+            self.query.pop(waiter, None)
+            self.queue.pop(waiter, None)
+            try:
+                self.disposed.remove(waiter)
+            except ValueError:
+                pass
+
+    def due_by_clock(self, index: dict[str, int], time: list[int]) -> list[Waiter]:
+        """Waiters of when/when_not/when_time whose condition holds for ``time``."""
+        due: list[Waiter] = []
+        for w, states in self.when.values():
+            if all(time[index[s]] & 1 for s in states):
+                due.append(w)
+        for w, states in self.when_not.values():
+            if not any(time[index[s]] & 1 for s in states):
+                due.append(w)
+        for w, states, times in self.when_time.values():
+            if all(time[index[s]] >= t for s, t in zip(states, times, strict=True)):
+                due.append(w)
+        return due
+
+    def due_by_query(self, clock: Clock) -> list[tuple[Waiter, Callable[[Clock], bool]]]:
+        return list(self.query.items())
+
+    def due_by_queue(self, done_tick: int) -> list[Waiter]:
+        return [w for w, t in self.queue.items() if done_tick >= t]
+
+    def due_by_args(self, state: str, args: dict[str, Any]) -> list[Waiter]:
+        due = []
+        for w, st, want in self.when_args.values():
+            if st != state:
+                continue
+            if all(k in args and args[k] == v for k, v in want.items()):
+                due.append(w)
+        return due
+
+    def all_waiters(self) -> list[Waiter]:
+        out: list[Waiter] = [e[0] for e in self.when.values()]
+        out += [e[0] for e in self.when_not.values()]
+        out += [e[0] for e in self.when_time.values()]
+        out += [e[0] for e in self.when_args.values()]
+        out += list(self.query) + list(self.queue)
+        return out

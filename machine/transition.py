@@ -1,0 +1,134 @@
+"""``Transition`` (one mutation being applied) and ``Event`` (what a handler receives)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .mutation import Mutation, MutationType
+from .resolver import Plan
+
+if TYPE_CHECKING:
+    from .machine import Machine
+
+
+class Transition:
+    """A mutation being applied. Read-only for handlers.
+
+    During negotiation ``time_after`` is a prediction; after the target is applied it is the real clock.
+    """
+
+    __slots__ = (
+        "_mach", "_seq", "mutation", "plan", "_before", "target", "enters", "exits", "time_before",
+        "_time_after", "is_accepted", "is_completed", "_rejected",
+    )
+
+    def __init__(self, mach: Machine, seq: int, mutation: Mutation, plan: Plan, before: tuple[str, ...],
+                 time_before: list[int]) -> None:
+        self._mach = mach
+        self._seq = seq
+        self.mutation = mutation
+        self.plan = plan
+        self._before = before
+        self.target: tuple[str, ...] = plan.target
+        self.enters: tuple[str, ...] = plan.enters
+        self.exits: tuple[str, ...] = plan.exits
+        self.time_before = time_before
+        self._time_after: list[int] | None = None
+        self.is_accepted = plan.accepted
+        self.is_completed = False
+        self._rejected: set[str] | None = None
+
+    @property
+    def id(self) -> str:
+        """Unique within the machine: ``<machine id>-<sequence number>``."""
+        return f"{self._mach.id}-{self._seq}"
+
+    @property
+    def machine(self) -> Machine:
+        """The machine being changed."""
+        return self._mach
+
+    @property
+    def type(self) -> MutationType:
+        """ADD, REMOVE or SET."""
+        return self.mutation.type
+
+    @property
+    def called_states(self) -> list[str]:
+        """The states named by the mutation."""
+        return list(self.mutation.called)
+
+    @property
+    def target_states(self) -> list[str]:
+        """The states that will be active if the transition is accepted."""
+        return list(self.target)
+
+    @property
+    def states_before(self) -> list[str]:
+        """The active states when the transition started."""
+        return list(self._before)
+
+    @property
+    def args(self) -> dict[str, Any]:
+        """The mutation's args ({} if none)."""
+        a = self.mutation.args
+        if a is None:
+            a = self.mutation.args = {}
+        return a
+
+    @property
+    def is_auto(self) -> bool:
+        """True for the auto transition that follows a change."""
+        return self.mutation.is_auto
+
+    @property
+    def is_check(self) -> bool:
+        """True for ``can_add``/``can_remove`` dry runs."""
+        return self.mutation.is_check
+
+    @property
+    def time_after(self) -> list[int]:
+        """The clock after the transition (predicted until applied)."""
+        if self._time_after is not None:
+            return self._time_after
+        t = list(self.time_before)
+        for i, d in self.plan.deltas:
+            t[i] += d
+        return t
+
+    def __repr__(self) -> str:
+        return f"tx#{self.id}\n[{self.mutation.type}] {' '.join(self.mutation.called)}"
+
+
+class Event:
+    """What a handler receives: its name, the transition and the mutation's args."""
+
+    __slots__ = ("name", "transition", "_state")
+
+    def __init__(self, name: str, transition: Transition, state: str | None = None) -> None:
+        self.name = name
+        self.transition = transition
+        self._state = state
+
+    @property
+    def machine(self) -> Machine:
+        """The machine the handler belongs to."""
+        return self.transition._mach
+
+    @property
+    def args(self) -> dict[str, Any]:
+        """The mutation's args ({} if none); shared by all handlers of the transition."""
+        return self.transition.args
+
+    @property
+    def mutation(self) -> Mutation:
+        """The mutation being applied."""
+        return self.transition.mutation
+
+    def is_valid(self) -> bool:
+        """True while the transition is the machine's current one, not completed and still accepted."""
+        tx = self.transition
+        return tx._mach._tx is tx and not tx.is_completed and tx.is_accepted
+
+    def __repr__(self) -> str:
+        return f"<Event {self.name}>"

@@ -1,0 +1,836 @@
+"""Benchmark harness: `scripts/bench [SECTION...] [--quick] [--write docs/benchmarks.md]`.
+
+Sections live in a registry (name -> function). A section is a function `(ctx: Ctx) -> Report`, registered
+with `@section("name", "one line of help")`. It measures what it needs (use `ctx.repeats`, `ctx.quick`,
+`ctx.min_time`, and the helpers `throughput()` / `run_child()`), and returns a `Report`: a markdown table plus
+summary lines and notes. The harness prints every report and, with `--write FILE`, replaces the block between
+`<!-- bench:<name>:start -->` and `<!-- bench:<name>:end -->` in FILE (creating the file with a header, or
+appending the block, when missing).
+
+Timing rules for every section: `time.perf_counter`, the same process for the anchors (interleaved: each
+repeat runs every implementation once, in turn), a calibration run first (it doubles as a warm-up),
+`gc.collect()` before every timed run, and the garbage collector left enabled while timing unless `--no-gc`
+is given. The headline figure is the best of the repeats; the median is printed next to it.
+
+Not a test: nothing here fails the build; "met" only says whether a figure reaches its target on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Registry, context, reports
+
+
+@dataclass
+class Ctx:
+    quick: bool = False
+    repeats: int = 5
+    min_time: float = 0.4  # seconds a calibrated timed run should last at least
+    gc_off: bool = False
+    verbose: bool = False
+
+    def log(self, msg: str) -> None:
+        print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Report:
+    title: str
+    columns: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    summary: list[str] = field(default_factory=list)  # one line per figure: value, anchors, ratio, target
+    notes: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        out = [f"### {self.title}", ""]
+        if self.summary:
+            out += [f"- {s}" for s in self.summary] + [""]
+        out.append("| " + " | ".join(self.columns) + " |")
+        out.append("|" + "|".join("---" for _ in self.columns) + "|")
+        for r in self.rows:
+            out.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
+        if self.notes:
+            out += ["", *[f"- {n}" for n in self.notes]]
+        return "\n".join(out) + "\n"
+
+
+SectionFn = Callable[[Ctx], Report]
+SECTIONS: dict[str, tuple[SectionFn, str]] = {}
+
+
+def section(name: str, help_text: str = "") -> Callable[[SectionFn], SectionFn]:
+    def deco(fn: SectionFn) -> SectionFn:
+        SECTIONS[name] = (fn, help_text)
+        return fn
+
+    return deco
+
+
+# ----------------------------------------------------------------------------------------------------
+# Measurement helpers
+
+
+@dataclass
+class Rate:
+    """Throughput of one implementation: ops per second for each repeat."""
+
+    rates: list[float]
+    n: int  # ops per timed run
+
+    @property
+    def best(self) -> float:
+        return max(self.rates)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates)
+
+
+def _timed(fn: Callable[[int], int], n: int, gc_off: bool) -> tuple[int, float]:
+    gc.collect()
+    was = gc.isenabled()
+    if gc_off:
+        gc.disable()
+    try:
+        t0 = time.perf_counter()
+        ops = fn(n)
+        dt_ = time.perf_counter() - t0
+    finally:
+        if was:
+            gc.enable()
+    return ops, dt_
+
+
+def throughput(ctx: Ctx, impls: dict[str, Callable[[int], int]]) -> dict[str, Rate]:
+    """Time `fn(n)` for each implementation; `fn` runs n iterations and returns the ops it performed.
+
+    n is calibrated per implementation (doubling until one run lasts `ctx.min_time`), then every repeat runs
+    each implementation once, in turn, so that drift in the host's speed hits all of them alike.
+    """
+    sizes: dict[str, int] = {}
+    for name, fn in impls.items():
+        n = 16
+        while True:
+            _, took = _timed(fn, n, ctx.gc_off)
+            if took >= ctx.min_time or n >= 1 << 24:
+                break
+            n = max(n * 2, int(n * ctx.min_time / max(took, 1e-6) * 1.1))
+        sizes[name] = n
+    rates: dict[str, list[float]] = {name: [] for name in impls}
+    ops_per: dict[str, int] = {}
+    for _ in range(ctx.repeats):
+        for name, fn in impls.items():
+            ops, took = _timed(fn, sizes[name], ctx.gc_off)
+            ops_per[name] = ops
+            rates[name].append(ops / took)
+    return {name: Rate(rates[name], ops_per[name]) for name in impls}
+
+
+def run_child(args: list[str], timeout: float = 600.0) -> dict[str, Any]:
+    """Run `bench.py --child ARGS` in a fresh interpreter; it prints one JSON object on its last line."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", *args]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    if p.returncode != 0:
+        tail = (p.stderr.strip().splitlines() or ["?"])[-1]
+        raise RuntimeError(f"child {' '.join(args)} failed: {tail}")
+    return dict(json.loads(p.stdout.strip().splitlines()[-1]))
+
+
+CHILDREN: dict[str, Callable[[list[str]], dict[str, Any]]] = {}
+
+
+def child(
+    name: str,
+) -> Callable[[Callable[[list[str]], dict[str, Any]]], Callable[[list[str]], dict[str, Any]]]:
+    def deco(fn: Callable[[list[str]], dict[str, Any]]) -> Callable[[list[str]], dict[str, Any]]:
+        CHILDREN[name] = fn
+        return fn
+
+    return deco
+
+
+def rss_bytes() -> int:
+    """Current resident set size (Linux /proc; falls back to the peak from getrusage elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+# ----------------------------------------------------------------------------------------------------
+# Formatting
+
+
+def si(x: float) -> str:
+    if x >= 1e6:
+        return f"{x / 1e6:.2f}M"
+    if x >= 1e3:
+        return f"{x / 1e3:.1f}k"
+    return f"{x:.0f}"
+
+
+def mib(b: float) -> str:
+    return f"{b / 2**20:.0f} MiB" if b >= 10 * 2**20 else f"{b / 2**20:.1f} MiB"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0:
+        return "n/a"
+    return f"{a / b:.2f}x"
+
+
+def times(anchor: float | None, ours: float | None, better: str, worse: str) -> str:
+    """Anchor cost / our cost, worded: `times(2.0, 1.0, "faster", "slower")` == "2.00x faster"."""
+    if anchor is None or ours is None or anchor <= 0 or ours <= 0:
+        return "n/a"
+    r = anchor / ours
+    return f"{r:.2f}x {better}" if r >= 1 else f"{1 / r:.2f}x {worse}"
+
+
+def met(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("yes" if ok else "**no**")
+
+
+def version_of(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "missing"
+
+
+def git_rev() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, timeout=5
+        )
+        if rev.returncode != 0:
+            return "no commit"
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=5,
+        )
+        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def nproc() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def facts() -> str:
+    return (
+        f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}, nproc {nproc()}, {cpu_model()}, "
+        f"Python {platform.python_version()} ({platform.python_implementation()}), {platform.system()} "
+        f"{platform.release()}, asyncmachine {git_rev()}"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Core section: asyncmachine `machine` vs pytransitions (`transitions`) and python-statemachine
+
+
+def _load_machine() -> tuple[Any, Any, str | None]:
+    try:
+        from machine import Machine, State  # type: ignore[attr-defined]
+    except Exception as e:  # the package may not exist yet (or be half-written)
+        return None, None, f"{type(e).__name__}: {e}"
+    return Machine, State, None
+
+
+# --- flip: 2 states, each activation runs an enter handler
+
+
+def flip_am(Machine: Any, State: Any) -> Callable[[int], int]:
+    class H:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def AEnter(self, e: Any) -> None:
+            self.n += 1
+
+        def BEnter(self, e: Any) -> None:
+            self.n += 1
+
+    h = H()
+    m = Machine({"A": State(remove=("B",)), "B": State(remove=("A",))}, handlers=h)
+    m.add("A")
+
+    def run(n: int) -> int:
+        add = m.add
+        start = h.n
+        for _ in range(n):
+            add("B")
+            add("A")
+        if h.n - start != 2 * n or not m.is_active("A") or m.is_active("B"):
+            raise AssertionError(f"asyncmachine flip: {h.n - start} enter handlers for {2 * n} adds, {m}")
+        return 2 * n
+
+    return run
+
+
+def flip_transitions() -> Callable[[int], int]:
+    from transitions import Machine as TMachine
+
+    class Model:
+        pass
+
+    count = [0]
+
+    def on_enter() -> None:
+        count[0] += 1
+
+    model = Model()
+    TMachine(
+        model=model,
+        states=[{"name": "A", "on_enter": [on_enter]}, {"name": "B", "on_enter": [on_enter]}],
+        transitions=[
+            {"trigger": "to_b", "source": "A", "dest": "B"},
+            {"trigger": "to_a", "source": "B", "dest": "A"},
+        ],
+        initial="A",
+        auto_transitions=False,
+    )
+    to_a, to_b = model.to_a, model.to_b  # type: ignore[attr-defined]
+
+    def run(n: int) -> int:
+        start = count[0]
+        for _ in range(n):
+            to_b()
+            to_a()
+        if count[0] - start != 2 * n or model.state != "A":  # type: ignore[attr-defined]
+            raise AssertionError(f"transitions flip: {count[0] - start} on_enter calls for {2 * n} triggers")
+        return 2 * n
+
+    return run
+
+
+def flip_statemachine() -> Callable[[int], int]:
+    from statemachine import State as SState
+    from statemachine import StateMachine
+
+    class Flip(StateMachine):
+        a = SState(initial=True)
+        b = SState()
+        to_b = a.to(b)
+        to_a = b.to(a)
+
+        def __init__(self) -> None:
+            self.n = 0
+            super().__init__()
+
+        def on_enter_a(self) -> None:
+            self.n += 1
+
+        def on_enter_b(self) -> None:
+            self.n += 1
+
+    sm = Flip()
+    to_a, to_b = sm.to_a, sm.to_b
+
+    def run(n: int) -> int:
+        start = sm.n
+        for _ in range(n):
+            to_b()
+            to_a()
+        if sm.n - start != 2 * n or not sm.a.is_active:
+            raise AssertionError(
+                f"python-statemachine flip: {sm.n - start} on_enter calls for {2 * n} events"
+            )
+        return 2 * n
+
+    return run
+
+
+# --- workflow: the seeds' file-processing flow, 6 states, auto + require + remove
+
+WORKFLOW_STEPS: list[tuple[str, str, frozenset[str]]] = [
+    # (mutation, state, active states expected afterwards, Exception excluded)
+    ("add", "Start", frozenset({"Start"})),
+    ("add", "FileSelected", frozenset({"Start", "FileSelected"})),
+    ("add", "ProcessingFile", frozenset({"Start", "FileSelected", "ProcessingFile", "InProgress"})),  # +auto
+    (
+        "add",
+        "FileProcessed",
+        frozenset({"Start", "FileSelected", "FileProcessed", "Ready"}),
+    ),  # rm, cascade, auto
+    ("remove", "FileProcessed", frozenset({"Start", "FileSelected"})),  # Ready cascades out (require)
+    ("remove", "Start", frozenset()),  # FileSelected cascades out (require)
+]
+
+
+def workflow_schema(State: Any) -> dict[str, Any]:
+    return {
+        "Start": State(),
+        "FileSelected": State(require=("Start",)),
+        "ProcessingFile": State(require=("FileSelected",), remove=("FileProcessed",)),
+        "FileProcessed": State(remove=("ProcessingFile",)),
+        "InProgress": State(auto=True, require=("ProcessingFile",)),
+        "Ready": State(auto=True, require=("FileProcessed",)),
+    }
+
+
+def workflow_am(Machine: Any, State: Any) -> Callable[[int], int]:
+    class H:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def ProcessingFileEnter(self, e: Any) -> bool:
+            return True
+
+        def ProcessingFileState(self, e: Any) -> None:
+            self.n += 1
+
+        def FileProcessedState(self, e: Any) -> None:
+            self.n += 1
+
+        def ReadyState(self, e: Any) -> None:
+            self.n += 1
+
+    h = H()
+    m = Machine(workflow_schema(State), handlers=h)
+    for kind, state, want in WORKFLOW_STEPS:  # check the semantics once, outside the timed runs
+        getattr(m, kind)(state)
+        got = frozenset(m.active_states()) - {"Exception"}
+        if got != want:
+            raise AssertionError(f"workflow: after {kind}({state}) active {sorted(got)}, want {sorted(want)}")
+    steps = [(getattr(m, kind), state) for kind, state, _ in WORKFLOW_STEPS]
+    per_cycle = len(steps)
+    (a1, s1), (a2, s2), (a3, s3), (a4, s4), (a5, s5), (a6, s6) = steps
+
+    def run(n: int) -> int:
+        start = h.n
+        for _ in range(n):
+            a1(s1)
+            a2(s2)
+            a3(s3)
+            a4(s4)
+            a5(s5)
+            a6(s6)
+        if h.n - start != 3 * n:
+            raise AssertionError(f"workflow: {h.n - start} final handlers in {n} cycles, want {3 * n}")
+        return per_cycle * n
+
+    return run
+
+
+# --- creation: many machines of 5 states, each measured in a fresh interpreter
+
+CREATE_KINDS = ("asyncmachine", "transitions", "python-statemachine")
+
+
+def _factory(kind: str) -> Callable[[], Any]:
+    if kind == "asyncmachine":
+        from machine import Machine, State  # type: ignore[attr-defined]
+
+        schema = {
+            "Start": State(),
+            "Ready": State(require=("Start",)),
+            "Working": State(require=("Ready",), remove=("Idle",)),
+            "Idle": State(remove=("Working",)),
+            "Healthy": State(auto=True, require=("Start",)),
+        }
+        return lambda: Machine(schema)
+    if kind == "transitions":
+        from transitions import Machine as TMachine
+
+        class Model:
+            pass
+
+        states = ["Start", "Ready", "Working", "Idle", "Healthy"]
+        trans = [
+            {"trigger": "ready", "source": "Start", "dest": "Ready"},
+            {"trigger": "work", "source": ["Ready", "Idle"], "dest": "Working"},
+            {"trigger": "idle", "source": "Working", "dest": "Idle"},
+            {"trigger": "check", "source": "Idle", "dest": "Healthy"},
+        ]
+        return lambda: TMachine(
+            model=Model(), states=states, transitions=trans, initial="Start", auto_transitions=False
+        )
+    if kind == "python-statemachine":
+        from statemachine import State as SState
+        from statemachine import StateMachine
+
+        class Five(StateMachine):
+            start = SState(initial=True)
+            ready = SState()
+            working = SState()
+            idle = SState()
+            healthy = SState()
+            go_ready = start.to(ready)
+            work = ready.to(working) | idle.to(working)
+            rest = working.to(idle)
+            check = idle.to(healthy)
+            recover = healthy.to(start)
+
+        return Five
+    raise ValueError(kind)
+
+
+@child("create")
+def child_create(args: list[str]) -> dict[str, Any]:
+    kind, n, mode = args[0], int(args[1]), args[2]  # mode: "time" (time + RSS) or "tracemalloc"
+    make = _factory(kind)
+    make()  # import-time and first-call costs stay out of the figure
+    gc.collect()
+    if mode == "tracemalloc":
+        tracemalloc.start()
+        keep = [make() for _ in range(n)]
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return {"n": len(keep), "peak": peak}
+    if mode == "time-nogc":
+        gc.disable()
+    rss0 = rss_bytes()
+    t0 = time.perf_counter()
+    keep = [make() for _ in range(n)]
+    took = time.perf_counter() - t0
+    rss1 = rss_bytes()
+    return {"n": len(keep), "seconds": took, "rss_delta": rss1 - rss0}
+
+
+# --- the section
+
+
+@section("core", "machine vs transitions vs python-statemachine: flip, workflow, creation")
+def core(ctx: Ctx) -> Report:
+    Machine, State, am_err = _load_machine()
+    v_tr, v_sm = version_of("transitions"), version_of("python-statemachine")
+    rep = Report(
+        title="core",
+        columns=[
+            "benchmark",
+            "asyncmachine",
+            f"transitions {v_tr}",
+            f"python-statemachine {v_sm}",
+            "asyncmachine / transitions",
+            "target",
+            "met",
+        ],
+    )
+    how = "best of" if ctx.repeats > 1 else "one run of"
+    if am_err:
+        rep.notes.append(f"asyncmachine not measured: `from machine import Machine, State` failed ({am_err})")
+
+    # flip
+    ctx.log("flip")
+    impls = {"transitions": flip_transitions(), "python-statemachine": flip_statemachine()}
+    if Machine is not None:
+        impls = {"asyncmachine": flip_am(Machine, State), **impls}
+    r = throughput(ctx, impls)
+    am = r["asyncmachine"].best if "asyncmachine" in r else None
+    tr, sm = r["transitions"].best, r["python-statemachine"].best
+    ok = None if am is None else am >= 1.5 * tr
+
+    def cell(k: str) -> str:
+        return f"{si(r[k].best)} tr/s" if k in r else "n/a"
+
+    rep.rows.append(
+        [
+            "flip: 2 states, enter handler",
+            cell("asyncmachine"),
+            cell("transitions"),
+            cell("python-statemachine"),
+            ratio(am, tr),
+            ">= 1.5x transitions",
+            met(ok),
+        ]
+    )
+    rep.summary.append(
+        f"flip: {cell('asyncmachine')}, transitions {si(tr)} tr/s ({ratio(am, tr)}, target >= 1.5x), "
+        f"python-statemachine {si(sm)} tr/s ({ratio(am, sm)}) - {met(ok)}"
+    )
+    flip_rates = r
+
+    # workflow
+    ctx.log("workflow")
+    wf_err = None
+    wf: Rate | None = None
+    if Machine is not None:
+        try:
+            wf = throughput(ctx, {"asyncmachine": workflow_am(Machine, State)})["asyncmachine"]
+        except AssertionError as e:
+            wf_err = str(e)
+            rep.notes.append(f"workflow not measured: {wf_err}")
+    wok = None if wf is None else wf.best >= 100_000
+    wcell = f"{si(wf.best)} mut/s" if wf else "n/a"
+    rep.rows.append(
+        ["workflow: 6 states, auto/require/remove", wcell, "-", "-", "-", ">= 100k mut/s", met(wok)]
+    )
+    rep.summary.append(f"workflow: {wcell} (target >= 100k mut/s; no anchor required) - {met(wok)}")
+
+    # creation
+    ctx.log("creation")
+    n_am = 10_000 if ctx.quick else 100_000
+    n_anchor = 5_000 if ctx.quick else 20_000
+    c_rep = 1 if ctx.quick else min(ctx.repeats, 3)
+    mode = "time-nogc" if ctx.gc_off else "time"
+    created: dict[str, dict[str, Any]] = {}
+    for kind in CREATE_KINDS:
+        if kind == "asyncmachine" and Machine is None:
+            continue
+        n = n_am if kind == "asyncmachine" else n_anchor
+        runs = []
+        try:
+            for _ in range(c_rep):
+                runs.append(run_child(["create", kind, str(n), mode]))
+            tm = run_child(["create", kind, str(n), "tracemalloc"])
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            rep.notes.append(f"creation ({kind}) not measured: {e}")
+            continue
+        secs = [x["seconds"] for x in runs]
+        created[kind] = {
+            "n": n,
+            "best": min(secs),
+            "median": statistics.median(secs),
+            "rss": statistics.median([x["rss_delta"] for x in runs]),
+            "peak": tm["peak"],
+        }
+
+    def per_machine(kind: str, key: str) -> float | None:
+        c = created.get(kind)
+        return None if c is None else c[key] / c["n"]
+
+    def c_time(kind: str) -> str:
+        c = created.get(kind)
+        if c is None:
+            return "n/a"
+        return f"{c['best']:.2f} s for {si(c['n'])} ({c['best'] / c['n'] * 1e6:.1f} us each)"
+
+    def c_mem(kind: str) -> str:
+        c = created.get(kind)
+        if c is None:
+            return "n/a"
+        return (
+            f"RSS +{mib(c['rss'])} ({c['rss'] / c['n'] / 1024:.1f} KiB each); "
+            f"tracemalloc peak {mib(c['peak'])}"
+        )
+
+    am_c = created.get("asyncmachine")
+    # targets are for 100k machines; a --quick run scales its own figure linearly (said so in the row)
+    scale = 100_000 / am_c["n"] if am_c else 1.0
+    t_ok = None if am_c is None else am_c["best"] * scale < 5.0
+    m_ok = None if am_c is None else max(am_c["rss"], am_c["peak"]) * scale < 2**30
+
+    def us(k: str) -> float | None:
+        return per_machine(k, "best")
+
+    scaled = f" (measured {si(am_c['n'])}, scaled x{scale:g})" if am_c and scale != 1 else ""
+
+    # ratios are anchor / asyncmachine per machine: "x times faster / smaller"
+    rep.rows.append(
+        [
+            f"create {si(n_am)} machines x 5 states: wall time",
+            c_time("asyncmachine"),
+            c_time("transitions"),
+            c_time("python-statemachine"),
+            "per machine: " + times(us("transitions"), us("asyncmachine"), "faster", "slower"),
+            "< 5 s for 100k" + scaled,
+            met(t_ok),
+        ]
+    )
+    rep.rows.append(
+        [
+            f"create {si(n_am)} machines x 5 states: memory",
+            c_mem("asyncmachine"),
+            c_mem("transitions"),
+            c_mem("python-statemachine"),
+            "RSS per machine: "
+            + times(
+                per_machine("transitions", "rss"), per_machine("asyncmachine", "rss"), "smaller", "larger"
+            ),
+            "< 1 GiB for 100k" + scaled,
+            met(m_ok),
+        ]
+    )
+    if am_c:
+        n = am_c["n"]
+
+        def anchor_t(k: str) -> str:
+            u = us(k)
+            if u is None:
+                return f"{k} n/a"
+            return f"{k} {u * n:.2f} s ({times(u, us('asyncmachine'), 'faster', 'slower')})"
+
+        def anchor_m(k: str) -> str:
+            r = per_machine(k, "rss")
+            if r is None:
+                return f"{k} n/a"
+            ours = per_machine("asyncmachine", "rss")
+            return f"{k} +{mib(r * n)} ({times(r, ours, 'smaller', 'larger')})"
+
+        rep.summary.append(
+            f"create: {am_c['best']:.2f} s for {si(n)} machines, {anchor_t('transitions')}, "
+            f"{anchor_t('python-statemachine')} (anchors: per-machine time x {si(n)}; target < 5 s for 100k"
+            f"{scaled}) - {met(t_ok)}"
+        )
+        rep.summary.append(
+            f"memory: RSS +{mib(am_c['rss'])} (tracemalloc peak {mib(am_c['peak'])}) for {si(n)} machines, "
+            f"{anchor_m('transitions')}, {anchor_m('python-statemachine')} "
+            f"(anchors: per-machine RSS x {si(n)}; target < 1 GiB for 100k{scaled}, by both measures) - "
+            f"{met(m_ok)}"
+        )
+
+    # method notes
+    def med(rates: dict[str, Rate]) -> str:
+        return ", ".join(
+            f"{k} {si(v.best)} best / {si(v.median)} median / {si(min(v.rates))} worst ({si(v.n)} ops a run)"
+            for k, v in rates.items()
+        )
+
+    rep.notes += [
+        f"Throughput: {how} {ctx.repeats} timed runs (time.perf_counter), median and worst shown here; each "
+        f"run lasts >= {ctx.min_time:g} s after calibration; implementations interleaved in each repeat; "
+        f"gc.collect() before each run, gc {'disabled' if ctx.gc_off else 'enabled'} while timing.",
+        f"flip runs: {med(flip_rates)}.",
+        "flip: asyncmachine `Machine({A: State(remove=[B]), B: State(remove=[A])}, handlers=H)` with "
+        "`AEnter`/`BEnter` counting, loop `add(B); add(A)`; transitions: `Machine(model, states=[A, B], "
+        "2 triggers, initial=A, auto_transitions=False)` with an `on_enter` callable on both states (direct "
+        "callables, its fastest way), loop `to_b(); to_a()`; python-statemachine: `StateMachine` with "
+        "`a.to(b)`, `b.to(a)` and `on_enter_a`/`on_enter_b`. Handler call counts are checked after each run.",
+    ]
+    if wf:
+        rep.notes.append(
+            f"workflow runs: {med({'asyncmachine': wf})}. Schema: Start; FileSelected(require Start); "
+            "ProcessingFile(require FileSelected, remove FileProcessed); "
+            "FileProcessed(remove ProcessingFile); InProgress(auto, require ProcessingFile); "
+            "Ready(auto, require FileProcessed). One cycle = 6 mutations: add Start, add FileSelected, "
+            "add ProcessingFile (+auto InProgress), add FileProcessed (-ProcessingFile, InProgress cascades, "
+            "+auto Ready), remove FileProcessed (Ready cascades), remove Start (FileSelected cascades); the "
+            "auto transition that follows each changing mutation is not counted. Handlers: "
+            "ProcessingFileEnter, ProcessingFileState, FileProcessedState, ReadyState. The active set after "
+            "each step is checked once before timing."
+        )
+    rep.notes.append(
+        f"creation: each run in a fresh interpreter (imports and one warm-up machine excluded), machines "
+        f"kept in a list; {f'best of {c_rep} runs' if c_rep > 1 else 'one run'} for time, median RSS delta "
+        "(/proc/self/statm, after minus before) and, in one more run, the tracemalloc peak. Anchors build "
+        f"{si(n_anchor)} machines (they are slow); their row shows that count, and ratios compare "
+        "per-machine figures. asyncmachine schema: Start; Ready(require Start); "
+        "Working(require Ready, remove Idle); "
+        "Idle(remove Working); Healthy(auto, require Start) (+ Exception); anchors: 5 states, 4 triggers."
+    )
+    return rep
+
+
+# ----------------------------------------------------------------------------------------------------
+# Output
+
+
+HEADER = """# Benchmarks
+
+Figures from `scripts/bench` (the harness is `scripts/bench.py`). Regenerate a section with
+
+    scripts/bench core --write docs/benchmarks.md
+
+`scripts/bench` creates `.venv` if needed and installs the project with the `test,bench` extras (pytransitions
+and python-statemachine are the anchors). `scripts/bench --quick` is a smoke run with fewer iterations; its
+figures are not for comparison. Each section below states the host it was measured on; the figures come from
+one machine and vary between hosts, so compare the ratios, not the absolute numbers.
+
+File created {facts}.
+"""
+
+
+def write_section(path: Path, name: str, body: str) -> None:
+    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    text = path.read_text() if path.exists() else HEADER.format(facts=facts())
+    i, j = text.find(start), text.find(end)
+    if i >= 0 and j > i:
+        text = text[:i] + block + text[j + len(end) :]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--child"]:
+        print(json.dumps(CHILDREN[argv[1]](argv[2:])))
+        return 0
+    ap = argparse.ArgumentParser(prog="scripts/bench", description="asyncmachine benchmarks (not tests)")
+    ap.add_argument("sections", nargs="*", help=f"sections to run (default: all): {', '.join(SECTIONS)}")
+    ap.add_argument("--quick", action="store_true", help="fewer and shorter runs, for smoke tests")
+    ap.add_argument("--repeats", type=int, help="timed runs per figure (default 5, quick 3)")
+    ap.add_argument("--min-time", type=float, help="seconds per timed run (default 0.4, quick 0.05)")
+    ap.add_argument("--no-gc", action="store_true", help="disable the garbage collector while timing")
+    ap.add_argument(
+        "--write", metavar="FILE", help="rewrite each section's block in FILE (docs/benchmarks.md)"
+    )
+    ap.add_argument("--list", action="store_true", help="list the sections and exit")
+    a = ap.parse_args(argv)
+    if a.list:
+        for name, (_, h) in SECTIONS.items():
+            print(f"{name:12} {h}")
+        return 0
+    unknown = [s for s in a.sections if s not in SECTIONS]
+    if unknown:
+        ap.error(f"unknown section(s): {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    ctx = Ctx(
+        quick=a.quick,
+        repeats=a.repeats or (3 if a.quick else 5),
+        min_time=a.min_time or (0.05 if a.quick else 0.4),
+        gc_off=a.no_gc,
+    )
+    if os.environ.get("AM_LOG"):
+        ctx.log(f"note: AM_LOG={os.environ['AM_LOG']} is set; logging costs are included in the figures")
+    for name in a.sections or list(SECTIONS):
+        fn, _ = SECTIONS[name]
+        rep = fn(ctx)
+        cmd = "scripts/bench " + name + (" --quick" if ctx.quick else "") + (" --no-gc" if ctx.gc_off else "")
+        body = f"{rep.markdown()}\nMeasured {facts()}, with `{cmd}`.\n"
+        if ctx.quick:
+            body = "**Quick (smoke) run: not for comparison.**\n\n" + body
+        print(body)
+        if a.write:
+            write_section(Path(a.write), name, body)
+            ctx.log(f"wrote the {name} block of {a.write}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
