@@ -10,9 +10,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=".venv/.installed-${AM_EXTRAS:-none}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
   spec="."
   [ -n "${AM_EXTRAS:-}" ] && spec=".[${AM_EXTRAS}]"
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec"
+  echo "setting up .venv (pip install -e '$spec'), log in .venv/install.log" >&2
+  if ! .venv/bin/python -m pip install --disable-pip-version-check -e "$spec" >.venv/install.log 2>&1; then
+    tail -30 .venv/install.log >&2
+    echo "pip install failed; see .venv/install.log" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
