@@ -27,6 +27,8 @@ def parse_level(value: int | str | LogLevel | None) -> LogLevel:
     """A level from an int, a name (any case) or None (then env ``AM_LOG``, else NOTHING)."""
     if value is None:
         value = os.environ.get("AM_LOG") or 0
+        if value == 0:
+            return LogLevel.NOTHING
     if isinstance(value, str):
         v = value.strip()
         if v.isdigit():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import secrets
+import logging
+import random as _random
 import threading
 import time as _time
 import traceback
@@ -27,7 +28,7 @@ from .resolver import (
     make_plan,
     resolve,
 )
-from .schema import EXCEPTION, Compiled, State, normalize
+from .schema import EXCEPTION, Compiled, State, compiled_for, normalize
 from .signals import Ctx, Waiter, resolved_waiter
 from .subscriptions import Clock, Subscriptions
 from .tracer import Tracer
@@ -47,6 +48,8 @@ class _Panic:
 
 
 _TIMEOUT = object()
+_NO_FINALS: list[Any] = []
+_NO_TRACERS: list[Tracer] = []  # shared while a machine has none; binding replaces the list
 
 
 def _fmt_args(args: Mapping[str, Any] | None, max_len: int = 20) -> str:
@@ -71,6 +74,46 @@ class Machine:
     it in order.
     """
 
+    __slots__ = (
+        "_active",
+        "_appended",
+        "_bind_seq",
+        "_bind_version",
+        "_bindings",
+        "_bound",
+        "_c",
+        "_ctx_obj",
+        "_dispose_cbs",
+        "_disposed",
+        "_disposed_waiter_obj",
+        "_disposing",
+        "_done_tick",
+        "_err",
+        "_handler_timeout",
+        "_id",
+        "_internal_errors",
+        "_lock",
+        "_log_level",
+        "_log_prefix",
+        "_logger_obj",
+        "_loop",
+        "_machine_tick",
+        "_parent_id",
+        "_processing",
+        "_queue",
+        "_queue_limit",
+        "_queue_tick",
+        "_runner",
+        "_state_ctxs",
+        "_subs",
+        "_tags",
+        "_time",
+        "_tracers",
+        "_tx",
+        "_tx_seq",
+        "__weakref__",
+    )
+
     def __init__(
         self,
         schema: Mapping[str, State | Mapping[str, Any]],
@@ -85,24 +128,19 @@ class Machine:
         handler_timeout: float | None = 1.0,
         tracers: Iterable[Tracer] = (),
     ) -> None:
-        full = normalize(schema, add_exception=True)
-        self._id = str(id) if id is not None else secrets.token_hex(4)
+        self._c = compiled_for(schema)
+        self._id = str(id) if id is not None else f"{_random.getrandbits(32):08x}"
         if not self._id:
             raise ValueError("machine id must not be empty")
         self._parent_id = parent.id if isinstance(parent, Machine) else (str(parent) if parent else None)
-        self._tags = list(dict.fromkeys(tags))
+        self._tags = list(dict.fromkeys(tags)) if tags else []
         self._log_level = parse_level(log_level)
-        self._logger = machine_logger(self._id, self._log_level)
+        self._logger_obj: logging.Logger | None = None
         self._log_prefix = f"[{self._id[:5]}] "
-        self._loop: asyncio.AbstractEventLoop | None = loop
-        if loop is None:
-            try:
-                self._loop = asyncio.get_running_loop()
-            except RuntimeError:
-                pass
+        # async handlers run on the loop the machine was created in (get_running_loop without raising)
+        self._loop: asyncio.AbstractEventLoop | None = loop or asyncio.events._get_running_loop()
         self._queue_limit = queue_limit
         self._handler_timeout = handler_timeout
-        self._c = Compiled(full)
         n = len(self._c.names)
         self._time: list[int] = [0] * n
         self._active: tuple[str, ...] = ()
@@ -116,20 +154,21 @@ class Machine:
         self._machine_tick = 0
         self._tx: Transition | None = None
         self._tx_seq = 0
-        self._plans: dict[tuple[Any, ...], Plan] = {}
+        # handlers of the bound objects per plan: plan -> (bind version, negotiation, finals)
+        self._bound: dict[Plan, tuple[int, BoundNeg, BoundFin]] = {}
         self._bindings: list[Binding] = []
         self._bind_seq = 0
         self._bind_version = 0
-        self._tracers: list[Tracer] = list(tracers)
+        self._tracers: list[Tracer] = list(tracers) if tracers else _NO_TRACERS
         self._subs = Subscriptions(self._lock)
         self._state_ctxs: dict[str, Ctx] = {}
-        self._ctx = Ctx()
+        self._ctx_obj: Ctx | None = None  # created on first use, like the rest below
         self._err: BaseException | None = None
-        self._internal_errors: deque[BaseException] = deque(maxlen=10)
+        self._internal_errors: deque[BaseException] | None = None
         self._disposing = False
         self._disposed = False
         self._dispose_cbs: list[Callable[[], Any]] = []
-        self._disposed_waiter = Waiter()
+        self._disposed_waiter_obj: Waiter | None = None
         for t in self._tracers:
             self._trace(t.machine_init, self)
         if handlers is not None:
@@ -200,6 +239,30 @@ class Machine:
         return self._ctx
 
     @property
+    def _ctx(self) -> Ctx:
+        c = self._ctx_obj
+        if c is None:
+            with self._lock:
+                c = self._ctx_obj
+                if c is None:
+                    c = self._ctx_obj = Ctx()
+                    if self._disposed:
+                        c.cancel()
+        return c
+
+    @property
+    def _disposed_waiter(self) -> Waiter:
+        w = self._disposed_waiter_obj
+        if w is None:
+            with self._lock:
+                w = self._disposed_waiter_obj
+                if w is None:
+                    w = self._disposed_waiter_obj = Waiter()
+                    if self._disposed:
+                        w._resolve(True)
+        return w
+
+    @property
     def log_level(self) -> LogLevel:
         """The current log level."""
         return self._log_level
@@ -207,12 +270,20 @@ class Machine:
     @log_level.setter
     def log_level(self, value: int | str | LogLevel) -> None:
         self._log_level = parse_level(value)
-        self._logger = machine_logger(self._id, self._log_level)
+        self._logger_obj = machine_logger(self._id, self._log_level)
+
+    @property
+    def _logger(self) -> logging.Logger:
+        # created on first use: a stdlib logger per machine id lives forever in logging's registry
+        lg = self._logger_obj
+        if lg is None:
+            lg = self._logger_obj = machine_logger(self._id, self._log_level)
+        return lg
 
     @property
     def internal_errors(self) -> list[BaseException]:
         """The last 10 internal errors (handler timeouts), oldest first."""
-        return list(self._internal_errors)
+        return list(self._internal_errors or ())
 
     @property
     def transition(self) -> Transition | None:
@@ -434,47 +505,64 @@ class Machine:
         return self._mutate(ADD, states, args)
 
     def _mutate(self, mtype: MutationType, states: tuple[str, ...], args: Mapping[str, Any] | None) -> int:
-        called = self._called(states)
-        a = self._args(args)
+        c = self._c
+        index = c.index
+        for s in states:
+            if s not in index:
+                self._unknown(states)
+        called = states if len(states) < 2 or len(set(states)) == len(states) else tuple(dict.fromkeys(states))
+        a = None if args is None else self._args(args)
         if self._disposing:
             return CANCELED
-        c = self._c
         with self._lock:
             q = self._queue
-            if len(q) >= self._queue_limit:
-                # while Exception can still change, a mutation that names it gets through a full queue
-                exc_on = bool(self._time[c.index[EXCEPTION]] & 1) if EXCEPTION in c.index else False
-                if not (EXCEPTION in called and (
-                        (mtype == ADD and not exc_on) or (mtype == REMOVE and exc_on))):
-                    self._log(LogLevel.OPS, f"[queue:full] [{mtype}] {' '.join(called)}")
-                    return CANCELED
             running = self._processing
-            if mtype == REMOVE and running and not q and not self.any_active(*called):
-                return EXECUTED
-            if q and not a and not any(s in c.multi for s in called):
-                for m in q:
-                    if (m.type == mtype and not m.is_check and len(m.called) == len(called)
-                            and all(s in m.called for s in called)):
-                        self._log(LogLevel.OPS, f"[queue:skipped] Duplicate detected for [{mtype}] "
-                                                f"{' '.join(called)}")
-                        return EXECUTED
-            self._appended += 1
-            tick = self._appended + 1
-            m = Mutation(mtype, called, a, queue_tick=tick)
-            q.append(m)
-            if self._log_level >= LogLevel.OPS:
-                self._log(LogLevel.OPS, f"[queue:{mtype}] {' '.join(called)}{_fmt_args(a)}")
-            if self._tracers:
-                for t in self._tracers:
-                    self._trace(t.mutation_queued, self, m)
-            if running:
-                if self._log_level >= LogLevel.OPS:
-                    n = len(q)
-                    self._log(LogLevel.OPS, f"[postpone] queue running ({n} item{'s' if n != 1 else ''})")
-                return tick
-            self._processing = True
-            self._runner = _get_ident()
-        return self._drain()
+            if not running and not q:
+                # idle: this thread runs the mutation at once (it counts as appended and dequeued)
+                self._processing = True
+                self._runner = _get_ident()
+                self._appended += 1
+                self._queue_tick += 1
+                m = Mutation(mtype, called, a, queue_tick=self._appended + 1)
+            else:
+                if len(q) >= self._queue_limit:
+                    # while Exception can still change, a mutation that names it gets through a full queue
+                    exc_on = bool(self._time[index[EXCEPTION]] & 1) if EXCEPTION in index else False
+                    if not (EXCEPTION in called and (
+                            (mtype == ADD and not exc_on) or (mtype == REMOVE and exc_on))):
+                        self._log(LogLevel.OPS, f"[queue:full] [{mtype}] {' '.join(called)}")
+                        return CANCELED
+                if mtype == REMOVE and running and not q and not self.any_active(*called):
+                    return EXECUTED
+                if q and not a and not any(s in c.multi for s in called):
+                    for qm in q:
+                        if (qm.type == mtype and not qm.is_check and len(qm.called) == len(called)
+                                and all(s in qm.called for s in called)):
+                            self._log(LogLevel.OPS, f"[queue:skipped] Duplicate detected for [{mtype}] "
+                                                    f"{' '.join(called)}")
+                            return EXECUTED
+                self._appended += 1
+                tick = self._appended + 1
+                m = Mutation(mtype, called, a, queue_tick=tick)
+                q.append(m)
+                self._queued(m, q)
+                if running:
+                    if self._log_level >= LogLevel.OPS:
+                        n = len(q)
+                        self._log(LogLevel.OPS, f"[postpone] queue running ({n} item{'s' if n != 1 else ''})")
+                    return tick
+                self._processing = True
+                self._runner = _get_ident()
+                return self._drain()
+        if self._log_level or self._tracers:
+            self._queued(m, None)
+        return self._drain(m)
+
+    def _queued(self, m: Mutation, q: deque[Mutation] | None) -> None:
+        if self._log_level >= LogLevel.OPS:
+            self._log(LogLevel.OPS, f"[queue:{m.type}] {' '.join(m.called)}{_fmt_args(m.args)}")
+        for t in self._tracers:
+            self._trace(t.mutation_queued, self, m)
 
     @staticmethod
     def _args(args: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -586,30 +674,42 @@ class Machine:
 
     # ------------------------------------------------------------------ the queue runner
 
-    def _drain(self) -> int:
-        """Process the queue until it is empty; this thread holds the processing flag."""
+    def _drain(self, m: Mutation | None = None) -> int:
+        """Run ``m`` (already counted as dequeued), then the queue until it is empty.
+
+        The calling thread holds the processing flag; it is released here, under the lock, once the queue is
+        empty, so a mutation appended meanwhile is never left behind.
+        """
         first: int | None = None
-        lock, q = self._lock, self._queue
+        lock, q, subs = self._lock, self._queue, self._subs
         try:
             while True:
-                with lock:
-                    if not q or self._disposing:
-                        if self._disposing:
-                            self._cancel_queue()
-                        self._processing = False
-                        self._runner = None
-                        self._tx = None
-                        break
-                    m = q.popleft()
-                    if m.queue_tick:
-                        self._queue_tick += 1
-                r = self._process(m)
+                if m is None:
+                    with lock:
+                        if not q or self._disposing:
+                            if self._disposing:
+                                self._cancel_queue()
+                            self._processing = False
+                            self._runner = None
+                            self._tx = None
+                            break
+                        m = q.popleft()
+                        if m.queue_tick:
+                            self._queue_tick += 1
+                if m.type is not EVAL and (m.ctx is None or not m.ctx.done):
+                    r = self._transition(m)
+                else:
+                    r = self._run_other(m)
+                m.result = r
+                if m.done is not None:
+                    m.done.set()
                 if first is None:
                     first = r
                 if m.queue_tick:
                     self._done_tick = m.queue_tick
-                    if self._subs.queue:
+                    if subs.queue:
                         self._resolve_queue_waiters()
+                m = None
         except BaseException:
             with lock:
                 self._processing = False
@@ -629,43 +729,32 @@ class Machine:
                 m.done.set()
         self._queue.clear()
 
-    def _process(self, m: Mutation) -> int:
+    def _run_other(self, m: Mutation) -> int:
+        """An eval, or a mutation whose ctx ended (skipped)."""
         if m.ctx is not None and m.ctx.done:
-            r: int = CANCELED
-        elif m.type == EVAL:
-            r = EXECUTED
-            assert m.fn is not None
-            try:
-                m.fn()
-            except Exception as exc:
-                self._log(LogLevel.OPS, f"[eval] raised {exc!r}")
-                self.add_err(exc)
-        else:
-            r = self._transition(m)
-        m.result = r
-        if m.done is not None:
-            m.done.set()
-        return r
-
-    def _plan(self, m: Mutation, before: tuple[str, ...]) -> Plan:
-        key = (m.type, m.called, before, m.is_auto, m.is_check)
-        plans = self._plans
-        plan = plans.get(key)
-        if plan is None:
-            if len(plans) >= _PLAN_CACHE_MAX:
-                plans.clear()
-            plan = plans[key] = make_plan(self._c, m.type, m.called, before, m.is_auto, m.is_check)
-        return plan
+            return CANCELED
+        assert m.fn is not None
+        try:
+            m.fn()
+        except Exception as exc:
+            self._log(LogLevel.OPS, f"[eval] raised {exc!r}")
+            self.add_err(exc)
+        return EXECUTED
 
     def _transition(self, m: Mutation) -> int:
         """Apply one mutation: resolve, negotiate, apply, run final handlers (spec section 6)."""
         before = self._active
-        plan = self._plan(m, before)
+        c = self._c
+        key = (m.type, m.called, before, m.is_auto, m.is_check)
+        plan: Plan | None = c.plans.get(key)
+        if plan is None:
+            if len(c.plans) >= _PLAN_CACHE_MAX:
+                c.plans.clear()
+            plan = c.plans[key] = make_plan(c, m.type, m.called, before, m.is_auto, m.is_check)
         self._tx_seq += 1
         tx = Transition(self, self._tx_seq, m, plan, before, self._time)
         self._tx = tx
-        level = self._log_level
-        if level >= LogLevel.OPS:
+        if self._log_level >= LogLevel.OPS:
             kind = f"{m.type}:auto" if m.is_auto else (f"{m.type}:check" if m.is_check else str(m.type))
             self._log(LogLevel.OPS, f"[{kind}] {' '.join(m.called)}{_fmt_args(m.args)}")
             for lvl, line in plan.log:
@@ -679,23 +768,27 @@ class Machine:
         accepted = plan.accepted
         if accepted and self._bindings:
             accepted = self._negotiate(tx, plan)
-        if m.is_check:
+        if m.is_check or not accepted:
             tx.is_accepted = accepted
             tx.is_completed = True
             if tracers:
                 for t in tracers:
                     self._trace(t.transition_end, tx)
-            return EXECUTED if accepted else CANCELED
-        changed = False
-        if accepted:
-            changed = self._apply(tx, plan)
-            accepted = tx.is_accepted
-        else:
-            tx.is_accepted = False
+            self._tx = None
+            return EXECUTED if m.is_check and accepted else CANCELED
+        changed = self._apply(tx, plan)
         tx.is_completed = True
-        if (accepted and changed and not m.is_auto and not plan.health and not self._disposing
-                and self._c.auto_names):
-            auto = auto_states(self._c, self._active)
+        if not tx.is_accepted:  # a final handler failed
+            if tracers:
+                for t in tracers:
+                    self._trace(t.transition_end, tx)
+            self._tx = None
+            return CANCELED
+        if changed and c.auto_names and not m.is_auto and not plan.health and not self._disposing:
+            active = self._active
+            auto = c.autos.get(active)
+            if auto is None:
+                auto = c.autos[active] = auto_states(c, active)
             if auto:
                 self._log(LogLevel.OPS, f"[auto] {' '.join(auto)}")
                 am = Mutation(ADD, auto, None, is_auto=True)
@@ -708,24 +801,32 @@ class Machine:
             for t in tracers:
                 self._trace(t.transition_end, tx)
         self._tx = None
-        if not accepted:
-            return CANCELED
-        now = self._time
-        index = self._c.index
-        if m.type == REMOVE:
-            return CANCELED if any(now[index[s]] & 1 for s in m.called) else EXECUTED
+        # final handlers only queue, so the target is still active: only auto needs a check (spec 6.7)
         if m.is_auto:
             return EXECUTED if len(tx.target) > len(before) else CANCELED
-        return EXECUTED if all(now[index[s]] & 1 for s in tx.target) else CANCELED
+        return EXECUTED
+
+    def _bound_for(self, plan: Plan) -> tuple[int, BoundNeg, BoundFin]:
+        entry = self._bound.get(plan)
+        if entry is None or entry[0] != self._bind_version:
+            neg: BoundNeg = []
+            bindings = self._bindings
+            for name, owner in plan.neg:
+                calls = [(b, b.handlers[name]) for b in bindings if name in b.handlers]
+                if calls:
+                    neg.append((name, owner, calls))
+            entry = (self._bind_version, neg, self._bind_finals(plan.fin))
+            if len(self._bound) >= _PLAN_CACHE_MAX:
+                self._bound.clear()
+            self._bound[plan] = entry
+        return entry
 
     def _negotiate(self, tx: Transition, plan: Plan) -> bool:
         """Run Exit, Enter, self, pair and AnyEnter handlers; False cancels (spec section 6)."""
-        if plan.bound_version != self._bind_version:
-            self._bind_plan(plan)
         m = tx.mutation
         is_auto = m.is_auto
         rejected = tx._rejected
-        for name, owner, calls in plan.neg_bound:
+        for name, owner, calls in self._bound_for(plan)[1]:
             if rejected is not None and owner in rejected:
                 continue
             if name == "AnyEnter" and is_auto and rejected is not None:
@@ -757,22 +858,15 @@ class Machine:
                     return False
         return True
 
-    def _bind_plan(self, plan: Plan) -> None:
-        neg: BoundNeg = []
-        for name, owner in plan.neg:
-            calls = [(b, b.handlers[name]) for b in self._bindings if name in b.handlers]
-            if calls:
-                neg.append((name, owner, calls))
-        plan.neg_bound = neg
-        plan.fin_bound = self._bind_finals(plan.fin)
-        plan.bound_version = self._bind_version
-
     def _bind_finals(self, fin: tuple[tuple[str, str, int], ...]) -> BoundFin:
+        """Final handlers found on the bindings (names without any handler are left out)."""
         out: BoundFin = []
+        bindings = self._bindings
         for name, state, kind in fin:
-            calls = [(b, b.handlers[name]) for b in self._bindings if name in b.handlers]
-            out.append((name, state, kind, calls))
-        calls = [(b, b.handlers["AnyState"]) for b in self._bindings if "AnyState" in b.handlers]
+            calls = [(b, b.handlers[name]) for b in bindings if name in b.handlers]
+            if calls:
+                out.append((name, state, kind, calls))
+        calls = [(b, b.handlers["AnyState"]) for b in bindings if "AnyState" in b.handlers]
         if calls:
             out.append(("AnyState", "", -1, calls))
         return out
@@ -794,6 +888,8 @@ class Machine:
                 ret = fn(e)
                 if _time.perf_counter() - t0 > timeout:
                     err = HandlerTimeoutError(f"handler timeout: {name} from {binding.name}")
+                    if self._internal_errors is None:
+                        self._internal_errors = deque(maxlen=10)
                     self._internal_errors.append(err)
                     self._logger.warning("%s%s", self._log_prefix, err)
                     ret = _TIMEOUT
@@ -812,57 +908,57 @@ class Machine:
         before = tx._before
         if tx._rejected:
             clean = tuple(s for s in m.called if s in tx.target and s not in tx._rejected)
-            if not clean and m.is_auto:
-                target = tuple(s for s in tx.target if s not in tx._rejected)
-                if not target:
-                    tx.is_accepted = False
-                    return False
+            if not clean:
+                tx.is_accepted = False
+                return False
             target_l = resolve(self._c, ADD, clean, before, True, None)
             enters, exits, deltas = _enters_exits(self._c, target_l, before, clean)
             target = tuple(target_l)
             fin_bound = self._bind_finals(final_handlers(exits, enters))
+            tx.target, tx.enters, tx.exits = target, enters, exits
         else:
             target, enters, exits, deltas = (plan.final_target, plan.final_enters, plan.final_exits,
                                              plan.final_deltas)
-            if self._bindings and plan.bound_version != self._bind_version:
-                self._bind_plan(plan)
-            fin_bound = plan.fin_bound if self._bindings else []
-        tx.target, tx.enters, tx.exits = target, enters, exits
-        changed = bool(deltas)
-        if changed:
-            new_time = list(self._time)
+            fin_bound = self._bound_for(plan)[2] if self._bindings else _NO_FINALS
+            if m.is_auto:
+                tx.target, tx.enters, tx.exits = target, enters, exits
+        if deltas:
+            new_time = self._time[:]
             for i, d in deltas:
                 new_time[i] += d
-            with self._lock:
+            with self._lock:  # waiters read ticks under the lock: see _waiter
                 self._time = new_time
                 self._active = target
         else:
             new_time = self._time
             self._active = target
         tx._time_after = new_time
-        if self._log_level >= LogLevel.CHANGES and changed:
-            self._log_state(m, enters, exits, before)
-        if changed and self._state_ctxs:
-            for s in (*exits, *enters):
-                ctx = self._state_ctxs.pop(s, None)
-                if ctx is not None:
-                    ctx.cancel()
-        tracers = self._tracers
-        if tracers:
-            for t in tracers:
+        if deltas:
+            if self._log_level >= LogLevel.CHANGES:
+                self._log_state(m, enters, exits)
+            if self._state_ctxs:
+                for s in (*exits, *enters):
+                    ctx = self._state_ctxs.pop(s, None)
+                    if ctx is not None:
+                        ctx.cancel()
+        if self._tracers:
+            for t in self._tracers:
                 self._trace(t.transition_finals, tx)
-        args_states = self._subs.args_states
-        if fin_bound or args_states:
-            if not self._finals(tx, fin_bound, enters, exits):
-                changed = True
-        if changed:
+        ok = True
+        if fin_bound:
+            ok = self._finals(tx, fin_bound, enters)
+        if self._subs.args_states:
+            index, now = self._c.index, self._time
+            for s in enters:
+                if s in self._subs.args_states and now[index[s]] & 1:
+                    self._match_args(s, tx.args)
+        subs = self._subs
+        if (deltas or not ok) and (subs.when or subs.when_not or subs.when_time or subs.query):
             self._check_subs()
-        return changed
+        return bool(deltas)
 
-    def _finals(self, tx: Transition, fin_bound: BoundFin, enters: tuple[str, ...],
-                exits: tuple[str, ...]) -> bool:
-        """Run End/State/AnyState handlers and match when_args. False when the transition failed."""
-        args_states = self._subs.args_states
+    def _finals(self, tx: Transition, fin_bound: BoundFin, enters: tuple[str, ...]) -> bool:
+        """Run End/State/AnyState handlers. False when one failed (the transition is then canceled)."""
         for name, state, kind, calls in fin_bound:
             for binding, fn in calls:
                 if name in binding.async_names:
@@ -874,12 +970,6 @@ class Machine:
                     if isinstance(ret, _Panic):
                         self._panic(tx, ret.exc, final=True)
                     return False
-            if kind == STATE and state in args_states:
-                self._match_args(state, tx.args)
-        if args_states and not fin_bound:
-            for s in enters:
-                if s in args_states:
-                    self._match_args(s, tx.args)
         return True
 
     def _recover(self, tx: Transition, name: str, state: str, kind: int, enters: tuple[str, ...]) -> None:
@@ -944,8 +1034,7 @@ class Machine:
 
         fut.add_done_callback(done)
 
-    def _log_state(self, m: Mutation, enters: tuple[str, ...], exits: tuple[str, ...],
-                   before: tuple[str, ...]) -> None:
+    def _log_state(self, m: Mutation, enters: tuple[str, ...], exits: tuple[str, ...]) -> None:
         parts = [f"+{s}" for s in enters] + [f"-{s}" for s in exits]
         tag = "auto_" if m.is_auto else "state"
         self._log(LogLevel.CHANGES, f"[{tag}] {' '.join(parts)}{_fmt_args(m.args)}")
@@ -954,8 +1043,6 @@ class Machine:
 
     def _check_subs(self) -> None:
         subs = self._subs
-        if not (subs.clock_based or subs.query):
-            return
         due: list[Waiter] = []
         with self._lock:
             if subs.clock_based:
@@ -1224,8 +1311,10 @@ class Machine:
                 fn()
             except Exception:
                 self._logger.exception("%son_dispose callback raised", self._log_prefix)
-        self._ctx.cancel()
-        self._disposed_waiter._resolve(True)
+        if self._ctx_obj is not None:
+            self._ctx_obj.cancel()
+        if self._disposed_waiter_obj is not None:
+            self._disposed_waiter_obj._resolve(True)
 
     # ------------------------------------------------------------------ export, import, schema
 
@@ -1309,7 +1398,7 @@ class Machine:
                     new_time[i] = self._time[j]
             self._c = compiled
             self._time = new_time
-            self._plans = {}
+            self._bound = {}
             self._bindings = [Binding(b.obj, b.seq, compiled.index) for b in self._bindings]
             self._bind_version += 1
         for t in self._tracers:

@@ -51,6 +51,12 @@ class State:
         object.__setattr__(self, "auto", bool(auto))
         object.__setattr__(self, "multi", bool(multi))
         object.__setattr__(self, "tags", _names(tags))
+        # schemas are dict keys of the compiled-schema cache: hash once
+        object.__setattr__(self, "_hash", hash((self.require, self.remove, self.add, self.after, self.auto,
+                                                self.multi, self.tags)))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[no-any-return, attr-defined]
 
     def extend(self, other: State) -> State:
         """Union of both states' relations (deduplicated); flags are OR-ed."""
@@ -161,12 +167,42 @@ def parse(schema: dict[str, State]) -> tuple[dict[str, State], list[str]]:
     return clean, errors
 
 
+_COMPILED: dict[Any, Compiled] = {}
+_COMPILED_MAX = 256
+
+
+def compiled_for(schema: Mapping[str, State | Mapping[str, Any]]) -> Compiled:
+    """The compiled form of ``schema`` (Exception appended), shared by every machine built from an equal one.
+
+    Raises SchemaError for an invalid schema.
+    """
+    try:
+        key: Any = tuple(schema.items())
+        c = _COMPILED.get(key)
+    except TypeError:  # plain-dict states are not hashable: compile without caching the raw form
+        key, c = None, None
+    if c is None:
+        full = normalize(schema, add_exception=True)
+        full_key = tuple(full.items())
+        c = _COMPILED.get(full_key)
+        if c is None:
+            if len(_COMPILED) >= _COMPILED_MAX:
+                _COMPILED.clear()
+            c = _COMPILED[full_key] = Compiled(full)
+        if key is not None:
+            _COMPILED[key] = c
+    return c
+
+
 class Compiled:
-    """A parsed schema with everything the resolver needs precomputed."""
+    """A parsed schema with everything the resolver needs precomputed, and the cache of resolved plans.
+
+    Immutable once built (the plan cache only grows), so machines with equal schemas share one.
+    """
 
     __slots__ = (
         "schema", "names", "index", "require", "remove", "add", "after", "auto", "multi", "topo",
-        "auto_names", "errors", "cycle",
+        "auto_names", "errors", "cycle", "plans", "autos",
     )
 
     def __init__(self, schema: dict[str, State], prev_topo: dict[str, int] | None = None) -> None:
@@ -186,6 +222,9 @@ class Compiled:
         self.cycle = cycle
         # a require cycle keeps the previous topology (spec 5.1)
         self.topo = prev_topo if cycle is not None and prev_topo is not None else topo
+        # resolver caches: (type, called, before, is_auto, is_check) -> Plan; active states -> auto states
+        self.plans: dict[tuple[Any, ...], Any] = {}
+        self.autos: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
 def _require_topology(
