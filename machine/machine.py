@@ -791,6 +791,7 @@ class Machine:
                 auto = c.autos[active] = auto_states(c, active)
             if auto:
                 self._log(LogLevel.OPS, f"[auto] {' '.join(auto)}")
+                self._log(LogLevel.OPS, f"[prepend:add] {' '.join(auto)}")
                 am = Mutation(ADD, auto, None, is_auto=True)
                 with self._lock:
                     self._queue.appendleft(am)
@@ -856,6 +857,8 @@ class Machine:
                     tag = "cancel:self" if self_h else "cancel"
                     self._log(LogLevel.OPS, f"[{tag}] ({' '.join(tx.target)}) by {name}")
                     return False
+        if rejected is not None and not [s for s in tx.target if s not in rejected]:
+            return False
         return True
 
     def _bind_finals(self, fin: tuple[tuple[str, str, int], ...]) -> BoundFin:
@@ -907,10 +910,8 @@ class Machine:
         m = tx.mutation
         before = tx._before
         if tx._rejected:
+            # re-resolve without the rejected auto states, which drops what they would have added
             clean = tuple(s for s in m.called if s in tx.target and s not in tx._rejected)
-            if not clean:
-                tx.is_accepted = False
-                return False
             target_l = resolve(self._c, ADD, clean, before, True, None)
             enters, exits, deltas = _enters_exits(self._c, target_l, before, clean)
             target = tuple(target_l)

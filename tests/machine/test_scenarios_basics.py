@@ -117,6 +117,5 @@ def test_t04_implied_multi_and_inspect(make):
     assert mach.string_all() == "(A:3 B:1 C:3 D:1) [Exception:0]"
 
     assert mach.inspect("D", "A") == (
-        "1 D\n    |Tick     1\n    |Add      C B\n"
-        "1 A\n    |Tick     3\n    |Auto     true\n    |Require  C\n"
+        "1 D\n    |Tick     1\n    |Add      C B\n1 A\n    |Tick     3\n    |Auto     true\n    |Require  C\n"
     )
