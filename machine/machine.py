@@ -50,6 +50,18 @@ class _Panic:
 _TIMEOUT = object()
 _NO_FINALS: list[Any] = []
 _NO_TRACERS: list[Tracer] = []  # shared while a machine has none; binding replaces the list
+_NO_HOOKS: dict[str, list[Callable[..., Any]]] = {}
+_HOOK_NAMES = tuple(n for n in vars(Tracer) if not n.startswith("_"))
+
+
+def _hooks_of(tracers: list[Tracer]) -> dict[str, list[Callable[..., Any]]]:
+    """Bound tracer methods by hook name, only those a subclass overrides (the rest are no-ops)."""
+    hooks: dict[str, list[Callable[..., Any]]] = {}
+    for t in tracers:
+        for name in _HOOK_NAMES:
+            if getattr(type(t), name, None) is not getattr(Tracer, name):
+                hooks.setdefault(name, []).append(getattr(t, name))
+    return hooks
 
 
 def _fmt_args(args: Mapping[str, Any] | None, max_len: int = 20) -> str:
@@ -109,6 +121,7 @@ class Machine:
         "_tags",
         "_time",
         "_tracers",
+        "_hooks",
         "_tx",
         "_tx_seq",
         "__weakref__",
@@ -160,6 +173,8 @@ class Machine:
         self._bind_seq = 0
         self._bind_version = 0
         self._tracers: list[Tracer] = list(tracers) if tracers else _NO_TRACERS
+        # the tracer methods that are overridden, by hook name: empty when no tracer wants anything
+        self._hooks: dict[str, list[Callable[..., Any]]] = _hooks_of(self._tracers) if tracers else _NO_HOOKS
         self._subs = Subscriptions(self._lock)
         self._state_ctxs: dict[str, Ctx] = {}
         self._ctx_obj: Ctx | None = None  # created on first use, like the rest below
@@ -169,15 +184,15 @@ class Machine:
         self._disposed = False
         self._dispose_cbs: list[Callable[[], Any]] = []
         self._disposed_waiter_obj: Waiter | None = None
-        for t in self._tracers:
-            self._trace(t.machine_init, self)
+        if self._hooks:
+            self._emit("machine_init", self)
         if handlers is not None:
             objs = handlers if isinstance(handlers, (list, tuple)) else [handlers]
             for obj in objs:
                 self.bind_handlers(obj)
         if self._c.errors:
             # a relation conflict does not stop the machine being built: it starts in Exception
-            self.add_err(SchemaError("; ".join(self._c.errors)))
+            Machine.add_err_state(self, EXCEPTION, SchemaError("; ".join(self._c.errors)))
         if self._c.cycle is not None:
             self._log(LogLevel.OPS, f"[resolver] relation error: state {self._c.cycle} has a Require cycle")
 
@@ -554,15 +569,14 @@ class Machine:
                 self._processing = True
                 self._runner = _get_ident()
                 return self._drain()
-        if self._log_level or self._tracers:
+        if self._log_level or self._hooks:
             self._queued(m, None)
         return self._drain(m)
 
     def _queued(self, m: Mutation, q: deque[Mutation] | None) -> None:
         if self._log_level >= LogLevel.OPS:
             self._log(LogLevel.OPS, f"[queue:{m.type}] {' '.join(m.called)}{_fmt_args(m.args)}")
-        for t in self._tracers:
-            self._trace(t.mutation_queued, self, m)
+        self._emit("mutation_queued", self, m)
 
     @staticmethod
     def _args(args: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -604,9 +618,8 @@ class Machine:
             tick = self._appended + 1
             m = Mutation(ADD, called, a, queue_tick=tick)
             self._queue.append(m)
-            if self._tracers:
-                for t in self._tracers:
-                    self._trace(t.mutation_queued, self, m)
+            if self._hooks:
+                self._emit("mutation_queued", self, m)
             if self._processing:
                 return tick
             self._processing = True
@@ -716,9 +729,8 @@ class Machine:
                 self._runner = None
                 self._tx = None
             raise
-        if self._tracers:
-            for t in self._tracers:
-                self._trace(t.queue_end, self)
+        if self._hooks:
+            self._emit("queue_end", self)
         if self._disposing and not self._disposed:
             self._finish_dispose()
         return CANCELED if first is None else first
@@ -759,29 +771,25 @@ class Machine:
             self._log(LogLevel.OPS, f"[{kind}] {' '.join(m.called)}{_fmt_args(m.args)}")
             for lvl, line in plan.log:
                 self._log(lvl, line)
-        tracers = self._tracers
+        tracers = self._hooks
         if tracers:
-            for t in tracers:
-                self._trace(t.transition_init, tx)
-            for t in tracers:
-                self._trace(t.transition_start, tx)
+            self._emit("transition_init", tx)
+            self._emit("transition_start", tx)
         accepted = plan.accepted
         if accepted and self._bindings:
             accepted = self._negotiate(tx, plan)
         if m.is_check or not accepted:
             tx.is_accepted = accepted
             tx.is_completed = True
-            if tracers:
-                for t in tracers:
-                    self._trace(t.transition_end, tx)
+            if self._hooks:
+                self._emit("transition_end", tx)
             self._tx = None
             return EXECUTED if m.is_check and accepted else CANCELED
         changed = self._apply(tx, plan)
         tx.is_completed = True
         if not tx.is_accepted:  # a final handler failed
-            if tracers:
-                for t in tracers:
-                    self._trace(t.transition_end, tx)
+            if self._hooks:
+                self._emit("transition_end", tx)
             self._tx = None
             return CANCELED
         if changed and c.auto_names and not m.is_auto and not plan.health and not self._disposing:
@@ -795,12 +803,10 @@ class Machine:
                 am = Mutation(ADD, auto, None, is_auto=True)
                 with self._lock:
                     self._queue.appendleft(am)
-                if tracers:
-                    for t in tracers:
-                        self._trace(t.mutation_queued, self, am)
-        if tracers:
-            for t in tracers:
-                self._trace(t.transition_end, tx)
+                if self._hooks:
+                    self._emit("mutation_queued", self, am)
+        if self._hooks:
+            self._emit("transition_end", tx)
         self._tx = None
         # final handlers only queue, so the target is still active: only auto needs a check (spec 6.7)
         if m.is_auto:
@@ -879,10 +885,9 @@ class Machine:
         """Call one handler; returns its result, a _Panic, or _TIMEOUT."""
         if self._log_level >= LogLevel.OPS:
             self._log(LogLevel.OPS, f"[handler:{binding.seq}] {name}")
-        tracers = self._tracers
+        tracers = self._hooks
         if tracers:
-            for t in tracers:
-                self._trace(t.handler_start, tx, binding.name, name)
+            self._emit("handler_start", tx, binding.name, name)
         e = Event(name, tx, state)
         timeout = self._handler_timeout
         try:
@@ -900,9 +905,8 @@ class Machine:
                 ret = fn(e)
         except Exception as exc:
             ret = _Panic(exc)
-        if tracers:
-            for t in tracers:
-                self._trace(t.handler_end, tx, binding.name, name)
+        if self._hooks:
+            self._emit("handler_end", tx, binding.name, name)
         return ret
 
     def _apply(self, tx: Transition, plan: Plan) -> bool:
@@ -942,9 +946,8 @@ class Machine:
                     ctx = self._state_ctxs.pop(s, None)
                     if ctx is not None:
                         ctx.cancel()
-        if self._tracers:
-            for t in self._tracers:
-                self._trace(t.transition_finals, tx)
+        if self._hooks:
+            self._emit("transition_finals", tx)
         ok = True
         if fin_bound:
             ok = self._finals(tx, fin_bound, enters)
@@ -1011,9 +1014,8 @@ class Machine:
         em = Mutation(ADD, (EXCEPTION,), args)
         with self._lock:
             self._queue.appendleft(em)
-        if self._tracers:
-            for t in self._tracers:
-                self._trace(t.mutation_queued, self, em)
+        if self._hooks:
+            self._emit("mutation_queued", self, em)
 
     def _spawn(self, fn: Callable[..., Any], e: Event, state: str, kind: int) -> None:
         """Run an async final handler as a task; ``<S>State`` tasks end with S's state context."""
@@ -1155,9 +1157,9 @@ class Machine:
         self._check_names((state,))
         want = dict(args)
         try:
-            key: Any = (state, frozenset(want.items()))
+            key: Any = (state, frozenset(want.items()), ctx)
         except TypeError:  # unhashable values: no reuse
-            key = (state, id(want))
+            key = (state, id(want), ctx)
         return self._waiter(self._subs.when_args, key, lambda w: (w, state, want), lambda: False, ctx)
 
     def when_queue(self, tick: int) -> Waiter:
@@ -1219,6 +1221,7 @@ class Machine:
         """Add a tracer; its hooks are called synchronously."""
         with self._lock:
             self._tracers = [*self._tracers, tracer]
+            self._hooks = _hooks_of(self._tracers)
 
     def detach_tracer(self, tracer: Tracer) -> None:
         """Remove a tracer. Raises ValueError if it is not bound."""
@@ -1226,12 +1229,14 @@ class Machine:
             if tracer not in self._tracers:
                 raise ValueError(f"tracer not bound (machine {self._id})")
             self._tracers = [t for t in self._tracers if t is not tracer]
+            self._hooks = _hooks_of(self._tracers)
 
-    def _trace(self, fn: Callable[..., Any], *args: Any) -> None:
-        try:
-            fn(*args)
-        except Exception:
-            self._logger.exception("%stracer %s raised", self._log_prefix, getattr(fn, "__qualname__", fn))
+    def _emit(self, hook: str, *args: Any) -> None:
+        for fn in self._hooks.get(hook, ()):
+            try:
+                fn(*args)
+            except Exception:
+                self._logger.exception("%stracer %s raised", self._log_prefix, getattr(fn, "__qualname__", fn))
 
     # ------------------------------------------------------------------ logging
 
@@ -1301,8 +1306,7 @@ class Machine:
             self._bind_version += 1
             self._time = [0] * len(self._c.names)
             self._active = ()
-        for t in self._tracers:
-            self._trace(t.machine_dispose, self._id)
+        self._emit("machine_dispose", self._id)
         for w in waiters:
             w.cancel()
         for c in ctxs:
@@ -1316,6 +1320,46 @@ class Machine:
             self._ctx_obj.cancel()
         if self._disposed_waiter_obj is not None:
             self._disposed_waiter_obj._resolve(True)
+
+    # ------------------------------------------------------------------ clocks set from outside
+
+    def _set_clock(self, new_time: list[int], queue_tick: int | None = None,
+                   machine_tick: int | None = None) -> tuple[list[str], list[str], list[str]]:
+        """Replace the ticks (a mirror receiving its source's clock): ends the contexts of the states whose tick
+        changed and resolves waiters. Returns the names (activated, deactivated, re-entered multi states)."""
+        names = self._c.names
+        if len(new_time) != len(names):
+            raise SchemaError(f"schema error: clock of {len(new_time)} states for {len(names)} (machine {self._id})")
+        with self._lock:
+            old = self._time
+            changed = [i for i in range(len(names)) if old[i] != new_time[i]]
+            self._time = list(new_time)
+            if changed:
+                self._active = tuple(n for i, n in enumerate(names) if new_time[i] & 1)
+            if queue_tick is not None:
+                self._queue_tick = queue_tick
+            if machine_tick is not None:
+                self._machine_tick = machine_tick
+            ctxs = []
+            if self._state_ctxs:
+                for i in changed:
+                    c = self._state_ctxs.pop(names[i], None)
+                    if c is not None:
+                        ctxs.append(c)
+        for c in ctxs:
+            c.cancel()
+        added, removed, ticked = [], [], []
+        for i in changed:
+            was, now = old[i] & 1, new_time[i] & 1
+            if now and not was:
+                added.append(names[i])
+            elif was and not now:
+                removed.append(names[i])
+            elif now:
+                ticked.append(names[i])
+        if changed:
+            self._check_subs()
+        return added, removed, ticked
 
     # ------------------------------------------------------------------ export, import, schema
 
@@ -1402,5 +1446,4 @@ class Machine:
             self._bound = {}
             self._bindings = [Binding(b.obj, b.seq, compiled.index) for b in self._bindings]
             self._bind_version += 1
-        for t in self._tracers:
-            self._trace(t.schema_change, self, old_schema)
+        self._emit("schema_change", self, old_schema)

@@ -162,6 +162,10 @@ class Waiter(_Signal):
         """Block until the waiter ends; True only when the condition held."""
         return self._wait(timeout)
 
+    def on_done(self, fn: Callable[[], Any]) -> None:
+        """Call ``fn()`` once the waiter ends, for any reason (at once if it has); check ``cancelled`` in it."""
+        self._add_callback(fn)
+
     def cancel(self) -> None:
         """End the waiter (for every holder of it) without the condition."""
         if self._fire(False):

@@ -1,0 +1,445 @@
+"""The client side: one DEALER socket per ``Client``.
+
+The socket belongs to whoever holds ``_io``: a caller sends its request and reads until its reply is there
+(handling pushes on the way), so a round trip involves no thread hand-off; between calls an I/O thread waits on
+the socket's fd and reads pushes. A call not answered within a second is sent again with the same sequence number
+(the server answers it from its reply cache, so it is never applied twice). Silence for a few seconds marks the
+link down; the client then says hello until the server answers, and subscribes its mirrors again. Callbacks
+(``on_status``, ``on_update``, waiters) run on the thread that read the message.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import random
+import select
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import zmq
+
+from machine import SchemaError, StateError
+
+from . import protocol as P
+from .addr import normalize
+from .errors import TransportError
+
+if TYPE_CHECKING:
+    from .remote import RemoteMachine
+
+log = logging.getLogger("transport.client")
+
+RESEND = 1.0  # seconds before an unanswered call is sent again
+
+
+class _Call:
+    __slots__ = ("seq", "frame", "done", "result", "error", "next_try", "on_reply", "kind", "sync")
+
+    def __init__(self, seq: int, kind: str, frame: bytes, on_reply: Callable[[Any], None] | None,
+                 sync: bool = True) -> None:
+        self.seq = seq
+        self.sync = sync  # a caller waits on it (else it came from the I/O thread)
+        self.kind = kind
+        self.frame = frame
+        # set by whoever reads the reply: the caller itself, since it holds the socket until then
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.next_try = time.monotonic() + RESEND
+        self.on_reply = on_reply
+
+
+def _error_from(body: Any) -> BaseException:
+    if not isinstance(body, dict):
+        return TransportError(f"malformed error reply: {body!r}", code=P.INTERNAL)
+    msg, type_name, code = str(body.get("msg", "")), body.get("type"), str(body.get("code", "remote"))
+    if type_name == "StateError" and isinstance(body.get("states"), list):
+        return StateError(body["states"], str(body.get("machine", "")))
+    if type_name == "SchemaError":
+        return SchemaError(msg)
+    return TransportError(msg, code=code)
+
+
+class Client:
+    """A connection to one endpoint. Use ``connect()``.
+
+    ``machines()`` lists what the endpoint serves; ``machine(id)`` gives a ``RemoteMachine`` mirror. Every call
+    either returns or raises ``TransportError`` within the client's timeout.
+    """
+
+    def __init__(self, addr: str, *, timeout: float = 3.0, server_key: Any = None, client_keys: Any = None,
+                 name: str | None = None) -> None:
+        self.address = normalize(addr)
+        if self.address.endswith(":*"):
+            raise ValueError(f"cannot connect to a wildcard port: {addr}")
+        self.timeout = float(timeout)
+        self.id = f"rc-{name + '-' if name else ''}{random.getrandbits(32):08x}"
+        self._zctx: zmq.Context[Any] = zmq.Context.instance()
+        sock = self._sock = self._zctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IDENTITY, self.id.encode())
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.MAXMSGSIZE, P.MAX_MSG)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        sock.setsockopt(zmq.SNDHWM, 10_000)
+        sock.setsockopt(zmq.RCVHWM, 100_000)
+        if server_key is not None or client_keys is not None:
+            from .security import setup_client_curve
+
+            setup_client_curve(sock, server_key, client_keys)
+        sock.connect(self.address)
+        self._seq = itertools.count(1)
+        self._lock = threading.Lock()  # guards _mirrors
+        self._io = threading.RLock()  # whoever holds it owns the socket (re-entrant: callbacks may call)
+        self._pending: dict[int, _Call] = {}
+        self._mirrors: dict[str, RemoteMachine] = {}
+        self._status_cbs: list[Callable[[bool], Any]] = []
+        self._connected = False
+        self._closed = False
+        self._last_rx = time.monotonic()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._thread = threading.Thread(target=self._run, name=f"am-client {self.address}", daemon=True)
+        self._thread.start()
+        try:
+            self._call(P.HELLO, None, {"id": self.id, "proto": P.PROTO}, timeout=self.timeout)
+        except TransportError as exc:
+            self.close()
+            raise TransportError(f"cannot connect to {self.address}: {exc}", code="connect") from None
+        except BaseException:
+            self.close()
+            raise
+        self._set_connected(True)
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def connected(self) -> bool:
+        """True while the server answers."""
+        return self._connected and not self._closed
+
+    def machines(self) -> list[dict[str, Any]]:
+        """The machines behind the address: dicts with ``id``, ``parent_id``, ``tags``, ``time``, ``states``."""
+        out = self._call(P.MACHS, None, {})
+        if not isinstance(out, list):
+            raise TransportError("malformed machs reply", code=P.INTERNAL)
+        return out
+
+    def machine(self, mach_id: str, *, mutations: bool = False) -> RemoteMachine:
+        """A mirror of the machine ``mach_id`` (the same object for the same id while it is open).
+
+        With ``mutations=True`` pushes also carry the source's mutations (type, states, args), for watchers.
+        Raises TransportError (a LookupError) for an unknown id.
+        """
+        from .remote import RemoteMachine
+
+        with self._lock:
+            rm = self._mirrors.get(mach_id)
+        if rm is not None and not rm.disposed:
+            if mutations and not rm._muts:
+                rm._muts = True
+                rm._resubscribe()
+            return rm
+        info = self._call(P.SUB, mach_id, {"muts": mutations})
+        rm = RemoteMachine(self, info, mutations)
+        with self._lock:
+            self._mirrors[mach_id] = rm
+        return rm
+
+    def on_status(self, fn: Callable[[bool], Any]) -> None:
+        """Call ``fn(connected)`` (on the I/O thread) whenever the link goes down or comes back."""
+        self._status_cbs.append(fn)
+
+    def close(self) -> None:
+        """Say bye, stop the I/O thread, close the socket (LINGER 0) and dispose the mirrors. Idempotent."""
+        if self._closed:
+            return
+        try:
+            if self._connected:
+                self._notify(P.BYE, None, {})
+        except TransportError:
+            pass
+        self._closed = True
+        self._wake()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(2.0)
+        with self._lock:
+            mirrors = list(self._mirrors.values())
+            self._mirrors.clear()
+        pending = list(self._pending.values())
+        self._pending.clear()
+        for call in pending:
+            call.error = TransportError("client closed", code="closed")
+            call.done = True
+        for rm in mirrors:
+            rm._local_dispose()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Client {self.id} -> {self.address} {'connected' if self.connected else 'disconnected'}>"
+
+    # ------------------------------------------------------------------ calls (any thread)
+
+    def _call(self, kind: str, mach: str | None, body: Any, *, timeout: float | None = None,
+              on_reply: Callable[[Any], None] | None = None) -> Any:
+        """Send a request and wait for its reply; raises TransportError, or the server's StateError etc.
+
+        The calling thread does the I/O itself while it holds the socket (no hand-off to another thread on the
+        round trip); whatever else arrives meanwhile (pushes, other replies) is handled on the way.
+        """
+        if self._closed:
+            raise TransportError(f"client for {self.address} is closed", code="closed")
+        t = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + t
+        seq = next(self._seq)
+        try:
+            frame = P.pack(kind, seq, mach, body)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise TypeError(f"cannot send {kind}: a value is not msgpack-serializable ({exc})") from None
+        if len(frame) > P.MAX_MSG:
+            raise ValueError(f"message too large: {len(frame)} bytes > {P.MAX_MSG}")
+        call = _Call(seq, kind, frame, on_reply)
+        self._pending[seq] = call
+        try:
+            if not self._io.acquire(timeout=max(t, 0.001)):
+                raise self._timeout(kind, t)
+            try:
+                self._send(frame)
+                resend = time.monotonic() + RESEND
+                sock = self._sock
+                while not call.done:
+                    now = time.monotonic()
+                    if now >= deadline:
+                        raise self._timeout(kind, t)
+                    if now >= resend:
+                        # same seq: the server answers a retried request from its reply cache
+                        resend = now + RESEND
+                        self._send(frame)
+                    # a blocking recv with a timeout: the cheapest wait pyzmq offers (no poller per call)
+                    sock.setsockopt(zmq.RCVTIMEO, max(1, int((min(deadline, resend) - now) * 1000)))
+                    try:
+                        data = sock.recv(copy=True)
+                    except zmq.Again:
+                        continue
+                    self._last_rx = time.monotonic()
+                    self._handle(data)
+            finally:
+                self._release()
+        finally:
+            self._pending.pop(seq, None)
+        if call.error is not None:
+            raise call.error
+        return call.result
+
+    def _timeout(self, kind: str, t: float) -> TransportError:
+        return TransportError(f"timeout: {self.address} did not answer {kind} within {t:g}s", code="timeout")
+
+    def _release(self) -> None:
+        """Give the socket back; wake the I/O thread when messages wait (its fd is edge-triggered)."""
+        try:
+            more = bool(self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+        except zmq.ZMQError:
+            more = False
+        self._io.release()
+        if more:
+            self._wake()
+
+    def _send(self, frame: bytes) -> None:
+        try:
+            self._sock.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # no connection (IMMEDIATE): a call is resent, a notification to a dead peer is lost
+        except zmq.ZMQError:
+            log.debug("send failed", exc_info=True)
+
+    def _notify(self, kind: str, mach: str | None, body: Any) -> None:
+        """Send without waiting for a reply (seq 0)."""
+        if self._closed:
+            raise TransportError(f"client for {self.address} is closed", code="closed")
+        try:
+            frame = P.pack(kind, 0, mach, body)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise TypeError(f"cannot send {kind}: a value is not msgpack-serializable ({exc})") from None
+        if not self._io.acquire(timeout=self.timeout):
+            raise self._timeout(kind, self.timeout)
+        try:
+            self._send(frame)
+        finally:
+            self._release()
+
+    def _call_async(self, kind: str, mach: str | None, body: Any, on_reply: Callable[[Any], None]) -> None:
+        """Send a request without waiting; ``on_reply`` runs with the reply body on the thread that reads it."""
+        seq = next(self._seq)
+        call = _Call(seq, kind, P.pack(kind, seq, mach, body), on_reply, sync=False)
+        self._pending[seq] = call
+        with self._io:
+            self._send(call.frame)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+    def _pump(self) -> None:
+        """Read and handle every message waiting on the socket (the caller holds ``_io``)."""
+        sock = self._sock
+        for _ in range(100_000):
+            try:
+                if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # cheaper than catching Again
+                    return
+                data = sock.recv(zmq.NOBLOCK, copy=True)
+            except zmq.ZMQError:
+                return
+            self._last_rx = time.monotonic()
+            self._handle(data)
+
+    # ------------------------------------------------------------------ the I/O thread
+
+    def _run(self) -> None:
+        """Watch the socket's fd (without holding the socket), read what arrives, keep the link alive.
+
+        The fd is watched edge-triggered: while a caller holds the socket it reads everything itself, so this
+        thread does not wake per round trip; it looks again every millisecond until the caller is done.
+        """
+        ep = select.epoll()
+        zfd = self._sock.getsockopt(zmq.FD)
+        armed = select.EPOLLIN | select.EPOLLET
+        ep.register(zfd, armed)
+        ep.register(self._wake_r, select.EPOLLIN)
+        next_beat = time.monotonic() + P.HEARTBEAT
+        missed = False
+        try:
+            while not self._closed:
+                wait = min(next_beat - time.monotonic(), 0.25)
+                if missed:
+                    wait = min(wait, 0.002)
+                ep.poll(max(0.0, wait))
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except (BlockingIOError, OSError):
+                    pass
+                if self._closed:
+                    break
+                if not self._io.acquire(blocking=False):
+                    # a caller reads the socket now: stop waking on its traffic, look again shortly
+                    if not missed:
+                        ep.modify(zfd, 0)
+                        missed = True
+                    continue
+                try:
+                    if missed:
+                        ep.modify(zfd, armed)  # re-arming reports a fd that is ready already
+                        missed = False
+                    if self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                        self._pump()
+                    now = time.monotonic()
+                    if now >= next_beat:
+                        next_beat = now + P.HEARTBEAT
+                        self._beat(now)
+                finally:
+                    self._io.release()
+        except Exception:
+            log.exception("client %s I/O thread crashed", self.id)
+        finally:
+            ep.close()
+            with self._io:
+                self._sock.close(0)
+
+    def _beat(self, now: float) -> None:
+        """Ping while connected; say hello while not (holding ``_io``)."""
+        for seq, c in list(self._pending.items()):
+            if not c.sync and c.kind in (P.PING, P.HELLO) and now >= c.next_try:
+                self._pending.pop(seq, None)  # heartbeats are not resent: a new one goes out each beat
+        if self._connected and now - self._last_rx > P.PEER_TIMEOUT:
+            self._set_connected(False)
+        if self._connected:
+            self._call_async(P.PING, None, {}, lambda body: None)
+        else:
+            self._call_async(P.HELLO, None, {"id": self.id, "proto": P.PROTO}, self._on_rehello)
+
+    def _on_rehello(self, body: Any) -> None:
+        if self._connected:
+            return
+        with self._lock:
+            mirrors = list(self._mirrors.values())
+        for rm in mirrors:
+            rm._resubscribe()
+        self._set_connected(True)
+
+    def _set_connected(self, up: bool) -> None:
+        if up == self._connected:
+            return
+        self._connected = up
+        log.info("%s %s %s", self.id, "connected to" if up else "lost", self.address)
+        for fn in list(self._status_cbs):
+            try:
+                fn(up)
+            except Exception:
+                log.exception("status callback failed")
+        with self._lock:
+            mirrors = list(self._mirrors.values())
+        for rm in mirrors:
+            rm._on_status(up)
+
+    def _handle(self, data: bytes) -> None:
+        try:
+            kind, seq, mach, body = P.unpack(data)
+        except P.FrameError as exc:
+            log.warning("bad frame from %s: %s", self.address, exc)
+            return
+        if kind in (P.OK, P.ERR):
+            call = self._pending.pop(seq, None)
+            if call is None:
+                return  # a late or duplicate reply
+            if kind == P.ERR:
+                call.error = _error_from(body)
+                if not call.sync:
+                    log.warning("%s %s failed: %s", self.id, call.kind, call.error)
+            elif call.on_reply is not None:
+                try:
+                    call.on_reply(body)
+                except Exception as exc:
+                    log.exception("reply handler for %s failed", call.kind)
+                    call.error = TransportError(f"malformed {call.kind} reply: {exc}", code=P.INTERNAL)
+            call.result = body
+            call.done = True
+            return
+        if mach is None:
+            return
+        with self._lock:
+            rm = self._mirrors.get(mach)
+        if rm is None:
+            return
+        try:
+            if kind == P.CLK:
+                rm._on_clk(body)
+            elif kind == P.SCHEMA:
+                rm._on_schema(body)
+            elif kind == P.ARGS_OK:
+                rm._on_args_ok(body)
+        except Exception:
+            log.exception("push %s for %s failed", kind, mach)
+
+
+def connect(addr: str, *, timeout: float = 3.0, server_key: Any = None, client_keys: Any = None,
+            name: str | None = None) -> Client:
+    """Connect to an endpoint; raises TransportError when nothing answers within ``timeout`` seconds."""
+    return Client(addr, timeout=timeout, server_key=server_key, client_keys=client_keys, name=name)

@@ -1,0 +1,164 @@
+"""The wire format (see docs/protocol.md): one msgpack frame per message, ``[kind, seq, mach, body]``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from machine import State
+
+PROTO = 1
+MAX_MSG = 16 * 1024 * 1024  # bytes; ZMQ_MAXMSGSIZE on both sockets
+MAX_ITEMS = 100_000  # per array / map in a frame
+MAX_ARGS_BYTES = 1024 * 1024  # packed args of one mutation
+HEARTBEAT = 1.0  # seconds between client pings
+PEER_TIMEOUT = 3.5  # silence after which a peer counts as gone
+REPLY_CACHE = 64  # replies kept per session for retried requests
+
+# requests (client -> server)
+HELLO, MACHS, SUB, UNSUB, SYNC, PING, BYE = "hello", "machs", "sub", "unsub", "sync", "ping", "bye"
+ADD, REMOVE, SET, ADD_NS, CAN, ADD_ERR = "add", "rm", "set", "add_ns", "can", "add_err"
+WHEN_ARGS, WHEN_ARGS_CANCEL = "when_args", "when_args_cancel"
+# replies and pushes (server -> client)
+OK, ERR, CLK, SCHEMA, ARGS_OK, PAY = "ok", "err", "clk", "schema", "args_ok", "pay"
+
+REQUESTS = frozenset({HELLO, MACHS, SUB, UNSUB, SYNC, PING, BYE, ADD, REMOVE, SET, ADD_NS, CAN, ADD_ERR,
+                      WHEN_ARGS, WHEN_ARGS_CANCEL})
+MUTATING = frozenset({ADD, REMOVE, SET, ADD_NS, ADD_ERR})
+NOTIFICATIONS = frozenset({ADD_NS, BYE, UNSUB, WHEN_ARGS_CANCEL})
+
+# error codes
+INVALID_PARAMS = "invalid_params"
+UNKNOWN_MACHINE = "unknown_machine"
+UNKNOWN_STATE = "unknown_state"
+NO_ACCESS = "no_access"
+NOT_SUBSCRIBED = "not_subscribed"
+LIMIT = "limit"
+INTERNAL = "internal"
+
+
+class FrameError(ValueError):
+    """A frame that breaks the protocol; ``seq`` and ``mach`` are set when they could be read."""
+
+    def __init__(self, msg: str, seq: int = 0, mach: str | None = None, code: str = INVALID_PARAMS) -> None:
+        super().__init__(msg)
+        self.seq = seq
+        self.mach = mach
+        self.code = code
+
+
+def pack(kind: str, seq: int, mach: str | None, body: Any) -> bytes:
+    """Encode one message. Raises TypeError for values msgpack can't carry."""
+    return msgpack.packb([kind, seq, mach, body], use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def unpack(data: bytes) -> tuple[str, int, str | None, Any]:
+    """Decode and check the envelope of one message; raises FrameError."""
+    if len(data) > MAX_MSG:
+        raise FrameError(f"message too large: {len(data)} bytes > {MAX_MSG}", code=LIMIT)
+    try:
+        msg = msgpack.unpackb(
+            data, raw=False, strict_map_key=True, use_list=True,
+            max_array_len=MAX_ITEMS, max_map_len=MAX_ITEMS, max_ext_len=0, max_bin_len=MAX_MSG,
+            max_str_len=MAX_MSG,
+        )
+    except Exception as exc:  # any decoding failure is the peer's fault, never ours
+        raise FrameError(f"not a msgpack frame: {type(exc).__name__}: {exc}") from None
+    if not isinstance(msg, list) or len(msg) != 4:
+        raise FrameError("a frame is [kind, seq, mach, body]")
+    kind, seq, mach, body = msg
+    seq_ok = isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq < 2**63
+    mach_ok = mach is None or (isinstance(mach, str) and 0 < len(mach) <= 256)
+    if not seq_ok:
+        raise FrameError("seq must be an int >= 0")
+    if not mach_ok:
+        raise FrameError("mach must be a machine id or nil", seq=seq)
+    if not isinstance(kind, str):
+        raise FrameError("kind must be a string", seq=seq, mach=mach)
+    return kind, seq, mach, body
+
+
+def check_names(value: Any, what: str = "states") -> list[str]:
+    """A list of state names from a request body; raises ValueError."""
+    if not isinstance(value, list) or not value or not all(isinstance(s, str) for s in value):
+        raise ValueError(f"{what} must be a non-empty list of state names")
+    return value
+
+
+def check_args(value: Any) -> dict[str, Any] | None:
+    """Mutation args from a request body: nil or a map with string keys; raises ValueError."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError("args must be a map or nil")
+    return value
+
+
+def sanitize(value: Any, depth: int = 0) -> Any:
+    """A msgpack-safe copy of ``value``: unknown objects become their repr (for args pushed to watchers)."""
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        if isinstance(value, int) and not -(2**63) <= value < 2**64:
+            return str(value)
+        return value
+    if depth > 8:
+        return repr(value)
+    if isinstance(value, dict):
+        return {str(k): sanitize(v, depth + 1) for k, v in list(value.items())[:1000]}
+    if isinstance(value, (list, tuple)):
+        return [sanitize(v, depth + 1) for v in list(value)[:1000]]
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}: {value}"
+    return repr(value)
+
+
+def schema_to_wire(schema: dict[str, State]) -> dict[str, dict[str, Any]]:
+    """A schema as plain maps (only the fields that are set)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, st in schema.items():
+        d: dict[str, Any] = {}
+        for field in ("require", "remove", "add", "after", "tags"):
+            v = getattr(st, field)
+            if v:
+                d[field] = list(v)
+        if st.auto:
+            d["auto"] = True
+        if st.multi:
+            d["multi"] = True
+        out[name] = d
+    return out
+
+
+def schema_from_wire(data: Any) -> dict[str, State]:
+    """The inverse of ``schema_to_wire``; raises ValueError on a malformed schema."""
+    if not isinstance(data, dict):
+        raise ValueError("schema must be a map")
+    out: dict[str, State] = {}
+    for name, d in data.items():
+        if not isinstance(d, dict):
+            raise ValueError(f"state {name} must be a map")
+        kw: dict[str, Any] = {}
+        for field in ("require", "remove", "add", "after", "tags"):
+            v = d.get(field, [])
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise ValueError(f"state {name}: {field} must be a list of names")
+            kw[field] = v
+        kw["auto"] = bool(d.get("auto", False))
+        kw["multi"] = bool(d.get("multi", False))
+        out[name] = State(**kw)
+    return out
+
+
+def checksum(time: list[int], qtick: int, mtick: int) -> int:
+    """Detects a mirror that missed an update: ticks only grow, so any lost change alters the sum."""
+    return (sum(time) + qtick + mtick) & 0xFFFFFFFF
+
+
+def diff(old: list[int], new: list[int]) -> tuple[list[int], list[int]]:
+    """Changed indexes and their tick deltas."""
+    idxs, deltas = [], []
+    for i, (a, b) in enumerate(zip(old, new, strict=True)):
+        if a != b:
+            idxs.append(i)
+            deltas.append(b - a)
+    return idxs, deltas

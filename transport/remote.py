@@ -1,0 +1,304 @@
+"""``RemoteMachine``: a local mirror of a machine served by an endpoint, with the ``Machine`` API.
+
+Reads and waits run on the mirror (no I/O). Mutations are one round trip and return with the mirror already
+updated; pushes from the server keep it current. ``when_args`` is evaluated on the server.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from machine import Ctx, Machine, Result, SchemaError, State, Waiter
+
+from . import protocol as P
+from .errors import TransportError
+
+if TYPE_CHECKING:
+    from .client import Client
+
+log = logging.getLogger("transport.remote")
+
+
+def _result(r: Any) -> int:
+    r = int(r)
+    return Result(r) if r < Result.QUEUED else r
+
+
+class RemoteMachine(Machine):
+    """A mirror of a remote machine. Get one with ``client.machine(id)``; ``close()`` ends the subscription."""
+
+    __slots__ = ("_client", "_update_cbs", "_args_reg", "_muts", "_tokens")
+
+    def __init__(self, client: Client, info: Any, mutations: bool = False) -> None:
+        if not isinstance(info, dict):
+            raise TransportError("malformed sub reply", code=P.INTERNAL)
+        schema = P.schema_from_wire(info.get("schema"))
+        if list(schema) != info.get("names"):
+            raise TransportError("sub reply: schema and names differ", code=P.INTERNAL)
+        super().__init__(schema, id=str(info["id"]), parent=info.get("parent_id"), tags=info.get("tags") or ())
+        self._client = client
+        self._update_cbs: list[Callable[[dict[str, Any]], Any]] = []
+        self._args_reg: dict[int, tuple[str, dict[str, Any], Waiter]] = {}
+        self._muts = mutations
+        self._tokens = itertools.count(1)
+        self._set_clock(list(info["time"]), int(info["qtick"]), int(info["mtick"]))
+
+    # ------------------------------------------------------------------ status
+
+    @property
+    def connected(self) -> bool:
+        """True while the client's link to the server is up."""
+        return self._client.connected and not self._disposed
+
+    @property
+    def client(self) -> Client:
+        """The client this mirror belongs to."""
+        return self._client
+
+    def on_update(self, fn: Callable[[dict[str, Any]], Any]) -> None:
+        """Call ``fn(update)`` on the I/O thread for each clock change received.
+
+        ``update`` = ``{"time", "added", "removed", "ticked", "mutations"}``; ``mutations`` lists the source's
+        mutations behind the change (``{"type", "called", "args"}``), when the server sent them.
+        """
+        self._update_cbs.append(fn)
+        if not self._muts:
+            self._muts = True
+            self._client._call(P.SUB, self._id, {"muts": True}, on_reply=self._on_resub)
+
+    # ------------------------------------------------------------------ mutations over the wire
+
+    def _remote(self, kind: str, states: tuple[str, ...], args: Mapping[str, Any] | None) -> int:
+        called = self._called(states)
+        a = self._args(args)
+        if self._disposing:
+            return Result.CANCELED
+        body: dict[str, Any] = {"s": list(called)}
+        if a is not None:
+            body["a"] = a
+        res = self._client._call(kind, self._id, body, on_reply=self._on_mut_reply)
+        return _result(res[0])
+
+    def add(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
+        """Add on the server; returns its result with the mirror updated. Raises TransportError on failure."""
+        return self._remote(P.ADD, states, args)
+
+    def remove(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
+        """Remove on the server (see ``add``)."""
+        return self._remote(P.REMOVE, states, args)
+
+    def set(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
+        """Set on the server (see ``add``)."""
+        return self._remote(P.SET, states, args)
+
+    def toggle(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
+        """Remove when all of ``states`` are active on the mirror, else add."""
+        self._called(states)
+        if states and self.is_active(*states):
+            return self.remove(*states, args=args)
+        return self.add(*states, args=args)
+
+    def add_ns(self, *states: str, args: Mapping[str, Any] | None = None) -> None:
+        """Add without waiting for a reply (pipelining); call ``sync()`` after a batch to see the result."""
+        called = self._called(states)
+        a = self._args(args)
+        body: dict[str, Any] = {"s": list(called)}
+        if a is not None:
+            body["a"] = a
+        self._client._notify(P.ADD_NS, self._id, body)
+
+    def sync(self) -> None:
+        """Fetch the full clock; returns once the mirror has it (after every earlier request was handled)."""
+        self._client._call(P.SYNC, self._id, {}, on_reply=self._on_sync)
+
+    def add_err_state(self, state: str, err: BaseException | None,
+                      args: Mapping[str, Any] | None = None) -> int:
+        """Add ``state`` and Exception on the server; the error travels as its class name and message."""
+        self._called((state,))
+        a = self._args(args)
+        if err is None or self._disposing:
+            return Result.CANCELED
+        if not isinstance(err, BaseException):
+            raise TypeError(f"err must be an exception, got {type(err).__name__}")
+        self._err = err
+        body: dict[str, Any] = {"state": state, "type": type(err).__name__, "msg": str(err)}
+        if a is not None:
+            body["a"] = P.sanitize(a)
+        res = self._client._call(P.ADD_ERR, self._id, body, on_reply=self._on_mut_reply)
+        return _result(res[0])
+
+    def can_add(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
+        """Dry run of ``add`` on the server."""
+        return self._can(P.ADD, states, args)
+
+    def can_remove(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
+        """Dry run of ``remove`` on the server."""
+        return self._can(P.REMOVE, states, args)
+
+    def _can(self, kind: str, states: tuple[str, ...], args: Mapping[str, Any] | None) -> int:
+        called = self._called(states)
+        a = self._args(args)
+        body: dict[str, Any] = {"type": kind, "s": list(called)}
+        if a is not None:
+            body["a"] = a
+        return _result(self._client._call(P.CAN, self._id, body))
+
+    def set_schema(self, schema: Mapping[str, State | Mapping[str, Any]]) -> None:
+        """Not possible on a mirror: its schema follows the source's."""
+        raise SchemaError(f"schema error: {self._id} is a remote machine; change the schema on its source")
+
+    # ------------------------------------------------------------------ waiting on the server
+
+    def when_args(self, state: str, args: Mapping[str, Any], ctx: Ctx | None = None) -> Waiter:
+        """Resolves when ``state`` is entered on the server by a mutation whose args include ``args``."""
+        self._check_names((state,))
+        want = dict(args)
+        if self._disposed or (ctx is not None and ctx.done):
+            w = Waiter()
+            w.cancel()
+            return w
+        token = next(self._tokens)
+        w = Waiter()
+        self._args_reg[token] = (state, want, w)
+
+        def forget(_: Waiter) -> None:
+            if self._args_reg.pop(token, None) is not None and not self._disposed:
+                try:
+                    self._client._notify(P.WHEN_ARGS_CANCEL, self._id, {"token": token})
+                except TransportError:
+                    pass
+
+        w._on_cancel = forget
+        try:
+            self._client._call(P.WHEN_ARGS, self._id, {"state": state, "args": want, "token": token})
+        except BaseException:
+            self._args_reg.pop(token, None)
+            raise
+        if ctx is not None:
+            w._ctx, w._ctx_cb = ctx, w.cancel
+            ctx._add_callback(w.cancel)
+        return w
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """End the subscription and dispose the mirror (the source is untouched)."""
+        if self._disposed:
+            return
+        try:
+            if self._client.connected:
+                self._client._notify(P.UNSUB, self._id, {})
+        except TransportError:
+            pass
+        with self._client._lock:
+            if self._client._mirrors.get(self._id) is self:
+                del self._client._mirrors[self._id]
+        self._local_dispose()
+
+    def dispose(self, timeout: float = 1.0) -> None:
+        """Same as ``close()``: disposing a mirror never disposes its source."""
+        self.close()
+
+    def _local_dispose(self) -> None:
+        for _, _, w in list(self._args_reg.values()):
+            w.cancel()
+        self._args_reg.clear()
+        Machine.dispose(self)
+
+    # ------------------------------------------------------------------ called on the client's I/O thread
+
+    def _on_mut_reply(self, body: Any) -> None:
+        if not isinstance(body, list) or len(body) != 2:
+            raise ValueError("a mutation reply is [result, update]")
+        if body[1] is not None:
+            self._apply_update(body[1], None)
+
+    def _on_clk(self, body: Any) -> None:
+        if not isinstance(body, list) or len(body) < 5:
+            raise ValueError("a clock push is [idxs, deltas, qtick, mtick, checksum, muts?]")
+        self._apply_update(body[:5], body[5] if len(body) > 5 else None)
+
+    def _apply_update(self, upd: list[Any], muts: Any) -> None:
+        if self._disposed:
+            return
+        idxs, deltas, q, mt, csum = upd
+        new = list(self._time)
+        try:
+            for i, d in zip(idxs, deltas, strict=True):
+                new[i] += d
+        except (IndexError, TypeError, ValueError):
+            self._resync()
+            return
+        if P.checksum(new, q, mt) != csum:
+            # a missed update: fetch the full clock instead of guessing
+            log.info("%s: checksum mismatch, syncing", self._id)
+            self._resync()
+            return
+        self._update(new, q, mt, muts)
+
+    def _update(self, new: list[int], q: int, mt: int, muts: Any) -> None:
+        added, removed, ticked = self._set_clock(new, q, mt)
+        if self._update_cbs and (added or removed or ticked or muts):
+            mutations = []
+            if isinstance(muts, list):
+                for m in muts:
+                    if isinstance(m, list) and len(m) == 3:
+                        mutations.append({"type": m[0], "called": m[1], "args": m[2]})
+            update = {"time": list(new), "added": added, "removed": removed, "ticked": ticked,
+                      "mutations": mutations}
+            for fn in list(self._update_cbs):
+                try:
+                    fn(update)
+                except Exception:
+                    log.exception("on_update callback failed")
+
+    def _resync(self) -> None:
+        self._client._call_async(P.SYNC, self._id, {}, self._on_sync)
+
+    def _on_sync(self, body: Any) -> None:
+        if not isinstance(body, list) or len(body) != 3:
+            raise ValueError("a sync reply is [time, qtick, mtick]")
+        t, q, mt = body
+        if self._disposed or len(t) != len(self._time):
+            return
+        self._update(list(t), int(q), int(mt), None)
+
+    def _resubscribe(self) -> None:
+        self._client._call_async(P.SUB, self._id, {"muts": self._muts}, self._on_resub)
+        for token, (state, want, _) in list(self._args_reg.items()):
+            self._client._call_async(P.WHEN_ARGS, self._id, {"state": state, "args": want, "token": token},
+                                     lambda body: None)
+
+    def _on_resub(self, info: Any) -> None:
+        if self._disposed or not isinstance(info, dict):
+            return
+        if info.get("names") != self.state_names:
+            self._on_schema(info)
+            return
+        self._update(list(info["time"]), int(info["qtick"]), int(info["mtick"]), None)
+
+    def _on_schema(self, info: Any) -> None:
+        if self._disposed or not isinstance(info, dict):
+            return
+        schema = P.schema_from_wire(info.get("schema"))
+        if list(schema) != self.state_names:
+            try:
+                Machine.set_schema(self, schema)
+            except SchemaError as exc:
+                log.warning("%s: cannot follow the source's schema: %s", self._id, exc)
+                return
+        self._update(list(info["time"]), int(info["qtick"]), int(info["mtick"]), None)
+
+    def _on_args_ok(self, body: Any) -> None:
+        if not isinstance(body, list) or len(body) != 2:
+            return
+        token, ok = body
+        entry = self._args_reg.pop(token, None)
+        if entry is not None:
+            entry[2]._resolve(bool(ok))
+
+    def _on_status(self, up: bool) -> None:
+        """Waiters stay pending across a reconnect and resolve from the clock that follows it."""

@@ -1,0 +1,590 @@
+"""The server side: an ``Endpoint`` serves many machines to many clients on one ROUTER socket.
+
+One I/O thread owns the socket. Requests are handled in arrival order; changes made on the server side are
+noticed through a tracer on each exposed machine and pushed to every subscribed client as clock diffs,
+coalesced while the thread is busy, in order with the replies (one pipe per client).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from machine import Ctx, Machine, SchemaError, StateError, Tracer, Transition, Waiter
+
+from . import protocol as P
+from .addr import is_loopback, normalize, write_addr_file
+from .errors import TransportError
+
+log = logging.getLogger("transport.server")
+
+MAX_WHEN_ARGS = 256  # pending server-side waiters per client session
+MAX_MUTS = 64  # mutations remembered per machine between two pushes
+
+
+class _Sub:
+    """One session's view of one machine: what was last sent, so the next update is a diff."""
+
+    __slots__ = ("time", "qtick", "mtick", "muts")
+
+    def __init__(self, time: list[int], qtick: int, mtick: int, muts: bool) -> None:
+        self.time = time
+        self.qtick = qtick
+        self.mtick = mtick
+        self.muts = muts
+
+
+class _Session:
+    """A connected client, keyed by its socket identity."""
+
+    __slots__ = ("identity", "client_id", "last_seen", "subs", "replies", "args_waiters", "readonly")
+
+    def __init__(self, identity: bytes, readonly: bool) -> None:
+        self.identity = identity
+        self.client_id = identity.decode(errors="replace")
+        self.last_seen = time.monotonic()
+        self.subs: dict[str, _Sub] = {}
+        self.replies: OrderedDict[int, Any] = OrderedDict()
+        self.args_waiters: dict[Any, tuple[str, Waiter, Ctx]] = {}
+        self.readonly = readonly
+
+
+class _Watch(Tracer):
+    """Marks its machine dirty after each transition, so the endpoint pushes the change."""
+
+    def __init__(self, ep: Endpoint, mach: Machine) -> None:
+        self.ep = ep
+        self.mach_id = mach.id
+
+    def transition_end(self, tx: Transition) -> None:
+        ep = self.ep
+        if ep._want_muts.get(self.mach_id) and tx.is_accepted:
+            m = tx.mutation
+            muts = ep._muts.setdefault(self.mach_id, deque(maxlen=MAX_MUTS))
+            muts.append([str(m.type), list(m.called), P.sanitize(m.args or {})])
+        ep._mark_dirty(self.mach_id)
+
+    def schema_change(self, mach: Machine, old_schema: dict[str, Any]) -> None:
+        self.ep._post(lambda: self.ep._push_schema(mach))
+
+    def machine_dispose(self, mach_id: str) -> None:
+        self.ep._post(lambda: self.ep._drop_machine(mach_id))
+
+
+class Endpoint:
+    """Serves machines on one address. Create it with ``expose()``.
+
+    ``address`` is the bound address (a random port resolved). ``add``/``remove`` change what is served while
+    it runs; ``stop()`` releases the socket at once and removes the addr files.
+    """
+
+    def __init__(
+        self,
+        machs: Iterable[Machine],
+        *,
+        addr: str = "tcp://127.0.0.1:*",
+        addr_dir: str | os.PathLike[str] | None = None,
+        curve: str | os.PathLike[str] | None = None,
+        allow: str | os.PathLike[str] | None = None,
+        readonly: str | os.PathLike[str] | None = None,
+        insecure: bool = False,
+    ) -> None:
+        bind = normalize(addr)
+        if curve is None and not is_loopback(bind):
+            if not insecure:
+                raise TransportError(
+                    f"refusing to serve {bind} without CURVE keys: it is not a loopback address "
+                    f"(pass curve=... and allow=..., or insecure=True)", code="insecure")
+            log.warning("serving %s without encryption or authentication (insecure=True)", bind)
+        # a CURVE endpoint gets a context of its own: a context has one ZAP authenticator
+        self._zctx: zmq.Context[Any] = zmq.Context() if curve is not None else zmq.Context.instance()
+        self._own_ctx = curve is not None
+        self._sock = self._zctx.socket(zmq.ROUTER)
+        s = self._sock
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        s.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        s.setsockopt(zmq.MAXMSGSIZE, P.MAX_MSG)
+        s.setsockopt(zmq.SNDHWM, 10_000)
+        s.setsockopt(zmq.RCVHWM, 10_000)
+        s.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+        s.setsockopt(zmq.HEARTBEAT_TTL, 3000)
+        self._auth: Any = None
+        self._readonly_keys: set[bytes] = set()
+        if curve is not None:
+            from .security import setup_server_curve
+
+            self._auth, self._readonly_keys = setup_server_curve(self._zctx, s, curve, allow, readonly)
+        try:
+            s.bind(bind)
+        except zmq.ZMQError as exc:
+            s.close(0)
+            raise TransportError(f"cannot bind {bind}: {exc}", code="bind") from None
+        self.address: str = s.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._addr_dir = Path(addr_dir) if addr_dir is not None else None
+        self._lock = threading.Lock()
+        self._machs: dict[str, Machine] = {}
+        self._tracers: dict[str, _Watch] = {}
+        self._files: dict[str, Path] = {}
+        self._sessions: dict[bytes, _Session] = {}
+        self._dirty: set[str] = set()
+        self._muts: dict[str, deque[list[Any]]] = {}
+        self._want_muts: dict[str, int] = {}
+        self._ctl: deque[Callable[[], None]] = deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._stopped = False
+        self.errors = 0  # malformed or refused requests answered with an error
+        self.handled = 0  # requests handled
+        for m in machs:
+            self.add(m)
+        self._ident = 0
+        self._thread = threading.Thread(target=self._run, name=f"am-endpoint {self.address}", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def machines(self) -> list[Machine]:
+        """The machines served, in the order they were added."""
+        with self._lock:
+            return list(self._machs.values())
+
+    @property
+    def sessions(self) -> int:
+        """Connected client sessions."""
+        return len(self._sessions)
+
+    def add(self, mach: Machine) -> None:
+        """Serve one more machine (its id must be unique on this endpoint)."""
+        if not isinstance(mach, Machine):
+            raise TypeError(f"expose() takes machines, got {type(mach).__name__}")
+        with self._lock:
+            if self._stopped:
+                raise TransportError("endpoint stopped", code="stopped")
+            if mach.id in self._machs:
+                raise ValueError(f"machine {mach.id} is already exposed on {self.address}")
+            self._machs[mach.id] = mach
+            tracer = self._tracers[mach.id] = _Watch(self, mach)
+        mach.bind_tracer(tracer)
+        if self._addr_dir is not None:
+            self._files[mach.id] = write_addr_file(self._addr_dir, mach.id, self.address)
+
+    def remove(self, mach: Machine | str) -> None:
+        """Stop serving a machine (by object or id); its clients get an ``unknown_machine`` error next."""
+        mach_id = mach.id if isinstance(mach, Machine) else mach
+        with self._lock:
+            m = self._machs.pop(mach_id, None)
+            tracer = self._tracers.pop(mach_id, None)
+        if m is None:
+            raise ValueError(f"machine {mach_id} is not exposed on {self.address}")
+        if tracer is not None:
+            try:
+                m.detach_tracer(tracer)
+            except ValueError:
+                pass
+        path = self._files.pop(mach_id, None)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop serving: close the socket (LINGER 0), remove addr files, detach from the machines."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            machs = list(self._machs.values())
+        self._wake()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        for m in machs:
+            try:
+                self.remove(m)
+            except ValueError:
+                pass
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __enter__(self) -> Endpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<Endpoint {self.address} machines={len(self._machs)} sessions={len(self._sessions)}>"
+
+    # ------------------------------------------------------------------ cross-thread signals
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass  # already awake (pipe full) or stopped
+
+    def _mark_dirty(self, mach_id: str) -> None:
+        if mach_id not in self._dirty:
+            self._dirty.add(mach_id)
+            if threading.get_ident() != self._ident:
+                self._wake()  # the I/O thread flushes after each batch anyway
+
+    def _post(self, fn: Callable[[], None]) -> None:
+        self._ctl.append(fn)
+        self._wake()
+
+    # ------------------------------------------------------------------ the I/O thread
+
+    def _run(self) -> None:
+        self._ident = threading.get_ident()
+        sock = self._sock
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        next_sweep = time.monotonic() + 1.0
+        try:
+            while not self._stopped:
+                events = dict(poller.poll(500))
+                if self._wake_r in events:
+                    try:
+                        while os.read(self._wake_r, 4096):
+                            pass
+                    except (BlockingIOError, OSError):
+                        pass
+                if sock in events:
+                    for _ in range(1000):  # a batch, then pushes, so one busy client can't starve the rest
+                        if not int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:  # cheaper than catching Again
+                            break
+                        if self._readonly_keys:
+                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                            user = frames[-1].get("User-Id")
+                            self._handle([f.bytes for f in frames], user if isinstance(user, str) else None)
+                        else:
+                            self._handle(sock.recv_multipart(zmq.NOBLOCK, copy=True))
+                while self._ctl:
+                    fn = self._ctl.popleft()
+                    try:
+                        fn()
+                    except Exception:
+                        log.exception("endpoint task failed")
+                if self._dirty:
+                    self._flush()
+                now = time.monotonic()
+                if now >= next_sweep:
+                    next_sweep = now + 1.0
+                    self._sweep(now)
+        except Exception:
+            log.exception("endpoint %s crashed", self.address)
+        finally:
+            for sess in list(self._sessions.values()):
+                self._drop_session(sess)
+            sock.close(0)
+            if self._auth is not None:
+                self._auth.stop()
+            if self._own_ctx:
+                self._zctx.term()
+
+    def _send(self, sess: _Session, frame: bytes) -> bool:
+        try:
+            self._sock.send_multipart([sess.identity, frame], zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            # the client is not reading: drop this message; its next update fails the checksum -> sync
+            return False
+        except zmq.ZMQError:
+            self._drop_session(sess)
+            return False
+
+    def _reply_err(self, identity: bytes, seq: int, mach: str | None, code: str, msg: str,
+                   type_name: str = "TransportError", extra: dict[str, Any] | None = None) -> None:
+        self.errors += 1
+        body: dict[str, Any] = {"type": type_name, "msg": msg, "code": code}
+        if extra:
+            body.update(extra)
+        try:
+            self._sock.send_multipart([identity, P.pack(P.ERR, seq, mach, body)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+    def _handle(self, parts: list[bytes], user: str | None = None) -> None:
+        if len(parts) != 2:
+            identity = parts[0] if parts else b""
+            log.warning("dropped a message of %d parts from %r", len(parts), identity[:32])
+            if identity:
+                self._reply_err(identity, 0, None, P.INVALID_PARAMS, "a message is exactly one frame")
+            return
+        identity, data = parts
+        try:
+            kind, seq, mach_id, body = P.unpack(data)
+        except P.FrameError as exc:
+            log.warning("bad frame from %r: %s", identity[:32], exc)
+            self._reply_err(identity, exc.seq, exc.mach, exc.code, str(exc))
+            return
+        sess = self._sessions.get(identity)
+        if sess is None:
+            readonly = user is not None and user.encode() in self._readonly_keys
+            sess = self._sessions[identity] = _Session(identity, readonly)
+        sess.last_seen = time.monotonic()
+        self.handled += 1
+        try:
+            self._dispatch(sess, kind, seq, mach_id, body)
+        except StateError as exc:
+            self._reply_err(identity, seq, mach_id, P.UNKNOWN_STATE, str(exc), "StateError",
+                            {"states": exc.states, "machine": exc.machine_id})
+        except SchemaError as exc:
+            self._reply_err(identity, seq, mach_id, P.INVALID_PARAMS, str(exc), "SchemaError")
+        except TransportError as exc:
+            self._reply_err(identity, seq, mach_id, exc.code, str(exc))
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("invalid %s request from %r: %s", kind, identity[:32], exc)
+            self._reply_err(identity, seq, mach_id, P.INVALID_PARAMS, f"{kind}: {exc}")
+        except Exception as exc:
+            log.exception("request %s from %r failed", kind, identity[:32])
+            self._reply_err(identity, seq, mach_id, P.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+    def _mach(self, mach_id: str | None) -> Machine:
+        if mach_id is None:
+            raise TransportError("this request needs a machine id", code=P.INVALID_PARAMS)
+        m = self._machs.get(mach_id)
+        if m is None or m.disposed:
+            raise TransportError(f"unknown machine: {mach_id}", code=P.UNKNOWN_MACHINE)
+        return m
+
+    def _ok(self, sess: _Session, seq: int, mach_id: str | None, body: Any) -> None:
+        if seq:
+            self._send(sess, P.pack(P.OK, seq, mach_id, body))
+
+    def _dispatch(self, sess: _Session, kind: str, seq: int, mach_id: str | None, body: Any) -> None:
+        if kind not in P.REQUESTS:
+            raise TransportError(f"unknown message kind: {kind[:64]!r}", code=P.INVALID_PARAMS)
+        if body is not None and not isinstance(body, (dict, list)):
+            raise TransportError("body must be a map, a list or nil", code=P.INVALID_PARAMS)
+        if kind in P.MUTATING:
+            if sess.readonly:
+                raise TransportError(f"no access: client {sess.client_id} is read-only", code=P.NO_ACCESS)
+            self._mutate(sess, kind, seq, self._mach(mach_id), body if isinstance(body, dict) else {})
+            return
+        if kind == P.PING:
+            self._ok(sess, seq, None, {})
+        elif kind == P.HELLO:
+            b = body if isinstance(body, dict) else {}
+            proto = b.get("proto")
+            if proto != P.PROTO:
+                raise TransportError(f"unsupported protocol version {proto!r} (server speaks {P.PROTO})",
+                                     code=P.INVALID_PARAMS)
+            self._ok(sess, seq, None, {"proto": P.PROTO, "machines": len(self._machs),
+                                       "readonly": sess.readonly})
+        elif kind == P.MACHS:
+            out = []
+            for m in self.machines:
+                if m.disposed:
+                    continue
+                out.append({"id": m.id, "parent_id": m.parent_id, "tags": m.tags, "time": m.time(),
+                            "states": m.state_names})
+            self._ok(sess, seq, None, out)
+        elif kind == P.SUB:
+            m = self._mach(mach_id)
+            b = body if isinstance(body, dict) else {}
+            muts = bool(b.get("muts", False))
+            old = sess.subs.get(m.id)
+            if old is not None and old.muts:
+                self._want_muts[m.id] -= 1
+            t, q, mt = m.time(), m.queue_tick, m.machine_tick
+            sess.subs[m.id] = _Sub(t, q, mt, muts)
+            if muts:
+                self._want_muts[m.id] = self._want_muts.get(m.id, 0) + 1
+            self._ok(sess, seq, m.id, self._export(m, t, q, mt))
+        elif kind == P.UNSUB:
+            assert mach_id is not None
+            self._unsub(sess, mach_id)
+            self._ok(sess, seq, mach_id, {})
+        elif kind == P.SYNC:
+            m = self._mach(mach_id)
+            t, q, mt = m.time(), m.queue_tick, m.machine_tick
+            sub = sess.subs.get(m.id)
+            if sub is not None:
+                sub.time, sub.qtick, sub.mtick = t, q, mt
+            self._ok(sess, seq, m.id, [t, q, mt])
+        elif kind == P.CAN:
+            m = self._mach(mach_id)
+            b = body if isinstance(body, dict) else {}
+            states = P.check_names(b.get("s"))
+            args = P.check_args(b.get("a"))
+            fn = m.can_remove if b.get("type") == P.REMOVE else m.can_add
+            self._ok(sess, seq, m.id, int(fn(*states, args=args)))
+        elif kind == P.WHEN_ARGS:
+            self._when_args(sess, seq, self._mach(mach_id), body if isinstance(body, dict) else {})
+        elif kind == P.WHEN_ARGS_CANCEL:
+            b = body if isinstance(body, dict) else {}
+            entry = sess.args_waiters.pop(b.get("token"), None)
+            if entry is not None:
+                entry[2].cancel()
+            self._ok(sess, seq, mach_id, {})
+        elif kind == P.BYE:
+            self._drop_session(sess)
+
+    def _mutate(self, sess: _Session, kind: str, seq: int, m: Machine, body: dict[str, Any]) -> None:
+        cached = sess.replies.get(seq) if seq else None
+        if cached is not None:
+            # a retried request: answer again, never apply twice
+            self._ok(sess, seq, m.id, [cached, self._diff(sess, m)])
+            return
+        args = P.check_args(body.get("a"))
+        if kind == P.ADD_ERR:
+            state = body.get("state", "Exception")
+            if not isinstance(state, str):
+                raise ValueError("state must be a name")
+            from .errors import RemoteError
+
+            err = RemoteError(str(body.get("msg", "")), str(body.get("type", "Exception")))
+            r = m.add_err_state(state, err, args)
+        else:
+            states = P.check_names(body.get("s"))
+            if args is not None and len(P.pack("", 0, None, args)) > P.MAX_ARGS_BYTES:
+                raise TransportError(f"args larger than {P.MAX_ARGS_BYTES} bytes", code=P.LIMIT)
+            if kind == P.REMOVE:
+                r = m.remove(*states, args=args)
+            elif kind == P.SET:
+                r = m.set(*states, args=args)
+            else:
+                r = m.add(*states, args=args)
+        r = int(r)
+        if not seq:
+            return  # add_ns: no reply; the change reaches the client as a push
+        sess.replies[seq] = r
+        if len(sess.replies) > P.REPLY_CACHE:
+            sess.replies.popitem(last=False)
+        self._ok(sess, seq, m.id, [r, self._diff(sess, m)])
+
+    def _diff(self, sess: _Session, m: Machine) -> list[Any] | None:
+        """The update that brings this session's mirror of ``m`` to now (None if it has no mirror)."""
+        sub = sess.subs.get(m.id)
+        if sub is None:
+            return None
+        t, q, mt = m.time(), m.queue_tick, m.machine_tick
+        idxs, deltas = P.diff(sub.time, t) if len(t) == len(sub.time) else ([], [])
+        upd = [idxs, deltas, q, mt, P.checksum(t, q, mt)]
+        sub.time, sub.qtick, sub.mtick = t, q, mt
+        return upd
+
+    def _export(self, m: Machine, t: list[int], q: int, mt: int) -> dict[str, Any]:
+        return {"id": m.id, "names": m.state_names, "schema": P.schema_to_wire(m.schema), "time": t,
+                "qtick": q, "mtick": mt, "parent_id": m.parent_id, "tags": m.tags}
+
+    def _when_args(self, sess: _Session, seq: int, m: Machine, body: dict[str, Any]) -> None:
+        state, args, token = body.get("state"), body.get("args"), body.get("token")
+        if not isinstance(state, str) or not isinstance(args, dict) or token is None:
+            raise ValueError("when_args takes {state, args, token}")
+        if token in sess.args_waiters:
+            raise ValueError(f"when_args token {token!r} in use")
+        if len(sess.args_waiters) >= MAX_WHEN_ARGS:
+            raise TransportError(f"too many pending when_args waiters (limit {MAX_WHEN_ARGS})", code=P.LIMIT)
+        # an own ctx per token: waiters with equal arguments are shared, and this one may be cancelled alone
+        ctx = Ctx()
+        w = m.when_args(state, args, ctx=ctx)
+        sess.args_waiters[token] = (m.id, w, ctx)
+        identity = sess.identity
+
+        def done() -> None:
+            self._post(lambda: self._args_done(identity, m.id, token, w))
+
+        self._ok(sess, seq, m.id, {})
+        w.on_done(done)
+
+    def _args_done(self, identity: bytes, mach_id: str, token: Any, w: Waiter) -> None:
+        sess = self._sessions.get(identity)
+        entry = sess.args_waiters.get(token) if sess is not None else None
+        if sess is None or entry is None or entry[1] is not w:
+            return
+        del sess.args_waiters[token]
+        self._flush_one(sess, mach_id)  # the clock first, so the mirror shows the state when the waiter ends
+        self._send(sess, P.pack(P.ARGS_OK, 0, mach_id, [token, not w.cancelled]))
+
+    def _flush(self) -> None:
+        dirty = self._dirty
+        self._dirty = set()
+        for mach_id in dirty:
+            m = self._machs.get(mach_id)
+            if m is None:
+                continue
+            muts_q = self._muts.pop(mach_id, None)
+            muts = list(muts_q) if muts_q else None
+            t = m._time  # replaced, never changed in place: a consistent snapshot without a copy
+            q, mt = m.queue_tick, m.machine_tick
+            if len(t) == 0:
+                continue
+            csum = -1
+            for sess in list(self._sessions.values()):
+                sub = sess.subs.get(mach_id)
+                if sub is None or sub.time == t:
+                    continue
+                if csum < 0:
+                    csum = P.checksum(t, q, mt)
+                idxs, deltas = P.diff(sub.time, t) if len(t) == len(sub.time) else ([], [])
+                body: list[Any] = [idxs, deltas, q, mt, csum]
+                if sub.muts and muts:
+                    body.append(muts)
+                sub.time, sub.qtick, sub.mtick = t, q, mt
+                self._send(sess, P.pack(P.CLK, 0, mach_id, body))
+
+    def _flush_one(self, sess: _Session, mach_id: str) -> None:
+        m = self._machs.get(mach_id)
+        sub = sess.subs.get(mach_id)
+        if m is None or sub is None:
+            return
+        upd = self._diff(sess, m)
+        if upd is not None and upd[0]:
+            self._send(sess, P.pack(P.CLK, 0, mach_id, upd))
+
+    def _push_schema(self, m: Machine) -> None:
+        t, q, mt = m.time(), m.queue_tick, m.machine_tick
+        for sess in list(self._sessions.values()):
+            sub = sess.subs.get(m.id)
+            if sub is None:
+                continue
+            sub.time, sub.qtick, sub.mtick = t, q, mt
+            self._send(sess, P.pack(P.SCHEMA, 0, m.id, self._export(m, t, q, mt)))
+
+    def _drop_machine(self, mach_id: str) -> None:
+        if mach_id in self._machs:
+            try:
+                self.remove(mach_id)
+            except ValueError:
+                pass
+
+    def _unsub(self, sess: _Session, mach_id: str) -> None:
+        sub = sess.subs.pop(mach_id, None)
+        if sub is not None and sub.muts:
+            self._want_muts[mach_id] -= 1
+        for token, (mid, _, ctx) in list(sess.args_waiters.items()):
+            if mid == mach_id:
+                del sess.args_waiters[token]
+                ctx.cancel()
+
+    def _drop_session(self, sess: _Session) -> None:
+        if self._sessions.pop(sess.identity, None) is None:
+            return
+        for mach_id in list(sess.subs):
+            self._unsub(sess, mach_id)
+        for _, _, ctx in sess.args_waiters.values():
+            ctx.cancel()
+        sess.args_waiters.clear()
+
+    def _sweep(self, now: float) -> None:
+        for sess in list(self._sessions.values()):
+            if now - sess.last_seen > P.PEER_TIMEOUT:
+                log.info("client %s went silent, session dropped", sess.client_id)
+                self._drop_session(sess)
+
