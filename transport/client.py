@@ -220,8 +220,8 @@ class Client:
             if not self._io.acquire(timeout=max(t, 0.001)):
                 raise self._timeout(kind, t)
             try:
-                self._send(frame)
-                resend = time.monotonic() + RESEND
+                # not sent (no connection yet): try again soon; sent: resend only if unanswered for a while
+                resend = time.monotonic() + (RESEND if self._send(frame) else 0.01)
                 sock = self._sock
                 while not call.done:
                     now = time.monotonic()
@@ -229,8 +229,7 @@ class Client:
                         raise self._timeout(kind, t)
                     if now >= resend:
                         # same seq: the server answers a retried request from its reply cache
-                        resend = now + RESEND
-                        self._send(frame)
+                        resend = now + (RESEND if self._send(frame) else 0.01)
                     # a blocking recv with a timeout: the cheapest wait pyzmq offers (no poller per call)
                     sock.setsockopt(zmq.RCVTIMEO, max(1, int((min(deadline, resend) - now) * 1000)))
                     try:
@@ -260,13 +259,15 @@ class Client:
         if more:
             self._wake()
 
-    def _send(self, frame: bytes) -> None:
+    def _send(self, frame: bytes) -> bool:
         try:
             self._sock.send(frame, zmq.NOBLOCK)
+            return True
         except zmq.Again:
-            pass  # no connection (IMMEDIATE): a call is resent, a notification to a dead peer is lost
+            return False  # no connection (IMMEDIATE): a call is resent, a notification to a dead peer is lost
         except zmq.ZMQError:
             log.debug("send failed", exc_info=True)
+            return False
 
     def _notify(self, kind: str, mach: str | None, body: Any) -> None:
         """Send without waiting for a reply (seq 0)."""

@@ -1,0 +1,233 @@
+"""RemoteMachine against a daemon process: mirrors, round trips, pushes, waiters, errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from tr_util import free_port, until
+
+from machine import Result, StateError
+from transport import RemoteMachine, TransportError, connect
+
+NAMES = ["Exception", "ErrOnClient", "Foo", "Bar", "Baz", "Start", "Ready", "Multi"]
+
+
+def test_mirror_has_the_schema_and_clock(daemon) -> None:
+    d = daemon("--hub")
+    with connect(d.addrs[0]) as c:
+        listed = c.machines()
+        assert [m["id"] for m in listed] == ["worker0", "worker1", "worker2"]
+        assert all(m["parent_id"] == "daemon" and m["states"] == NAMES for m in listed)
+        rm = c.machine("worker0")
+        assert isinstance(rm, RemoteMachine)
+        assert rm.id == "worker0" and rm.parent_id == "daemon"
+        assert rm.state_names == NAMES
+        assert rm.time() == [0] * len(NAMES)
+        assert rm.schema["Ready"].require == ("Start",)
+        assert rm.schema["Foo"].remove == ("Bar", "Baz")
+        assert c.machine("worker0") is rm
+
+
+def test_mutation_round_trip_updates_the_mirror_on_return(daemon) -> None:
+    d = daemon("--hub")
+    with connect(d.addrs[0]) as c:
+        rm = c.machine("worker0")
+        assert rm.add("Foo") == Result.EXECUTED
+        assert rm.is_active("Foo") and str(rm) == "(Foo:1)"
+        assert d.cmd("time worker0") == "TIME 0 0 1 0 0 0 0 0"
+        assert rm.add("Bar", args={"k": "v"}) == Result.EXECUTED
+        assert rm.string_all() == "(Bar:1) [Exception:0 ErrOnClient:0 Foo:2 Baz:0 Start:0 Ready:0 Multi:0]"
+        assert rm.add("Baz", args={"deny": "1"}) == Result.CANCELED
+        assert rm.add("Ready") == Result.CANCELED  # requires Start
+        assert rm.set("Start", "Ready") == Result.EXECUTED
+        assert rm.active_states() == ["Start", "Ready"]
+        assert rm.remove("Start") == Result.EXECUTED
+        assert rm.not_active("Start", "Ready")
+        assert rm.toggle("Foo") == Result.EXECUTED and rm.is_active("Foo")
+        assert rm.toggle("Foo") == Result.EXECUTED and not rm.is_active("Foo")
+        assert rm.can_add("Baz", args={"deny": "1"}) == Result.CANCELED
+        assert rm.can_add("Baz") == Result.EXECUTED and not rm.is_active("Baz")
+
+
+def test_unknown_state_raises_locally_and_changes_nothing(daemon) -> None:
+    d = daemon("--hub")
+    with connect(d.addrs[0]) as c:
+        rm = c.machine("worker1")
+        before = rm.time()
+        with pytest.raises(StateError, match="Nope"):
+            rm.add("Foo", "Nope")
+        with pytest.raises(StateError):
+            rm.when("Nope")
+        assert d.cmd("time worker1") == "TIME " + " ".join(map(str, before))
+
+
+def test_unknown_machine_is_a_lookup_error(daemon) -> None:
+    d = daemon("--hub")
+    with connect(d.addrs[0]) as c:
+        with pytest.raises(TransportError, match="unknown machine: nope") as info:
+            c.machine("nope")
+        assert isinstance(info.value, LookupError) and info.value.code == "unknown_machine"
+
+
+def test_server_side_change_reaches_the_mirror_and_its_waiters(daemon) -> None:
+    d = daemon("--hub")
+    with connect(d.addrs[0]) as c:
+        rm = c.machine("worker2")
+        w = rm.when("Bar")
+        assert not w.done
+        assert d.cmd("add worker2 Bar") == "OK 0"
+        assert w.wait(timeout=2)
+        assert rm.is_active("Bar")
+        gone = rm.when_not("Bar")
+        d.cmd("add worker2 Foo")
+        assert gone.wait(timeout=2) and rm.is_active("Foo")
+        ticks = rm.when_ticks("Multi", 3)
+        for _ in range(2):
+            d.cmd("add worker2 Multi")
+        assert ticks.wait(timeout=2) and rm.tick("Multi") == 3
+
+
+def test_when_args_is_evaluated_on_the_server(daemon) -> None:
+    d = daemon("--hub")
+    with connect(d.addrs[0]) as c:
+        rm = c.machine("worker0")
+        w = rm.when_args("Bar", {"k": "v"})
+        other = c.machine("worker0")
+        assert other.add("Bar", args={"k": "x"}) == Result.EXECUTED
+        assert not w.wait(timeout=0.2)
+        rm.remove("Bar")
+        assert rm.add("Bar", args={"k": "v", "more": 1}) == Result.EXECUTED
+        assert w.wait(timeout=2) and not w.cancelled
+        w2 = rm.when_args("Foo", {"n": 1})
+        w2.cancel()
+        assert w2.cancelled
+
+
+def test_unreachable_server_fails_within_the_timeout() -> None:
+    t0 = time.monotonic()
+    with pytest.raises(TransportError, match="cannot connect"):
+        connect(f"127.0.0.1:{free_port()}", timeout=0.5)
+    assert time.monotonic() - t0 < 2
+
+
+def test_calls_to_a_dead_server_raise_instead_of_hanging(daemon) -> None:
+    d = daemon("--hub")
+    c = connect(d.addrs[0], timeout=0.5)
+    rm = c.machine("worker0")
+    d.kill()
+    t0 = time.monotonic()
+    with pytest.raises(TransportError, match="timeout"):
+        rm.add("Foo")
+    assert time.monotonic() - t0 < 2
+    assert not rm.is_active("Foo")
+    assert until(lambda: not c.connected, timeout=6)
+    c.close()
+
+
+def test_ten_clients_see_one_push(daemon) -> None:
+    d = daemon("--hub")
+    clients = [connect(d.addrs[0]) for _ in range(10)]
+    try:
+        mirrors = [c.machine("worker1") for c in clients]
+        waiters = [m.when("Baz") for m in mirrors]
+        assert mirrors[0].add("Baz") == Result.EXECUTED
+        assert all(w.wait(timeout=2) for w in waiters)
+        assert all(m.tick("Baz") == 1 for m in mirrors)
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_threads_adding_a_multi_state_remotely_tick_exactly(daemon) -> None:
+    d = daemon("--hub")
+    with connect(d.addrs[0]) as c:
+        rm = c.machine("worker0")
+        n_threads, per = 4, 250
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                for _ in range(per):
+                    rm.add("Multi")
+            except BaseException as exc:  # collected, asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work) for _ in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not errors
+        total = n_threads * per
+        assert rm.tick("Multi") == 2 * total - 1
+        assert d.cmd("time worker0").split()[-1] == str(2 * total - 1)
+
+
+def test_pipelined_adds_then_sync(daemon) -> None:
+    d = daemon("--hub")
+    with connect(d.addrs[0]) as c:
+        rm = c.machine("worker0")
+        for _ in range(500):
+            rm.add_ns("Multi")
+        rm.sync()
+        assert rm.tick("Multi") == 999
+        assert d.cmd("time worker0").split()[-1] == "999"
+
+
+def test_retried_call_is_applied_once(daemon) -> None:
+    # FooState sleeps 1.5 s: the client resends after 1 s with the same seq; the server answers from its cache
+    d = daemon("--hub", "--slow-foo", "1.5")
+    with connect(d.addrs[0], timeout=5) as c:
+        rm = c.machine("worker0")
+        assert rm.add("Foo") == Result.EXECUTED
+        assert rm.tick("Foo") == 1
+        assert d.cmd("time worker0").split()[3] == "1"  # TIME, Exception, ErrOnClient, Foo
+
+
+def test_mirror_is_disposed_by_close_and_the_source_lives(daemon) -> None:
+    d = daemon("--hub")
+    c = connect(d.addrs[0])
+    rm = c.machine("worker0")
+    w = rm.when("Foo")
+    rm.close()
+    assert rm.disposed and w.cancelled
+    rm2 = c.machine("worker0")
+    assert rm2 is not rm and rm2.add("Foo") == Result.EXECUTED
+    c.close()
+    assert rm2.disposed
+    with connect(d.addrs[0]) as c2:
+        assert c2.machine("worker0").is_active("Foo")
+
+
+def test_on_update_reports_source_mutations(daemon) -> None:
+    d = daemon("--hub")
+    with connect(d.addrs[0]) as c:
+        rm = c.machine("worker2")
+        got: list[dict] = []
+        ev = threading.Event()
+
+        def on(u: dict) -> None:
+            got.append(u)
+            ev.set()
+
+        rm.on_update(on)
+        d.cmd("add worker2 Bar")
+        assert ev.wait(2)
+        assert got[0]["added"] == ["Bar"] and got[0]["removed"] == []
+        assert got[0]["mutations"] == [{"type": "add", "called": ["Bar"], "args": {}}]
+
+
+def test_ipc_endpoint(tmp_path) -> None:
+    from machine import Machine, State
+    from transport import expose
+
+    m = Machine({"A": State()}, id="ipc1")
+    ep = expose(m, addr=f"ipc://{tmp_path}/am.sock")
+    try:
+        with connect(ep.address) as c:
+            rm = c.machine("ipc1")
+            assert rm.add("A") == Result.EXECUTED and m.is_active("A")
+    finally:
+        ep.stop()
