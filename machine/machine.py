@@ -794,10 +794,14 @@ class Machine:
             return CANCELED
         if changed and c.auto_names and not m.is_auto and not plan.health and not self._disposing:
             active = self._active
-            auto = c.autos.get(active)
-            if auto is None:
-                auto = c.autos[active] = auto_states(c, active)
-            if auto:
+            entry = c.autos.get(active)
+            if entry is None:
+                auto = auto_states(c, active)
+                # an auto transition that its relations reject has no effect: nobody needs to run it
+                viable = bool(auto) and make_plan(c, ADD, auto, active, True, False).accepted
+                entry = c.autos[active] = (auto, viable)
+            auto, viable = entry
+            if auto and (viable or self._hooks or self._log_level >= LogLevel.OPS):
                 self._log(LogLevel.OPS, f"[auto] {' '.join(auto)}")
                 self._log(LogLevel.OPS, f"[prepend:add] {' '.join(auto)}")
                 am = Mutation(ADD, auto, None, is_auto=True)
