@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (str(ROOT), str(ROOT / "scripts")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -753,6 +754,57 @@ def core(ctx: Ctx) -> Report:
         "Working(require Ready, remove Idle); "
         "Idle(remove Working); Healthy(auto, require Start) (+ Exception); anchors: 5 states, 4 triggers."
     )
+    return rep
+
+
+@section("transport", "remote add round trip and pipelining vs a raw pyzmq echo, push fan-out, CURVE cost")
+def transport_section(ctx: Ctx) -> Report:
+    import bench_transport as bt
+
+    rep = Report(title="transport", columns=["figure", "asyncmachine", "raw pyzmq echo", "ratio", "target", "met"])
+    ctx.log("transport: round trips and pipelining")
+    r = bt.measure(ctx.quick)
+    (rp50, rp99), (op50, op99) = r["rtt_raw"], r["rtt_ours"]
+    ok50, ok99 = op50 <= 1.3 * rp50, op99 <= 1.3 * rp99
+    us = 1e6
+    rep.rows.append(["remote `add` round trip p50", f"{op50 * us:.0f} us", f"{rp50 * us:.0f} us",
+                     f"{op50 / rp50:.2f}x", "<= 1.3x", met(ok50)])
+    rep.rows.append(["remote `add` round trip p99", f"{op99 * us:.0f} us", f"{rp99 * us:.0f} us",
+                     f"{op99 / rp99:.2f}x", "<= 1.3x", met(ok99)])
+    pr, po = r["pipe_raw"], r["pipe_ours"]
+    rep.rows.append(["pipelined mutations (`add_ns` x k + `sync`; raw: window of 100)", f"{si(po)}/s",
+                     f"{si(pr)}/s", f"{po / pr:.2f}x", ">= 0.5x", met(po >= 0.5 * pr)])
+    ctx.log("transport: push to 100 mirrors")
+    f = bt.measure_fanout(ctx.quick)
+    rep.rows.append([f"server-side change seen by {f['mirrors']} mirrors, p99 over mirrors x {f['rounds']} rounds",
+                     f"{f['p99'] * 1e3:.2f} ms (p50 {f['p50'] * 1e3:.2f} ms, last mirror p50 "
+                     f"{f['last_p50'] * 1e3:.2f} ms)", "-", "-", "< 5 ms", met(f["p99"] < 0.005 and not f["missing"])])
+    ctx.log("transport: CURVE")
+    cv = bt.measure_curve(ctx.quick)
+    (pp50, pp99), (cp50, cp99) = cv["plain"], cv["curve"]
+    rep.rows.append(["`add` round trip with CURVE, p50 / p99", f"{cp50 * us:.0f} / {cp99 * us:.0f} us",
+                     f"plain: {pp50 * us:.0f} / {pp99 * us:.0f} us", f"{cp50 / pp50:.2f}x / {cp99 / pp99:.2f}x",
+                     "(cost, no target)", "-"])
+    rep.summary.append(
+        f"remote add p50 {op50 * us:.0f} us vs raw echo {rp50 * us:.0f} us ({op50 / rp50:.2f}x, target <= 1.3x) - "
+        f"{met(ok50)}; p99 {op99 * us:.0f} vs {rp99 * us:.0f} us ({op99 / rp99:.2f}x) - {met(ok99)}")
+    rep.summary.append(f"pipelined: {si(po)}/s vs raw {si(pr)}/s ({po / pr:.2f}x, target >= 0.5x) - "
+                       f"{met(po >= 0.5 * pr)}")
+    rep.summary.append(f"push to {f['mirrors']} mirrors: p99 {f['p99'] * 1e3:.2f} ms (target < 5 ms), "
+                       f"{f['missing']} missed - {met(f['p99'] < 0.005 and not f['missing'])}")
+    rep.summary.append(f"CURVE: add p50 {cp50 * us:.0f} us vs {pp50 * us:.0f} us plain ({cp50 / pp50:.2f}x)")
+    rep.notes += [
+        f"Round trips: {r['n']} calls each, interleaved in 3 blocks (raw, ours, raw, ours, ...) after a warm-up; "
+        "server in another process on tcp 127.0.0.1. Raw anchor: a DEALER sending `[add, seq, id, {s: [M]}]` "
+        "with msgpack to a ROUTER that decodes it and answers `[ok, seq, id, [0, nil]]`. Ours: "
+        "`RemoteMachine.add(\"M\")` on a multi state (every call changes the clock, so every reply carries a "
+        "diff that the mirror applies before the call returns).",
+        f"Pipelining: {r['k']} mutations, best of 3; raw keeps 100 requests in flight; ours sends `add_ns` "
+        "(no reply) then one `sync()` and checks the final tick.",
+        f"Fan-out: {f['mirrors']} mirrors in 4 worker processes (one Client each), a control client adds M "
+        f"{f['rounds']} times 20 ms apart; latency = when a mirror's `when_time` waiter for the next tick "
+        "resolved, minus when the add was sent (CLOCK_MONOTONIC across processes).",
+    ]
     return rep
 
 

@@ -526,18 +526,28 @@ class Endpoint:
             if len(t) == 0:
                 continue
             csum = -1
+            # mirrors that saw the same clock get the same bytes: encode each distinct update once
+            frames: dict[tuple[int, bool], tuple[list[int], bytes]] = {}  # the list kept alive: its id is a key
             for sess in list(self._sessions.values()):
                 sub = sess.subs.get(mach_id)
                 if sub is None or sub.time == t:
                     continue
-                if csum < 0:
-                    csum = P.checksum(t, q, mt)
-                idxs, deltas = P.diff(sub.time, t) if len(t) == len(sub.time) else ([], [])
-                body: list[Any] = [idxs, deltas, q, mt, csum]
-                if sub.muts and muts:
-                    body.append(muts)
+                with_muts = bool(sub.muts and muts)
+                key = (id(sub.time), with_muts)
+                hit = frames.get(key)
+                if hit is not None:
+                    frame = hit[1]
+                else:
+                    if csum < 0:
+                        csum = P.checksum(t, q, mt)
+                    idxs, deltas = P.diff(sub.time, t) if len(t) == len(sub.time) else ([], [])
+                    body: list[Any] = [idxs, deltas, q, mt, csum]
+                    if with_muts:
+                        body.append(muts)
+                    frame = P.pack(P.CLK, 0, mach_id, body)
+                    frames[key] = (sub.time, frame)
                 sub.time, sub.qtick, sub.mtick = t, q, mt
-                self._send(sess, P.pack(P.CLK, 0, mach_id, body))
+                self._send(sess, frame)
 
     def _flush_one(self, sess: _Session, mach_id: str) -> None:
         m = self._machs.get(mach_id)
