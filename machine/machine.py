@@ -33,6 +33,7 @@ from .signals import Ctx, Waiter, resolved_waiter
 from .subscriptions import Clock, Subscriptions
 from .tracer import Tracer
 from .transition import Event, Transition
+from .worker import HandlerWorker, Job
 
 ADD, REMOVE, SET, EVAL = MutationType.ADD, MutationType.REMOVE, MutationType.SET, MutationType.EVAL
 EXECUTED, CANCELED, QUEUED = Result.EXECUTED, Result.CANCELED, Result.QUEUED
@@ -102,6 +103,10 @@ class Machine:
         "_done_tick",
         "_err",
         "_handler_timeout",
+        "_handler_deadline",
+        "_handler_backoff",
+        "_backoff_until",
+        "_worker",
         "_id",
         "_internal_errors",
         "_lock",
@@ -139,6 +144,9 @@ class Machine:
         loop: asyncio.AbstractEventLoop | None = None,
         queue_limit: int = 1000,
         handler_timeout: float | None = 1.0,
+        handler_thread: bool = False,
+        handler_deadline: float = 10.0,
+        handler_backoff: float = 3.0,
         tracers: Iterable[Tracer] = (),
     ) -> None:
         self._c = compiled_for(schema)
@@ -154,6 +162,11 @@ class Machine:
         self._loop: asyncio.AbstractEventLoop | None = loop or asyncio.events._get_running_loop()
         self._queue_limit = queue_limit
         self._handler_timeout = handler_timeout
+        self._handler_deadline = handler_deadline
+        self._handler_backoff = handler_backoff
+        self._backoff_until = 0.0  # while monotonic() is below it, mutations are canceled
+        # handler_thread: handlers run on a worker thread, so one that hangs can be timed out and abandoned
+        self._worker: HandlerWorker | None = HandlerWorker(f"am-handlers {self._id}") if handler_thread else None
         n = len(self._c.names)
         self._time: list[int] = [0] * n
         self._active: tuple[str, ...] = ()
@@ -527,7 +540,7 @@ class Machine:
                 self._unknown(states)
         called = states if len(states) < 2 or len(set(states)) == len(states) else tuple(dict.fromkeys(states))
         a = None if args is None else self._args(args)
-        if self._disposing:
+        if self._disposing or (self._backoff_until and self._in_backoff()):
             return CANCELED
         with self._lock:
             q = self._queue
@@ -573,6 +586,12 @@ class Machine:
             self._queued(m, None)
         return self._drain(m)
 
+    def _in_backoff(self) -> bool:
+        if _time.monotonic() < self._backoff_until:
+            return True
+        self._backoff_until = 0.0
+        return False
+
     def _queued(self, m: Mutation, q: deque[Mutation] | None) -> None:
         if self._log_level >= LogLevel.OPS:
             self._log(LogLevel.OPS, f"[queue:{m.type}] {' '.join(m.called)}{_fmt_args(m.args)}")
@@ -598,9 +617,14 @@ class Machine:
 
         CANCELED when disposing, when the queue is full, when ``err`` is None or a cancellation.
         """
+        return self._add_err(state, err, args, False)
+
+    def _add_err(self, state: str, err: BaseException | None, args: Mapping[str, Any] | None,
+                 force: bool) -> int:
         self._called((state,))
         a = self._args(args) or {}
-        if self._disposing or err is None or type(err) in (
+        if self._disposing or (not force and self._backoff_until and self._in_backoff()) or err is None or type(
+                err) in (
                 asyncio.CancelledError, concurrent.futures.CancelledError):
             return CANCELED
         if not isinstance(err, BaseException):
@@ -646,7 +670,7 @@ class Machine:
         """Prepend ``m``; run it now when idle, wait for it when another thread runs the queue."""
         with self._lock:
             if self._processing:
-                if self._runner == _get_ident():
+                if self._on_runner():
                     # from a handler: it runs after the current transition; the caller can't wait for it
                     self._queue.appendleft(m)
                     return QUEUED
@@ -679,7 +703,7 @@ class Machine:
         """
         if self._disposing:
             return False
-        if self._runner == _get_ident():
+        if self._on_runner():
             self._log(LogLevel.OPS, "[eval] nested eval refused (called from a handler)")
             return False
         m = Mutation(EVAL, (), None, fn=fn)
@@ -894,24 +918,63 @@ class Machine:
             self._emit("handler_start", tx, binding.name, name)
         e = Event(name, tx, state)
         timeout = self._handler_timeout
-        try:
-            if timeout:
-                t0 = _time.perf_counter()
-                ret = fn(e)
-                if _time.perf_counter() - t0 > timeout:
-                    err = HandlerTimeoutError(f"handler timeout: {name} from {binding.name}")
-                    if self._internal_errors is None:
-                        self._internal_errors = deque(maxlen=10)
-                    self._internal_errors.append(err)
-                    self._logger.warning("%s%s", self._log_prefix, err)
-                    ret = _TIMEOUT
-            else:
-                ret = fn(e)
-        except Exception as exc:
-            ret = _Panic(exc)
+        if self._worker is not None:
+            ret = self._call_on_worker(fn, e, name, binding)
+        else:
+            try:
+                if timeout:
+                    t0 = _time.perf_counter()
+                    ret = fn(e)
+                    # inline: a timeout is known only once the handler returned; the transition is canceled
+                    if _time.perf_counter() - t0 > timeout:
+                        self._timed_out(name, binding)
+                        ret = _TIMEOUT
+                else:
+                    ret = fn(e)
+            except Exception as exc:
+                ret = _Panic(exc)
         if self._hooks:
             self._emit("handler_end", tx, binding.name, name)
         return ret
+
+    def _timed_out(self, name: str, binding: Binding) -> None:
+        err = HandlerTimeoutError(f"handler timeout: {name} from {binding.name}")
+        if self._internal_errors is None:
+            self._internal_errors = deque(maxlen=10)
+        self._internal_errors.append(err)
+        self._logger.warning("%s%s", self._log_prefix, err)
+
+    def _call_on_worker(self, fn: Callable[..., Any], e: Event, name: str, binding: Binding) -> Any:
+        """Run a handler on the worker thread: time it out, and abandon it past the deadline (spec 10.4)."""
+        assert self._worker is not None
+        job = self._worker.submit(fn, e)
+        timeout = self._handler_timeout
+        if job.done.wait(timeout if timeout else None):
+            return _Panic(job.exc) if job.exc is not None else job.ret
+        self._timed_out(name, binding)
+        if not job.done.wait(max(0.0, self._handler_deadline - (timeout or 0.0))):
+            self._abandon(job, name)
+        return _TIMEOUT
+
+    def _abandon(self, job: Job, name: str) -> None:
+        """A handler outlived the deadline: a new worker, an empty queue, an error, then a backoff."""
+        job.abandoned = True
+        # reported even during the backoff: it is the end of the story the backoff started
+        job.on_late = lambda: self._add_err(
+            EXCEPTION, RuntimeError(f"deadlined handler finished, theoretical leak: {name}"), None, True)
+        self._worker = HandlerWorker(f"am-handlers {self._id}")
+        with self._lock:
+            self._cancel_queue()
+        self._log(LogLevel.OPS, f"[cancel] handler deadline: {name}, queue cleared")
+        state = "ErrHandlerTimeout" if "ErrHandlerTimeout" in self._c.index else EXCEPTION
+        self.add_err_state(state, HandlerTimeoutError(f"handler deadline: {name}"))
+        self._backoff_until = _time.monotonic() + self._handler_backoff
+
+    def _on_runner(self) -> bool:
+        """True on the thread that runs the queue, or on its handler thread."""
+        ident = _get_ident()
+        w = self._worker
+        return ident == self._runner or (w is not None and ident == w.ident)
 
     def _apply(self, tx: Transition, plan: Plan) -> bool:
         """Set the target and ticks, end state contexts, run final handlers. Returns True if ticks changed."""
@@ -1271,14 +1334,14 @@ class Machine:
         """
         if self._disposing:
             return
-        if "Start" in self._c.index and self.is_active("Start") and self._runner != _get_ident():
+        if "Start" in self._c.index and self.is_active("Start") and not self._on_runner():
             self.remove("Start")
         with self._lock:
             if self._disposing:
                 return
             self._disposing = True
             if self._processing:
-                on_runner = self._runner == _get_ident()
+                on_runner = self._on_runner()
             else:
                 self._processing = True
                 self._runner = _get_ident()
@@ -1320,6 +1383,8 @@ class Machine:
                 fn()
             except Exception:
                 self._logger.exception("%son_dispose callback raised", self._log_prefix)
+        if self._worker is not None:
+            self._worker.stop()
         if self._ctx_obj is not None:
             self._ctx_obj.cancel()
         if self._disposed_waiter_obj is not None:

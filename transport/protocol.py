@@ -81,8 +81,11 @@ def unpack(data: bytes) -> tuple[str, int, str | None, Any]:
 
 def check_names(value: Any, what: str = "states") -> list[str]:
     """A list of state names from a request body; raises ValueError."""
-    if not isinstance(value, list) or not value or not all(isinstance(s, str) for s in value):
+    if type(value) is not list or not value:
         raise ValueError(f"{what} must be a non-empty list of state names")
+    for s in value:
+        if type(s) is not str:
+            raise ValueError(f"{what} must be a non-empty list of state names")
     return value
 
 
@@ -156,9 +159,7 @@ def checksum(time: list[int], qtick: int, mtick: int) -> int:
 
 def diff(old: list[int], new: list[int]) -> tuple[list[int], list[int]]:
     """Changed indexes and their tick deltas."""
-    idxs, deltas = [], []
-    for i, (a, b) in enumerate(zip(old, new, strict=True)):
-        if a != b:
-            idxs.append(i)
-            deltas.append(b - a)
-    return idxs, deltas
+    if old == new:
+        return [], []
+    idxs = [i for i in range(len(new)) if old[i] != new[i]]
+    return idxs, [new[i] - old[i] for i in idxs]

@@ -339,6 +339,12 @@ class Endpoint:
         sess.last_seen = time.monotonic()
         self.handled += 1
         try:
+            if kind in P.MUTATING and not sess.readonly and isinstance(body, dict):
+                # the hot path: a mutation
+                m = self._machs.get(mach_id) if mach_id is not None else None
+                if m is not None and not m.disposed:
+                    self._mutate(sess, kind, seq, m, body)
+                    return
             self._dispatch(sess, kind, seq, mach_id, body)
         except StateError as exc:
             self._reply_err(identity, seq, mach_id, P.UNKNOWN_STATE, str(exc), "StateError",
@@ -473,7 +479,7 @@ class Endpoint:
         sub = sess.subs.get(m.id)
         if sub is None:
             return None
-        t, q, mt = m.time(), m.queue_tick, m.machine_tick
+        t, q, mt = m._time, m.queue_tick, m.machine_tick  # _time is replaced, never changed in place
         idxs, deltas = P.diff(sub.time, t) if len(t) == len(sub.time) else ([], [])
         upd = [idxs, deltas, q, mt, P.checksum(t, q, mt)]
         sub.time, sub.qtick, sub.mtick = t, q, mt
