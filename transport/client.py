@@ -86,8 +86,9 @@ class Client:
         sock.setsockopt(zmq.MAXMSGSIZE, P.MAX_MSG)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-        sock.setsockopt(zmq.SNDHWM, 10_000)
+        sock.setsockopt(zmq.SNDHWM, P.MAX_PENDING)
         sock.setsockopt(zmq.RCVHWM, 100_000)
+        sock.setsockopt(zmq.SNDTIMEO, max(1, int(self.timeout * 1000)))
         if server_key is not None or client_keys is not None:
             from .security import setup_client_curve
 
@@ -99,6 +100,7 @@ class Client:
         self._pending: dict[int, _Call] = {}
         self._mirrors: dict[str, RemoteMachine] = {}
         self._status_cbs: list[Callable[[bool], Any]] = []
+        self._payload_cbs: list[Callable[[dict[str, Any]], Any]] = []
         self._connected = False
         self._closed = False
         self._last_rx = time.monotonic()
@@ -151,6 +153,11 @@ class Client:
         with self._lock:
             self._mirrors[mach_id] = rm
         return rm
+
+    def on_payload(self, fn: Callable[[dict[str, Any]], Any]) -> None:
+        """Call ``fn(payload)`` for each payload the server sends (``Endpoint.send_payload``):
+        ``{"name", "data", "token", "machine"}``, on the thread that read it."""
+        self._payload_cbs.append(fn)
 
     def on_status(self, fn: Callable[[bool], Any]) -> None:
         """Call ``fn(connected)`` (on the I/O thread) whenever the link goes down or comes back."""
@@ -280,7 +287,13 @@ class Client:
         if not self._io.acquire(timeout=self.timeout):
             raise self._timeout(kind, self.timeout)
         try:
-            self._send(frame)
+            # a blocking send (SNDTIMEO = the timeout): backpressure when the server's queue for this client is
+            # full; an error, never a silent drop, when it stays full or there is no connection
+            self._sock.send(frame, 0)
+        except zmq.Again:
+            raise TransportError(
+                f"cannot send {kind} to {self.address}: not connected, or too many requests pending "
+                f"(the server queues at most {P.MAX_PENDING} per client)", code=P.LIMIT) from None
         finally:
             self._release()
 
@@ -422,6 +435,14 @@ class Client:
                     call.error = TransportError(f"malformed {call.kind} reply: {exc}", code=P.INTERNAL)
             call.result = body
             call.done = True
+            return
+        if kind == P.PAY:
+            if isinstance(body, dict):
+                for fn in list(self._payload_cbs):
+                    try:
+                        fn(body)
+                    except Exception:
+                        log.exception("payload callback failed")
             return
         if mach is None:
             return

@@ -15,6 +15,7 @@ MAX_ARGS_BYTES = 1024 * 1024  # packed args of one mutation
 HEARTBEAT = 1.0  # seconds between client pings
 PEER_TIMEOUT = 3.5  # silence after which a peer counts as gone
 REPLY_CACHE = 64  # replies kept per session for retried requests
+MAX_PENDING = 1000  # requests one client may have queued at the server (ZMQ high-water mark per peer)
 
 # requests (client -> server)
 HELLO, MACHS, SUB, UNSUB, SYNC, PING, BYE = "hello", "machs", "sub", "unsub", "sync", "ping", "bye"

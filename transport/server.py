@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 import time
 from collections import OrderedDict, deque
@@ -113,8 +114,8 @@ class Endpoint:
         s.setsockopt(zmq.ROUTER_MANDATORY, 1)
         s.setsockopt(zmq.ROUTER_HANDOVER, 1)
         s.setsockopt(zmq.MAXMSGSIZE, P.MAX_MSG)
-        s.setsockopt(zmq.SNDHWM, 10_000)
-        s.setsockopt(zmq.RCVHWM, 10_000)
+        s.setsockopt(zmq.SNDHWM, 10_000)  # per client: pushes beyond it are dropped (the mirror then syncs)
+        s.setsockopt(zmq.RCVHWM, P.MAX_PENDING)  # per client: requests queued at most; then the client waits
         s.setsockopt(zmq.HEARTBEAT_IVL, 1000)
         s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
         s.setsockopt(zmq.HEARTBEAT_TTL, 3000)
@@ -196,6 +197,26 @@ class Endpoint:
         path = self._files.pop(mach_id, None)
         if path is not None:
             path.unlink(missing_ok=True)
+
+    def send_payload(self, name: str, data: Any, *, client: str | None = None, mach: str | None = None) -> int:
+        """Push ``data`` (msgpack-serializable) to one client (by its id) or to every connected client.
+
+        ``mach`` names the machine it concerns (optional). Returns how many clients it was queued for; the
+        clients' ``on_payload`` callbacks get ``{"name", "data", "token", "machine"}``. Delivery is best
+        effort: a client that is gone or not reading does not get it.
+        """
+        frame_body = {"name": str(name), "data": data, "token": secrets.token_hex(8), "machine": mach}
+        P.pack(P.PAY, 0, mach, frame_body)  # fail here, in the caller, on a value msgpack can't carry
+        targets = [s for s in list(self._sessions.values()) if client is None or s.client_id == client]
+
+        def send() -> None:
+            frame = P.pack(P.PAY, 0, mach, frame_body)
+            for sess in targets:
+                if sess.identity in self._sessions:
+                    self._send(sess, frame)
+
+        self._post(send)
+        return len(targets)
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop serving: close the socket (LINGER 0), remove addr files, detach from the machines."""

@@ -231,3 +231,30 @@ def test_ipc_endpoint(tmp_path) -> None:
             assert rm.add("A") == Result.EXECUTED and m.is_active("A")
     finally:
         ep.stop()
+
+
+def test_payloads_reach_one_client_or_all() -> None:
+    import threading as th
+
+    from machine import Machine, State
+    from transport import expose
+
+    m = Machine({"A": State()}, id="pay1")
+    ep = expose(m)
+    try:
+        with connect(ep.address) as c1, connect(ep.address) as c2:
+            got1: list[dict] = []
+            got2: list[dict] = []
+            ev1, ev2 = th.Event(), th.Event()
+            c1.on_payload(lambda p: (got1.append(p), ev1.set()))
+            c2.on_payload(lambda p: (got2.append(p), ev2.set()))
+            assert ep.send_payload("p1", {"hi": [1, 2]}, client=c1.id, mach="pay1") == 1
+            assert ev1.wait(2)
+            assert got1[0]["name"] == "p1" and got1[0]["data"] == {"hi": [1, 2]} and got1[0]["machine"] == "pay1"
+            assert len(got1[0]["token"]) == 16
+            assert ep.send_payload("all", "x") == 2
+            assert ev2.wait(2) and got2[0]["name"] == "all"
+            with pytest.raises(TypeError):
+                ep.send_payload("bad", object())
+    finally:
+        ep.stop()
