@@ -1,0 +1,175 @@
+"""The demo daemon behind `arpc demo`: live workflow machines from the seeds, changing on timers.
+
+- ``files-1..3``: the file-processing flow (download, process, upload), each file taking a few seconds;
+- ``expense-1..3``: the expense flow; ``expense-1`` approves itself, the others wait for you:
+  ``add expense-2 ApprovalGranted``;
+- ``ticker``: a multi state that ticks every second.
+
+Run alone: ``python -m arpc.demo [--addr ADDR] [--addr-dir DIR]`` prints the address and serves until stdin closes
+or Ctrl+C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from machine import Event, Machine, State
+from transport import Endpoint, expose
+
+BASE = {
+    "Start": State(),
+    "Ready": State(require=("Start",)),
+}
+
+FILES = {
+    **BASE,
+    "DownloadingFile": State(require=("Start",), remove=("FileDownloaded", "FileUploaded")),
+    "FileDownloaded": State(remove=("DownloadingFile",)),
+    "ProcessingFile": State(auto=True, require=("FileDownloaded",), remove=("FileProcessed",)),
+    "FileProcessed": State(remove=("ProcessingFile",)),
+    "UploadingFile": State(auto=True, require=("FileProcessed",), remove=("FileUploaded",)),
+    "FileUploaded": State(remove=("UploadingFile", "FileDownloaded", "FileProcessed")),
+}
+
+EXPENSE = {
+    **BASE,
+    "CreatingExpense": State(require=("Start",), remove=("ExpenseCreated", "PaymentCompleted")),
+    "ExpenseCreated": State(remove=("CreatingExpense",)),
+    "WaitingForApproval": State(auto=True, require=("ExpenseCreated",), remove=("ApprovalGranted",)),
+    "ApprovalGranted": State(require=("ExpenseCreated",), remove=("WaitingForApproval",)),
+    "PaymentInProgress": State(auto=True, require=("ApprovalGranted",), remove=("PaymentCompleted",)),
+    "PaymentCompleted": State(require=("ExpenseCreated", "ApprovalGranted"), remove=("PaymentInProgress",)),
+}
+
+TICKER = {**BASE, "Tick": State(multi=True)}
+
+
+def later(mach: Machine, state: str, delay: float, fn: Callable[[], Any]) -> None:
+    """Run ``fn`` after ``delay`` seconds unless ``state``'s activation ended meanwhile (its state context)."""
+    ctx = mach.state_ctx(state)
+
+    def fire() -> None:
+        if not ctx.done and not mach.disposed:
+            fn()
+
+    t = threading.Timer(delay, fire)
+    t.daemon = True
+    t.start()
+
+
+class Files:
+    """Handlers of a file-processing machine: each step finishes on a timer."""
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+        self.n = itertools.count(1)
+
+    def StartState(self, e: Event) -> None:
+        e.machine.add("DownloadingFile", args={"file": f"report-{next(self.n)}.csv"})
+
+    def DownloadingFileState(self, e: Event) -> None:
+        m, args = e.machine, dict(e.args)
+        later(m, "DownloadingFile", 1.5 * self.speed, lambda: m.add("FileDownloaded", args=args))
+
+    def ProcessingFileState(self, e: Event) -> None:
+        m = e.machine
+        later(m, "ProcessingFile", 2.0 * self.speed, lambda: m.add("FileProcessed"))
+
+    def UploadingFileState(self, e: Event) -> None:
+        m = e.machine
+        later(m, "UploadingFile", 1.0 * self.speed, lambda: m.add("FileUploaded"))
+
+    def FileUploadedState(self, e: Event) -> None:
+        m = e.machine
+        later(m, "FileUploaded", 3.0 * self.speed,
+              lambda: m.add("DownloadingFile", args={"file": f"report-{next(self.n)}.csv"}))
+
+
+class Expense:
+    """Handlers of an expense machine; ``auto_approve`` decides whether it waits for a person."""
+
+    def __init__(self, auto_approve: bool, speed: float) -> None:
+        self.auto_approve = auto_approve
+        self.speed = speed
+        self.n = itertools.count(1)
+
+    def StartState(self, e: Event) -> None:
+        e.machine.add("CreatingExpense", args={"expense": next(self.n), "amount": 120})
+
+    def CreatingExpenseState(self, e: Event) -> None:
+        m = e.machine
+        later(m, "CreatingExpense", 1.0 * self.speed, lambda: m.add("ExpenseCreated"))
+
+    def WaitingForApprovalState(self, e: Event) -> None:
+        if self.auto_approve:
+            m = e.machine
+            later(m, "WaitingForApproval", 4.0 * self.speed, lambda: m.add("ApprovalGranted"))
+
+    def PaymentInProgressState(self, e: Event) -> None:
+        m = e.machine
+        later(m, "PaymentInProgress", 1.5 * self.speed, lambda: m.add("PaymentCompleted"))
+
+    def PaymentCompletedState(self, e: Event) -> None:
+        m = e.machine
+        n = next(self.n)
+        later(m, "PaymentCompleted", 5.0 * self.speed,
+              lambda: m.set("Start", "Ready", "CreatingExpense", args={"expense": n, "amount": 80 + 10 * (n % 7)}))
+
+
+class Ticker:
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+
+    def TickState(self, e: Event) -> None:
+        m = e.machine
+        later(m, "Tick", 1.0 * self.speed, lambda: m.add("Tick"))
+
+
+def demo_machines(speed: float = 1.0) -> list[Machine]:
+    """The demo's machines, started (their timers running). ``speed`` scales every delay."""
+    machs: list[Machine] = []
+    for i in range(1, 4):
+        # staggered speeds, so the machines are not in lockstep
+        machs.append(Machine(FILES, id=f"files-{i}", parent="demo", tags=("files",),
+                             handlers=Files(speed * (0.7 + 0.3 * i))))
+    for i in range(1, 4):
+        machs.append(Machine(EXPENSE, id=f"expense-{i}", parent="demo", tags=("expense",),
+                             handlers=Expense(auto_approve=i == 1, speed=speed)))
+    machs.append(Machine(TICKER, id="ticker", parent="demo", handlers=Ticker(speed)))
+    for m in machs:
+        m.add("Start", "Ready")
+    machs[-1].add("Tick")
+    return machs
+
+
+def serve(addr: str = "tcp://127.0.0.1:*", addr_dir: str | None = None, speed: float = 1.0) -> Endpoint:
+    """Start the demo machines and expose them on one endpoint."""
+    return expose(demo_machines(speed), addr=addr, addr_dir=addr_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m arpc.demo", description=__doc__.split("\n")[0])
+    p.add_argument("--addr", default="tcp://127.0.0.1:*")
+    p.add_argument("--addr-dir")
+    p.add_argument("--speed", type=float, default=1.0, help="scale every delay (0.1 = ten times faster)")
+    a = p.parse_args(argv)
+    machs = demo_machines(a.speed)
+    ep = expose(machs, addr=a.addr, addr_dir=a.addr_dir)
+    print(ep.address, flush=True)
+    try:
+        sys.stdin.read()  # serve until stdin closes
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ep.stop()
+        for m in machs:
+            m.dispose()
+
+
+if __name__ == "__main__":
+    main()
