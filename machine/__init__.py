@@ -4,6 +4,7 @@ States may be active together and are linked by relations (require, remove, add,
 logical clock (odd = active); mutations are queued and applied as transitions that handlers can negotiate.
 """
 
+from .diagram import diagram
 from .errors import HandlerTimeoutError, SchemaError, StateError
 from .log import LogLevel
 from .machine import Machine
@@ -15,5 +16,5 @@ from .transition import Event, Transition
 
 __all__ = [
     "Ctx", "Event", "HandlerTimeoutError", "LogLevel", "Machine", "Mutation", "MutationType", "Result",
-    "SchemaError", "State", "StateError", "StateNames", "Tracer", "Transition", "Waiter",
+    "SchemaError", "State", "StateError", "StateNames", "Tracer", "Transition", "Waiter", "diagram",
 ]
