@@ -1330,11 +1330,15 @@ class Machine:
     def dispose(self, timeout: float = 1.0) -> None:
         """Stop the machine: later mutations are canceled, waiters end, contexts end. Idempotent.
 
+        Removes ``Start`` first when the schema has it and it is active (so its End handler can clean up).
         Waits up to ``timeout`` for a transition running on another thread to finish.
         """
+        self._dispose(timeout, stop_start=True)
+
+    def _dispose(self, timeout: float, stop_start: bool) -> None:
         if self._disposing:
             return
-        if "Start" in self._c.index and self.is_active("Start") and not self._on_runner():
+        if stop_start and "Start" in self._c.index and self.is_active("Start") and not self._on_runner():
             self.remove("Start")
         with self._lock:
             if self._disposing:
@@ -1406,7 +1410,8 @@ class Machine:
             if changed:
                 self._active = tuple(n for i, n in enumerate(names) if new_time[i] & 1)
             if queue_tick is not None:
-                self._queue_tick = queue_tick
+                # the source's queue: what it dequeued is done there, so when_queue can resolve here
+                self._queue_tick = self._done_tick = queue_tick
             if machine_tick is not None:
                 self._machine_tick = machine_tick
             ctxs = []
@@ -1428,6 +1433,8 @@ class Machine:
                 ticked.append(names[i])
         if changed:
             self._check_subs()
+        if self._subs.queue:
+            self._resolve_queue_waiters()
         return added, removed, ticked
 
     # ------------------------------------------------------------------ export, import, schema

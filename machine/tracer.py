@@ -17,7 +17,7 @@ class Tracer:
     """
 
     def machine_init(self, mach: Machine) -> None:
-        """The machine was built (or the tracer was bound)."""
+        """The machine was built (tracers given to the constructor only; ``bind_tracer`` does not call it)."""
 
     def mutation_queued(self, mach: Machine, mutation: Mutation) -> None:
         """A mutation was appended or prepended to the queue."""

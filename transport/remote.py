@@ -206,7 +206,8 @@ class RemoteMachine(Machine):
         for _, _, w in list(self._args_reg.values()):
             w.cancel()
         self._args_reg.clear()
-        Machine.dispose(self)
+        # local only: no Start removal, which on a mirror would be a remote call changing the source
+        self._dispose(1.0, stop_start=False)
 
     # ------------------------------------------------------------------ called on the client's I/O thread
 

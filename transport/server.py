@@ -73,6 +73,14 @@ class _Watch(Tracer):
             muts.append([str(m.type), list(m.called), P.sanitize(m.args or {})])
         ep._mark_dirty(self.mach_id)
 
+    def mirror_update(self, update: dict[str, Any]) -> None:
+        ep = self.ep
+        if ep._want_muts.get(self.mach_id) and update["mutations"]:
+            muts = ep._muts.setdefault(self.mach_id, deque(maxlen=MAX_MUTS))
+            for m in update["mutations"]:
+                muts.append([m["type"], m["called"], m["args"]])
+        ep._mark_dirty(self.mach_id)
+
     def schema_change(self, mach: Machine, old_schema: dict[str, Any]) -> None:
         self.ep._post(lambda: self.ep._push_schema(mach))
 
@@ -178,6 +186,11 @@ class Endpoint:
             self._machs[mach.id] = mach
             tracer = self._tracers[mach.id] = _Watch(self, mach)
         mach.bind_tracer(tracer)
+        from .remote import RemoteMachine
+
+        if isinstance(mach, RemoteMachine):
+            # a replica: its clock changes come from upstream pushes, not from transitions
+            mach.on_update(tracer.mirror_update)
         if self._addr_dir is not None:
             self._files[mach.id] = write_addr_file(self._addr_dir, mach.id, self.address)
 

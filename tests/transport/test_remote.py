@@ -258,3 +258,33 @@ def test_payloads_reach_one_client_or_all() -> None:
                 ep.send_payload("bad", object())
     finally:
         ep.stop()
+
+
+def test_replica_of_a_replica_follows_the_root_and_closing_mirrors_leaves_the_source() -> None:
+    from machine import Machine, State
+    from transport import expose
+
+    root = Machine({"Start": State(), "Ready": State(require="Start"), "M": State(multi=True)}, id="root")
+    root.add("Start")
+    ep1 = expose(root)
+    c1 = connect(ep1.address)
+    r1 = c1.machine("root")
+    ep2 = expose(r1)  # a replica, served again
+    c2 = connect(ep2.address)
+    try:
+        r2 = c2.machine("root")
+        w = r2.when("Ready")
+        root.add("Ready")  # a change on the root reaches the replica of the replica by pushes alone
+        assert w.wait(timeout=2) and r2.is_active("Start", "Ready")
+        assert r2.add("M") == Result.EXECUTED  # and a mutation travels up to the root
+        assert root.tick("M") == 1 and r1.tick("M") == 1
+        assert r1.when_queue(root.queue_tick).wait(timeout=1)  # when_queue works on a mirror
+        c2.close()
+        c1.close()
+        assert r1.disposed and r2.disposed
+        assert root.is_active("Start", "Ready")  # disposing mirrors never touches the source
+    finally:
+        c2.close()
+        c1.close()
+        ep2.stop()
+        ep1.stop()
