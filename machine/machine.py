@@ -1072,8 +1072,9 @@ class Machine:
         m = tx.mutation
         if not final:
             self._log(LogLevel.OPS, f"[cancel] ({' '.join(tx.target)}) by recover")
-        self._logger.error("%s[error:%s] %s (%r)", self._log_prefix, m.type, " ".join(m.called), exc,
-                           exc_info=self._log_level > LogLevel.NOTHING and exc or None)
+        if self._log_level > LogLevel.NOTHING:  # the error is in err and in Exception's args either way
+            self._logger.error("%s[error:%s] %s (%r)", self._log_prefix, m.type, " ".join(m.called), exc,
+                               exc_info=exc)
         if EXCEPTION in m.called or EXCEPTION not in self._c.index or self._disposing:
             return
         self._err = exc
