@@ -104,13 +104,15 @@ class Client:
         self._connected = False
         self._closed = False
         self._last_rx = time.monotonic()
+        self._boot: Any = None  # the server process's boot id: a new one means a restart, so re-subscribe
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._thread = threading.Thread(target=self._run, name=f"am-client {self.address}", daemon=True)
         self._thread.start()
         try:
-            self._call(P.HELLO, None, {"id": self.id, "proto": P.PROTO}, timeout=self.timeout)
+            hello = self._call(P.HELLO, None, {"id": self.id, "proto": P.PROTO}, timeout=self.timeout)
+            self._boot = hello.get("boot") if isinstance(hello, dict) else None
         except TransportError as exc:
             self.close()
             raise TransportError(f"cannot connect to {self.address}: {exc}", code="connect") from None
@@ -276,8 +278,12 @@ class Client:
             log.debug("send failed", exc_info=True)
             return False
 
-    def _notify(self, kind: str, mach: str | None, body: Any) -> None:
-        """Send without waiting for a reply (seq 0)."""
+    def _notify(self, kind: str, mach: str | None, body: Any, *, block: bool = False) -> None:
+        """Send without waiting for a reply (seq 0).
+
+        ``block``: wait (up to the timeout) for room when the server's queue for us is full, and raise if it
+        stays full or there is no link (mutations); otherwise best effort (bye, unsub, cancels).
+        """
         if self._closed:
             raise TransportError(f"client for {self.address} is closed", code="closed")
         try:
@@ -287,10 +293,12 @@ class Client:
         if not self._io.acquire(timeout=self.timeout):
             raise self._timeout(kind, self.timeout)
         try:
-            # a blocking send (SNDTIMEO = the timeout): backpressure when the server's queue for this client is
-            # full; an error, never a silent drop, when it stays full or there is no connection
-            self._sock.send(frame, 0)
+            # blocking (SNDTIMEO = the timeout): backpressure when the server's queue for this client is full;
+            # an error, never a silent drop, when it stays full or there is no connection
+            self._sock.send(frame, 0 if block else zmq.NOBLOCK)
         except zmq.Again:
+            if not block:
+                return
             raise TransportError(
                 f"cannot send {kind} to {self.address}: not connected, or too many requests pending "
                 f"(the server queues at most {P.MAX_PENDING} per client)", code=P.LIMIT) from None
@@ -385,11 +393,21 @@ class Client:
         if self._connected and now - self._last_rx > P.PEER_TIMEOUT:
             self._set_connected(False)
         if self._connected:
-            self._call_async(P.PING, None, {}, lambda body: None)
+            self._call_async(P.PING, None, {}, self._on_pong)
         else:
             self._call_async(P.HELLO, None, {"id": self.id, "proto": P.PROTO}, self._on_rehello)
 
+    def _on_pong(self, body: Any) -> None:
+        boot = body.get("boot") if isinstance(body, dict) else None
+        if boot != self._boot:
+            # answered by a new server process: it knows nothing of our subscriptions
+            log.info("%s: %s restarted, subscribing again", self.id, self.address)
+            self._set_connected(False)
+            self._call_async(P.HELLO, None, {"id": self.id, "proto": P.PROTO}, self._on_rehello)
+
     def _on_rehello(self, body: Any) -> None:
+        if isinstance(body, dict):
+            self._boot = body.get("boot")
         if self._connected:
             return
         with self._lock:

@@ -80,6 +80,9 @@ class RemoteMachine(Machine):
         if a is not None:
             body["a"] = a
         res = self._client._call(kind, self._id, body, on_reply=self._on_mut_reply)
+        if res[1] is None:
+            # the server has no subscription of ours (it restarted): subscribe again before returning
+            self._client._call(P.SUB, self._id, {"muts": self._muts}, on_reply=self._on_resub)
         return _result(res[0])
 
     def add(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
@@ -108,7 +111,7 @@ class RemoteMachine(Machine):
         body: dict[str, Any] = {"s": list(called)}
         if a is not None:
             body["a"] = a
-        self._client._notify(P.ADD_NS, self._id, body)
+        self._client._notify(P.ADD_NS, self._id, body, block=True)
 
     def sync(self) -> None:
         """Fetch the full clock; returns once the mirror has it (after every earlier request was handled)."""

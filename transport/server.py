@@ -46,9 +46,10 @@ class _Sub:
 class _Session:
     """A connected client, keyed by its socket identity."""
 
-    __slots__ = ("identity", "client_id", "last_seen", "subs", "replies", "args_waiters", "readonly")
+    __slots__ = ("identity", "client_id", "last_seen", "subs", "replies", "args_waiters", "readonly", "user")
 
-    def __init__(self, identity: bytes, readonly: bool) -> None:
+    def __init__(self, identity: bytes, readonly: bool, user: str | None = None) -> None:
+        self.user = user  # the client's CURVE public key (z85), None without CURVE
         self.identity = identity
         self.client_id = identity.decode(errors="replace")
         self.last_seen = time.monotonic()
@@ -113,9 +114,10 @@ class Endpoint:
                     f"refusing to serve {bind} without CURVE keys: it is not a loopback address "
                     f"(pass curve=... and allow=..., or insecure=True)", code="insecure")
             log.warning("serving %s without encryption or authentication (insecure=True)", bind)
-        # a CURVE endpoint gets a context of its own: a context has one ZAP authenticator
-        self._zctx: zmq.Context[Any] = zmq.Context() if curve is not None else zmq.Context.instance()
-        self._own_ctx = curve is not None
+        # a context of its own: its term() in stop() waits until the listening socket is really closed (so the
+        # port is free at once), and a CURVE endpoint needs its own ZAP authenticator, one per context
+        self._zctx: zmq.Context[Any] = zmq.Context()
+        self._curve = curve is not None
         self._sock = self._zctx.socket(zmq.ROUTER)
         s = self._sock
         s.setsockopt(zmq.LINGER, 0)
@@ -129,15 +131,22 @@ class Endpoint:
         s.setsockopt(zmq.HEARTBEAT_TTL, 3000)
         self._auth: Any = None
         self._readonly_keys: set[bytes] = set()
-        if curve is not None:
-            from .security import setup_server_curve
-
-            self._auth, self._readonly_keys = setup_server_curve(self._zctx, s, curve, allow, readonly)
         try:
-            s.bind(bind)
-        except zmq.ZMQError as exc:
+            if curve is not None:
+                from .security import setup_server_curve
+
+                self._auth, self._readonly_keys = setup_server_curve(self._zctx, s, curve, allow, readonly)
+            try:
+                s.bind(bind)
+            except zmq.ZMQError as exc:
+                raise TransportError(f"cannot bind {bind}: {exc}", code="bind") from None
+        except BaseException:
+            # nothing started may outlive a failed expose()
             s.close(0)
-            raise TransportError(f"cannot bind {bind}: {exc}", code="bind") from None
+            if self._auth is not None:
+                self._auth.stop()
+            self._zctx.term()
+            raise
         self.address: str = s.getsockopt_string(zmq.LAST_ENDPOINT)
         self._addr_dir = Path(addr_dir) if addr_dir is not None else None
         self._lock = threading.Lock()
@@ -153,6 +162,7 @@ class Endpoint:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._stopped = False
+        self.boot = secrets.token_hex(8)  # changes with every start: a client seeing a new one re-subscribes
         self.errors = 0  # malformed or refused requests answered with an error
         self.handled = 0  # requests handled
         for m in machs:
@@ -301,7 +311,7 @@ class Endpoint:
                     for _ in range(1000):  # a batch, then pushes, so one busy client can't starve the rest
                         if not int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:  # cheaper than catching Again
                             break
-                        if self._readonly_keys:
+                        if self._curve:  # the client's key (User-Id) decides its session and its rights
                             frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                             user = frames[-1].get("User-Id")
                             self._handle([f.bytes for f in frames], user if isinstance(user, str) else None)
@@ -327,8 +337,7 @@ class Endpoint:
             sock.close(0)
             if self._auth is not None:
                 self._auth.stop()
-            if self._own_ctx:
-                self._zctx.term()
+            self._zctx.term()
 
     def _send(self, sess: _Session, frame: bytes) -> bool:
         try:
@@ -367,9 +376,13 @@ class Endpoint:
             self._reply_err(identity, exc.seq, exc.mach, exc.code, str(exc))
             return
         sess = self._sessions.get(identity)
+        if sess is not None and sess.user != user:
+            # another key took over this identity (ROUTER_HANDOVER): it gets nothing of the old session
+            self._drop_session(sess)
+            sess = None
         if sess is None:
             readonly = user is not None and user.encode() in self._readonly_keys
-            sess = self._sessions[identity] = _Session(identity, readonly)
+            sess = self._sessions[identity] = _Session(identity, readonly, user)
         sess.last_seen = time.monotonic()
         self.handled += 1
         try:
@@ -386,6 +399,8 @@ class Endpoint:
         except SchemaError as exc:
             self._reply_err(identity, seq, mach_id, P.INVALID_PARAMS, str(exc), "SchemaError")
         except TransportError as exc:
+            if exc.code == P.INVALID_PARAMS:
+                log.warning("invalid %s request from %r: %s", kind[:32], identity[:32], exc)
             self._reply_err(identity, seq, mach_id, exc.code, str(exc))
         except (ValueError, TypeError, KeyError) as exc:
             log.warning("invalid %s request from %r: %s", kind, identity[:32], exc)
@@ -417,7 +432,7 @@ class Endpoint:
             self._mutate(sess, kind, seq, self._mach(mach_id), body if isinstance(body, dict) else {})
             return
         if kind == P.PING:
-            self._ok(sess, seq, None, {})
+            self._ok(sess, seq, None, {"boot": self.boot})
         elif kind == P.HELLO:
             b = body if isinstance(body, dict) else {}
             proto = b.get("proto")
@@ -425,7 +440,7 @@ class Endpoint:
                 raise TransportError(f"unsupported protocol version {proto!r} (server speaks {P.PROTO})",
                                      code=P.INVALID_PARAMS)
             self._ok(sess, seq, None, {"proto": P.PROTO, "machines": len(self._machs),
-                                       "readonly": sess.readonly})
+                                       "readonly": sess.readonly, "boot": self.boot})
         elif kind == P.MACHS:
             out = []
             for m in self.machines:
@@ -447,7 +462,8 @@ class Endpoint:
                 self._want_muts[m.id] = self._want_muts.get(m.id, 0) + 1
             self._ok(sess, seq, m.id, self._export(m, t, q, mt))
         elif kind == P.UNSUB:
-            assert mach_id is not None
+            if mach_id is None:
+                raise TransportError("unsub needs a machine id", code=P.INVALID_PARAMS)
             self._unsub(sess, mach_id)
             self._ok(sess, seq, mach_id, {})
         elif kind == P.SYNC:

@@ -9,6 +9,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO, Any
+
+import msgpack
+import zmq
 
 DAEMON = Path(__file__).with_name("daemon.py")
 
@@ -30,11 +34,7 @@ class Daemon:
 
     def _line(self, timeout: float) -> str:
         assert self.proc.stdout is not None
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        if not sel.select(timeout):
-            raise TimeoutError(f"daemon said nothing in {timeout}s")
-        return self.proc.stdout.readline().strip()
+        return readline(self.proc.stdout, timeout)
 
     def cmd(self, line: str, timeout: float = 5) -> str:
         assert self.proc.stdin is not None
@@ -72,3 +72,90 @@ def until(cond: Callable[[], bool], timeout: float = 5.0, step: float = 0.01) ->
             return True
         time.sleep(step)
     return cond()
+
+
+def readline(stream: IO[str], timeout: float) -> str:
+    """One line from a child's pipe, or TimeoutError when it says nothing within ``timeout`` seconds."""
+    sel = selectors.DefaultSelector()
+    sel.register(stream, selectors.EVENT_READ)
+    try:
+        if not sel.select(timeout):
+            raise TimeoutError(f"process said nothing in {timeout}s")
+    finally:
+        sel.close()
+    return stream.readline().strip()
+
+
+def can_bind(port: int) -> bool:
+    """True when a listening socket could take ``127.0.0.1:port`` now (SO_REUSEADDR, as ZeroMQ binds)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            s.listen(1)
+        except OSError:
+            return False
+        return True
+
+
+def pack(kind: Any, seq: Any, mach: Any, body: Any) -> bytes:
+    """Any envelope, well-formed or not, as one msgpack frame."""
+    return msgpack.packb([kind, seq, mach, body], use_bin_type=True)  # type: ignore[no-any-return]
+
+
+class RawPeer:
+    """A bare DEALER that speaks frames by hand, for fault tests (replies decoded leniently)."""
+
+    def __init__(self, addr: str, *, identity: bytes | None = None, rcvhwm: int | None = None,
+                 curve: tuple[bytes, bytes, bytes] | None = None) -> None:
+        """``curve`` = (server public, own public, own secret) z85 keys."""
+        self.sock = zmq.Context.instance().socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        if identity is not None:
+            self.sock.setsockopt(zmq.IDENTITY, identity)
+        if rcvhwm is not None:
+            self.sock.setsockopt(zmq.RCVHWM, rcvhwm)
+        if curve is not None:
+            self.sock.curve_serverkey, self.sock.curve_publickey, self.sock.curve_secretkey = curve
+        self.sock.connect(addr)
+
+    def send(self, kind: Any, seq: Any, mach: Any, body: Any) -> None:
+        self.sock.send(pack(kind, seq, mach, body))
+
+    def send_raw(self, *frames: bytes) -> None:
+        self.sock.send_multipart(list(frames))
+
+    def recv(self, timeout: float = 2.0) -> list[Any] | None:
+        """The next message, decoded, or None after ``timeout`` seconds."""
+        if not self.sock.poll(int(timeout * 1000), zmq.POLLIN):
+            return None
+        return msgpack.unpackb(self.sock.recv(), raw=False, strict_map_key=False)  # type: ignore[no-any-return]
+
+    def reply(self, seq: int, timeout: float = 2.0) -> list[Any] | None:
+        """The next ``ok``/``err`` with this ``seq`` (other messages are skipped), or None at the deadline."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            msg = self.recv(left)
+            if msg is not None and msg[0] in ("ok", "err") and msg[1] == seq:
+                return msg
+        return None
+
+    def request(self, kind: Any, seq: int, mach: Any, body: Any, timeout: float = 2.0) -> list[Any] | None:
+        self.send(kind, seq, mach, body)
+        return self.reply(seq, timeout)
+
+    def until_reply(self, seq: int, timeout: float = 2.0) -> list[list[Any]]:
+        """Every message up to and including the reply with ``seq``; TimeoutError when it does not come."""
+        out: list[list[Any]] = []
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            msg = self.recv(left)
+            if msg is None:
+                break
+            out.append(msg)
+            if msg[0] in ("ok", "err") and msg[1] == seq:
+                return out
+        raise TimeoutError(f"no reply to seq {seq} within {timeout}s (got {out[-5:]!r})")
+
+    def close(self) -> None:
+        self.sock.close(0)
