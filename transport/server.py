@@ -29,6 +29,8 @@ log = logging.getLogger("transport.server")
 
 MAX_WHEN_ARGS = 256  # pending server-side waiters per client session
 MAX_MUTS = 64  # mutations remembered per machine between two pushes
+# a last-sent clock that matches no real one: the next push to that mirror fails its checksum, so it syncs
+_STALE: list[int] = []
 
 
 class _Sub:
@@ -155,6 +157,7 @@ class Endpoint:
         self._files: dict[str, Path] = {}
         self._sessions: dict[bytes, _Session] = {}
         self._dirty: set[str] = set()
+        self._retry: set[str] = set()  # machines with a push that could not be delivered
         self._muts: dict[str, deque[list[Any]]] = {}
         self._want_muts: dict[str, int] = {}
         self._ctl: deque[Callable[[], None]] = deque()
@@ -603,7 +606,10 @@ class Endpoint:
                     frame = P.pack(P.CLK, 0, mach_id, body)
                     frames[key] = (sub.time, frame)
                 sub.time, sub.qtick, sub.mtick = t, q, mt
-                self._send(sess, frame)
+                if not self._send(sess, frame):
+                    # not delivered (the client is not reading): send it again later, as a full resync
+                    sub.time = _STALE
+                    self._retry.add(mach_id)
 
     def _flush_one(self, sess: _Session, mach_id: str) -> None:
         m = self._machs.get(mach_id)
@@ -649,6 +655,9 @@ class Endpoint:
         sess.args_waiters.clear()
 
     def _sweep(self, now: float) -> None:
+        if self._retry:
+            self._dirty |= self._retry
+            self._retry.clear()
         for sess in list(self._sessions.values()):
             if now - sess.last_seen > P.PEER_TIMEOUT:
                 log.info("client %s went silent, session dropped", sess.client_id)
