@@ -1,0 +1,242 @@
+"""``arpc``: the entry point. ``arpc [OPTIONS] ADDR... [-- COMMAND ARGS...]``.
+
+Without ``--`` it opens the REPL (prompt_toolkit and pygments are imported only then); with ``--`` it runs one
+command of :mod:`arpc.commands` and exits with its code. Imports here are kept minimal for a fast cold start.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import INTERRUPTED, OK, USAGE, ArpcError, ExitRepl, NotConnected, UsageError
+from .format import Printer
+from .session import Connector, Session
+
+USAGE_LINE = "arpc [OPTIONS] [ADDR]... [-- COMMAND [ARGS]...]"
+EPILOG = """\b
+Without `--`, opens the REPL on the machines behind the addresses.
+With `-- COMMAND ARGS`, runs one command and exits:
+  arpc -d /tmp/addrs -- list
+  arpc 127.0.0.1:7101 -- add . Foo --arg k --val v
+  arpc 127.0.0.1:7101 -- when worker0 Ready --timeout 5s
+`arpc ADDR -- help` lists the commands.
+`arpc demo` starts live demo machines in this process and opens the REPL on them
+(ARPC_DEMO_SPEED=0.2 makes them five times faster).
+Exit codes: 0 ok, 1 failed, 2 usage, 3 connection, 4 canceled, 124 timeout, 130 interrupted."""
+
+
+@dataclass
+class Options:
+    addrs: tuple[str, ...] = ()
+    file: str | None = None
+    dir: str | None = None
+    watch: bool = True
+    req_all: bool = False
+    connect_timeout: float = 1.0
+    log_level: int = 0
+    no_color: bool = False
+    json: bool = False
+
+
+class _Root(click.Command):
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage("arpc", USAGE_LINE[len("arpc "):])
+
+
+def _version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(f"arpc {__version__}")
+        ctx.exit(0)
+
+
+@click.command("arpc", cls=_Root, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"],
+                                                                   "max_content_width": 110})
+@click.argument("addrs", nargs=-1, metavar="[ADDR]...")
+@click.option("-f", "--file", metavar="FILE", help="Read one address from FILE (watched for changes).")
+@click.option("-d", "--dir", "dir_", metavar="DIR", help="Connect every *.addr file in DIR (watched).")
+@click.option("-w/-W", "--watch/--no-watch", default=True, help="Watch -d/-f for new or changed addresses.")
+@click.option("-a", "--req-all", is_flag=True, help="Fail (exit 3) unless every address connects.")
+@click.option("--connect-timeout", type=float, default=1.0, metavar="SEC", show_default=True,
+              help="How long to wait for connections.")
+@click.option("--log-level", type=click.IntRange(0, 5, clamp=True), default=0, metavar="0-5",
+              help="Log level of machines and transport (on stderr).")
+@click.option("--no-color", is_flag=True, help="No colours (NO_COLOR is honoured too).")
+@click.option("--json", "json_", is_flag=True, help="One JSON document per result; errors as JSON on stderr.")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_version,
+              help="Print the version and exit.")
+def root(addrs: tuple[str, ...], file: str | None, dir_: str | None, watch: bool, req_all: bool,
+         connect_timeout: float, log_level: int, no_color: bool, json_: bool) -> Options:
+    """aRPC: a shell and one-shot CLI for remote asyncmachine machines."""
+    return Options(addrs, file, dir_, watch, req_all, connect_timeout, log_level, no_color, json_)
+
+
+def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
+    """Split at the first ``--``: root arguments, and the command (None: REPL mode)."""
+    argv = list(argv)
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, None
+
+
+def parse_root(args: list[str]) -> Options | int:
+    """The root options, or an exit code (help, version, usage error)."""
+    try:
+        ctx = root.make_context("arpc", list(args))
+        with ctx:
+            opts = root.invoke(ctx)
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except click.UsageError as e:
+        Printer().error(UsageError(e.format_message()))
+        return USAGE
+    assert isinstance(opts, Options)
+    return opts
+
+
+def _setup_logging(level: int) -> None:
+    if level <= 0:
+        return
+    import logging
+
+    os.environ.setdefault("AM_LOG", str(level))
+    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if level >= 3 else logging.INFO,
+                        format="%(name)s %(message)s")
+
+
+def _cli_open(session: Session, printer: Printer, req_all: bool) -> None:
+    if not session.addresses:
+        raise UsageError("no address given (ADDR, -d DIR or -f FILE)")
+    st = session.open()
+    if st.connected == 0:
+        raise NotConnected("not connected")
+    if st.connected < st.total:
+        if req_all:
+            raise NotConnected(f"partial connection ({st.connected}/{st.total}) and --req-all")
+        printer.warn(f"partial connection ({st.connected}/{st.total}), executing")
+
+
+def run(argv: Sequence[str] | None = None, *, connector: Connector | None = None,
+        session: Session | None = None) -> int:
+    """Run arpc with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
+
+    ``connector`` (``fn(address, timeout) -> client``) and ``session`` (pre-built, e.g. with local machines) are
+    for tests and embedding."""
+    root_args, cmd = split_argv(sys.argv[1:] if argv is None else argv)
+    demo = bool(root_args) and root_args[0] == "demo"
+    parsed = parse_root(root_args[1:] if demo else root_args)
+    if isinstance(parsed, int):
+        return parsed
+    opts = parsed
+    if demo:
+        return _run_demo(opts, cmd, connector)
+    repl = cmd is None
+    color = repl and not opts.no_color and not os.environ.get("NO_COLOR") and sys.stdout.isatty()
+    printer = Printer(repl=repl, json_mode=opts.json, color=color)
+    if opts.file is not None and opts.dir is not None:
+        printer.error(UsageError("-f/--file and -d/--dir cannot be used together"))
+        return USAGE
+    if repl and session is None and not opts.addrs and opts.file is None and opts.dir is None:
+        printer.error(UsageError("no address given (ADDR, -d DIR or -f FILE); `arpc --help` for usage"))
+        return USAGE
+    _setup_logging(opts.log_level)
+    own = session is None
+    if session is None:
+        session = Session(connector=connector, connect_timeout=opts.connect_timeout, eager=repl)
+    try:
+        try:
+            session.load(opts.addrs, file=opts.file, directory=opts.dir)
+        except ArpcError as e:
+            if not (repl and opts.dir is not None and "no .addr files" in e.msg):
+                printer.error(e)
+                return e.code
+            printer.warn(f"{e.msg} (watching)")
+        if repl:
+            from .repl import run_repl
+
+            return run_repl(session, printer, opts)
+        assert cmd is not None
+        if not cmd:
+            printer.error(UsageError("missing command after --"))
+            return USAGE
+        return run_command(session, printer, cmd, req_all=opts.req_all)
+    except KeyboardInterrupt:
+        printer.error(ArpcError("interrupted", INTERRUPTED))
+        return INTERRUPTED
+    finally:
+        if own:
+            session.close()
+
+
+def _run_demo(opts: Options, cmd: list[str] | None, connector: Connector | None) -> int:
+    """``arpc demo``: serve :mod:`arpc.demo`'s machines from this process and run the REPL (or CMD) on them."""
+    from .demo import serve
+
+    try:
+        speed = float(os.environ.get("ARPC_DEMO_SPEED") or 1.0)
+    except ValueError:
+        speed = 1.0
+    ep = serve(speed=speed)
+    try:
+        # in-process: it answers, though maybe slowly on a busy machine
+        argv = ["--connect-timeout", str(max(opts.connect_timeout, 5.0)), ep.address]
+        if opts.json:
+            argv.insert(0, "--json")
+        if opts.no_color:
+            argv.insert(0, "--no-color")
+        if opts.log_level:
+            argv[:0] = ["--log-level", str(opts.log_level)]
+        return run([*argv, "--", *cmd] if cmd is not None else argv, connector=connector)
+    finally:
+        machs = list(ep.machines)
+        ep.stop()
+        for m in machs:
+            m.dispose()
+
+
+def run_command(session: Session, printer: Printer, words: Sequence[str], *, req_all: bool = False) -> int:
+    """One-shot mode: connect on first use (with the partial-connection rules) and run one command."""
+    from .commands import Cx, dispatch
+
+    if session.opener is None:
+        session.opener = lambda: _cli_open(session, printer, req_all)
+    cx = Cx(session, printer, repl=False)
+    try:
+        return dispatch(cx, words)
+    except ExitRepl:
+        return OK
+    except BrokenPipeError:
+        _silence_stdout()
+        return OK
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> Any:
+    """Console-script entry point (``arpc``)."""
+    code = run(argv)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+    # Everything is flushed and closed: skip the interpreter's teardown (module GC, the ZeroMQ context,
+    # daemon threads), which costs tens of milliseconds of a one-shot command's start-to-exit time.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""The interactive shell: a prompt_toolkit ``PromptSession`` over the command table.
+
+Imported only in REPL mode (prompt_toolkit and pygments are slow to import). Commands run in the main thread
+between prompts, so Ctrl+C during a running ``when`` is a plain ``KeyboardInterrupt`` (``err> interrupted``, back
+to the prompt); connection notices from background threads print above the prompt (``patch_stdout``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
+from prompt_toolkit.enums import EditingMode
+from prompt_toolkit.formatted_text import FormattedText
+from prompt_toolkit.lexers import PygmentsLexer
+from prompt_toolkit.output import ColorDepth
+from prompt_toolkit.patch_stdout import patch_stdout
+from prompt_toolkit.styles import Style
+
+from .commands import COMMANDS, Cx, run_line
+from .completer import ArpcCompleter
+from .config import load_config
+from .errors import OK, ExitRepl
+from .format import Printer
+from .history import JsonLinesHistory
+from .keys import build_key_bindings
+from .lexer import STYLE, bound_lexer
+from .session import Session
+
+BANNER = "Welcome to aRPC! Tab to start, help, or Ctrl+D to exit."
+PROMPT = "arpc> "
+
+STYLES = {
+    **STYLE,
+    "prompt.all": "ansigreen bold",
+    "prompt.some": "ansiyellow bold",
+    "prompt.none": "ansired bold",
+    "bottom-toolbar": "noreverse bg:ansibrightblack ansiwhite",
+    "bottom-toolbar.all": "ansigreen",
+    "bottom-toolbar.some": "ansiyellow",
+    "bottom-toolbar.none": "ansired",
+}
+
+
+def level(session: Session) -> str:
+    """``all`` / ``some`` / ``none``: how many machines are connected (the prompt's colour)."""
+    st = session.status()
+    if st.total and st.connected == st.total:
+        return "all"
+    return "some" if st.connected else "none"
+
+
+def toolbar_text(session: Session) -> str:
+    st = session.status()
+    try:
+        first = session.first().id if st.total else "-"
+    except Exception:  # noqa: BLE001
+        first = "-"
+    return f" connected {st.connected}/{st.total} │ . = {first} │ Tab complete · Ctrl+D exit · Ctrl+C cancel "
+
+
+class Repl:
+    def __init__(self, session: Session, printer: Printer, *, watch: bool = True,
+                 env: dict[str, str] | None = None) -> None:
+        self.session = session
+        self.printer = printer
+        self.watch = watch
+        env = dict(os.environ if env is None else env)
+        self.config = load_config(env, color=printer.color)
+        self.cx = Cx(session, printer, repl=True)
+        self.prompt_session: PromptSession[str] | None = None
+
+    # ------------------------------------------------------------------ pieces
+
+    def message(self) -> FormattedText:
+        try:
+            lvl = level(self.session)
+        except Exception:  # noqa: BLE001 - drawing the prompt must never fail
+            lvl = "none"
+        return FormattedText([(f"class:prompt.{lvl}", PROMPT)])
+
+    def toolbar(self) -> FormattedText:
+        try:
+            lvl, text = level(self.session), toolbar_text(self.session)
+        except Exception:  # noqa: BLE001
+            lvl, text = "none", " Tab complete · Ctrl+D exit · Ctrl+C cancel "
+        return FormattedText([(f"class:bottom-toolbar.{lvl}", text)])
+
+    def notify(self, msg: str, error: bool) -> None:
+        self.printer.notice(msg, error)
+        self.redraw()
+
+    def redraw(self) -> None:
+        ps = self.prompt_session
+        if ps is not None:
+            try:
+                ps.app.invalidate()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def build(self) -> PromptSession[str]:
+        s = self.session
+        lexer = bound_lexer(lambda: COMMANDS, lambda: [e.id for e in s.entries()], s.state_union)
+        ps: PromptSession[str] = PromptSession(
+            message=self.message,
+            history=JsonLinesHistory(self.config.history_path),
+            completer=ArpcCompleter(s),
+            complete_while_typing=False,
+            auto_suggest=AutoSuggestFromHistory(),
+            lexer=PygmentsLexer(lexer),
+            style=Style.from_dict(STYLES),
+            include_default_pygments_style=False,
+            bottom_toolbar=self.toolbar,
+            editing_mode=EditingMode.VI if self.config.editing_mode == "vi" else EditingMode.EMACS,
+            key_bindings=build_key_bindings(),
+            enable_history_search=False,
+            refresh_interval=1.0,
+            color_depth=None if self.config.color else ColorDepth.DEPTH_1_BIT,
+        )
+        return ps
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self) -> int:
+        s = self.session
+        s.notify = self.notify
+        s.on_change = self.redraw
+        print(BANNER, flush=True)
+        if not s.opened:
+            s.open()
+        st = s.status()
+        print(f"connected {st.connected}/{st.total}", flush=True)
+        s.start_background(watch=self.watch)
+        self.prompt_session = self.build()
+        with patch_stdout(raw=True):
+            while True:
+                try:
+                    line = self.prompt_session.prompt()
+                except KeyboardInterrupt:
+                    continue
+                except EOFError:
+                    break
+                try:
+                    run_line(self.cx, line)
+                except ExitRepl:
+                    break
+                except KeyboardInterrupt:  # between the command and the prompt
+                    continue
+        return OK
+
+
+def run_repl(session: Session, printer: Printer, opts: Any) -> int:
+    if not sys.stdin.isatty():
+        return _run_piped(session, printer)
+    return Repl(session, printer, watch=getattr(opts, "watch", True)).run()
+
+
+def _run_piped(session: Session, printer: Printer) -> int:
+    """stdin is not a terminal: read commands line by line (no prompt); the exit code is the last command's."""
+    cx = Cx(session, printer, repl=True)
+    session.open()
+    code = OK
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            code = run_line(cx, line)
+        except ExitRepl:
+            break
+        except KeyboardInterrupt:
+            return 130
+    return code

@@ -1,0 +1,82 @@
+"""Subscriptions to a machine's transitions, for the ``watch`` command.
+
+A ``RemoteMachine`` pushes updates through ``on_update(fn)``; a local ``machine.Machine`` is watched with a
+tracer. Both produce the same update dict: ``time`` (list, index order), ``added``, ``removed``, ``ticked``
+(multi states re-entered), ``mutations`` (``[{"type", "called", "args"}]``, may be empty).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Update = dict[str, Any]
+
+
+def diff_time(names: list[str], before: list[int], after: list[int]) -> tuple[list[str], list[str], list[str]]:
+    """States activated, deactivated and re-entered (active before and after, tick moved) between two clocks."""
+    added, removed, ticked = [], [], []
+    for i, n in enumerate(names):
+        b = before[i] if i < len(before) else 0
+        a = after[i] if i < len(after) else 0
+        if a == b:
+            continue
+        if a & 1 and not b & 1:
+            added.append(n)
+        elif b & 1 and not a & 1:
+            removed.append(n)
+        elif a & 1:
+            ticked.append(n)
+        elif a - b >= 2:  # went on and off between two updates
+            ticked.append(n)
+    return added, removed, ticked
+
+
+def subscribe(mach: Any, fn: Callable[[Update], Any]) -> Callable[[], None]:
+    """Call ``fn(update)`` for every accepted transition of ``mach``; returns the unsubscribe function."""
+    on_update = getattr(mach, "on_update", None)
+    if on_update is not None:
+        live = [True]
+
+        def cb(update: Update) -> None:
+            if live[0]:
+                fn(update)
+
+        handle = on_update(cb)
+
+        def unsub_remote() -> None:
+            live[0] = False
+            if callable(handle):
+                handle()
+                return
+            off = getattr(mach, "off_update", None)
+            if off is not None:
+                try:
+                    off(cb)
+                except Exception:  # noqa: BLE001
+                    pass
+
+        return unsub_remote
+    return _subscribe_local(mach, fn)
+
+
+def _subscribe_local(mach: Any, fn: Callable[[Update], Any]) -> Callable[[], None]:
+    from machine import Tracer, Transition
+
+    class _Watch(Tracer):
+        def transition_end(self, tx: Transition) -> None:
+            if not tx.is_accepted or tx.is_check:
+                return
+            names = mach.state_names
+            before, after = list(tx.time_before), list(tx.time_after)
+            if before == after:
+                return
+            added, removed, ticked = diff_time(names, before, after)
+            m = tx.mutation
+            fn({"time": after, "added": added, "removed": removed, "ticked": ticked,
+                "mutations": [{"type": str(m.type), "called": list(m.called), "args": dict(m.args or {}),
+                               "auto": bool(m.is_auto)}]})
+
+    tracer = _Watch()
+    mach.bind_tracer(tracer)
+    return lambda: mach.detach_tracer(tracer)
