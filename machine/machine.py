@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
 import random as _random
+import sys
 import threading
 import time as _time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import HandlerTimeoutError, SchemaError, StateError
 from .handlers import Binding
@@ -49,6 +48,19 @@ class _Panic:
 
 
 _TIMEOUT = object()
+
+if TYPE_CHECKING:
+    import asyncio
+    import concurrent.futures
+
+
+def _is_cancel(err: BaseException) -> bool:
+    """True for exactly a cancellation (asyncio's or concurrent.futures'), without importing either."""
+    for mod, name in (("asyncio", "CancelledError"), ("concurrent.futures", "CancelledError")):
+        m = sys.modules.get(mod)
+        if m is not None and type(err) is getattr(m, name):
+            return True
+    return False
 _NO_FINALS: list[Any] = []
 _NO_TRACERS: list[Tracer] = []  # shared while a machine has none; binding replaces the list
 _NO_HOOKS: dict[str, list[Callable[..., Any]]] = {}
@@ -159,7 +171,9 @@ class Machine:
         self._logger_obj: logging.Logger | None = None
         self._log_prefix = f"[{self._id[:5]}] "
         # async handlers run on the loop the machine was created in (get_running_loop without raising)
-        self._loop: asyncio.AbstractEventLoop | None = loop or asyncio.events._get_running_loop()
+        # asyncio is imported lazily (it is slow to import): without it loaded, no loop can be running
+        aio = sys.modules.get("asyncio")
+        self._loop: asyncio.AbstractEventLoop | None = loop or (aio.events._get_running_loop() if aio else None)
         self._queue_limit = queue_limit
         self._handler_timeout = handler_timeout
         self._handler_deadline = handler_deadline
@@ -623,9 +637,8 @@ class Machine:
                  force: bool) -> int:
         self._called((state,))
         a = self._args(args) or {}
-        if self._disposing or (not force and self._backoff_until and self._in_backoff()) or err is None or type(
-                err) in (
-                asyncio.CancelledError, concurrent.futures.CancelledError):
+        if self._disposing or (not force and self._backoff_until and self._in_backoff()) or err is None or _is_cancel(
+                err):
             return CANCELED
         if not isinstance(err, BaseException):
             raise TypeError(f"err must be an exception, got {type(err).__name__}")
@@ -1087,6 +1100,8 @@ class Machine:
 
     def _spawn(self, fn: Callable[..., Any], e: Event, state: str, kind: int) -> None:
         """Run an async final handler as a task; ``<S>State`` tasks end with S's state context."""
+        import asyncio
+
         loop = self._loop
         if loop is None or loop.is_closed():
             from .aio import background_loop

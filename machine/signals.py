@@ -5,10 +5,12 @@ Both can be blocked on from any thread and awaited from any asyncio loop; neithe
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 def _set_future(fut: asyncio.Future[bool], value: bool) -> None:
@@ -81,6 +83,8 @@ class _Signal:
     def __await__(self) -> Generator[Any, None, bool]:
         if self._fired:
             return self._value
+        import asyncio  # only awaiting needs it; imported here to keep the package quick to import
+
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[bool] = loop.create_future()
         with self._lock:
