@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,6 +26,15 @@ def handler_kind(name: str, states: Mapping[str, Any]) -> str | None:
         if name[:i] in states and name[i:] in states:
             return "negotiation"
     return None
+
+
+_CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect (slow to import)
+
+
+def _is_async(fn: Any) -> bool:
+    """True for an ``async def`` function or a method of one."""
+    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+    return code is not None and bool(code.co_flags & _CO_COROUTINE)
 
 
 class Binding:
@@ -55,7 +63,7 @@ class Binding:
             kind = handler_kind(name, states)
             if kind is None:
                 continue
-            if inspect.iscoroutinefunction(fn):
+            if _is_async(fn):
                 if kind != "final":
                     raise TypeError(
                         f"handler {name} of {self.name} is async: only final handlers (State/End) may be async"

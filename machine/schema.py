@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -19,20 +18,25 @@ def _names(value: Iterable[str] | str) -> tuple[str, ...]:
     return tuple(value)
 
 
-@dataclasses.dataclass(frozen=True)
+_FIELDS = ("require", "remove", "add", "after", "auto", "multi", "tags")
+
+
 class State:
-    """One state of a schema: its relations to other states and its flags.
+    """One state of a schema: its relations to other states and its flags. Immutable and hashable.
 
     Relation fields accept any iterable of names (or a single name) and store tuples.
     """
 
-    require: tuple[str, ...] = ()
-    remove: tuple[str, ...] = ()
-    add: tuple[str, ...] = ()
-    after: tuple[str, ...] = ()
-    auto: bool = False
-    multi: bool = False
-    tags: tuple[str, ...] = ()
+    # a plain class rather than a dataclass: importing dataclasses (and inspect) costs the shell's cold start
+    __slots__ = ("require", "remove", "add", "after", "auto", "multi", "tags", "_hash")
+    require: tuple[str, ...]
+    remove: tuple[str, ...]
+    add: tuple[str, ...]
+    after: tuple[str, ...]
+    auto: bool
+    multi: bool
+    tags: tuple[str, ...]
+    _hash: int
 
     def __init__(
         self,
@@ -44,19 +48,46 @@ class State:
         multi: bool = False,
         tags: Iterable[str] | str = (),
     ) -> None:
-        object.__setattr__(self, "require", _names(require))
-        object.__setattr__(self, "remove", _names(remove))
-        object.__setattr__(self, "add", _names(add))
-        object.__setattr__(self, "after", _names(after))
-        object.__setattr__(self, "auto", bool(auto))
-        object.__setattr__(self, "multi", bool(multi))
-        object.__setattr__(self, "tags", _names(tags))
+        sa = object.__setattr__
+        sa(self, "require", _names(require))
+        sa(self, "remove", _names(remove))
+        sa(self, "add", _names(add))
+        sa(self, "after", _names(after))
+        sa(self, "auto", bool(auto))
+        sa(self, "multi", bool(multi))
+        sa(self, "tags", _names(tags))
         # schemas are dict keys of the compiled-schema cache: hash once
-        object.__setattr__(self, "_hash", hash((self.require, self.remove, self.add, self.after, self.auto,
-                                                self.multi, self.tags)))
+        sa(self, "_hash", hash(self._key()))
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.require, self.remove, self.add, self.after, self.auto, self.multi, self.tags)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"State is immutable: cannot set {name!r} (use State.replace)")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"State is immutable: cannot delete {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, State):
+            return NotImplemented
+        return self._hash == other._hash and self._key() == other._key()
 
     def __hash__(self) -> int:
-        return self._hash  # type: ignore[no-any-return, attr-defined]
+        return self._hash
+
+    def __repr__(self) -> str:
+        return "State(" + ", ".join(f"{f}={getattr(self, f)!r}" for f in _FIELDS) + ")"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (State, self._key())
+
+    def replace(self, **changes: Any) -> State:
+        """A copy with the given fields changed."""
+        unknown = set(changes) - set(_FIELDS)
+        if unknown:
+            raise TypeError(f"State has no field(s) {', '.join(sorted(unknown))}")
+        return State(**{f: changes.get(f, getattr(self, f)) for f in _FIELDS})
 
     def extend(self, other: State) -> State:
         """Union of both states' relations (deduplicated); flags are OR-ed."""
@@ -161,9 +192,7 @@ def parse(schema: dict[str, State]) -> tuple[dict[str, State], list[str]]:
             if r in remove:
                 errors.append(f"schema error: require-remove conflict for {name} to {r}")
         remove = [r for r in remove if r in schema]
-        clean[name] = dataclasses.replace(
-            st, require=tuple(require), remove=tuple(remove), add=tuple(add), after=tuple(after)
-        )
+        clean[name] = st.replace(require=tuple(require), remove=tuple(remove), add=tuple(add), after=tuple(after))
     return clean, errors
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
-from pathlib import Path
 
 _SCHEMES = ("tcp://", "ipc://", "inproc://")
 
@@ -40,6 +38,8 @@ def is_loopback(addr: str) -> bool:
     if host == "localhost":
         return True
     try:
+        import ipaddress  # only expose() needs it: kept out of the shell's cold start
+
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # an interface name or a hostname: not provably loopback
@@ -50,20 +50,22 @@ def short(addr: str) -> str:
     return addr[len("tcp://"):] if addr.startswith("tcp://") else addr
 
 
-def write_addr_file(directory: str | os.PathLike[str], mach_id: str, addr: str) -> Path:
-    """Write ``<dir>/<id>.addr`` atomically (readers never see half a line)."""
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / f"{mach_id}.addr"
-    tmp = d / f".{mach_id}.addr.tmp"
-    tmp.write_text(short(addr) + "\n")
+def write_addr_file(directory: str | os.PathLike[str], mach_id: str, addr: str) -> str:
+    """Write ``<dir>/<id>.addr`` atomically (readers never see half a line); returns its path."""
+    d = os.fspath(directory)
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, f"{mach_id}.addr")
+    tmp = os.path.join(d, f".{mach_id}.addr.tmp")
+    with open(tmp, "w") as f:
+        f.write(short(addr) + "\n")
     os.replace(tmp, path)
     return path
 
 
 def read_addr_file(path: str | os.PathLike[str]) -> str:
     """The address in an addr file (whitespace ignored). Raises ValueError when it holds none."""
-    text = Path(path).read_text().strip()
+    with open(path) as f:
+        text = f.read().strip()
     if not text:
-        raise ValueError(f"empty address file: {path}")
+        raise ValueError(f"empty address file: {os.fspath(path)}")
     return normalize(text.split()[0])

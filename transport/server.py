@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import zmq
@@ -150,11 +148,11 @@ class Endpoint:
             self._zctx.term()
             raise
         self.address: str = s.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._addr_dir = Path(addr_dir) if addr_dir is not None else None
+        self._addr_dir = addr_dir
         self._lock = threading.Lock()
         self._machs: dict[str, Machine] = {}
         self._tracers: dict[str, _Watch] = {}
-        self._files: dict[str, Path] = {}
+        self._files: dict[str, str] = {}
         self._sessions: dict[bytes, _Session] = {}
         self._dirty: set[str] = set()
         self._retry: set[str] = set()  # machines with a push that could not be delivered
@@ -165,7 +163,7 @@ class Endpoint:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._stopped = False
-        self.boot = secrets.token_hex(8)  # changes with every start: a client seeing a new one re-subscribes
+        self.boot = os.urandom(8).hex()  # changes with every start: a client seeing a new one re-subscribes
         self.errors = 0  # malformed or refused requests answered with an error
         self.handled = 0  # requests handled
         for m in machs:
@@ -222,7 +220,10 @@ class Endpoint:
                 pass
         path = self._files.pop(mach_id, None)
         if path is not None:
-            path.unlink(missing_ok=True)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     def send_payload(self, name: str, data: Any, *, client: str | None = None, mach: str | None = None) -> int:
         """Push ``data`` (msgpack-serializable) to one client (by its id) or to every connected client.
@@ -231,7 +232,7 @@ class Endpoint:
         clients' ``on_payload`` callbacks get ``{"name", "data", "token", "machine"}``. Delivery is best
         effort: a client that is gone or not reading does not get it.
         """
-        frame_body = {"name": str(name), "data": data, "token": secrets.token_hex(8), "machine": mach}
+        frame_body = {"name": str(name), "data": data, "token": os.urandom(8).hex(), "machine": mach}
         P.pack(P.PAY, 0, mach, frame_body)  # fail here, in the caller, on a value msgpack can't carry
         targets = [s for s in list(self._sessions.values()) if client is None or s.client_id == client]
 
