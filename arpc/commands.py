@@ -459,6 +459,18 @@ def cmd_inspect(cx: Cx, mach: str, states: tuple[str, ...]) -> Result:
     return Result(lines, {"machine": entry.id, "parent_id": entry.parent_id, "tags": entry.tags, "states": info})
 
 
+@command("diagram", "Checking", {"mach": "machine"})
+@MACH
+def cmd_diagram(cx: Cx, mach: str) -> Result:
+    """MACH's schema as a Mermaid flowchart (relations as edges, active states highlighted)."""
+    from machine import diagram
+
+    entry = cx.session.resolve(mach)
+    m = cx.session.mirror(entry)
+    text = _call(entry, lambda: diagram(m))
+    return Result(text.rstrip("\n").split("\n"), {"machine": entry.id, "mermaid": text})
+
+
 def _mach_json(num: int, e: Entry) -> dict[str, Any]:
     names, time = e.names, e.time()
     return {"num": num, "machine": e.id, "parent_id": e.parent_id, "tags": e.tags, "connected": e.connected,

@@ -63,11 +63,12 @@ def scan_dir(directory: str) -> list[str]:
 CALL_TIMEOUT = 3.0  # calls after the hello (a mutation may wait for slow handlers on the source)
 
 
-def default_connector(address: str, timeout: float) -> Any:
+def default_connector(address: str, timeout: float, *, server_key: str | None = None,
+                      client_keys: str | None = None) -> Any:
     """``transport.connect`` (the hello must answer within ``timeout``); later calls get :data:`CALL_TIMEOUT`."""
     from transport import connect  # imported lazily: help and usage errors never pay for it
 
-    client = connect(address, timeout=timeout)
+    client = connect(address, timeout=timeout, server_key=server_key, client_keys=client_keys)
     client.timeout = max(float(getattr(client, "timeout", 0.0)), CALL_TIMEOUT)
     return client
 

@@ -58,16 +58,24 @@ class RemoteMachine(Machine):
         """The client this mirror belongs to."""
         return self._client
 
-    def on_update(self, fn: Callable[[dict[str, Any]], Any]) -> None:
-        """Call ``fn(update)`` on the I/O thread for each clock change received.
+    def on_update(self, fn: Callable[[dict[str, Any]], Any]) -> Callable[[], None]:
+        """Call ``fn(update)`` for each clock change received; returns a function that unsubscribes ``fn``.
 
         ``update`` = ``{"time", "added", "removed", "ticked", "mutations"}``; ``mutations`` lists the source's
-        mutations behind the change (``{"type", "called", "args"}``), when the server sent them.
+        mutations behind the change (``{"type", "called", "args"}``). Called on the thread that read the push.
         """
         self._update_cbs.append(fn)
         if not self._muts:
             self._muts = True
             self._client._call(P.SUB, self._id, {"muts": True}, on_reply=self._on_resub)
+
+        def off() -> None:
+            try:
+                self._update_cbs.remove(fn)
+            except ValueError:
+                pass
+
+        return off
 
     # ------------------------------------------------------------------ mutations over the wire
 

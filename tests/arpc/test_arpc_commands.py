@@ -601,3 +601,13 @@ def test_odd_input_never_crashes(cli, argv):
 def test_repl_without_address_is_usage(cli):
     r = cli.raw()
     assert r.code == USAGE and "no address given" in r.err
+
+
+def test_diagram(cli, x):
+    x.machs["worker0"].add("Start", "Ready")
+    r = cli("diagram", "worker0")
+    assert r.code == OK
+    assert r.lines[0] == "flowchart LR"
+    assert any("-->|require|" in line for line in r.lines)  # Ready requires Start
+    assert r.lines[-1].startswith("    class ") and r.lines[-1].endswith(" active")
+    assert cli("diagram", "nope").code == 1
