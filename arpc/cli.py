@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -17,6 +16,7 @@ import click
 from . import __version__
 from .errors import FAILED, INTERRUPTED, OK, USAGE, ArpcError, ExitRepl, NotConnected, UsageError
 from .format import Printer
+from .record import record as dataclass
 from .session import Connector, Session
 
 USAGE_LINE = "arpc [OPTIONS] [ADDR]... [-- COMMAND [ARGS]...]"

@@ -9,13 +9,13 @@ already on the line are left out; after ``--arg NAME`` only ``--val``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
 import click
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 
 from .commands import COMMANDS, ArpcCommand
+from .record import record as dataclass
 from .session import Entry, Session
 
 

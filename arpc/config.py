@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+
+from .record import record as dataclass
 
 HISTORY_FILE = "~/.arpc_history"
 

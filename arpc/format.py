@@ -6,10 +6,11 @@ import json
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from .errors import OK, ArpcError, UsageError
+from .record import field
+from .record import record as dataclass
 
 GREY = "\x1b[90m"
 RED = "\x1b[31m"

@@ -13,10 +13,10 @@ import re
 import threading
 import time as _time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from .errors import Failed, NotConnected, UnknownMachine, UnknownState, UsageError, is_transport_error
+from .record import record as dataclass
 
 Connector = Callable[[str, float], Any]
 Notify = Callable[[str, bool], Any]

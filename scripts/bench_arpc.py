@@ -1,0 +1,117 @@
+"""The `arpc` section of scripts/bench: cold start of a one-shot command, and 1000 machines behind one daemon.
+
+Runs `arpc` as a subprocess, as a script would. Bytecode caching is left on for these runs (a
+PYTHONDONTWRITEBYTECODE in the environment is removed), as on a normal install.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve()
+ROOT = HERE.parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+ARPC = str(Path(sys.executable).with_name("arpc"))
+
+
+def serve_many(n: int, addr_dir: str) -> None:
+    """A daemon with n small machines on one endpoint, one addr file each; serves until stdin closes."""
+    from machine import Machine, State
+    from transport import expose
+
+    schema = {"Start": State(), "Ready": State(require=("Start",)), "Foo": State(remove=("Bar",)),
+              "Bar": State(remove=("Foo",))}
+    machs = [Machine(schema, id=f"m{i:04d}", parent="bench") for i in range(n)]
+    for m in machs:
+        m.add("Start", "Ready")
+    ep = expose(machs, addr_dir=addr_dir)
+    print(ep.address, flush=True)
+    sys.stdin.read()
+    ep.stop()
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "AM_LOG")}
+
+
+def _timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+    t = time.perf_counter()
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
+    return time.perf_counter() - t, r
+
+
+def _serve(n: int, tmp: str) -> tuple[subprocess.Popen[str], str]:
+    p = subprocess.Popen([sys.executable, str(HERE), "serve", str(n), tmp], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    return p, p.stdout.readline().strip()
+
+
+def _stop(p: subprocess.Popen[str]) -> None:
+    if p.stdin is not None:
+        p.stdin.close()
+    try:
+        p.wait(10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+
+
+def measure(quick: bool) -> dict[str, Any]:
+    runs = 7 if quick else 21
+    n = 1000
+    res: dict[str, Any] = {"runs": runs, "n": n}
+    # cold start against a daemon with one machine
+    with tempfile.TemporaryDirectory(prefix="bench-arpc-") as tmp:
+        p, addr = _serve(1, tmp)
+        try:
+            _timed([sys.executable, "-c", "pass"])  # warm the caches
+            _timed([ARPC, addr, "--", "toggle", ".", "Foo"])
+            base, cold = [], []
+            for _ in range(runs):
+                base.append(_timed([sys.executable, "-c", "pass"])[0])
+                dt, r = _timed([ARPC, addr, "--", "toggle", ".", "Foo"])
+                if r.returncode != 0:
+                    raise RuntimeError(f"arpc failed: {r.stderr}")
+                cold.append(dt)
+            res["python"] = statistics.median(base)
+            res["cold"] = statistics.median(cold)
+        finally:
+            _stop(p)
+    # 1000 machines behind one daemon
+    tmp = tempfile.mkdtemp(prefix="bench-arpc-")
+    p, addr = _serve(n, tmp)
+    try:
+        for name, cmd in (("list", ["list"]), ("group_add", ["group-add", "Bar"])):
+            times = []
+            for _ in range(3 if quick else 5):
+                dt, r = _timed([ARPC, "-d", tmp, "--", *cmd])
+                if r.returncode != 0:
+                    raise RuntimeError(f"arpc {cmd} failed ({r.returncode}): {r.stderr}")
+                times.append(dt)
+                if name == "group_add":
+                    res["group_out"] = r.stdout.strip().replace("\n", ", ")
+                    _timed([ARPC, "-d", tmp, "--", "group-remove", "Bar"])
+                else:
+                    res["listed"] = sum(1 for line in r.stdout.splitlines() if line[:1].isdigit())
+            res[name] = statistics.median(times)
+    finally:
+        _stop(p)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return res
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "serve":
+        serve_many(int(sys.argv[2]), sys.argv[3])
+    else:
+        raise SystemExit(f"unknown mode {sys.argv[1]}")
