@@ -587,7 +587,7 @@ class Machine:
                 tick = self._appended + 1
                 m = Mutation(mtype, called, a, queue_tick=tick)
                 q.append(m)
-                self._queued(m, q)
+                self._queued(m)
                 if running:
                     if self._log_level >= LogLevel.OPS:
                         n = len(q)
@@ -597,7 +597,7 @@ class Machine:
                 self._runner = _get_ident()
                 return self._drain()
         if self._log_level or self._hooks:
-            self._queued(m, None)
+            self._queued(m)
         return self._drain(m)
 
     def _in_backoff(self) -> bool:
@@ -606,7 +606,7 @@ class Machine:
         self._backoff_until = 0.0
         return False
 
-    def _queued(self, m: Mutation, q: deque[Mutation] | None) -> None:
+    def _queued(self, m: Mutation) -> None:
         if self._log_level >= LogLevel.OPS:
             self._log(LogLevel.OPS, f"[queue:{m.type}] {' '.join(m.called)}{_fmt_args(m.args)}")
         self._emit("mutation_queued", self, m)
@@ -1133,7 +1133,7 @@ class Machine:
         with self._lock:
             if subs.clock_based:
                 due = subs.due_by_clock(self._c.index, self._time)
-            queries = subs.due_by_query({}) if subs.query else []
+            queries = list(subs.query.items()) if subs.query else []
         if queries:
             clock = self.clock()
             for w, fn in queries:

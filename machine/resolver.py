@@ -139,8 +139,7 @@ class Plan:
 
     __slots__ = (
         "target", "accepted", "enters", "exits", "deltas", "neg", "fin", "log", "final_target",
-        "final_enters", "final_exits", "final_deltas", "bound_version", "neg_bound", "fin_bound", "changed",
-        "health", "not_acc", "implied",
+        "final_enters", "final_exits", "final_deltas", "health",
     )
     target: tuple[str, ...]
     accepted: bool
@@ -154,19 +153,7 @@ class Plan:
     final_enters: tuple[str, ...]
     final_exits: tuple[str, ...]
     final_deltas: tuple[tuple[int, int], ...]
-    changed: bool
     health: bool
-    not_acc: tuple[str, ...]
-    implied: tuple[str, ...]
-    # handlers found on the current bindings, rebuilt when bind_version changes
-    bound_version: int
-    neg_bound: BoundNeg
-    fin_bound: BoundFin
-
-    def __init__(self) -> None:
-        self.bound_version = -1
-        self.neg_bound = []
-        self.fin_bound = []
 
 
 def _enters_exits(
@@ -212,9 +199,7 @@ def make_plan(
             accepted = True
         else:
             accepted = not not_acc
-    p.not_acc = tuple(not_acc)
     implied = [s for s in target if s not in called and s not in before]
-    p.implied = tuple(implied)
     if implied:
         log.append((LogLevel.DECISIONS, f"[implied] {' '.join(implied)}"))
     p.accepted = accepted
@@ -225,7 +210,6 @@ def make_plan(
     p.log = tuple(log)
     enters, exits, deltas = _enters_exits(c, target, before, called)
     p.enters, p.exits, p.deltas = enters, exits, deltas
-    p.changed = bool(deltas)
     # negotiation handlers: (name, owner state or None)
     neg: list[tuple[str, str | None]] = []
     for s in exits:

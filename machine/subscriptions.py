@@ -84,9 +84,6 @@ class Subscriptions:
                 due.append(w)
         return due
 
-    def due_by_query(self, clock: Clock) -> list[tuple[Waiter, Callable[[Clock], bool]]]:
-        return list(self.query.items())
-
     def due_by_queue(self, done_tick: int) -> list[Waiter]:
         return [w for w, t in self.queue.items() if done_tick >= t]
 

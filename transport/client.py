@@ -426,10 +426,6 @@ class Client:
                 fn(up)
             except Exception:
                 log.exception("status callback failed")
-        with self._lock:
-            mirrors = list(self._mirrors.values())
-        for rm in mirrors:
-            rm._on_status(up)
 
     def _handle(self, data: bytes) -> None:
         try:

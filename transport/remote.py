@@ -311,6 +311,3 @@ class RemoteMachine(Machine):
         entry = self._args_reg.pop(token, None)
         if entry is not None:
             entry[2]._resolve(bool(ok))
-
-    def _on_status(self, up: bool) -> None:
-        """Waiters stay pending across a reconnect and resolve from the clock that follows it."""
