@@ -178,18 +178,26 @@ def _call(entry: Entry, fn: Callable[[], Any]) -> Any:
     except ArpcError:
         raise
     except Exception as e:
-        if is_state_error(e):
-            raise Failed(str(e)) from e
-        if is_transport_error(e):
-            code = getattr(e, "code", "")
-            if code == "unknown_machine":  # disposed or removed on the server
-                raise UnknownMachine(entry.id) from e
-            if code in ("no_access", "invalid_params", "unknown_state", "limit", "internal"):
-                raise Failed(str(e) or code) from e
-            raise NotConnected(f"machine {entry.id} not connected") from e
-        if isinstance(e, (ConnectionError, TimeoutError)):
-            raise NotConnected(f"machine {entry.id} not connected") from e
-        raise
+        mapped = _arpc_error(entry, e)
+        if mapped is None:
+            raise
+        raise mapped from e
+
+
+def _arpc_error(entry: Entry, e: BaseException) -> ArpcError | None:
+    """The arpc error for a machine call's exception (None: not one of ours, let it propagate)."""
+    if is_state_error(e):
+        return Failed(str(e))
+    if is_transport_error(e):
+        code = getattr(e, "code", "")
+        if code == "unknown_machine":  # disposed or removed on the server
+            return UnknownMachine(entry.id)
+        if code in ("no_access", "invalid_params", "unknown_state", "limit", "internal"):
+            return Failed(str(e) or code)
+        return NotConnected(f"machine {entry.id} not connected")
+    if isinstance(e, (ConnectionError, TimeoutError)):
+        return NotConnected(f"machine {entry.id} not connected")
+    return None
 
 
 def _wait(cx: Cx, entry: Entry, make: Callable[[Any], Any], timeout: float | None) -> None:
@@ -283,17 +291,42 @@ def _group(cx: Cx, kind: str, states: tuple[str, ...], kw: dict[str, Any]) -> Re
     counts = {"executed": 0, "queued": 0, "canceled": 0}
     per: dict[str, str] = {}
     errors: list[str] = []
-    for e in targets:
-        try:
-            m = cx.session.live(e)
-            fn = getattr(m, kind)
-            r = _call(e, lambda: fn(*states, args=args))  # noqa: B023 - called at once
-            name = result_name(int(r))
-        except ArpcError as err:
+
+    def record(e: Entry, outcome: Any) -> None:
+        if isinstance(outcome, ArpcError):
             name = "canceled"
-            errors.append(err.msg)
+            errors.append(outcome.msg)
+        else:
+            name = result_name(int(outcome))
         counts[name] += 1
         per[e.id] = name
+
+    # a client that can pipeline gets every mutation for its endpoint in one go (one round trip's worth of
+    # waiting, not one per machine, and no mirrors to make); others go machine by machine
+    by_conn: dict[int, list[Entry]] = {}
+    for e in targets:
+        by_conn.setdefault(id(e.endpoint), []).append(e)
+    for group in by_conn.values():
+        conn = group[0].endpoint.conn
+        many = getattr(conn, "mutate_many", None)
+        if many is not None and all(e.mirror is None or e.connected for e in group):
+            ops = [(e.id, kind, states, args) for e in group]
+            try:
+                outcomes = _call(group[0], lambda: many(ops))  # noqa: B023 - called at once
+            except ArpcError as err:
+                outcomes = [err] * len(group)
+            for e, out in zip(group, outcomes, strict=True):
+                if isinstance(out, BaseException) and not isinstance(out, ArpcError):
+                    out = _arpc_error(e, out) or Failed(str(out))
+                record(e, out)
+            continue
+        for e in group:
+            try:
+                m = cx.session.live(e)
+                fn = getattr(m, kind)
+                record(e, _call(e, lambda: fn(*states, args=args)))  # noqa: B023 - called at once
+            except ArpcError as err:
+                record(e, err)
     lines = [f"Executed: {counts['executed']}", f"Queued: {counts['queued']}", f"Canceled: {counts['canceled']}"]
     data: dict[str, Any] = {**counts, "machines": per}
     if errors:

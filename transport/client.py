@@ -212,10 +212,16 @@ class Client:
         The calling thread does the I/O itself while it holds the socket (no hand-off to another thread on the
         round trip); whatever else arrives meanwhile (pushes, other replies) is handled on the way.
         """
+        call = self._new_call(kind, mach, body, on_reply)
+        self._run_calls([call], self.timeout if timeout is None else timeout)
+        if call.error is not None:
+            raise call.error
+        return call.result
+
+    def _new_call(self, kind: str, mach: str | None, body: Any,
+                  on_reply: Callable[[Any], None] | None = None) -> _Call:
         if self._closed:
             raise TransportError(f"client for {self.address} is closed", code="closed")
-        t = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + t
         seq = next(self._seq)
         try:
             frame = P.pack(kind, seq, mach, body)
@@ -223,22 +229,33 @@ class Client:
             raise TypeError(f"cannot send {kind}: a value is not msgpack-serializable ({exc})") from None
         if len(frame) > P.MAX_MSG:
             raise ValueError(f"message too large: {len(frame)} bytes > {P.MAX_MSG}")
-        call = _Call(seq, kind, frame, on_reply)
-        self._pending[seq] = call
+        return _Call(seq, kind, frame, on_reply)
+
+    def _run_calls(self, calls: list[_Call], t: float) -> None:
+        """Send ``calls`` (pipelined) and read until each has its reply; TransportError on timeout."""
+        deadline = time.monotonic() + t
+        for c in calls:
+            self._pending[c.seq] = c
         try:
             if not self._io.acquire(timeout=max(t, 0.001)):
-                raise self._timeout(kind, t)
+                raise self._timeout(calls[0].kind, t)
             try:
                 # not sent (no connection yet): try again soon; sent: resend only if unanswered for a while
-                resend = time.monotonic() + (RESEND if self._send(frame) else 0.01)
+                sent = all([self._send(c.frame) for c in calls])
+                resend = time.monotonic() + (RESEND if sent else 0.01)
                 sock = self._sock
-                while not call.done:
+                waiting = calls
+                while True:
+                    waiting = [c for c in waiting if not c.done]
+                    if not waiting:
+                        break
                     now = time.monotonic()
                     if now >= deadline:
-                        raise self._timeout(kind, t)
+                        raise self._timeout(waiting[0].kind, t)
                     if now >= resend:
                         # same seq: the server answers a retried request from its reply cache
-                        resend = now + (RESEND if self._send(frame) else 0.01)
+                        sent = all([self._send(c.frame) for c in waiting])
+                        resend = now + (RESEND if sent else 0.01)
                     # a blocking recv with a timeout: the cheapest wait pyzmq offers (no poller per call)
                     sock.setsockopt(zmq.RCVTIMEO, max(1, int((min(deadline, resend) - now) * 1000)))
                     try:
@@ -250,10 +267,42 @@ class Client:
             finally:
                 self._release()
         finally:
-            self._pending.pop(seq, None)
-        if call.error is not None:
-            raise call.error
-        return call.result
+            for c in calls:
+                self._pending.pop(c.seq, None)
+
+    def mutate_many(self, ops: list[tuple[str, str, tuple[str, ...] | list[str], dict[str, Any] | None]], *,
+                    timeout: float | None = None) -> list[int | BaseException]:
+        """Apply mutations to several machines at once: ``ops`` = ``[(machine id, "add"|"remove"|"set",
+        states, args or None), ...]``, sent pipelined (not one round trip each) and without subscribing.
+
+        Returns, in order, each result (a ``Result`` or a queue tick) or the exception it raised on the server
+        (``StateError``, ``TransportError`` ...). Raises TransportError when the replies don't come in time.
+        Mirrors of these machines that this client holds are updated before it returns, others by pushes.
+        """
+        from machine import Result
+
+        kinds = {"add": P.ADD, "remove": P.REMOVE, "set": P.SET}
+        calls = []
+        for mach_id, kind, states, args in ops:
+            if kind not in kinds:
+                raise ValueError(f"unknown mutation {kind!r} (add, remove or set)")
+            body: dict[str, Any] = {"s": list(states)}
+            if args:
+                body["a"] = dict(args)
+            # a reply carries the update for a mirror this client holds: apply it, as a mirror's own call would
+            with self._lock:
+                rm = self._mirrors.get(mach_id)
+            calls.append(self._new_call(kinds[kind], mach_id, body, rm._on_mut_reply if rm is not None else None))
+        if calls:
+            self._run_calls(calls, self.timeout if timeout is None else timeout)
+        out: list[int | BaseException] = []
+        for c in calls:
+            if c.error is not None:
+                out.append(c.error)
+            else:
+                r = int(c.result[0])
+                out.append(Result(r) if r < Result.QUEUED else r)
+        return out
 
     def _timeout(self, kind: str, t: float) -> TransportError:
         return TransportError(f"timeout: {self.address} did not answer {kind} within {t:g}s", code="timeout")

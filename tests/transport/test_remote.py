@@ -288,3 +288,21 @@ def test_replica_of_a_replica_follows_the_root_and_closing_mirrors_leaves_the_so
         c1.close()
         ep2.stop()
         ep1.stop()
+
+
+def test_mutate_many_pipelines_across_machines(daemon) -> None:
+    d = daemon("--hub")
+    with connect(d.addrs[0]) as c:
+        mirror = c.machine("worker2")
+        w = mirror.when("Bar")
+        out = c.mutate_many([("worker0", "add", ["Foo"], None), ("worker1", "add", ["Baz"], {"deny": "1"}),
+                             ("worker2", "add", ["Bar"], None), ("nope", "add", ["Foo"], None),
+                             ("worker0", "add", ["Nope"], None), ("worker0", "remove", ["Foo"], None)])
+        assert out[:3] == [Result.EXECUTED, Result.CANCELED, Result.EXECUTED]
+        assert isinstance(out[3], TransportError) and out[3].code == "unknown_machine"
+        assert isinstance(out[4], StateError)
+        assert out[5] == Result.EXECUTED
+        assert d.cmd("time worker0").split()[3] == "2"  # Foo added then removed, in order
+        assert w.wait(timeout=2)  # a mirror of a machine changed this way hears of it by a push
+        with pytest.raises(ValueError):
+            c.mutate_many([("worker0", "toggle", ["Foo"], None)])
