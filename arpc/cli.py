@@ -243,6 +243,10 @@ def _run_demo(opts: Options, cmd: list[str] | None, connector: Connector | None)
             argv.insert(0, "--no-color")
         if opts.log_level:
             argv[:0] = ["--log-level", str(opts.log_level)]
+        if cmd is None:
+            print(f"Demo: {len(ep.machines)} live machines on {ep.address} (files-1..3 process files, expense-1..3 "
+                  "wait for approval, ticker ticks).\nTry: list · watch files-1 · add expense-2 ApprovalGranted · "
+                  "when expense-2 PaymentCompleted · inspect ticker · diagram expense-1 · help", flush=True)
         return run([*argv, "--", *cmd] if cmd is not None else argv, connector=connector)
     finally:
         machs = list(ep.machines)

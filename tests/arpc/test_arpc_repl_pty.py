@@ -216,6 +216,8 @@ def test_hub_repl(tmp_path):  # 45
 @needs_transport
 def test_demo(tmp_path):
     p = spawn(["-m", "arpc", "demo"], tmp_path, NO_COLOR="1", ARPC_DEMO_SPEED="0.2")
+    p.expect("Demo: 7 live machines")
+    p.expect(re.escape("Try: list"))  # the hint of what to type
     p.expect("connected 7/7")
     p.expect(PROMPT)
     enter(p, "list -p files", re.escape("1. files-1"), re.escape("3. files-3"))
