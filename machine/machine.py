@@ -1062,7 +1062,16 @@ class Machine:
         tx.is_accepted = False
         if kind != STATE or state not in enters:
             return
-        undo = enters[enters.index(state):]
+        undo = list(enters[enters.index(state):])
+        # and whatever requires a state going back (the spec leaves those active, with a requirement unmet)
+        c = self._c
+        while True:
+            remaining = [s for s in self._active if s not in undo]
+            have = set(remaining)
+            unmet = [s for s in remaining if any(r not in have for r in c.require[s])]
+            if not unmet:
+                break
+            undo += unmet
         kept = " ".join(s for s in tx.target if s not in undo)
         self._log(LogLevel.OPS, f"[recover] partial final states as ({kept})")
         index = self._c.index

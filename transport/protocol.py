@@ -81,12 +81,13 @@ def unpack(data: bytes) -> tuple[str, int, str | None, Any]:
 
 
 def check_names(value: Any, what: str = "states") -> list[str]:
-    """A list of state names from a request body; raises ValueError."""
-    if type(value) is not list or not value:
-        raise ValueError(f"{what} must be a non-empty list of state names")
+    """A list of state names from a request body (it may be empty: ``set()`` deactivates every state, as in
+    the Machine API); raises ValueError."""
+    if type(value) is not list:
+        raise ValueError(f"{what} must be a list of state names")
     for s in value:
         if type(s) is not str:
-            raise ValueError(f"{what} must be a non-empty list of state names")
+            raise ValueError(f"{what} must be a list of state names")
     return value
 
 

@@ -124,7 +124,7 @@ CASES: list[tuple[str, tuple[bytes, ...], int, str]] = [
     ("unknown state when_args", (add({"state": "Nope", "args": {}, "token": 1}, kind="when_args"),), 5, UNK_S),
     ("add s a string", (add({"s": "Foo"}),), 5, INV),
     ("add s ints", (add({"s": [1, 2]}),), 5, INV),
-    ("add s empty", (add({"s": []}),), 5, INV),
+    ("add s a map", (add({"s": {"Foo": 1}}),), 5, INV),
     ("add s missing", (add({}),), 5, INV),
     ("add s nil", (add({"s": None}),), 5, INV),
     ("add s nested", (add({"s": [["Foo"]]}),), 5, INV),
