@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import enum
-import logging
 import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import logging
 
 _configured = False
 
@@ -43,6 +46,8 @@ def parse_level(value: int | str | LogLevel | None) -> LogLevel:
 def machine_logger(mach_id: str, level: LogLevel) -> logging.Logger:
     """The stdlib logger ``machine.<id>``; when logging is wanted but nothing is configured, log to stderr."""
     global _configured
+    import logging  # imported on first use: logging is slow to import and most machines never log
+
     logger = logging.getLogger(f"machine.{mach_id}")
     if level > LogLevel.NOTHING and not _configured:
         root = logging.getLogger()
@@ -54,3 +59,21 @@ def machine_logger(mach_id: str, level: LogLevel) -> logging.Logger:
             parent.setLevel(logging.INFO)
         _configured = True
     return logger
+
+
+class LazyLogger:
+    """A stand-in for ``logging.getLogger(name)`` that imports logging on first use."""
+
+    __slots__ = ("_name", "_logger")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._logger: logging.Logger | None = None
+
+    def __getattr__(self, attr: str) -> Any:
+        lg = self._logger
+        if lg is None:
+            import logging
+
+            lg = self._logger = logging.getLogger(self._name)
+        return getattr(lg, attr)

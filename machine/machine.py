@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 import random as _random
 import sys
 import threading
 import time as _time
-import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -52,6 +50,14 @@ _TIMEOUT = object()
 if TYPE_CHECKING:
     import asyncio
     import concurrent.futures
+    import logging
+
+
+def _trace_text(err: BaseException) -> str:
+    """The formatted traceback of ``err`` (traceback is imported on first use: only errors need it)."""
+    import traceback
+
+    return "".join(traceback.format_exception(err))
 
 
 def _is_cancel(err: BaseException) -> bool:
@@ -646,7 +652,7 @@ class Machine:
         if EXCEPTION not in self._c.index:
             called = (state,)
         a.setdefault("err", err)
-        a.setdefault("err_trace", "".join(traceback.format_exception(err)))
+        a.setdefault("err_trace", _trace_text(err))
         with self._lock:
             if len(self._queue) >= self._queue_limit:
                 return CANCELED
@@ -1100,7 +1106,7 @@ class Machine:
         if EXCEPTION in m.called or EXCEPTION not in self._c.index or self._disposing:
             return
         self._err = exc
-        args = {"err": exc, "err_trace": "".join(traceback.format_exception(exc)), "panic": True}
+        args = {"err": exc, "err_trace": _trace_text(exc), "panic": True}
         em = Mutation(ADD, (EXCEPTION,), args)
         with self._lock:
             self._queue.appendleft(em)

@@ -11,7 +11,6 @@ link down; the client then says hello until the server answers, and subscribes i
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import random
 import select
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from machine import SchemaError, StateError
+from machine.log import LazyLogger
 
 from . import protocol as P
 from .addr import normalize
@@ -31,7 +31,7 @@ from .errors import TransportError
 if TYPE_CHECKING:
     from .remote import RemoteMachine
 
-log = logging.getLogger("transport.client")
+log = LazyLogger("transport.client")  # logging is imported on first use
 
 RESEND = 1.0  # seconds before an unanswered call is sent again
 

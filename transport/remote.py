@@ -7,11 +7,11 @@ updated; pushes from the server keep it current. ``when_args`` is evaluated on t
 from __future__ import annotations
 
 import itertools
-import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from machine import Ctx, Machine, Result, SchemaError, State, Waiter
+from machine.log import LazyLogger
 
 from . import protocol as P
 from .errors import TransportError
@@ -19,7 +19,7 @@ from .errors import TransportError
 if TYPE_CHECKING:
     from .client import Client
 
-log = logging.getLogger("transport.remote")
+log = LazyLogger("transport.remote")  # logging is imported on first use
 
 
 def _result(r: Any) -> int:

@@ -7,7 +7,6 @@ coalesced while the thread is busy, in order with the replies (one pipe per clie
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -18,12 +17,13 @@ from typing import Any
 import zmq
 
 from machine import Ctx, Machine, SchemaError, StateError, Tracer, Transition, Waiter
+from machine.log import LazyLogger
 
 from . import protocol as P
 from .addr import is_loopback, normalize, write_addr_file
 from .errors import TransportError
 
-log = logging.getLogger("transport.server")
+log = LazyLogger("transport.server")  # logging is imported on first use
 
 MAX_WHEN_ARGS = 256  # pending server-side waiters per client session
 MAX_MUTS = 64  # mutations remembered per machine between two pushes
