@@ -638,6 +638,8 @@ def cmd_script(cx: Cx, file: str, keep_going: bool) -> Result:
             lines = f.read().splitlines()
     except OSError as e:
         raise Failed(f"cannot read script: {file}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise Failed(f"cannot read script: {file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     first_err = OK
     cx.depth += 1
     try:
@@ -649,7 +651,7 @@ def cmd_script(cx: Cx, file: str, keep_going: bool) -> Result:
             except ExitRepl:
                 break
             if code != OK:
-                if not keep_going:
+                if not keep_going or code == INTERRUPTED:  # Ctrl+C stops a script, --keep-going or not
                     return Result([], None, code)
                 first_err = first_err or code
     finally:
@@ -805,6 +807,11 @@ def dispatch(cx: Cx, words: Sequence[str]) -> int:
 
 
 def _map_exception(e: Exception) -> ArpcError:
+    if isinstance(e.__context__, KeyboardInterrupt):
+        # a second Ctrl+C during the first one's cleanup (e.g. inside threading's lock handling)
+        return Interrupted()
+    if isinstance(e, UnicodeError):
+        return UsageError(f"not valid text (UTF-8): {e}")
     if is_state_error(e):
         return Failed(str(e))
     if is_transport_error(e):

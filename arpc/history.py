@@ -42,7 +42,8 @@ def append_history(path: str, line: str) -> None:
         d = os.path.dirname(path)
         if d:
             os.makedirs(d, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as f:
+        # a line with undecodable bytes (surrogate escapes) is kept, escaped, rather than breaking the REPL
+        with open(path, "a", encoding="utf-8", errors="backslashreplace") as f:
             f.write(entry + "\n")
     except OSError:
         pass  # history is best effort

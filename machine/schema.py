@@ -179,13 +179,14 @@ def parse(schema: dict[str, State]) -> tuple[dict[str, State], list[str]]:
         remove = [r for r in dict.fromkeys(st.remove) if r != name]
         add: list[str] = []
         for a in dict.fromkeys(st.add):
-            if a == name or a not in schema:
-                # an unknown name is dropped from add even when remove names it too (the spec keeps it there,
-                # which can only fail later, when the state activates)
+            if a == name:
                 continue
             if a in remove:
-                remove.remove(a)
-            add.append(a)
+                remove.remove(a)  # within one state, add wins over remove
+            if a in schema:
+                # an unknown name is dropped from add even when remove named it too (the spec keeps it there,
+                # which can only fail later, when the state activates)
+                add.append(a)
         after = [a for a in dict.fromkeys(st.after) if a != name and a in schema]
         require = [r for r in dict.fromkeys(st.require) if r != name]
         for r in require:
