@@ -27,7 +27,6 @@ log = LazyLogger("transport.server")  # logging is imported on first use
 
 MAX_WHEN_ARGS = 256  # pending server-side waiters per client session
 MAX_MUTS = 64  # mutations remembered per machine between two pushes
-PUSH_EVERY = 0.001  # under load, pushes of one machine's changes are coalesced to one per millisecond
 # a last-sent clock that matches no real one: the next push to that mirror fails its checksum, so it syncs
 _STALE: list[int] = []
 
@@ -303,13 +302,9 @@ class Endpoint:
         poller.register(sock, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         next_sweep = time.monotonic() + 1.0
-        next_flush = 0.0  # pushes: the first change goes out at once, later ones at most every PUSH_EVERY
         try:
             while not self._stopped:
-                wait = 500
-                if self._dirty:
-                    wait = max(0, int((next_flush - time.monotonic()) * 1000 + 0.999))
-                events = dict(poller.poll(wait))
+                events = dict(poller.poll(500))
                 if self._wake_r in events:
                     try:
                         while os.read(self._wake_r, 4096):
@@ -317,24 +312,24 @@ class Endpoint:
                     except (BlockingIOError, OSError):
                         pass
                 if sock in events:
-                    # one message per poll: polling again is cheaper than asking the socket for its events (or
-                    # catching Again), and pushes are flushed between messages
-                    if self._curve:  # the client's key (User-Id) decides its session and its rights
-                        frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                        user = frames[-1].get("User-Id")
-                        self._handle([f.bytes for f in frames], user if isinstance(user, str) else None)
-                    else:
-                        self._handle(sock.recv_multipart(zmq.NOBLOCK, copy=True))
+                    for _ in range(1000):  # a batch, then pushes, so one busy client can't starve the rest
+                        if not int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:  # cheaper than catching Again
+                            break
+                        if self._curve:  # the client's key (User-Id) decides its session and its rights
+                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                            user = frames[-1].get("User-Id")
+                            self._handle([f.bytes for f in frames], user if isinstance(user, str) else None)
+                        else:
+                            self._handle(sock.recv_multipart(zmq.NOBLOCK, copy=True))
                 while self._ctl:
                     fn = self._ctl.popleft()
                     try:
                         fn()
                     except Exception:
                         log.exception("endpoint task failed")
-                now = time.monotonic()
-                if self._dirty and now >= next_flush:
+                if self._dirty:
                     self._flush()
-                    next_flush = now + PUSH_EVERY
+                now = time.monotonic()
                 if now >= next_sweep:
                     next_sweep = now + 1.0
                     self._sweep(now)
