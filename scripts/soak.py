@@ -119,9 +119,9 @@ def run_fuzz(name: str, n: int, seed: int | None) -> Part:
     stats = stats or dict(tf.CoreFuzz.stats)
     part.operations = stats.get("transitions", 0)
     part.details.append(", ".join(f"{k} {v:,}" for k, v in stats.items()))
-    part.what += (f" ({stats.get('steps', 0):,} steps, {stats.get('canceled', 0):,} canceled, "
-                  f"{stats.get('panics', 0):,} raising handlers, {stats.get('pairs', 0):,} remove pairs of the 2nd "
-                  "add expansion)")
+    raised = f"{stats.get('panics', 0):,} raising handlers, " if name == "panic" else ""
+    part.what += (f" ({stats.get('steps', 0):,} steps, {stats.get('canceled', 0):,} canceled, {raised}"
+                  f"{stats.get('pairs', 0):,} remove pairs of the 2nd add expansion)")
     return part
 
 
@@ -182,7 +182,7 @@ def host() -> str:
             f"({platform.python_implementation()}), {platform.system()} {platform.release()}, asyncmachine {rev}")
 
 
-def report(parts: list[Part], command: str, total: float) -> str:
+def report(parts: list[Part], command: str, total: float, load_before: str) -> str:
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     ok = all(p.ok for p in parts)
     lines = [
@@ -203,7 +203,8 @@ def report(parts: list[Part], command: str, total: float) -> str:
         "`tests/machine/test_fuzz.py`, `tests/transport/test_load.py` (8 x 1000), `tests/arpc/test_arpc_bad_input.py`"
         " (bad input to the CLI and the REPL).",
         "",
-        f"Measured {now}, {host()}, {total:.0f} s in all, with `{command}`.",
+        f"Measured {now}, {host()}, load average {load_before} at the start, {total:.0f} s in all, with "
+        f"`{command}`.",
     ]
     return "\n".join(lines)
 
@@ -232,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.n < 1 or a.clients < 1 or a.waiters < 1:
         ap.error("N, --clients and --waiters must be at least 1")
     parts_wanted = a.only or list(PARTS)
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     t0 = time.perf_counter()
     parts: list[Part] = []
     for name in PARTS:
@@ -252,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - t0
     command = "scripts/soak" + "".join(f" {x}" for x in (argv if argv is not None else sys.argv[1:])
                                        if not x.startswith("--write") and x != a.write)
-    text = report(parts, command, total)
+    text = report(parts, command, total, load_before)
     print()
     print(text)
     if a.write:

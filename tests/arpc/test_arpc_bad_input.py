@@ -23,6 +23,7 @@ import select
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -242,11 +243,7 @@ def test_ctrl_c_twice_during_a_wait(tmp_path: Path) -> None:
         try:
             until(lambda: int(d.cmd("sessions worker2")) >= 1, what="the waiting client connected")
             code, out, err = interrupt(p, times=2)
-            assert out == "" and "Traceback" not in err
-            if "release unlocked lock" in err:  # the race of test_a_second_ctrl_c_in_a_wait_is_still_interrupted
-                assert code == 1
-            else:
-                assert code == 130 and set(err.splitlines()) == {"err> interrupted"}
+            assert (code, out) == (130, "") and set(err.splitlines()) == {"err> interrupted"}, err
         finally:
             stop(p)
     finally:
@@ -353,7 +350,8 @@ class Transcript:
 
     def recovers(self) -> None:
         """After key garbage (which may leave a search, a completion menu or half a key sequence): Ctrl+G and
-        Ctrl+C, then a good command, until it answers (a few tries, each with a deadline)."""
+        Ctrl+C, then a good command, until it answers (a few tries, each with a deadline). Only while the REPL
+        is at its prompt: there Ctrl+C is a key; between two prompts the terminal turns it into SIGINT."""
         for _ in range(5):
             self.p.send("\x07\x03")
             self.p.sendline("time worker1 --sum")
@@ -377,7 +375,7 @@ class Transcript:
 
     def clean(self) -> bool:
         s = "".join(self.text)
-        return "Traceback" not in s and "Unhandled exception" not in s and "Press ENTER" not in s
+        return not any(bad in s for bad in ("Traceback", "Unhandled exception", "Press ENTER", "internal error"))
 
 
 def finish(t: Transcript) -> None:
@@ -411,9 +409,7 @@ def test_repl_control_key_garbage(tmp_path: Path) -> None:
         t.p.send(chunk + "\x1b[A\x1b[B\x1b[1;5C\x1b[3~\x1bOP\x1b")  # plus arrows, Delete, F1, a lone Escape
         t.recovers()
     for _ in range(3):  # garbage submitted with Enter: some error or some output, then the prompt again
-        printable = "".join(chr(rnd.choice(range(33, 127))) for _ in range(40))
-        t.p.send(printable + "\r")
-        t.recovers()
+        t.line("".join(chr(rnd.choice(range(33, 127))) for _ in range(40)), None)
     finish(t)
 
 
@@ -427,14 +423,7 @@ def test_repl_ctrl_c_at_points_of_a_wait(tmp_path: Path) -> None:
         t.p.sendintr()
         t.expect(re.escape(ERR + "interrupted") + r"\r\n")
         t.answers()
-    # twice, quickly: the second interrupt lands in the wait, in the error output (which it may cut) or at the
-    # prompt; in the cleanup of threading's Event.wait it turns into an internal error (see
-    # test_a_second_ctrl_c_in_a_wait_is_still_interrupted). Whatever it hit, the REPL goes on
-    t.p.sendline("when worker2 Foo")
-    t.expect(re.escape("[waiting]"))
-    t.p.sendintr()
-    t.p.sendintr()
-    t.recovers()
+    # (Ctrl+C twice, or held down, can land between two prompts: test_repl_survives_ctrl_c_held_down)
     t.p.sendline("mach worker0")  # the script stopped at its wait: Foo was never added
     t.expect(r"=> \(\)\r\n")
     t.expect(PROMPT)
@@ -519,3 +508,28 @@ def test_invalid_utf8_arg_values_are_usage_errors(daemon: Daemon) -> None:
         r = run(on(daemon, *argv))
         assert r.code == 2 and "internal error" not in r.err and r.err.startswith("err> "), (argv, r)
     assert run(on(daemon, "mach", "worker0")).out == "()\n"  # nothing was applied
+
+
+@pytest.mark.xfail(strict=True, reason="arpc/repl.py Repl.run: SIGINT between two prompts (Ctrl+C held down or "
+                                       "pressed twice) interrupts prompt_toolkit while it builds its event loop: "
+                                       "'Exception ignored ... _UnixSelectorEventLoop ... no attribute _ssock' and "
+                                       "'coroutine never awaited' tracebacks, and at times the REPL exits or hangs")
+def test_repl_survives_ctrl_c_held_down(tmp_path: Path) -> None:
+    t = Transcript(spawn_local(tmp_path))
+    for _ in range(100):  # a key held down sends about 30 a second; this is faster, and paced, not synchronised
+        os.kill(t.p.pid, signal.SIGINT)
+        time.sleep(0.003)
+    answered = False
+    for _ in range(3):
+        t.p.send("\x03")
+        t.p.sendline("time worker1 --sum")
+        try:
+            t.expect(r"=> 0\r\n", timeout=2)
+            answered = True
+            break
+        except (pexpect.TIMEOUT, pexpect.EOF):
+            if not t.p.isalive():
+                break
+    assert answered and t.p.isalive(), "the REPL exited or stopped answering"
+    assert t.clean(), "".join(t.text)[-2000:]
+    finish(t)
