@@ -317,11 +317,25 @@ REPL_CASES: list[tuple[str, str | None]] = [
 ]
 
 
+_children: list[pexpect.spawn] = []
+
+
+@pytest.fixture(autouse=True)
+def _reap_repls() -> Iterator[None]:
+    """Every REPL a test spawned is gone after it, whatever the test did."""
+    yield
+    while _children:
+        child = _children.pop()
+        if child.isalive():
+            child.terminate(force=True)
+
+
 def spawn_local(tmp_path: Path, *args: str) -> pexpect.spawn:
     e = env(PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm", ARPC_HISTORY=str(tmp_path / "history"),
             ARPC_EDITING_MODE="emacs", INPUTRC=os.devnull, NO_COLOR="1")
     p = pexpect.spawn(PY, [str(HERE / "arpc_fixture.py"), *args], env=e, encoding="utf-8", codec_errors="replace",
                       timeout=15, dimensions=(40, 160), cwd=str(ROOT), maxread=1 << 20)
+    _children.append(p)
     p.delaybeforesend = None  # the REPL reads keys as they come; no need to pace them
     p.expect(PROMPT)
     return p
