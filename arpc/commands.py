@@ -359,6 +359,17 @@ def cmd_group_remove(cx: Cx, states: tuple[str, ...], **kw: Any) -> Result:
 # ---------------------------------------------------------------------------------------------------- waiting
 
 
+def _wait_states(cx: Cx, mach: str, states: tuple[str, ...], timeout: str | None, method: str) -> Result:
+    """``when`` / ``when-not``: wait on the mirror's ``method``, then print the ticks."""
+    limit = _timeout(timeout)
+    entry = cx.session.resolve(mach)
+    entry.check_states(states)
+    m = cx.session.live(entry)
+    wait_on = getattr(m, method)
+    _wait(cx, entry, lambda ctx: wait_on(*states, ctx=ctx), limit)
+    return _ticks_result(entry, m, states)
+
+
 def _ticks_result(entry: Entry, m: Any, states: Sequence[str]) -> Result:
     clock = {s: int(m.tick(s)) for s in states}
     line = str(clock[states[0]]) if len(states) == 1 else time_string(clock.values())
@@ -371,12 +382,7 @@ def _ticks_result(entry: Entry, m: Any, states: Sequence[str]) -> Result:
 @TIMEOUT
 def cmd_when(cx: Cx, mach: str, states: tuple[str, ...], timeout: str | None) -> Result:
     """Wait until all STATES are active on MACH; prints the tick (several states: [1 3])."""
-    limit = _timeout(timeout)
-    entry = cx.session.resolve(mach)
-    entry.check_states(states)
-    m = cx.session.live(entry)
-    _wait(cx, entry, lambda ctx: m.when(*states, ctx=ctx), limit)
-    return _ticks_result(entry, m, states)
+    return _wait_states(cx, mach, states, timeout, "when")
 
 
 @command("when-not", "Waiting", {"mach": "machine", "states": "states:active"})
@@ -385,12 +391,7 @@ def cmd_when(cx: Cx, mach: str, states: tuple[str, ...], timeout: str | None) ->
 @TIMEOUT
 def cmd_when_not(cx: Cx, mach: str, states: tuple[str, ...], timeout: str | None) -> Result:
     """Wait until all STATES are inactive on MACH; prints the tick (several states: [2 4])."""
-    limit = _timeout(timeout)
-    entry = cx.session.resolve(mach)
-    entry.check_states(states)
-    m = cx.session.live(entry)
-    _wait(cx, entry, lambda ctx: m.when_not(*states, ctx=ctx), limit)
-    return _ticks_result(entry, m, states)
+    return _wait_states(cx, mach, states, timeout, "when_not")
 
 
 @command("when-time", "Waiting", {"mach": "machine", "state": "states"})
