@@ -62,7 +62,9 @@ class RemoteMachine(Machine):
         """Call ``fn(update)`` for each clock change received; returns a function that unsubscribes ``fn``.
 
         ``update`` = ``{"time", "added", "removed", "ticked", "mutations"}``; ``mutations`` lists the source's
-        mutations behind the change (``{"type", "called", "args"}``). Called on the thread that read the push.
+        mutations behind the change (``{"type", "called", "args"}``). A push that sums several transitions of the
+        source is reported as one update per transition, in order (the last 64 of them; older ones are summed
+        into the first). Called on the thread that read the push.
         """
         self._update_cbs.append(fn)
         if not self._muts:
@@ -252,15 +254,11 @@ class RemoteMachine(Machine):
         self._update(new, q, mt, muts)
 
     def _update(self, new: list[int], q: int, mt: int, muts: Any) -> None:
+        before = self._time
         added, removed, ticked = self._set_clock(new, q, mt)
-        if self._update_cbs and (added or removed or ticked or muts):
-            mutations = []
-            if isinstance(muts, list):
-                for m in muts:
-                    if isinstance(m, list) and len(m) == 3:
-                        mutations.append({"type": m[0], "called": m[1], "args": m[2]})
-            update = {"time": list(new), "added": added, "removed": removed, "ticked": ticked,
-                      "mutations": mutations}
+        if not self._update_cbs or not (added or removed or ticked or muts):
+            return
+        for update in _steps(self.state_names, before, new, added, removed, ticked, muts):
             for fn in list(self._update_cbs):
                 try:
                     fn(update)
@@ -311,3 +309,51 @@ class RemoteMachine(Machine):
         entry = self._args_reg.pop(token, None)
         if entry is not None:
             entry[2]._resolve(bool(ok))
+
+
+def _steps(names: list[str], before: list[int], after: list[int], added: list[str], removed: list[str],
+           ticked: list[str], muts: Any) -> list[dict[str, Any]]:
+    """One update per source transition when the push carries each one's clock, else one update for the sum."""
+    steps: list[dict[str, Any]] = []
+    if isinstance(muts, list):
+        prev = before
+        for m in muts:
+            if not isinstance(m, list) or len(m) < 3:
+                continue
+            mut = {"type": m[0], "called": m[1], "args": m[2]}
+            t = m[3] if len(m) > 3 else None
+            if isinstance(t, list) and len(t) == len(names) and all(type(x) is int for x in t):
+                if t == prev or any(x < y for x, y in zip(t, prev, strict=True)):
+                    continue  # changed nothing, or already shown (this client's own mutation, a flush race)
+                a, r, k = _diff(names, prev, t)
+                steps.append({"time": list(t), "added": a, "removed": r, "ticked": k, "mutations": [mut]})
+                prev = t
+            elif steps:  # no clock of its own (an older server): it belongs to the sum below
+                steps[-1]["mutations"].append(mut)
+            else:
+                steps.append({"time": None, "added": [], "removed": [], "ticked": [], "mutations": [mut]})
+        if steps and steps[0]["time"] is None:  # no per-transition clocks at all: one update, as before
+            return [{"time": list(after), "added": added, "removed": removed, "ticked": ticked,
+                     "mutations": [mu for st in steps for mu in st["mutations"]]}]
+        if prev != after:  # the last clock sent is newer than the last mutation kept (e.g. an auto state)
+            a, r, k = _diff(names, prev, after)
+            if a or r or k:
+                steps.append({"time": list(after), "added": a, "removed": r, "ticked": k, "mutations": []})
+    if not steps:
+        steps.append({"time": list(after), "added": added, "removed": removed, "ticked": ticked, "mutations": []})
+    return steps
+
+
+def _diff(names: list[str], before: list[int], after: list[int]) -> tuple[list[str], list[str], list[str]]:
+    added, removed, ticked = [], [], []
+    for i, n in enumerate(names):
+        b, a = before[i], after[i]
+        if a == b:
+            continue
+        if a & 1 and not b & 1:
+            added.append(n)
+        elif b & 1 and not a & 1:
+            removed.append(n)
+        else:  # re-entered, or on and off between two clocks
+            ticked.append(n)
+    return added, removed, ticked

@@ -71,15 +71,16 @@ class _Watch(Tracer):
         if ep._want_muts.get(self.mach_id) and tx.is_accepted:
             m = tx.mutation
             muts = ep._muts.setdefault(self.mach_id, deque(maxlen=MAX_MUTS))
-            muts.append([str(m.type), list(m.called), P.sanitize(m.args or {})])
+            # the clock after this transition too: a watcher then sees each transition, not only their sum
+            muts.append([str(m.type), list(m.called), P.sanitize(m.args or {}), list(tx.time_after)])
         ep._mark_dirty(self.mach_id)
 
     def mirror_update(self, update: dict[str, Any]) -> None:
         ep = self.ep
         if ep._want_muts.get(self.mach_id) and update["mutations"]:
             muts = ep._muts.setdefault(self.mach_id, deque(maxlen=MAX_MUTS))
-            for m in update["mutations"]:
-                muts.append([m["type"], m["called"], m["args"]])
+            for m in update["mutations"]:  # a mirror's update is one upstream transition, or a sum of them
+                muts.append([m["type"], m["called"], m["args"], update["time"]])
         ep._mark_dirty(self.mach_id)
 
     def schema_change(self, mach: Machine, old_schema: dict[str, Any]) -> None:

@@ -306,3 +306,69 @@ def test_mutate_many_pipelines_across_machines(daemon) -> None:
         assert w.wait(timeout=2)  # a mirror of a machine changed this way hears of it by a push
         with pytest.raises(ValueError):
             c.mutate_many([("worker0", "toggle", ["Foo"], None)])
+
+
+def _held(ep) -> threading.Event:
+    """Hold the endpoint's I/O thread (a task posted to it) until the returned event is set: whatever the source
+    does meanwhile reaches the clients in one push."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        held.set()
+        release.wait(5)
+
+    ep._post(hold)
+    assert held.wait(5)
+    return release
+
+
+def test_on_update_reports_each_transition_of_a_coalesced_push() -> None:
+    from machine import Machine, State
+    from transport import expose
+
+    src = Machine({"A": State(), "B": State(remove=("A",)), "M": State(multi=True)}, id="src")
+    ep = expose(src)
+    rep_ep = None
+    try:
+        with connect(ep.address) as c:
+            rm = c.machine("src")
+            rep_ep = expose(rm, addr="tcp://127.0.0.1:*")  # a replica passes the steps on
+            with connect(rep_ep.address) as c2:
+                rr = c2.machine("src")
+                got: dict[str, list[dict]] = {"mirror": [], "replica": []}
+                done = threading.Event()
+
+                def on(kind: str):
+                    def fn(u: dict) -> None:
+                        got[kind].append(u)
+                        if len(got["mirror"]) >= 4 and len(got["replica"]) >= 4:
+                            done.set()
+                    return fn
+
+                rm.on_update(on("mirror"))
+                rr.on_update(on("replica"))
+                release = _held(ep)
+                try:
+                    src.add("A")
+                    src.add("B", args={"n": 1})
+                    src.remove("B")
+                    src.add("M")
+                    src.remove("B")  # not active: no change, no step
+                finally:
+                    release.set()
+                assert done.wait(5), got
+                for kind in ("mirror", "replica"):
+                    steps = [(u["added"], u["removed"], u["ticked"], [m["called"] for m in u["mutations"]])
+                             for u in got[kind]]
+                    assert steps == [
+                        (["A"], [], [], [["A"]]),
+                        (["B"], ["A"], [], [["B"]]),
+                        ([], ["B"], [], [["B"]]),
+                        (["M"], [], [], [["M"]]),
+                    ], kind
+                    assert got[kind][1]["mutations"][0]["args"] == {"n": 1}
+                    assert got[kind][-1]["time"] == src.time()
+    finally:
+        if rep_ep is not None:
+            rep_ep.stop()
+        ep.stop()
