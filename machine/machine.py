@@ -744,7 +744,7 @@ class Machine:
                     with lock:
                         if not q or self._disposing:
                             if self._disposing:
-                                self._cancel_queue()
+                                self._cancel_queue()  # its waiters are cancelled by the dispose
                             self._processing = False
                             self._runner = None
                             self._tx = None
@@ -778,11 +778,20 @@ class Machine:
             self._finish_dispose()
         return CANCELED if first is None else first
 
-    def _cancel_queue(self) -> None:
+    def _cancel_queue(self) -> bool:
+        """Drop the queue (the lock held). Each dropped mutation counts as dequeued, so queue ticks stay in step
+        with the ticks already handed out; returns True when queue waiters may be due (resolve them unlocked)."""
+        ticked = False
         for m in self._queue:
+            m.result = CANCELED
+            if m.queue_tick:
+                self._queue_tick += 1
+                self._done_tick = m.queue_tick
+                ticked = True
             if m.done is not None:
                 m.done.set()
         self._queue.clear()
+        return ticked
 
     def _run_other(self, m: Mutation) -> int:
         """An eval, or a mutation whose ctx ended (skipped)."""
@@ -983,7 +992,9 @@ class Machine:
             EXCEPTION, RuntimeError(f"deadlined handler finished, theoretical leak: {name}"), None, True)
         self._worker = HandlerWorker(f"am-handlers {self._id}")
         with self._lock:
-            self._cancel_queue()
+            dropped = self._cancel_queue()
+        if dropped and self._subs.queue:
+            self._resolve_queue_waiters()
         self._log(LogLevel.OPS, f"[cancel] handler deadline: {name}, queue cleared")
         state = "ErrHandlerTimeout" if "ErrHandlerTimeout" in self._c.index else EXCEPTION
         self.add_err_state(state, HandlerTimeoutError(f"handler deadline: {name}"))
@@ -1384,7 +1395,7 @@ class Machine:
         if on_runner is None:
             # idle: this thread finishes it
             with self._lock:
-                self._cancel_queue()
+                self._cancel_queue()  # its waiters are cancelled by the dispose
             self._finish_dispose()
             with self._lock:
                 self._processing = False

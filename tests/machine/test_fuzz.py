@@ -892,10 +892,6 @@ def test_unknown_name_in_require_add_and_remove_is_no_conflict() -> None:
 # ------------------------------------------------------------------------------------------------ defects
 
 
-@pytest.mark.xfail(strict=True, reason="machine/machine.py Machine._abandon (_cancel_queue): the mutations dropped "
-                                       "with the queue had queue ticks but never advance queue_tick, so it stays "
-                                       "behind the ticks of later mutations; a mirror's when_queue(tick), which "
-                                       "follows the source's queue_tick, then never resolves")
 def test_queue_ticks_stay_in_step_after_the_queue_is_dropped(served: tuple[Any, Any]) -> None:
     ep, client = served
     release, entered = threading.Event(), threading.Event()

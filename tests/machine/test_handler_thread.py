@@ -83,3 +83,31 @@ def test_a_slow_handler_within_the_deadline_only_cancels() -> None:
         assert not m.is_err() and m.add("B") == Result.EXECUTED  # no error state, no backoff
     finally:
         m.dispose()
+
+
+def test_mutations_dropped_with_the_queue_count_as_dequeued() -> None:
+    # the queue cleared on abandon: each dropped mutation advances queue_tick and resolves its when_queue, so
+    # the ticks of later mutations stay reachable (a mirror follows queue_tick to resolve its own when_queue)
+    h = Hangs()
+    m = Machine({**schema(), "M": State(multi=True)}, handlers=h, handler_thread=True, handler_timeout=1.0,
+                handler_deadline=2.0, handler_backoff=0.1)
+    ticks: list[int] = []
+    t = threading.Thread(target=lambda: (h.entered.wait(5), ticks.extend(m.add("M") for _ in range(3))))
+    try:
+        t.start()
+        assert m.add("B") == Result.CANCELED
+        t.join(5)
+        # queued behind the hanging handler (well before its timeout), then dropped with the queue
+        assert len(ticks) == 3 and all(r >= Result.QUEUED for r in ticks) and m.tick("M") == 0
+        assert m.when_queue(ticks[-1]).wait(timeout=2)
+        assert m.queue_tick >= ticks[-1]
+        later = m.when_queue(m.queue_tick + 1)  # the next mutation's tick: not reached by the drop
+        assert not later.done
+        deadline = time.monotonic() + 5
+        while m.add("M") != Result.EXECUTED and time.monotonic() < deadline:
+            m.when_ticks("M", 1).wait(timeout=0.05)  # a bounded wait while the back-off lasts
+        assert later.wait(timeout=2) and m.tick("M") == 1
+    finally:
+        h.release.set()
+        t.join(5)
+        m.dispose()
