@@ -60,6 +60,13 @@ def _version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
         ctx.exit(0)
 
 
+def _seconds(value: float) -> float:
+    """A timeout in seconds: finite and above zero (nan, inf and negatives are usage errors)."""
+    if not 0 < value < float("inf"):  # false for nan too
+        raise click.BadParameter(f"{value} is not a number of seconds above 0", param_hint="'--connect-timeout'")
+    return value
+
+
 @click.command("arpc", cls=_Root, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"],
                                                                    "max_content_width": 110})
 @click.argument("addrs", nargs=-1, metavar="[ADDR]...")
@@ -68,7 +75,7 @@ def _version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
 @click.option("-w/-W", "--watch/--no-watch", default=True, help="Watch -d/-f for new or changed addresses.")
 @click.option("-a", "--req-all", is_flag=True, help="Fail (exit 3) unless every address connects.")
 @click.option("--connect-timeout", type=float, default=1.0, metavar="SEC", show_default=True,
-              help="How long to wait for connections.")
+              callback=lambda _c, _p, v: _seconds(v), help="How long to wait for connections.")
 @click.option("--log-level", type=click.IntRange(0, 5, clamp=True), default=0, metavar="0-5",
               help="Log level of machines and transport (on stderr).")
 @click.option("--no-color", is_flag=True, help="No colours (NO_COLOR is honoured too).")

@@ -161,7 +161,19 @@ def _pairs(names: Sequence[str], vals: Sequence[str]) -> dict[str, str] | None:
         raise UsageError(f"--arg and --val must come in pairs ({len(names)} --arg, {len(vals)} --val)")
     if not names:
         return None
+    for flag, texts in (("--arg", names), ("--val", vals)):
+        for t in texts:
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError:  # bytes that were not UTF-8 in argv (kept as surrogates by Python)
+                shown = t.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+                raise UsageError(f"{flag} is not valid UTF-8: {_clip(shown)}") from None
     return dict(zip(names, vals, strict=True))
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    """A value short enough for a one-line error."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _timeout(text: str | None) -> float | None:

@@ -99,6 +99,16 @@ def _json_default(obj: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------------------- printer
 
+WORD_MAX = 200  # longer words of an error line (a pasted 100 kB name) are cut; --json keeps them whole
+
+
+def clip_words(msg: str) -> str:
+    """``msg`` with each word longer than ``WORD_MAX`` cut to its start and its length, so an error stays a line."""
+    if len(msg) <= WORD_MAX:
+        return msg
+    return " ".join(w if len(w) <= WORD_MAX else f"{w[:WORD_MAX // 2]}...[{len(w)} chars]" for w in msg.split(" "))
+
+
 
 class Printer:
     """Writes results and errors.
@@ -144,7 +154,7 @@ class Printer:
             self._write(self.err, to_json({"error": err.msg, "type": err.type, "code": err.code}) + "\n")
             return
         prefix = f"{RED}err>{RESET}" if self.color else "err>"
-        self._write(self.err, f"{prefix} {err.msg}\n")
+        self._write(self.err, f"{prefix} {clip_words(err.msg)}\n")
 
     def warn(self, msg: str) -> None:
         """A warning that does not change the exit code (``err> msg`` / ``{"warning": msg}`` on stderr)."""
