@@ -4,7 +4,8 @@
 - Ctrl+D on an empty line: exit (prompt_toolkit default, raises EOFError).
 - Ctrl+Space: open the completion menu.
 - Tab / Up / Down / Ctrl+R: completion, history and reverse search (prompt_toolkit defaults).
-A Ctrl+C while a command runs (the prompt is not active) is SIGINT: the REPL turns it into ``err> interrupted``.
+A Ctrl+C while a command runs (the prompt is not active) is SIGINT: the REPL turns it into ``err> interrupted``;
+any other SIGINT is ignored (see ``Repl.run``).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ to the prompt); connection notices from background threads print above the promp
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Any
 
@@ -135,21 +136,40 @@ class Repl:
         print(f"connected {st.connected}/{st.total}", flush=True)
         s.start_background(watch=self.watch)
         self.prompt_session = self.build()
-        with patch_stdout(raw=True):
-            while True:
-                try:
-                    line = self.prompt_session.prompt()
-                except KeyboardInterrupt:
-                    continue
-                except EOFError:
-                    break
-                try:
-                    run_line(self.cx, line)
-                except ExitRepl:
-                    break
-                except KeyboardInterrupt:  # between the command and the prompt
-                    continue
+        # SIGINT raises KeyboardInterrupt only while a command runs (to cancel it). Elsewhere it is ignored: at
+        # the prompt Ctrl+C is a key anyway (the terminal is raw), and a signal that lands between two prompts
+        # (Ctrl+C held down, or pressed as a command ends) would otherwise interrupt prompt_toolkit while it
+        # builds or tears down its event loop, and leave it broken.
+        previous = signal.signal(signal.SIGINT, _ignore_sigint)
+        try:
+            with patch_stdout(raw=True):
+                while True:
+                    try:
+                        # prompt_toolkit's own SIGINT handling queues one Ctrl+C per signal, and those
+                        # that run after the prompt ended raise in its loop: the terminal's Ctrl+C key is enough
+                        line = self.prompt_session.prompt(handle_sigint=False)
+                    except KeyboardInterrupt:
+                        continue
+                    except EOFError:
+                        break
+                    try:
+                        try:
+                            signal.signal(signal.SIGINT, signal.default_int_handler)
+                            run_line(self.cx, line)
+                        finally:
+                            # a signal still pending runs the handler current when Python checks: this one
+                            signal.signal(signal.SIGINT, _ignore_sigint)
+                    except ExitRepl:
+                        break
+                    except KeyboardInterrupt:  # after the command caught its own, before the handler swap
+                        continue
+        finally:
+            signal.signal(signal.SIGINT, previous)
         return OK
+
+
+def _ignore_sigint(signum: int, frame: Any) -> None:
+    """SIGINT outside a running command: nothing to cancel."""
 
 
 def run_repl(session: Session, printer: Printer, opts: Any) -> int:
