@@ -3,7 +3,8 @@
 :func:`candidates` is the logic (pure, testable); :class:`ArpcCompleter` adapts it to prompt_toolkit. Which
 values a parameter takes comes from the ``complete`` hints of the command table (:mod:`arpc.commands`):
 after ``add MACH`` only inactive or multi states are offered, after ``remove MACH`` only active ones, states
-already on the line are left out; after ``--arg NAME`` only ``--val``.
+already on the line are left out; after ``--arg NAME`` only ``--val``. ``--arg`` names come from the lines run
+before (this session and the history), as no server declares its args.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def _values(session: Session, hint: str, mach: str | None, typed: Iterable[str])
         return sorted({p for e in session.entries() if (p := e.parent_id)})
     if hint == "address":
         return session.addresses
+    if hint == "arg":
+        return [n for n in session.arg_names if n not in typed]
     if hint == "all-states":
         return [s for s in session.state_union() if s not in typed]
     if hint.startswith("states"):
@@ -126,10 +129,13 @@ def candidates(session: Session, text: str) -> Candidates:
     expecting: click.Option | None = None
     n_arg = n_val = 0
     typed: list[str] = []  # option values that name states (excluded again)
+    typed_args: list[str] = []  # --arg names already on the line
     for w in words[1:]:
         if expecting is not None:
             if expecting.name in ("active", "inactive", "mtime_states", "state"):
                 typed.append(w)
+            elif expecting.name == "arg_names":
+                typed_args.append(w)
             expecting = None
             continue
         if w.startswith("-") and len(w) > 1 and w != "-":
@@ -151,7 +157,7 @@ def candidates(session: Session, text: str) -> Candidates:
         if hint == "file":
             return Candidates(cur, [], "file")
         mach = positional[0] if positional and arguments and arguments[0].name == "mach" else None
-        return Candidates(cur, _values(session, hint, mach, typed))
+        return Candidates(cur, _values(session, hint, mach, typed_args if hint == "arg" else typed))
     if has_args and n_arg > n_val:
         return Candidates(cur, ["--val"])
     if cur.startswith("-"):
@@ -178,6 +184,18 @@ def candidates(session: Session, text: str) -> Candidates:
     elif has_args:
         items = ["--arg"]
     return Candidates(cur, items)
+
+
+def arg_names_in(line: str) -> list[str]:
+    """The ``--arg`` names of a command line (what ``--arg`` completion offers later)."""
+    words = line.split()
+    out = []
+    for i, w in enumerate(words):
+        if w == "--arg" and i + 1 < len(words):
+            out.append(words[i + 1])
+        elif w.startswith("--arg="):
+            out.append(w[len("--arg="):])
+    return [n.strip("'\"") for n in out if n.strip("'\"")]
 
 
 class ArpcCompleter(Completer):

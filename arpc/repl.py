@@ -22,11 +22,11 @@ from prompt_toolkit.patch_stdout import patch_stdout
 from prompt_toolkit.styles import Style
 
 from .commands import COMMANDS, Cx, run_line
-from .completer import ArpcCompleter
+from .completer import ArpcCompleter, arg_names_in
 from .config import load_config
 from .errors import OK, ExitRepl
 from .format import Printer
-from .history import JsonLinesHistory
+from .history import JsonLinesHistory, read_history
 from .keys import build_key_bindings
 from .lexer import STYLE, bound_lexer
 from .session import Session
@@ -136,6 +136,9 @@ class Repl:
         print(f"connected {st.connected}/{st.total}", flush=True)
         s.start_background(watch=self.watch)
         self.prompt_session = self.build()
+        for past in read_history(self.config.history_path):
+            if "--arg" in past:
+                s.remember_args(arg_names_in(past))
         # SIGINT raises KeyboardInterrupt only while a command runs (to cancel it). Elsewhere it is ignored: at
         # the prompt Ctrl+C is a key anyway (the terminal is raw), and a signal that lands between two prompts
         # (Ctrl+C held down, or pressed as a command ends) would otherwise interrupt prompt_toolkit while it
@@ -152,6 +155,8 @@ class Repl:
                         continue
                     except EOFError:
                         break
+                    if "--arg" in line:
+                        self.session.remember_args(arg_names_in(line))
                     try:
                         try:
                             signal.signal(signal.SIGINT, signal.default_int_handler)

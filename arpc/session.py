@@ -256,6 +256,14 @@ class Filters:
 class Session:
     """The connections of one arpc run (CLI or REPL)."""
 
+    def remember_args(self, names: list[str]) -> None:
+        """Offer ``names`` first when completing ``--arg`` (at most 200 are kept)."""
+        for n in reversed(names):
+            if n in self.arg_names:
+                self.arg_names.remove(n)
+            self.arg_names.insert(0, n)
+        del self.arg_names[200:]
+
     def __init__(self, *, connector: Connector | None = None, connect_timeout: float = 1.0, eager: bool = False,
                  notify: Notify | None = None) -> None:
         self.connector: Connector = connector or default_connector
@@ -264,6 +272,7 @@ class Session:
         self.notify: Notify | None = notify
         self.opened = False
         self.opener: Callable[[], Any] | None = None  # what ensure_open() runs (the CLI's connect + checks)
+        self.arg_names: list[str] = []  # --arg names used before, most recent first (for completion)
         self._lock = threading.RLock()
         self._args: list[str] = []  # addresses from argv / connect, in order
         self._directory: str | None = None

@@ -9,7 +9,7 @@ from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
 from arpc.commands import COMMANDS
-from arpc.completer import ArpcCompleter, candidates
+from arpc.completer import ArpcCompleter, arg_names_in, candidates
 from arpc.config import inputrc_mode, load_config
 from arpc.errors import UsageError
 from arpc.format import (
@@ -88,6 +88,18 @@ def test_complete_flags_and_values(sess, x):
     assert complete(sess, "help gr") == ["group-add", "group-remove"]
     assert complete(sess, "connect ") == x.addrs
     assert complete(sess, "list -Z ") == []
+
+
+def test_complete_arg_names_from_lines_run_before(sess):
+    assert complete(sess, "add worker0 Bar --arg ") == []  # nothing used yet: no server declares its args
+    sess.remember_args(arg_names_in("add worker0 Bar --arg path --val /tmp/x --arg=mode --val fast"))
+    sess.remember_args(arg_names_in("when-args . Foo --arg 'user' --val bob"))
+    assert complete(sess, "add worker0 Bar --arg ") == ["user", "path", "mode"]  # the latest first
+    assert complete(sess, "add worker0 Bar --arg p") == ["path"]
+    assert complete(sess, "add worker0 Bar --arg path --val v --arg ") == ["user", "mode"]  # not twice
+    assert complete(sess, "group-add Bar --arg M") == ["mode"]
+    sess.remember_args(["path"])
+    assert sess.arg_names == ["path", "user", "mode"]
 
 
 def test_complete_script_paths(sess, tmp_path):

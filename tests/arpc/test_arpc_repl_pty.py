@@ -96,6 +96,24 @@ def test_completion(tmp_path):  # 42
     finish(p, 0)
 
 
+def test_arg_names_complete_from_history_and_this_session(tmp_path):
+    (tmp_path / "history").write_text(json.dumps({"datetime": "x", "block": "add . Bar --arg path --val /x"}) + "\n")
+    p = local(tmp_path)
+    p.expect(PROMPT)
+    p.send("add worker0 Bar --arg \t")  # one candidate: inserted
+    p.expect("path")
+    p.send(" --val /tmp/a\r")
+    p.expect("executed")
+    p.expect(PROMPT)
+    enter(p, "add worker0 Baz --arg zeta --val 1", "executed")
+    p.send("when-args worker0 Bar --arg \t")  # a menu, the latest first
+    p.expect("zeta")
+    p.expect("path")
+    p.send("\x15")
+    p.sendeof()
+    finish(p, 0)
+
+
 def test_ctrl_c_cancels_wait(tmp_path):  # 44
     p = local(tmp_path, "--announce")
     p.expect(PROMPT)
