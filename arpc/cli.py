@@ -31,6 +31,7 @@ With `-- COMMAND ARGS`, runs one command and exits:
 (ARPC_DEMO_SPEED=0.2 makes them five times faster).
 `arpc keygen DIR [--name NAME]` writes a CURVE key pair (NAME.key, NAME.key_secret) for --client-key and
 the server's expose(curve=..., allow=...).
+`arpc completion bash|zsh|fish` prints the shell's completion script (e.g. eval "$(arpc completion bash)").
 Exit codes: 0 ok, 1 failed, 2 usage, 3 connection, 4 canceled, 124 timeout, 130 interrupted."""
 
 
@@ -149,6 +150,8 @@ def run(argv: Sequence[str] | None = None, *, connector: Connector | None = None
     root_args, cmd = split_argv(sys.argv[1:] if argv is None else argv)
     if root_args[:1] == ["keygen"]:
         return _run_keygen(root_args[1:])
+    if root_args[:1] == ["completion"] and cmd is None:
+        return _run_completion(root_args[1:])
     demo = bool(root_args) and root_args[0] == "demo"
     parsed = parse_root(root_args[1:] if demo else root_args)
     if isinstance(parsed, int):
@@ -204,6 +207,17 @@ def _curve_connector(server_key: str | None, client_key: str | None) -> Connecto
         return default_connector(address, timeout, server_key=server_key, client_keys=client_key)
 
     return connect
+
+
+def _run_completion(args: list[str]) -> int:
+    """``arpc completion SHELL``: print the shell's completion script."""
+    from .shell_completion import SHELLS, script
+
+    if len(args) != 1 or args[0] not in SHELLS:
+        Printer().error(UsageError(f"usage: arpc completion {{{','.join(SHELLS)}}}"))
+        return USAGE
+    sys.stdout.write(script(args[0]))
+    return OK
 
 
 def _run_keygen(args: list[str]) -> int:
@@ -288,7 +302,13 @@ def _silence_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> Any:
     """Console-script entry point (``arpc``)."""
-    code = run(argv)
+    shell = os.environ.get("_ARPC_COMPLETE")
+    if shell:  # called back by a completion script (``arpc completion SHELL``)
+        from .shell_completion import answer
+
+        code = answer(shell, os.environ.get("_ARPC_LINE", ""))
+    else:
+        code = run(argv)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
