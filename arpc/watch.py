@@ -13,25 +13,6 @@ from typing import Any
 Update = dict[str, Any]
 
 
-def diff_time(names: list[str], before: list[int], after: list[int]) -> tuple[list[str], list[str], list[str]]:
-    """States activated, deactivated and re-entered (active before and after, tick moved) between two clocks."""
-    added, removed, ticked = [], [], []
-    for i, n in enumerate(names):
-        b = before[i] if i < len(before) else 0
-        a = after[i] if i < len(after) else 0
-        if a == b:
-            continue
-        if a & 1 and not b & 1:
-            added.append(n)
-        elif b & 1 and not a & 1:
-            removed.append(n)
-        elif a & 1:
-            ticked.append(n)
-        elif a - b >= 2:  # went on and off between two updates
-            ticked.append(n)
-    return added, removed, ticked
-
-
 def subscribe(mach: Any, fn: Callable[[Update], Any]) -> Callable[[], None]:
     """Call ``fn(update)`` for every accepted transition of ``mach``; returns the unsubscribe function."""
     on_update = getattr(mach, "on_update", None)
@@ -62,6 +43,7 @@ def subscribe(mach: Any, fn: Callable[[Update], Any]) -> Callable[[], None]:
 
 def _subscribe_local(mach: Any, fn: Callable[[Update], Any]) -> Callable[[], None]:
     from machine import Tracer, Transition
+    from machine.transition import tick_changes
 
     class _Watch(Tracer):
         def transition_end(self, tx: Transition) -> None:
@@ -71,7 +53,7 @@ def _subscribe_local(mach: Any, fn: Callable[[Update], Any]) -> Callable[[], Non
             before, after = list(tx.time_before), list(tx.time_after)
             if before == after:
                 return
-            added, removed, ticked = diff_time(names, before, after)
+            added, removed, ticked = tick_changes(names, before, after)
             m = tx.mutation
             fn({"time": after, "added": added, "removed": removed, "ticked": ticked,
                 "mutations": [{"type": str(m.type), "called": list(m.called), "args": dict(m.args or {}),

@@ -11,6 +11,25 @@ if TYPE_CHECKING:
     from .machine import Machine
 
 
+def tick_changes(names: list[str], before: list[int], after: list[int]) -> tuple[list[str], list[str], list[str]]:
+    """The states activated, deactivated and ticked (active before and after, or on and off in between) from
+    clock ``before`` to clock ``after``; a missing tick counts as 0."""
+    added, removed, ticked = [], [], []
+    nb, na = len(before), len(after)
+    for i, n in enumerate(names):
+        b = before[i] if i < nb else 0
+        a = after[i] if i < na else 0
+        if a == b:
+            continue
+        if a & 1 and not b & 1:
+            added.append(n)
+        elif b & 1 and not a & 1:
+            removed.append(n)
+        else:
+            ticked.append(n)
+    return added, removed, ticked
+
+
 class Transition:
     """A mutation being applied. Read-only for handlers.
 

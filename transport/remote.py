@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from machine import Ctx, Machine, Result, SchemaError, State, Waiter
 from machine.log import LazyLogger
+from machine.transition import tick_changes
 
 from . import protocol as P
 from .errors import TransportError
@@ -325,7 +326,7 @@ def _steps(names: list[str], before: list[int], after: list[int], added: list[st
             if isinstance(t, list) and len(t) == len(names) and all(type(x) is int for x in t):
                 if t == prev or any(x < y for x, y in zip(t, prev, strict=True)):
                     continue  # changed nothing, or already shown (this client's own mutation, a flush race)
-                a, r, k = _diff(names, prev, t)
+                a, r, k = tick_changes(names, prev, t)
                 steps.append({"time": list(t), "added": a, "removed": r, "ticked": k, "mutations": [mut]})
                 prev = t
             elif steps:  # no clock of its own (an older server): it belongs to the sum below
@@ -336,24 +337,10 @@ def _steps(names: list[str], before: list[int], after: list[int], added: list[st
             return [{"time": list(after), "added": added, "removed": removed, "ticked": ticked,
                      "mutations": [mu for st in steps for mu in st["mutations"]]}]
         if prev != after:  # the last clock sent is newer than the last mutation kept (e.g. an auto state)
-            a, r, k = _diff(names, prev, after)
+            a, r, k = tick_changes(names, prev, after)
             if a or r or k:
                 steps.append({"time": list(after), "added": a, "removed": r, "ticked": k, "mutations": []})
     if not steps:
         steps.append({"time": list(after), "added": added, "removed": removed, "ticked": ticked, "mutations": []})
     return steps
 
-
-def _diff(names: list[str], before: list[int], after: list[int]) -> tuple[list[str], list[str], list[str]]:
-    added, removed, ticked = [], [], []
-    for i, n in enumerate(names):
-        b, a = before[i], after[i]
-        if a == b:
-            continue
-        if a & 1 and not b & 1:
-            added.append(n)
-        elif b & 1 and not a & 1:
-            removed.append(n)
-        else:  # re-entered, or on and off between two clocks
-            ticked.append(n)
-    return added, removed, ticked
