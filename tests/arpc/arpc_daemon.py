@@ -17,18 +17,10 @@ import json
 import sys
 import threading
 
-from machine import Machine, State
-from transport import expose
+from arpc_fixture import SCHEMA  # fixture X, one definition for the local and the daemon runs
 
-SCHEMA = {
-    "Exception": State(multi=True),
-    "ErrOnClient": State(require=("Exception",)),
-    "Foo": State(remove=("Foo", "Bar", "Baz")),
-    "Bar": State(remove=("Foo", "Bar", "Baz")),
-    "Baz": State(remove=("Foo", "Bar", "Baz")),
-    "Start": State(),
-    "Ready": State(require=("Start",)),
-}
+from machine import Machine
+from transport import expose
 
 
 class Handlers:
