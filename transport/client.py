@@ -1,11 +1,12 @@
 """The client side: one DEALER socket per ``Client``.
 
 The socket belongs to whoever holds ``_io``: a caller sends its request and reads until its reply is there
-(handling pushes on the way), so a round trip involves no thread hand-off; between calls an I/O thread waits on
-the socket's fd and reads pushes. A call not answered within a second is sent again with the same sequence number
-(the server answers it from its reply cache, so it is never applied twice). Silence for a few seconds marks the
-link down; the client then says hello until the server answers, and subscribes its mirrors again. Callbacks
-(``on_status``, ``on_update``, waiters) run on the thread that read the message.
+(handling pushes on the way), so a round trip involves no thread hand-off. Between calls, the process's one client
+I/O thread (``_Reactor``) waits on the fds of every client's socket at once and reads pushes. A call not answered
+within a second is sent again with the same sequence number (the server answers it from its reply cache, so it
+is never applied twice). Silence for a few seconds marks the link down; the client then says hello until the
+server answers, and subscribes its mirrors again. Callbacks (``on_status``, ``on_update``, waiters) run on the
+thread that read the message.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 log = LazyLogger("transport.client")  # logging is imported on first use
 
 RESEND = 1.0  # seconds before an unanswered call is sent again
+SWEEP = 0.25  # seconds between two looks at every client's socket (a safety net under the fd's edges)
 
 
 class _Call:
@@ -105,11 +107,12 @@ class Client:
         self._closed = False
         self._last_rx = time.monotonic()
         self._boot: Any = None  # the server process's boot id: a new one means a restart, so re-subscribe
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._thread = threading.Thread(target=self._run, name=f"am-client {self.address}", daemon=True)
-        self._thread.start()
+        # watched by the process's one I/O thread (see _Reactor)
+        self._fd: int = sock.getsockopt(zmq.FD)
+        self._missed = False  # its fd is disarmed while a caller holds the socket
+        self._next_beat = time.monotonic() + P.HEARTBEAT
+        self._reactor = _reactor()
+        self._reactor.add(self)
         try:
             hello = self._call(P.HELLO, None, {"id": self.id, "proto": P.PROTO}, timeout=self.timeout)
             self._boot = hello.get("boot") if isinstance(hello, dict) else None
@@ -175,9 +178,9 @@ class Client:
         except TransportError:
             pass
         self._closed = True
-        self._wake()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(2.0)
+        self._reactor.remove(self)
+        with self._io:  # after any read in progress (the I/O thread's or a caller's)
+            self._sock.close(0)
         with self._lock:
             mirrors = list(self._mirrors.values())
             self._mirrors.clear()
@@ -188,11 +191,6 @@ class Client:
             call.done = True
         for rm in mirrors:
             rm._local_dispose()
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
     def __enter__(self) -> Client:
         return self
@@ -361,14 +359,15 @@ class Client:
         seq = next(self._seq)
         call = _Call(seq, kind, P.pack(kind, seq, mach, body), on_reply, sync=False)
         self._pending[seq] = call
-        with self._io:
+        self._io.acquire()
+        try:
             self._send(call.frame)
+        finally:
+            self._release()  # a send may take the fd's edge for a message that arrived meanwhile
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except (BlockingIOError, OSError):
-            pass
+        """Have the I/O thread look at this client's socket soon."""
+        self._reactor.kick(self)
 
     def _pump(self) -> None:
         """Read and handle every message waiting on the socket (the caller holds ``_io``)."""
@@ -385,56 +384,34 @@ class Client:
 
     # ------------------------------------------------------------------ the I/O thread
 
-    def _run(self) -> None:
-        """Watch the socket's fd (without holding the socket), read what arrives, keep the link alive.
+    def _service(self, now: float, ep: Any) -> None:
+        """One look at the socket, on the I/O thread: read what waits, keep the link alive.
 
-        The fd is watched edge-triggered: while a caller holds the socket it reads everything itself, so this
-        thread does not wake per round trip; it looks again every millisecond until the caller is done.
+        The fd is watched edge-triggered: while a caller holds the socket it reads everything itself, so the I/O
+        thread does not wake per round trip; it looks again every few milliseconds until the caller is done.
         """
-        ep = select.epoll()
-        zfd = self._sock.getsockopt(zmq.FD)
-        armed = select.EPOLLIN | select.EPOLLET
-        ep.register(zfd, armed)
-        ep.register(self._wake_r, select.EPOLLIN)
-        next_beat = time.monotonic() + P.HEARTBEAT
-        missed = False
+        if self._closed:
+            return
+        if not self._io.acquire(blocking=False):
+            if not self._missed:
+                self._missed = True
+                _modify(ep, self._fd, 0)
+            return
         try:
-            while not self._closed:
-                wait = min(next_beat - time.monotonic(), 0.25)
-                if missed:
-                    wait = min(wait, 0.002)
-                ep.poll(max(0.0, wait))
-                try:
-                    while os.read(self._wake_r, 4096):
-                        pass
-                except (BlockingIOError, OSError):
-                    pass
-                if self._closed:
-                    break
-                if not self._io.acquire(blocking=False):
-                    # a caller reads the socket now: stop waking on its traffic, look again shortly
-                    if not missed:
-                        ep.modify(zfd, 0)
-                        missed = True
-                    continue
-                try:
-                    if missed:
-                        ep.modify(zfd, armed)  # re-arming reports a fd that is ready already
-                        missed = False
-                    if self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                        self._pump()
-                    now = time.monotonic()
-                    if now >= next_beat:
-                        next_beat = now + P.HEARTBEAT
-                        self._beat(now)
-                finally:
-                    self._io.release()
-        except Exception:
-            log.exception("client %s I/O thread crashed", self.id)
+            if self._closed:
+                return
+            if self._missed:
+                self._missed = False
+                _modify(ep, self._fd, _ARMED)  # re-arming reports a fd that is ready already
+            if now >= self._next_beat:
+                self._next_beat = now + P.HEARTBEAT
+                self._beat(now)
+            # after the beat's send: a send handles the socket's pending commands, which can take the fd's edge
+            # for a message that arrived meanwhile, so the messages are read after it
+            if not self._closed and self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self._pump()
         finally:
-            ep.close()
-            with self._io:
-                self._sock.close(0)
+            self._release()
 
     def _beat(self, now: float) -> None:
         """Ping while connected; say hello while not (holding ``_io``)."""
@@ -524,6 +501,114 @@ class Client:
                 rm._on_args_ok(body)
         except Exception:
             log.exception("push %s for %s failed", kind, mach)
+
+
+_ARMED = select.EPOLLIN | select.EPOLLET
+
+
+def _modify(ep: Any, fd: int, events: int) -> None:
+    try:
+        ep.modify(fd, events)
+    except OSError:  # the client closed meanwhile
+        pass
+
+
+class _Reactor:
+    """The process's one I/O thread for every ``Client``: it waits on all their sockets' fds at once, so pushes
+    reaching many clients are read one after the other on one thread, with no thread hand-off per client."""
+
+    def __init__(self) -> None:
+        self._ep = select.epoll()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._ep.register(self._wake_r, select.EPOLLIN)
+        self._lock = threading.Lock()
+        self._clients: dict[int, Client] = {}  # by socket fd
+        self._kicked: set[Client] = set()
+        self._thread = threading.Thread(target=self._run, name="am-client-io", daemon=True)
+        self._thread.start()
+
+    def add(self, c: Client) -> None:
+        with self._lock:
+            self._clients[c._fd] = c
+            self._ep.register(c._fd, _ARMED)
+        self._wake()
+
+    def remove(self, c: Client) -> None:
+        with self._lock:
+            if self._clients.get(c._fd) is c:
+                del self._clients[c._fd]
+                try:
+                    self._ep.unregister(c._fd)
+                except OSError:
+                    pass
+            self._kicked.discard(c)
+
+    def kick(self, c: Client) -> None:
+        with self._lock:
+            self._kicked.add(c)
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass  # already awake (pipe full)
+
+    def _run(self) -> None:
+        ep = self._ep
+        next_sweep = time.monotonic() + SWEEP
+        while True:
+            try:
+                with self._lock:
+                    clients = list(self._clients.values())
+                now = time.monotonic()
+                wait = next_sweep - now
+                for c in clients:
+                    wait = min(wait, 0.002 if c._missed else c._next_beat - now)
+                events = ep.poll(max(0.0, wait))
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except (BlockingIOError, OSError):
+                    pass
+                with self._lock:
+                    ready = {self._clients[fd] for fd, _ in events if fd in self._clients}
+                    ready |= self._kicked
+                    self._kicked = set()
+                    clients = list(self._clients.values())
+                now = time.monotonic()
+                sweep = now >= next_sweep  # every client now and then, whatever its fd said
+                if sweep:
+                    next_sweep = now + SWEEP
+                for c in clients:
+                    if sweep or c in ready or c._missed or now >= c._next_beat:
+                        try:
+                            c._service(now, ep)
+                        except Exception:
+                            log.exception("client %s I/O failed", c.id)
+            except Exception:  # never let one bad turn stop the I/O of every client
+                log.exception("client I/O thread turn failed")
+
+
+_the_reactor: _Reactor | None = None
+_reactor_lock = threading.Lock()
+
+
+def _reactor() -> _Reactor:
+    global _the_reactor
+    r = _the_reactor
+    if r is None or _reactor_pid[0] != os.getpid():  # none yet, or a forked child (threads do not survive fork)
+        with _reactor_lock:
+            if _the_reactor is None or os.getpid() != _reactor_pid[0]:
+                _the_reactor = _Reactor()
+                _reactor_pid[0] = os.getpid()
+            r = _the_reactor
+    return r
+
+
+_reactor_pid = [0]
 
 
 def connect(addr: str, *, timeout: float = 3.0, server_key: Any = None, client_keys: Any = None,

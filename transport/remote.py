@@ -255,11 +255,20 @@ class RemoteMachine(Machine):
         self._update(new, q, mt, muts)
 
     def _update(self, new: list[int], q: int, mt: int, muts: Any) -> None:
-        before = self._time
-        added, removed, ticked = self._set_clock(new, q, mt)
-        if not self._update_cbs or not (added or removed or ticked or muts):
+        if not self._update_cbs:
+            self._set_clock(new, q, mt)
             return
-        for update in _steps(self.state_names, before, new, added, removed, ticked, muts):
+        steps = _steps(self.state_names, self._time, new, muts)
+        last = len(steps) - 1
+        for i, update in enumerate(steps):
+            # each source transition is replayed on the mirror in turn, so whoever watches the mirror (a replica's
+            # endpoint too) sees the clock of each one with its update
+            if i < last:
+                self._set_clock(update["time"])
+            else:
+                self._set_clock(new, q, mt)
+            if not (update["added"] or update["removed"] or update["ticked"] or update["mutations"]):
+                continue
             for fn in list(self._update_cbs):
                 try:
                     fn(update)
@@ -312,35 +321,33 @@ class RemoteMachine(Machine):
             entry[2]._resolve(bool(ok))
 
 
-def _steps(names: list[str], before: list[int], after: list[int], added: list[str], removed: list[str],
-           ticked: list[str], muts: Any) -> list[dict[str, Any]]:
-    """One update per source transition when the push carries each one's clock, else one update for the sum."""
+def _steps(names: list[str], before: list[int], after: list[int], muts: Any) -> list[dict[str, Any]]:
+    """One update per source transition when the push carries each one's clock, else one update for the sum;
+    the last one always ends at ``after``."""
     steps: list[dict[str, Any]] = []
+    loose: list[dict[str, Any]] = []  # mutations without a clock of their own (an older server)
+    prev = before
     if isinstance(muts, list):
-        prev = before
         for m in muts:
             if not isinstance(m, list) or len(m) < 3:
                 continue
             mut = {"type": m[0], "called": m[1], "args": m[2]}
             t = m[3] if len(m) > 3 else None
-            if isinstance(t, list) and len(t) == len(names) and all(type(x) is int for x in t):
-                if t == prev or any(x < y for x, y in zip(t, prev, strict=True)):
-                    continue  # changed nothing, or already shown (this client's own mutation, a flush race)
-                a, r, k = tick_changes(names, prev, t)
-                steps.append({"time": list(t), "added": a, "removed": r, "ticked": k, "mutations": [mut]})
-                prev = t
-            elif steps:  # no clock of its own (an older server): it belongs to the sum below
-                steps[-1]["mutations"].append(mut)
-            else:
-                steps.append({"time": None, "added": [], "removed": [], "ticked": [], "mutations": [mut]})
-        if steps and steps[0]["time"] is None:  # no per-transition clocks at all: one update, as before
-            return [{"time": list(after), "added": added, "removed": removed, "ticked": ticked,
-                     "mutations": [mu for st in steps for mu in st["mutations"]]}]
-        if prev != after:  # the last clock sent is newer than the last mutation kept (e.g. an auto state)
-            a, r, k = tick_changes(names, prev, after)
-            if a or r or k:
-                steps.append({"time": list(after), "added": a, "removed": r, "ticked": k, "mutations": []})
-    if not steps:
-        steps.append({"time": list(after), "added": added, "removed": removed, "ticked": ticked, "mutations": []})
+            if not (isinstance(t, list) and len(t) == len(names) and all(type(x) is int for x in t)):
+                (steps[-1]["mutations"] if steps else loose).append(mut)
+                continue
+            if t == prev or any(x < y for x, y in zip(t, prev, strict=True)) \
+                    or any(x > y for x, y in zip(t, after, strict=True)):
+                continue  # changed nothing, already shown (this client's own mutation), or out of step
+            a, r, k = tick_changes(names, prev, t)
+            steps.append({"time": list(t), "added": a, "removed": r, "ticked": k, "mutations": [mut]})
+            prev = t
+    if loose and steps:
+        steps[0]["mutations"][:0] = loose
+    if loose and not steps:  # no per-transition clocks at all: one update for the sum, as before
+        a, r, k = tick_changes(names, before, after)
+        return [{"time": list(after), "added": a, "removed": r, "ticked": k, "mutations": loose}]
+    if prev != after or not steps:  # what the mutations kept do not explain (e.g. an auto state, a sync)
+        a, r, k = tick_changes(names, prev, after)
+        steps.append({"time": list(after), "added": a, "removed": r, "ticked": k, "mutations": []})
     return steps
-
