@@ -67,10 +67,20 @@ class RemoteMachine(Machine):
         source is reported as one update per transition, in order (the last 64 of them; older ones are summed
         into the first). Called on the thread that read the push.
         """
-        self._update_cbs.append(fn)
-        if not self._muts:
+        if self._muts:
+            self._update_cbs.append(fn)
+        else:
+            def subscribed(info: Any) -> None:
+                self._on_resub(info)
+                # from this clock on every push carries its mutations: no summed step reaches fn first
+                self._update_cbs.append(fn)
+
             self._muts = True
-            self._client._call(P.SUB, self._id, {"muts": True}, on_reply=self._on_resub)
+            try:
+                self._client._call(P.SUB, self._id, {"muts": True}, on_reply=subscribed)
+            except BaseException:
+                self._muts = False
+                raise
 
         def off() -> None:
             try:

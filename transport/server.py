@@ -27,6 +27,7 @@ log = LazyLogger("transport.server")  # logging is imported on first use
 
 MAX_WHEN_ARGS = 256  # pending server-side waiters per client session
 MAX_MUTS = 64  # mutations remembered per machine between two pushes
+LATER_MAX = 0.05  # seconds a push to watchers may wait for the record of its last mutation
 # a last-sent clock that matches no real one: the next push to that mirror fails its checksum, so it syncs
 _STALE: list[int] = []
 
@@ -159,6 +160,7 @@ class Endpoint:
         self._retry: set[str] = set()  # machines with a push that could not be delivered
         self._muts: dict[str, deque[list[Any]]] = {}
         self._want_muts: dict[str, int] = {}
+        self._later: dict[str, float] = {}  # machines whose push waits for a mutation record -> since when
         self._ctl: deque[Callable[[], None]] = deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -305,7 +307,7 @@ class Endpoint:
         next_sweep = time.monotonic() + 1.0
         try:
             while not self._stopped:
-                events = dict(poller.poll(500))
+                events = dict(poller.poll(1 if self._later else 500))
                 if self._wake_r in events:
                     try:
                         while os.read(self._wake_r, 4096):
@@ -328,6 +330,8 @@ class Endpoint:
                         fn()
                     except Exception:
                         log.exception("endpoint task failed")
+                if self._later:
+                    self._dirty.update(self._later)
                 if self._dirty:
                     self._flush()
                 now = time.monotonic()
@@ -579,13 +583,31 @@ class Endpoint:
         for mach_id in dirty:
             m = self._machs.get(mach_id)
             if m is None:
+                self._later.pop(mach_id, None)
                 continue
-            muts_q = self._muts.pop(mach_id, None)
-            muts = list(muts_q) if muts_q else None
+            muts_q = self._muts.get(mach_id)
+            muts: list[list[Any]] | None = None
+            if muts_q:
+                muts = []
+                while muts_q:  # popleft, not the deque itself: a machine thread may be appending to it
+                    muts.append(muts_q.popleft())
             t = m._time  # replaced, never changed in place: a consistent snapshot without a copy
             q, mt = m.queue_tick, m.machine_tick
             if len(t) == 0:
                 continue
+            if self._want_muts.get(mach_id) and (not muts or muts[-1][3] != t):
+                # the clock shows a transition whose mutation is not recorded yet (the machine sets its clock,
+                # then calls transition_end): push once it is, a moment later, so a watcher gets each transition
+                # with its mutation. A clock change without a mutation (a sync) goes out after LATER_MAX.
+                now = time.monotonic()
+                since = self._later.setdefault(mach_id, now)
+                if now - since < LATER_MAX:
+                    if muts:
+                        q_now = self._muts.setdefault(mach_id, deque(maxlen=MAX_MUTS))
+                        room = MAX_MUTS - len(q_now)
+                        q_now.extendleft(reversed(muts[-room:] if room > 0 else []))
+                    continue
+            self._later.pop(mach_id, None)
             csum = -1
             # mirrors that saw the same clock get the same bytes: encode each distinct update once
             frames: dict[tuple[int, bool], tuple[list[int], bytes]] = {}  # the list kept alive: its id is a key

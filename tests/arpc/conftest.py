@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +18,12 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+
+# a suite started in the background (`&`, nohup) inherits SIGINT ignored, and so would every REPL and CLI it
+# spawns: the Ctrl+C tests would fail for the shell's reason, not ours. A handler (unlike SIG_IGN) is reset to
+# the default in a child at exec, so installing Python's own restores SIGINT for the children too.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from arpc_fixture import HANDLERS, make_x  # noqa: E402
 

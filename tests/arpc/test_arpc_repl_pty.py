@@ -17,6 +17,7 @@ from arpc_e2e import HERE, ROOT, Daemon, env, transport_works
 PROMPT = "arpc> "
 GREEN, YELLOW, RED = (re.escape(f"\x1b[0;{c};1m{PROMPT}") for c in (32, 33, 31))
 ERR = r"err>(?:\x1b\[[0-9;]*m)* "  # coloured or not
+RESULT = r"=>(?:\x1b\[[0-9;]*m)* "  # coloured or not
 
 
 def spawn(args, tmp_path, **extra):
@@ -180,7 +181,9 @@ def test_repl_on_daemon(tmp_path):  # 41, 42, 44 against real connections
         enter(p, "", "executed")
         enter(p, "when worker2 Foo --timeout 100ms", ERR + "timeout")
         enter(p, "add worker2 Foo", "executed")
-        enter(p, "when worker2 Foo", "1")
+        # the result line itself: a bare "1" matches the "\x1b[?12l" of a redraw, and then a Ctrl+D sent while the
+        # command still runs (terminal in cooked mode) reaches the next prompt as NUL = Ctrl+Space
+        enter(p, "when worker2 Foo", RESULT + "1\r\n")
         p.sendeof()
         finish(p, 0)
     finally:

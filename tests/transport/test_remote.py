@@ -372,3 +372,47 @@ def test_on_update_reports_each_transition_of_a_coalesced_push() -> None:
         if rep_ep is not None:
             rep_ep.stop()
         ep.stop()
+
+
+def test_a_push_never_outruns_the_record_of_its_mutation() -> None:
+    # the source sets its clock, runs its final handlers, then records the mutation (transition_end): a flush in
+    # between saw the new clock without the mutation, and the watcher got that step with no mutation (and the
+    # mutation was then lost). Here a final handler holds that window open while a flush is due.
+    from machine import Event, Machine, State
+    from transport import expose
+
+    entered, go = threading.Event(), threading.Event()
+
+    class H:
+        def BState(self, e: Event) -> None:
+            entered.set()
+            go.wait(5)
+
+    src = Machine({"A": State(), "B": State()}, id="win", handlers=H())
+    ep = expose(src)
+    t = None
+    try:
+        with connect(ep.address) as c:
+            rm = c.machine("win")
+            got: list[dict] = []
+            rm.on_update(got.append)
+            release = _held(ep)
+            try:
+                src.add("A")  # recorded, the machine dirty
+                t = threading.Thread(target=lambda: src.add("B", args={"n": 2}))
+                t.start()
+                assert entered.wait(5)  # B's clock is out, its mutation not yet recorded
+            finally:
+                release.set()
+            assert until(lambda: bool(got) or "win" in getattr(ep, "_later", ()))  # the flush ran
+            go.set()
+            t.join(5)
+            assert until(lambda: sum(len(u["mutations"]) for u in got) >= 2)  # both transitions reported
+            assert [(u["added"], [m["called"] for m in u["mutations"]]) for u in got] == [
+                (["A"], [["A"]]), (["B"], [["B"]])]
+            assert got[1]["mutations"][0]["args"] == {"n": 2}
+    finally:
+        go.set()
+        if t is not None:
+            t.join(5)
+        ep.stop()
