@@ -801,7 +801,8 @@ def transport_section(ctx: Ctx) -> Report:
         "diff that the mirror applies before the call returns).",
         f"Pipelining: {r['k']} mutations, best of 3; raw keeps 100 requests in flight; ours sends `add_ns` "
         "(no reply) then one `sync()` and checks the final tick.",
-        f"Fan-out: {f['mirrors']} mirrors in 4 worker processes (one Client each), a control client adds M "
+        f"Fan-out: {f['mirrors']} mirrors in 4 worker processes (one Client each; the clients of a process "
+        "share its one I/O thread), a control client adds M "
         f"{f['rounds']} times 20 ms apart; latency = when a mirror's `when_time` waiter for the next tick "
         "resolved, minus when the add was sent (CLOCK_MONOTONIC across processes).",
     ]
