@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 log = LazyLogger("transport.client")  # logging is imported on first use
 
+_POLLIN = int(zmq.POLLIN)  # plain ints: an IntFlag operand makes every `&` build an enum member
+_NB = int(zmq.NOBLOCK)
 RESEND = 1.0  # seconds before an unanswered call is sent again
 SWEEP = 0.25  # seconds between two looks at every client's socket (a safety net under the fd's edges)
 
@@ -310,7 +312,7 @@ class Client:
         lets libzmq process its command mailbox, which re-arms the edge-triggered fd the I/O thread watches:
         without it, calls see millisecond stalls at the 99th percentile."""
         try:
-            more = bool(self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+            more = bool(self._sock.getsockopt(zmq.EVENTS) & _POLLIN)
         except zmq.ZMQError:
             more = False
         self._io.release()
@@ -319,7 +321,7 @@ class Client:
 
     def _send(self, frame: bytes) -> bool:
         try:
-            self._sock.send(frame, zmq.NOBLOCK)
+            self._sock.send(frame, _NB)
             return True
         except zmq.Again:
             return False  # no connection (IMMEDIATE): a call is resent, a notification to a dead peer is lost
@@ -344,7 +346,7 @@ class Client:
         try:
             # blocking (SNDTIMEO = the timeout): backpressure when the server's queue for this client is full;
             # an error, never a silent drop, when it stays full or there is no connection
-            self._sock.send(frame, 0 if block else zmq.NOBLOCK)
+            self._sock.send(frame, 0 if block else _NB)
         except zmq.Again:
             if not block:
                 return
@@ -374,9 +376,9 @@ class Client:
         sock = self._sock
         for _ in range(100_000):
             try:
-                if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # cheaper than catching Again
+                if not sock.getsockopt(zmq.EVENTS) & _POLLIN:  # cheaper than catching Again
                     return
-                data = sock.recv(zmq.NOBLOCK, copy=True)
+                data = sock.recv(_NB, copy=True)
             except zmq.ZMQError:
                 return
             self._last_rx = time.monotonic()
@@ -408,7 +410,7 @@ class Client:
                 self._beat(now)
             # after the beat's send: a send handles the socket's pending commands, which can take the fd's edge
             # for a message that arrived meanwhile, so the messages are read after it
-            if not self._closed and self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if not self._closed and self._sock.getsockopt(zmq.EVENTS) & _POLLIN:
                 self._pump()
         finally:
             self._release()

@@ -28,6 +28,7 @@ log = LazyLogger("transport.server")  # logging is imported on first use
 MAX_WHEN_ARGS = 256  # pending server-side waiters per client session
 MAX_MUTS = 64  # mutations remembered per machine between two pushes
 _NB = int(zmq.NOBLOCK)
+_POLLIN = int(zmq.POLLIN)  # plain ints: an IntFlag operand makes every `&` build an enum member
 _MORE_NB = int(zmq.NOBLOCK | zmq.SNDMORE)
 LATER_MAX = 0.05  # seconds a push to watchers may wait for the record of its last mutation
 # a last-sent clock that matches no real one: the next push to that mirror fails its checksum, so it syncs
@@ -318,14 +319,14 @@ class Endpoint:
                         pass
                 if sock in events:
                     for _ in range(1000):  # a batch, then pushes, so one busy client can't starve the rest
-                        if not int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:  # cheaper than catching Again
+                        if not int(sock.getsockopt(zmq.EVENTS)) & _POLLIN:  # cheaper than catching Again
                             break
                         if self._curve:  # the client's key (User-Id) decides its session and its rights
-                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                            frames = sock.recv_multipart(_NB, copy=False)
                             user = frames[-1].get("User-Id")
                             self._handle([f.bytes for f in frames], user if isinstance(user, str) else None)
                         else:
-                            self._handle(sock.recv_multipart(zmq.NOBLOCK, copy=True))
+                            self._handle(sock.recv_multipart(_NB, copy=True))
                 while self._ctl:
                     fn = self._ctl.popleft()
                     try:
