@@ -371,18 +371,20 @@ class Client:
         """Have the I/O thread look at this client's socket soon."""
         self._reactor.kick(self)
 
-    def _pump(self) -> None:
-        """Read and handle every message waiting on the socket (the caller holds ``_io``)."""
+    def _pump(self) -> bool:
+        """Read and handle every message waiting on the socket (the caller holds ``_io``); False when it stopped
+        at its bound with messages left."""
         sock = self._sock
         for _ in range(100_000):
             try:
                 if not sock.getsockopt(zmq.EVENTS) & _POLLIN:  # cheaper than catching Again
-                    return
+                    return True
                 data = sock.recv(_NB, copy=True)
             except zmq.ZMQError:
-                return
+                return True
             self._last_rx = time.monotonic()
             self._handle(data)
+        return False
 
     # ------------------------------------------------------------------ the I/O thread
 
@@ -394,6 +396,7 @@ class Client:
         """
         if self._closed:
             return
+        checked = False
         if not self._io.acquire(blocking=False):
             if not self._missed:
                 self._missed = True
@@ -410,10 +413,16 @@ class Client:
                 self._beat(now)
             # after the beat's send: a send handles the socket's pending commands, which can take the fd's edge
             # for a message that arrived meanwhile, so the messages are read after it
+            # then the last thing done with the socket was asking its events, and nothing waits (unless the pump
+            # stopped at its bound): the release need not ask again
+            checked = True
             if not self._closed and self._sock.getsockopt(zmq.EVENTS) & _POLLIN:
-                self._pump()
+                checked = self._pump()
         finally:
-            self._release()
+            if checked:
+                self._io.release()
+            else:
+                self._release()
 
     def _beat(self, now: float) -> None:
         """Ping while connected; say hello while not (holding ``_io``)."""
@@ -570,13 +579,16 @@ class _Reactor:
                 for c in clients:
                     wait = min(wait, 0.002 if c._missed else c._next_beat - now)
                 events = ep.poll(max(0.0, wait))
-                try:
-                    while os.read(self._wake_r, 4096):
+                wake_r = self._wake_r
+                if any(fd == wake_r for fd, _ in events):
+                    try:
+                        while os.read(wake_r, 4096):
+                            pass
+                    except (BlockingIOError, OSError):
                         pass
-                except (BlockingIOError, OSError):
-                    pass
                 with self._lock:
-                    ready = {self._clients[fd] for fd, _ in events if fd in self._clients}
+                    by_fd = self._clients
+                    ready = {by_fd[fd] for fd, _ in events if fd in by_fd}
                     ready |= self._kicked
                     self._kicked = set()
                     clients = list(self._clients.values())
