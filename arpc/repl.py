@@ -158,12 +158,14 @@ class Repl:
                     if "--arg" in line:
                         self.session.remember_args(arg_names_in(line))
                     try:
+                        eof = _eof_key_off()
                         try:
                             signal.signal(signal.SIGINT, signal.default_int_handler)
                             run_line(self.cx, line)
                         finally:
                             # a signal still pending runs the handler current when Python checks: this one
                             signal.signal(signal.SIGINT, _ignore_sigint)
+                            _eof_key_on(eof)
                     except ExitRepl:
                         break
                     except KeyboardInterrupt:  # after the command caught its own, before the handler swap
@@ -171,6 +173,34 @@ class Repl:
         finally:
             signal.signal(signal.SIGINT, previous)
         return OK
+
+
+def _eof_key_off() -> Any:
+    """While a command runs the terminal is in cooked mode, where a Ctrl+D typed ahead becomes an end-of-file mark
+    that the next prompt reads as NUL (Ctrl+Space). With the EOF key off it stays a plain Ctrl+D, which the next
+    prompt then takes as "exit". Returns what to restore (None: stdin is not a terminal)."""
+    try:
+        import termios
+
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd)
+        changed = [*saved[:6], list(saved[6])]
+        changed[6][termios.VEOF] = b"\x00"  # _POSIX_VDISABLE on Linux
+        termios.tcsetattr(fd, termios.TCSANOW, changed)
+        return saved
+    except Exception:  # noqa: BLE001 - not a terminal, or no termios: nothing to do
+        return None
+
+
+def _eof_key_on(saved: Any) -> None:
+    if saved is None:
+        return
+    try:
+        import termios
+
+        termios.tcsetattr(sys.stdin.fileno(), termios.TCSANOW, saved)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _ignore_sigint(signum: int, frame: Any) -> None:

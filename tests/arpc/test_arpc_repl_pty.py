@@ -115,6 +115,16 @@ def test_arg_names_complete_from_history_and_this_session(tmp_path):
     finish(p, 0)
 
 
+def test_ctrl_d_typed_while_a_command_runs_exits_at_the_next_prompt(tmp_path):
+    p = local(tmp_path, "--announce")
+    p.expect(PROMPT)
+    p.sendline("when worker2 Foo --timeout 1s")
+    p.expect_exact("[waiting]")
+    p.send("\x04")  # typed ahead: the terminal is in cooked mode while the command runs
+    p.expect(ERR + "timeout")
+    finish(p, 0)
+
+
 def test_ctrl_c_cancels_wait(tmp_path):  # 44
     p = local(tmp_path, "--announce")
     p.expect(PROMPT)
