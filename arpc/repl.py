@@ -142,12 +142,25 @@ class Repl:
         # SIGINT raises KeyboardInterrupt only while a command runs (to cancel it). Elsewhere it is ignored: at
         # the prompt Ctrl+C is a key anyway (the terminal is raw), and a signal that lands between two prompts
         # (Ctrl+C held down, or pressed as a command ends) would otherwise interrupt prompt_toolkit while it
-        # builds or tears down its event loop, and leave it broken.
-        previous = signal.signal(signal.SIGINT, _ignore_sigint)
+        # builds or tears down its event loop, and leave it broken. One handler and a flag, never a swap of
+        # handlers: a signal pending across a swap would run the wrong one.
+        running = [False]
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            if running[0]:
+                raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        eof: Any = None
         try:
             with patch_stdout(raw=True):
                 while True:
                     try:
+                        # reset first, in this try: a KeyboardInterrupt that lands here just starts the turn again
+                        running[0] = False
+                        if eof is not None:
+                            _eof_key_on(eof)
+                            eof = None
                         # prompt_toolkit's own SIGINT handling queues one Ctrl+C per signal, and those
                         # that run after the prompt ended raise in its loop: the terminal's Ctrl+C key is enough
                         line = self.prompt_session.prompt(handle_sigint=False)
@@ -159,18 +172,15 @@ class Repl:
                         self.session.remember_args(arg_names_in(line))
                     try:
                         eof = _eof_key_off()
-                        try:
-                            signal.signal(signal.SIGINT, signal.default_int_handler)
-                            run_line(self.cx, line)
-                        finally:
-                            # a signal still pending runs the handler current when Python checks: this one
-                            signal.signal(signal.SIGINT, _ignore_sigint)
-                            _eof_key_on(eof)
+                        running[0] = True
+                        run_line(self.cx, line)
                     except ExitRepl:
                         break
-                    except KeyboardInterrupt:  # after the command caught its own, before the handler swap
+                    except KeyboardInterrupt:  # after the command caught its own, before the flag is reset
                         continue
         finally:
+            running[0] = False
+            _eof_key_on(eof)
             signal.signal(signal.SIGINT, previous)
         return OK
 
@@ -201,10 +211,6 @@ def _eof_key_on(saved: Any) -> None:
         termios.tcsetattr(sys.stdin.fileno(), termios.TCSANOW, saved)
     except Exception:  # noqa: BLE001
         pass
-
-
-def _ignore_sigint(signum: int, frame: Any) -> None:
-    """SIGINT outside a running command: nothing to cancel."""
 
 
 def run_repl(session: Session, printer: Printer, opts: Any) -> int:

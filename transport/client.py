@@ -181,8 +181,15 @@ class Client:
             pass
         self._closed = True
         self._reactor.remove(self)
-        with self._io:  # after any read in progress (the I/O thread's or a caller's)
-            self._sock.close(0)
+        # after any read in progress (the I/O thread's or a caller's), bounded: two clients closing each other
+        # from their callbacks must not wait on each other for ever (then the socket is left to the collector)
+        if self._io.acquire(timeout=2.0):
+            try:
+                self._sock.close(0)
+            finally:
+                self._io.release()
+        else:
+            log.warning("client %s: socket busy at close, left to be collected", self.id)
         with self._lock:
             mirrors = list(self._mirrors.values())
             self._mirrors.clear()
@@ -388,7 +395,7 @@ class Client:
 
     # ------------------------------------------------------------------ the I/O thread
 
-    def _service(self, now: float, ep: Any) -> None:
+    def _service(self, now: float) -> None:
         """One look at the socket, on the I/O thread: read what waits, keep the link alive.
 
         The fd is watched edge-triggered: while a caller holds the socket it reads everything itself, so the I/O
@@ -400,21 +407,24 @@ class Client:
         if not self._io.acquire(blocking=False):
             if not self._missed:
                 self._missed = True
-                _modify(ep, self._fd, 0)
+                self._reactor.arm(self, False)
             return
         try:
             if self._closed:
                 return
             if self._missed:
                 self._missed = False
-                _modify(ep, self._fd, _ARMED)  # re-arming reports a fd that is ready already
-            if now >= self._next_beat:
-                self._next_beat = now + P.HEARTBEAT
-                self._beat(now)
-            # after the beat's send: a send handles the socket's pending commands, which can take the fd's edge
-            # for a message that arrived meanwhile, so the messages are read after it
-            # then the last thing done with the socket was asking its events, and nothing waits (unless the pump
-            # stopped at its bound): the release need not ask again
+                self._reactor.arm(self, True)  # re-arming reports a fd that is ready already
+            # read first: after a stall, pongs already waiting must count before the beat judges the link
+            if self._sock.getsockopt(zmq.EVENTS) & _POLLIN:
+                self._pump()
+            if now >= self._next_beat and not self._closed:
+                self._next_beat = time.monotonic() + P.HEARTBEAT
+                self._beat(time.monotonic())
+            # and again after the beat's send: a send handles the socket's pending commands, which can take the
+            # fd's edge for a message that arrived meanwhile. Then the last thing done with the socket was
+            # asking its events and nothing waits (unless the pump stopped at its bound): the release need not
+            # ask again
             checked = True
             if not self._closed and self._sock.getsockopt(zmq.EVENTS) & _POLLIN:
                 checked = self._pump()
@@ -537,8 +547,14 @@ class _Reactor:
         self._lock = threading.Lock()
         self._clients: dict[int, Client] = {}  # by socket fd
         self._kicked: set[Client] = set()
+        # a forked child shares the epoll and the wake pipe with this process: it must never touch them
+        self._pid = os.getpid()
         self._thread = threading.Thread(target=self._run, name="am-client-io", daemon=True)
         self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._pid == os.getpid() and self._thread.is_alive()
 
     def add(self, c: Client) -> None:
         with self._lock:
@@ -547,6 +563,8 @@ class _Reactor:
         self._wake()
 
     def remove(self, c: Client) -> None:
+        if self._pid != os.getpid():
+            return
         with self._lock:
             if self._clients.get(c._fd) is c:
                 del self._clients[c._fd]
@@ -556,7 +574,16 @@ class _Reactor:
                     pass
             self._kicked.discard(c)
 
+    def arm(self, c: Client, on: bool) -> None:
+        """(Dis)arm a client's fd; only while it is still the one registered under that fd number (a closed
+        client's number may already belong to a new client)."""
+        with self._lock:
+            if self._clients.get(c._fd) is c and not c._closed:
+                _modify(self._ep, c._fd, _ARMED if on else 0)
+
     def kick(self, c: Client) -> None:
+        if self._pid != os.getpid():
+            return
         with self._lock:
             self._kicked.add(c)
         self._wake()
@@ -599,10 +626,10 @@ class _Reactor:
                 for c in clients:
                     if sweep or c in ready or c._missed or now >= c._next_beat:
                         try:
-                            c._service(now, ep)
-                        except Exception:
+                            c._service(now)
+                        except BaseException:  # even SystemExit from a callback: the other clients go on
                             log.exception("client %s I/O failed", c.id)
-            except Exception:  # never let one bad turn stop the I/O of every client
+            except BaseException:  # never let one bad turn stop the I/O of every client
                 log.exception("client I/O thread turn failed")
 
 
@@ -613,16 +640,12 @@ _reactor_lock = threading.Lock()
 def _reactor() -> _Reactor:
     global _the_reactor
     r = _the_reactor
-    if r is None or _reactor_pid[0] != os.getpid():  # none yet, or a forked child (threads do not survive fork)
+    if r is None or not r.alive:  # none yet, a forked child (threads do not survive fork), or it died
         with _reactor_lock:
-            if _the_reactor is None or os.getpid() != _reactor_pid[0]:
+            if _the_reactor is None or not _the_reactor.alive:
                 _the_reactor = _Reactor()
-                _reactor_pid[0] = os.getpid()
             r = _the_reactor
     return r
-
-
-_reactor_pid = [0]
 
 
 def connect(addr: str, *, timeout: float = 3.0, server_key: Any = None, client_keys: Any = None,

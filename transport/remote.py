@@ -65,7 +65,8 @@ class RemoteMachine(Machine):
         ``update`` = ``{"time", "added", "removed", "ticked", "mutations"}``; ``mutations`` lists the source's
         mutations behind the change (``{"type", "called", "args"}``). A push that sums several transitions of the
         source is reported as one update per transition, in order (the last 64 of them; older ones are summed
-        into the first). Called on the thread that read the push.
+        into the first); the mirror already shows the push's last clock. Called on the thread that read the
+        push: the process's one client I/O thread, shared by every client, so ``fn`` must not block.
         """
         if self._muts:
             self._update_cbs.append(fn)
@@ -265,18 +266,12 @@ class RemoteMachine(Machine):
         self._update(new, q, mt, muts)
 
     def _update(self, new: list[int], q: int, mt: int, muts: Any) -> None:
+        before = self._time
+        # the push's clock at once: a callback below that mutates gets its reply's diff against this clock
+        self._set_clock(new, q, mt)
         if not self._update_cbs:
-            self._set_clock(new, q, mt)
             return
-        steps = _steps(self.state_names, self._time, new, muts)
-        last = len(steps) - 1
-        for i, update in enumerate(steps):
-            # each source transition is replayed on the mirror in turn, so whoever watches the mirror (a replica's
-            # endpoint too) sees the clock of each one with its update
-            if i < last:
-                self._set_clock(update["time"])
-            else:
-                self._set_clock(new, q, mt)
+        for update in _steps(self.state_names, before, new, muts):
             if not (update["added"] or update["removed"] or update["ticked"] or update["mutations"]):
                 continue
             for fn in list(self._update_cbs):

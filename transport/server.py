@@ -164,6 +164,7 @@ class Endpoint:
         self._muts: dict[str, deque[list[Any]]] = {}
         self._want_muts: dict[str, int] = {}
         self._later: dict[str, float] = {}  # machines whose push waits for a mutation record -> since when
+        self._held: dict[str, list[list[Any]]] = {}  # their records drained meanwhile, oldest first
         self._ctl: deque[Callable[[], None]] = deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -224,12 +225,19 @@ class Endpoint:
                 m.detach_tracer(tracer)
             except ValueError:
                 pass
+        self._post(lambda: self._forget_muts(mach_id))
         path = self._files.pop(mach_id, None)
         if path is not None:
             try:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+
+    def _forget_muts(self, mach_id: str) -> None:
+        """Drop what was kept for a machine's watchers (on the I/O thread, once it is no longer served)."""
+        if mach_id not in self._machs:
+            for d in (self._muts, self._held, self._later):
+                d.pop(mach_id, None)
 
     def send_payload(self, name: str, data: Any, *, client: str | None = None, mach: str | None = None) -> int:
         """Push ``data`` (msgpack-serializable) to one client (by its id) or to every connected client.
@@ -590,28 +598,29 @@ class Endpoint:
             m = self._machs.get(mach_id)
             if m is None:
                 self._later.pop(mach_id, None)
+                self._held.pop(mach_id, None)
                 continue
-            muts_q = self._muts.get(mach_id)
-            muts: list[list[Any]] | None = None
-            if muts_q:
-                muts = []
-                while muts_q:  # popleft, not the deque itself: a machine thread may be appending to it
-                    muts.append(muts_q.popleft())
             t = m._time  # replaced, never changed in place: a consistent snapshot without a copy
             q, mt = m.queue_tick, m.machine_tick
             if len(t) == 0:
                 continue
+            muts = self._held.pop(mach_id, None)
+            muts_q = self._muts.get(mach_id)
+            if muts_q:
+                muts = muts or []
+                while muts_q:  # popleft, not the deque itself: a machine thread may be appending to it
+                    muts.append(muts_q.popleft())
+                del muts[:-MAX_MUTS]
             if self._want_muts.get(mach_id) and (not muts or muts[-1][3] != t):
                 # the clock shows a transition whose mutation is not recorded yet (the machine sets its clock,
                 # then calls transition_end): push once it is, a moment later, so a watcher gets each transition
-                # with its mutation. A clock change without a mutation (a sync) goes out after LATER_MAX.
+                # with its mutation. After LATER_MAX the push goes out anyway: a clock change with no mutation (a
+                # sync), or a final handler slower than that (its record then comes too late and is not sent).
                 now = time.monotonic()
                 since = self._later.setdefault(mach_id, now)
                 if now - since < LATER_MAX:
                     if muts:
-                        q_now = self._muts.setdefault(mach_id, deque(maxlen=MAX_MUTS))
-                        room = MAX_MUTS - len(q_now)
-                        q_now.extendleft(reversed(muts[-room:] if room > 0 else []))
+                        self._held[mach_id] = muts  # the endpoint's own list: machine threads never touch it
                     continue
             self._later.pop(mach_id, None)
             csum = -1

@@ -416,3 +416,61 @@ def test_a_push_never_outruns_the_record_of_its_mutation() -> None:
         if t is not None:
             t.join(5)
         ep.stop()
+
+
+def test_a_mutation_from_a_callback_of_a_summed_push_reaches_the_mirror() -> None:
+    # on_update gets one update per transition of a summed push; a mutation made from one of those callbacks
+    # gets its reply's diff against the push's last clock, which the mirror must already show
+    from machine import Machine, State
+    from transport import expose
+
+    src = Machine({"A": State(), "B": State(), "C": State(), "Foo": State()}, id="cb")
+    ep = expose(src)
+    try:
+        with connect(ep.address) as c:
+            rm = c.machine("cb")
+            results: list[int] = []
+            done = threading.Event()
+
+            def on(u: dict) -> None:
+                if u["added"] == ["B"]:
+                    results.append(rm.add("Foo"))  # a round trip on this client, from its callback
+                if u["added"] == ["C"]:
+                    done.set()
+
+            rm.on_update(on)
+            release = _held(ep)
+            try:
+                src.add("A")
+                src.add("B")
+                src.add("C")
+            finally:
+                release.set()
+            assert done.wait(5)
+            assert results == [Result.EXECUTED] and src.is_active("Foo")
+            assert rm.is_active("Foo") and rm.time() == src.time()
+    finally:
+        ep.stop()
+
+
+def test_a_callback_that_raises_system_exit_stops_no_other_client() -> None:
+    from machine import Machine, State
+    from transport import expose
+
+    src = Machine({"A": State(multi=True)}, id="sx")
+    ep = expose(src)
+    try:
+        with connect(ep.address) as bad, connect(ep.address) as good:
+            rb, rg = bad.machine("sx"), good.machine("sx")
+
+            def exits(u: dict) -> None:
+                raise SystemExit(3)
+
+            rb.on_update(exits)
+            for n in (1, 2):  # ticks to come: A is multi, so a second add re-enters it (+2)
+                w = rg.when_ticks("A", n)
+                src.add("A")
+                assert w.wait(5), "the other client stopped receiving"
+            assert until(lambda: rb.tick("A") == src.tick("A"))  # and the bad one's mirror too
+    finally:
+        ep.stop()
