@@ -25,22 +25,12 @@ sys.path.insert(0, os.path.dirname(__file__))
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+from arpc_e2e import Run as Out  # noqa: E402  (one result type for every arpc run)
 from arpc_fixture import HANDLERS, make_x  # noqa: E402
 
 from arpc.cli import run  # noqa: E402
 from arpc.local import LocalNet  # noqa: E402
 from machine import Machine  # noqa: E402
-
-
-@dataclass
-class Out:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def lines(self) -> list[str]:
-        return self.out.splitlines()
 
 
 @dataclass

@@ -26,13 +26,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pexpect
 import pytest
 from arpc_e2e import HERE, PY, ROOT, Daemon, env, transport_works, until
+from arpc_e2e import Run as Out
 
 pytestmark = pytest.mark.skipif(not transport_works(), reason="transport not available")
 
@@ -45,13 +45,6 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     d = Daemon(tmp_path_factory.mktemp("bad") / "addrs")
     yield d
     d.stop()
-
-
-@dataclass
-class Out:
-    code: int
-    out: str
-    err: str
 
 
 def run(argv: list[str | bytes], timeout: float = 30) -> Out:
