@@ -5,6 +5,8 @@ from __future__ import annotations
 import _thread
 import json
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -138,12 +140,34 @@ def test_dot_is_first_connected_by_id(cli, x):
 # ------------------------------------------------------------------------------------------------ waiting
 
 
+@contextmanager
+def repeating(step: Callable[[], None], times: int = 200) -> Iterator[None]:
+    """Run ``step()`` on a thread every 10 ms (at most ``times`` times) while the block runs: a command under
+    test subscribes before it waits, so a single change could come before it looks; repeating needs no sleep."""
+    done = threading.Event()
+
+    def loop() -> None:
+        for _ in range(times):
+            if done.is_set():
+                return
+            step()
+            done.wait(0.01)
+
+    t = threading.Thread(target=loop)
+    t.start()
+    try:
+        yield
+    finally:
+        done.set()
+        t.join(10)
+
+
 def test_when_resolves_when_added_later(cli, x):  # 26
     m = x.machs["worker1"]
     t = threading.Thread(target=lambda: m.add("Bar"))
     t.start()
     r = cli("when", "worker1", "Bar", "--timeout", "5s")
-    t.join()
+    t.join(10)
     assert (r.code, r.out) == (OK, "1\n")
 
 
@@ -170,7 +194,7 @@ def test_when_not(cli, x):  # 29
     t = threading.Thread(target=lambda: m.add("Bar"))
     t.start()
     r = cli("when-not", "worker0", "Foo", "--timeout", "5s")
-    t.join()
+    t.join(10)
     assert (r.code, r.out) == (OK, "2\n")
 
 
@@ -185,7 +209,7 @@ def test_when_time(cli, x):  # 30
     t = threading.Thread(target=flip)
     t.start()
     r = cli("when-time", "worker2", "-s", "Foo", "-t", "3", "--timeout", "5s")
-    t.join()
+    t.join(10)
     assert (r.code, r.out) == (OK, "[3]\n")
     r = cli("when-time", "worker2", "-s", "Foo", "-s", "Bar", "-t", "3")
     assert r.code == USAGE and "must be the same" in r.err
@@ -196,27 +220,17 @@ def test_when_time(cli, x):  # 30
 
 def test_when_args(cli, x):
     m = x.machs["worker2"]
-    done = threading.Event()
     seen_no = []
 
-    def mutate():  # the waiter only sees activations after it exists: repeat until the command returned
-        for _ in range(500):
-            if done.is_set():
-                return
-            m.add("Bar", args={"k": "no"})
-            seen_no.append(m.tick("Bar"))
-            m.remove("Bar")
-            m.add("Bar", args={"k": "yes"})
-            m.remove("Bar")
-            done.wait(0.01)
+    def step() -> None:
+        m.add("Bar", args={"k": "no"})
+        seen_no.append(m.tick("Bar"))
+        m.remove("Bar")
+        m.add("Bar", args={"k": "yes"})
+        m.remove("Bar")
 
-    t = threading.Thread(target=mutate)
-    t.start()
-    try:
+    with repeating(step, times=500):
         r = cli("when-args", "worker2", "Bar", "--arg", "k", "--val", "yes", "--timeout", "5s")
-    finally:
-        done.set()
-        t.join()
     assert r.code == OK
     tick = int(r.out)
     assert tick >= 2 and tick not in seen_no
@@ -507,23 +521,8 @@ def test_json_output(cli, x):
 
 def test_watch_count(cli, x):
     m = x.machs["worker1"]
-
-    def mutate():
-        # the watch subscribes before it waits; repeat until it saw two transitions (bounded)
-        for _ in range(200):
-            if done.is_set():
-                return
-            m.toggle("Foo", args={"k": "v"})
-            done.wait(0.01)
-
-    done = threading.Event()
-    t = threading.Thread(target=mutate)
-    t.start()
-    try:
+    with repeating(lambda: m.toggle("Foo", args={"k": "v"})):
         r = cli("watch", "worker1", "-n", "2", "--duration", "10s")
-    finally:
-        done.set()
-        t.join()
     assert r.code == OK
     assert len(r.lines) == 2
     first = r.lines[0].split()
@@ -540,23 +539,13 @@ def test_watch_duration_and_filters(cli, x):
 
 def test_watch_json(cli, x):
     m = x.machs["worker2"]
-    done = threading.Event()
 
-    def mutate():
-        for _ in range(200):
-            if done.is_set():
-                return
-            m.add("Bar")
-            m.remove("Bar")
-            done.wait(0.01)
+    def step() -> None:
+        m.add("Bar")
+        m.remove("Bar")
 
-    t = threading.Thread(target=mutate)
-    t.start()
-    try:
+    with repeating(step):
         r = cli("--json", "--", "watch", "-P", "daemon", "-n", "1", "--duration", "10s")
-    finally:
-        done.set()
-        t.join()
     d = json.loads(r.lines[0])
     assert d["machine"] == "worker2"
     assert d["added"] == ["Bar"] or d["removed"] == ["Bar"]

@@ -72,7 +72,7 @@ def test_waits(daemon):  # 26-30
         assert time.monotonic() - t0 < 5
     finally:
         w.kill()
-        w.wait()
+        w.wait(10)
     # 27
     assert cli(daemon, "when", "worker1", "Bar").out == "1\n"
     # 28
@@ -90,7 +90,7 @@ def test_waits(daemon):  # 26-30
         assert (w.returncode, out) == (0, "2\n")
     finally:
         w.kill()
-        w.wait()
+        w.wait(10)
     # 30
     w = arpc_bg("-d", str(daemon.dir), "--", "when-time", "worker2", "-s", "Foo", "-t", "3", "--timeout", "10s")
     try:
@@ -102,7 +102,7 @@ def test_waits(daemon):  # 26-30
         assert (w.returncode, out) == (0, "[3]\n")
     finally:
         w.kill()
-        w.wait()
+        w.wait(10)
     r = cli(daemon, "when-time", "worker2", "-s", "Foo", "-s", "Bar", "-t", "3")
     assert r.code == 2
     # when-args, evaluated on the server
@@ -119,7 +119,7 @@ def test_waits(daemon):  # 26-30
         assert int(out) % 2 == 1
     finally:
         w.kill()
-        w.wait()
+        w.wait(10)
 
 
 def test_sigint_during_wait(daemon):  # 130
@@ -131,7 +131,7 @@ def test_sigint_during_wait(daemon):  # 130
         assert (w.returncode, out, err) == (130, "", "err> interrupted\n")
     finally:
         w.kill()
-        w.wait()
+        w.wait(10)
 
 
 def test_groups_list_status_inspect(daemon):  # 31-36
@@ -232,7 +232,7 @@ def test_watch(daemon):
         assert any("+Foo" in ln or "-Foo" in ln for ln in lines)
     finally:
         w.kill()
-        w.wait()
+        w.wait(10)
 
 
 def test_hub(tmp_path):  # 45 (CLI part): three machines behind one address
