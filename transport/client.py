@@ -419,8 +419,9 @@ class Client:
             if self._sock.getsockopt(zmq.EVENTS) & _POLLIN:
                 self._pump()
             if now >= self._next_beat and not self._closed:
-                self._next_beat = time.monotonic() + P.HEARTBEAT
-                self._beat(time.monotonic())
+                now = time.monotonic()  # the pump may have taken a while
+                self._next_beat = now + P.HEARTBEAT
+                self._beat(now)
             # and again after the beat's send: a send handles the socket's pending commands, which can take the
             # fd's edge for a message that arrived meanwhile. Then the last thing done with the socket was
             # asking its events and nothing waits (unless the pump stopped at its bound): the release need not
@@ -527,13 +528,6 @@ class Client:
 _ARMED = select.EPOLLIN | select.EPOLLET
 
 
-def _modify(ep: Any, fd: int, events: int) -> None:
-    try:
-        ep.modify(fd, events)
-    except OSError:  # the client closed meanwhile
-        pass
-
-
 class _Reactor:
     """The process's one I/O thread for every ``Client``: it waits on all their sockets' fds at once, so pushes
     reaching many clients are read one after the other on one thread, with no thread hand-off per client."""
@@ -579,7 +573,7 @@ class _Reactor:
         client's number may already belong to a new client)."""
         with self._lock:
             if self._clients.get(c._fd) is c and not c._closed:
-                _modify(self._ep, c._fd, _ARMED if on else 0)
+                self._ep.modify(c._fd, _ARMED if on else 0)
 
     def kick(self, c: Client) -> None:
         if self._pid != os.getpid():
@@ -597,10 +591,9 @@ class _Reactor:
     def _run(self) -> None:
         ep = self._ep
         next_sweep = time.monotonic() + SWEEP
+        clients: list[Client] = []  # as of the last turn: a client added since wakes the poll (add -> _wake)
         while True:
             try:
-                with self._lock:
-                    clients = list(self._clients.values())
                 now = time.monotonic()
                 wait = next_sweep - now
                 for c in clients:
