@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from arpc_e2e import Daemon, arpc, arpc_bg, transport_works, until
@@ -26,6 +29,18 @@ def cli(d: Daemon, *argv: str, **kw):
     """``arpc -d DIR -- ARGV``; a generous connect timeout, so a busy machine does not fail a live daemon."""
     return arpc("--connect-timeout", "5", "-d", str(d.dir), "--", *argv, **kw)
 
+
+
+@contextmanager
+def waiting(daemon: Daemon, mach: str, *argv: str) -> Iterator[subprocess.Popen[str]]:
+    """``arpc ARGV`` in the background, handed over once its client is connected to MACH; killed at the end."""
+    w = arpc_bg(*argv)
+    try:
+        until(lambda: int(daemon.cmd(f"sessions {mach}")) >= 1, what=f"the arpc client connected to {mach}")
+        yield w
+    finally:
+        w.kill()
+        w.wait(10)
 
 def test_mutations_and_reads(daemon):  # 19-25
     r = cli(daemon, "mach", ".")
@@ -62,17 +77,13 @@ def test_mutations_and_reads(daemon):  # 19-25
 
 
 def test_waits(daemon):  # 26-30
-    w = arpc_bg("-f", str(daemon.dir / "worker1.addr"), "--", "when", "worker1", "Bar", "--timeout", "10s")
-    try:
-        until(lambda: int(daemon.cmd("sessions worker1")) >= 1, what="the waiting client connected")
+    with waiting(daemon, "worker1", "-f", str(daemon.dir / "worker1.addr"), "--",
+                 "when", "worker1", "Bar", "--timeout", "10s") as w:
         t0 = time.monotonic()
         assert cli(daemon, "add", "worker1", "Bar").code == 0
         out, err = w.communicate(timeout=10)
         assert (w.returncode, out, err) == (0, "1\n", "")
         assert time.monotonic() - t0 < 5
-    finally:
-        w.kill()
-        w.wait(10)
     # 27
     assert cli(daemon, "when", "worker1", "Bar").out == "1\n"
     # 28
@@ -82,34 +93,23 @@ def test_waits(daemon):  # 26-30
     assert time.monotonic() - t0 >= 1.0
     # 29
     daemon.cmd("add worker0 Foo")
-    w = arpc_bg("-d", str(daemon.dir), "--", "when-not", "worker0", "Foo", "--timeout", "10s")
-    try:
-        until(lambda: int(daemon.cmd("sessions worker0")) >= 1, what="the waiting client connected")
+    with waiting(daemon, "worker0", "-d", str(daemon.dir), "--", "when-not", "worker0", "Foo", "--timeout", "10s") as w:
         daemon.cmd("add worker0 Bar")
         out, err = w.communicate(timeout=10)
         assert (w.returncode, out) == (0, "2\n")
-    finally:
-        w.kill()
-        w.wait(10)
     # 30
-    w = arpc_bg("-d", str(daemon.dir), "--", "when-time", "worker2", "-s", "Foo", "-t", "3", "--timeout", "10s")
-    try:
-        until(lambda: int(daemon.cmd("sessions worker2")) >= 1, what="the waiting client connected")
+    with waiting(daemon, "worker2", "-d", str(daemon.dir), "--",
+                 "when-time", "worker2", "-s", "Foo", "-t", "3", "--timeout", "10s") as w:
         daemon.cmd("add worker2 Foo")
         daemon.cmd("remove worker2 Foo")
         daemon.cmd("add worker2 Foo")
         out, err = w.communicate(timeout=10)
         assert (w.returncode, out) == (0, "[3]\n")
-    finally:
-        w.kill()
-        w.wait(10)
     r = cli(daemon, "when-time", "worker2", "-s", "Foo", "-s", "Bar", "-t", "3")
     assert r.code == 2
     # when-args, evaluated on the server
-    w = arpc_bg("-d", str(daemon.dir), "--", "when-args", "worker2", "Bar", "--arg", "k", "--val", "v",
-                "--timeout", "10s")
-    try:
-        until(lambda: int(daemon.cmd("sessions worker2")) >= 1, what="the waiting client connected")
+    with waiting(daemon, "worker2", "-d", str(daemon.dir), "--",
+                 "when-args", "worker2", "Bar", "--arg", "k", "--val", "v", "--timeout", "10s") as w:
         deadline = time.monotonic() + 8
         while w.poll() is None and time.monotonic() < deadline:  # the server-side waiter needs a new activation
             cli(daemon, "add", "worker2", "Bar", "--arg", "k", "--val", "v")
@@ -117,21 +117,13 @@ def test_waits(daemon):  # 26-30
         out, err = w.communicate(timeout=10)
         assert w.returncode == 0, err
         assert int(out) % 2 == 1
-    finally:
-        w.kill()
-        w.wait(10)
 
 
 def test_sigint_during_wait(daemon):  # 130
-    w = arpc_bg("-f", str(daemon.dir / "worker2.addr"), "--", "when", "worker2", "Foo")
-    try:
-        until(lambda: int(daemon.cmd("sessions worker2")) >= 1, what="the waiting client connected")
+    with waiting(daemon, "worker2", "-f", str(daemon.dir / "worker2.addr"), "--", "when", "worker2", "Foo") as w:
         w.send_signal(signal.SIGINT)
         out, err = w.communicate(timeout=10)
         assert (w.returncode, out, err) == (130, "", "err> interrupted\n")
-    finally:
-        w.kill()
-        w.wait(10)
 
 
 def test_groups_list_status_inspect(daemon):  # 31-36
@@ -217,9 +209,8 @@ def test_json_and_misc(daemon):
 
 
 def test_watch(daemon):
-    w = arpc_bg("-f", str(daemon.dir / "worker1.addr"), "--", "watch", "worker1", "-n", "2", "--duration", "10s")
-    try:
-        until(lambda: int(daemon.cmd("sessions worker1")) >= 1, what="the watching client connected")
+    with waiting(daemon, "worker1", "-f", str(daemon.dir / "worker1.addr"), "--",
+                 "watch", "worker1", "-n", "2", "--duration", "10s") as w:
         deadline = time.monotonic() + 8
         while w.poll() is None and time.monotonic() < deadline:
             daemon.cmd("add worker1 Foo")
@@ -230,9 +221,6 @@ def test_watch(daemon):
         assert len(lines) == 2
         assert all(ln.split()[1] == "worker1" for ln in lines)
         assert any("+Foo" in ln or "-Foo" in ln for ln in lines)
-    finally:
-        w.kill()
-        w.wait(10)
 
 
 def test_hub(tmp_path):  # 45 (CLI part): three machines behind one address
