@@ -602,7 +602,7 @@ class Machine:
                 self._processing = True
                 self._runner = _get_ident()
                 return self._drain()
-        if self._log_level or self._hooks:
+        if self._log_level or "mutation_queued" in self._hooks:
             self._queued(m)
         return self._drain(m)
 
@@ -661,7 +661,7 @@ class Machine:
             tick = self._appended + 1
             m = Mutation(ADD, called, a, queue_tick=tick)
             self._queue.append(m)
-            if self._hooks:
+            if "mutation_queued" in self._hooks:
                 self._emit("mutation_queued", self, m)
             if self._processing:
                 return tick
@@ -772,7 +772,7 @@ class Machine:
                 self._runner = None
                 self._tx = None
             raise
-        if self._hooks:
+        if "queue_end" in self._hooks:
             self._emit("queue_end", self)
         if self._disposing and not self._disposed:
             self._finish_dispose()
@@ -824,23 +824,25 @@ class Machine:
             for lvl, line in plan.log:
                 self._log(lvl, line)
         tracers = self._hooks
-        if tracers:
-            self._emit("transition_init", tx)
-            self._emit("transition_start", tx)
+        if tracers:  # each hook checked by name: a tracer usually overrides one or two of them
+            if "transition_init" in tracers:
+                self._emit("transition_init", tx)
+            if "transition_start" in tracers:
+                self._emit("transition_start", tx)
         accepted = plan.accepted
         if accepted and self._bindings:
             accepted = self._negotiate(tx, plan)
         if m.is_check or not accepted:
             tx.is_accepted = accepted
             tx.is_completed = True
-            if self._hooks:
+            if "transition_end" in self._hooks:
                 self._emit("transition_end", tx)
             self._tx = None
             return EXECUTED if m.is_check and accepted else CANCELED
         changed = self._apply(tx, plan)
         tx.is_completed = True
         if not tx.is_accepted:  # a final handler failed
-            if self._hooks:
+            if "transition_end" in self._hooks:
                 self._emit("transition_end", tx)
             self._tx = None
             return CANCELED
@@ -859,9 +861,9 @@ class Machine:
                 am = Mutation(ADD, auto, None, is_auto=True)
                 with self._lock:
                     self._queue.appendleft(am)
-                if self._hooks:
+                if "mutation_queued" in self._hooks:
                     self._emit("mutation_queued", self, am)
-        if self._hooks:
+        if "transition_end" in self._hooks:
             self._emit("transition_end", tx)
         self._tx = None
         # final handlers only queue, so the target is still active: only auto needs a check (spec 6.7)
@@ -942,7 +944,7 @@ class Machine:
         if self._log_level >= LogLevel.OPS:
             self._log(LogLevel.OPS, f"[handler:{binding.seq}] {name}")
         tracers = self._hooks
-        if tracers:
+        if "handler_start" in tracers:
             self._emit("handler_start", tx, binding.name, name)
         e = Event(name, tx, state)
         timeout = self._handler_timeout
@@ -961,7 +963,7 @@ class Machine:
                     ret = fn(e)
             except Exception as exc:
                 ret = _Panic(exc)
-        if self._hooks:
+        if "handler_end" in self._hooks:
             self._emit("handler_end", tx, binding.name, name)
         return ret
 
@@ -1043,7 +1045,7 @@ class Machine:
                     ctx = self._state_ctxs.pop(s, None)
                     if ctx is not None:
                         ctx.cancel()
-        if self._hooks:
+        if "transition_finals" in self._hooks:
             self._emit("transition_finals", tx)
         ok = True
         if fin_bound:
@@ -1121,7 +1123,7 @@ class Machine:
         em = Mutation(ADD, (EXCEPTION,), args)
         with self._lock:
             self._queue.appendleft(em)
-        if self._hooks:
+        if "mutation_queued" in self._hooks:
             self._emit("mutation_queued", self, em)
 
     def _spawn(self, fn: Callable[..., Any], e: Event, state: str, kind: int) -> None:
@@ -1439,18 +1441,25 @@ class Machine:
     # ------------------------------------------------------------------ clocks set from outside
 
     def _set_clock(self, new_time: list[int], queue_tick: int | None = None,
-                   machine_tick: int | None = None) -> tuple[list[str], list[str], list[str]]:
+                   machine_tick: int | None = None, changed: list[int] | None = None) -> None:
         """Replace the ticks (a mirror receiving its source's clock): ends the contexts of the states whose tick
-        changed and resolves waiters. Returns the names (activated, deactivated, re-entered multi states)."""
+        changed and resolves waiters.
+
+        ``changed``: the indexes whose tick differs, when the caller knows them (a diff), in ascending order and
+        without repeats; then ``new_time`` is taken as is, not copied."""
         names = self._c.names
         if len(new_time) != len(names):
             raise SchemaError(f"schema error: clock of {len(new_time)} states for {len(names)} (machine {self._id})")
         with self._lock:
             old = self._time
-            changed = [i for i in range(len(names)) if old[i] != new_time[i]]
-            self._time = list(new_time)
-            if changed:
-                self._active = tuple(n for i, n in enumerate(names) if new_time[i] & 1)
+            if changed is None:
+                changed = [i for i in range(len(names)) if old[i] != new_time[i]]
+                new_time = list(new_time)
+            self._time = new_time
+            for i in changed:
+                if (old[i] ^ new_time[i]) & 1:  # a state switched (not only a multi state re-entered)
+                    self._active = tuple(n for i, n in enumerate(names) if new_time[i] & 1)
+                    break
             if queue_tick is not None:
                 # the source's queue: what it dequeued is done there, so when_queue can resolve here
                 self._queue_tick = self._done_tick = queue_tick
@@ -1464,20 +1473,12 @@ class Machine:
                         ctxs.append(c)
         for c in ctxs:
             c.cancel()
-        added, removed, ticked = [], [], []
-        for i in changed:
-            was, now = old[i] & 1, new_time[i] & 1
-            if now and not was:
-                added.append(names[i])
-            elif was and not now:
-                removed.append(names[i])
-            elif now:
-                ticked.append(names[i])
         if changed:
-            self._check_subs()
+            subs = self._subs
+            if subs.when or subs.when_not or subs.when_time or subs.query:
+                self._check_subs()
         if self._subs.queue:
             self._resolve_queue_waiters()
-        return added, removed, ticked
 
     # ------------------------------------------------------------------ export, import, schema
 

@@ -36,8 +36,10 @@ log = LazyLogger("transport.client")  # logging is imported on first use
 
 _POLLIN = int(zmq.POLLIN)  # plain ints: an IntFlag operand makes every `&` build an enum member
 _NB = int(zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
 RESEND = 1.0  # seconds before an unanswered call is sent again
 SWEEP = 0.25  # seconds between two looks at every client's socket (a safety net under the fd's edges)
+WAIT_SLICE = 50  # ms: the longest single blocking recv of a caller (then it looks at its deadline again)
 
 
 class _Call:
@@ -53,7 +55,7 @@ class _Call:
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
-        self.next_try = time.monotonic() + RESEND
+        self.next_try = 0.0 if sync else time.monotonic() + RESEND  # heartbeats only
         self.on_reply = on_reply
 
 
@@ -108,6 +110,7 @@ class Client:
         self._connected = False
         self._closed = False
         self._last_rx = time.monotonic()
+        self._rcvtimeo = -1  # the RCVTIMEO last set on the socket
         self._boot: Any = None  # the server process's boot id: a new one means a restart, so re-subscribe
         # watched by the process's one I/O thread (see _Reactor)
         self._fd: int = sock.getsockopt(zmq.FD)
@@ -225,6 +228,16 @@ class Client:
             raise call.error
         return call.result
 
+    def _recv_wait(self, ms: int) -> bytes:
+        """A blocking recv for at most ``ms`` milliseconds (the caller holds ``_io``); raises zmq.Again.
+
+        RCVTIMEO is set only when it changes: waits are capped at WAIT_SLICE, so nearly every call uses the
+        same value and pays no setsockopt."""
+        if ms != self._rcvtimeo:
+            self._sock.setsockopt(zmq.RCVTIMEO, ms)
+            self._rcvtimeo = ms
+        return self._sock.recv(copy=True)  # type: ignore[no-any-return]
+
     def _new_call(self, kind: str, mach: str | None, body: Any,
                   on_reply: Callable[[Any], None] | None = None) -> _Call:
         if self._closed:
@@ -240,22 +253,31 @@ class Client:
 
     def _run_calls(self, calls: list[_Call], t: float) -> None:
         """Send ``calls`` (pipelined) and read until each has its reply; TransportError on timeout."""
-        deadline = time.monotonic() + t
+        start = time.monotonic()
+        deadline = start + t
+        pending = self._pending
         for c in calls:
-            self._pending[c.seq] = c
+            pending[c.seq] = c
+        io = self._io
         try:
-            if not self._io.acquire(timeout=max(t, 0.001)):
+            # the uncontended case without a timed wait
+            if not io.acquire(False) and not io.acquire(timeout=max(t, 0.001)):
                 raise self._timeout(calls[0].kind, t)
             try:
                 # not sent (no connection yet): try again soon; sent: resend only if unanswered for a while
-                sent = all([self._send(c.frame) for c in calls])
-                resend = time.monotonic() + (RESEND if sent else 0.01)
-                sock = self._sock
+                sent = True
+                for c in calls:
+                    sent = self._send(c.frame) and sent
+                resend = start + (RESEND if sent else 0.01)
                 waiting = calls
                 while True:
-                    waiting = [c for c in waiting if not c.done]
-                    if not waiting:
-                        break
+                    if len(waiting) == 1:  # the common case: one call, no list to build
+                        if waiting[0].done:
+                            break
+                    else:
+                        waiting = [c for c in waiting if not c.done]
+                        if not waiting:
+                            break
                     now = time.monotonic()
                     if now >= deadline:
                         raise self._timeout(waiting[0].kind, t)
@@ -264,9 +286,8 @@ class Client:
                         sent = all([self._send(c.frame) for c in waiting])
                         resend = now + (RESEND if sent else 0.01)
                     # a blocking recv with a timeout: the cheapest wait pyzmq offers (no poller per call)
-                    sock.setsockopt(zmq.RCVTIMEO, max(1, int((min(deadline, resend) - now) * 1000)))
                     try:
-                        data = sock.recv(copy=True)
+                        data = self._recv_wait(min(WAIT_SLICE, max(1, int((min(deadline, resend) - now) * 1000))))
                     except zmq.Again:
                         continue
                     self._last_rx = time.monotonic()
@@ -275,7 +296,7 @@ class Client:
                 self._release()
         finally:
             for c in calls:
-                self._pending.pop(c.seq, None)
+                pending.pop(c.seq, None)
 
     def mutate_many(self, ops: list[tuple[str, str, tuple[str, ...] | list[str], dict[str, Any] | None]], *,
                     timeout: float | None = None) -> list[int | BaseException]:
@@ -382,11 +403,13 @@ class Client:
         """Read and handle every message waiting on the socket (the caller holds ``_io``); False when it stopped
         at its bound with messages left."""
         sock = self._sock
+        get, recv = sock.getsockopt, sock.recv
         for _ in range(100_000):
             try:
-                if not sock.getsockopt(zmq.EVENTS) & _POLLIN:  # cheaper than catching Again
+                # a syscall each (libzmq reads its command pipe), still cheaper than catching Again
+                if not get(_EVENTS) & _POLLIN:
                     return True
-                data = sock.recv(_NB, copy=True)
+                data = recv(_NB, copy=True)
             except zmq.ZMQError:
                 return True
             self._last_rx = time.monotonic()
@@ -416,19 +439,16 @@ class Client:
                 self._missed = False
                 self._reactor.arm(self, True)  # re-arming reports a fd that is ready already
             # read first: after a stall, pongs already waiting must count before the beat judges the link
-            if self._sock.getsockopt(zmq.EVENTS) & _POLLIN:
-                self._pump()
+            checked = self._pump()
             if now >= self._next_beat and not self._closed:
                 now = time.monotonic()  # the pump may have taken a while
                 self._next_beat = now + P.HEARTBEAT
                 self._beat(now)
-            # and again after the beat's send: a send handles the socket's pending commands, which can take the
-            # fd's edge for a message that arrived meanwhile. Then the last thing done with the socket was
-            # asking its events and nothing waits (unless the pump stopped at its bound): the release need not
-            # ask again
-            checked = True
-            if not self._closed and self._sock.getsockopt(zmq.EVENTS) & _POLLIN:
-                checked = self._pump()
+                # and again after the beat's send: a send handles the socket's pending commands, which can take
+                # the fd's edge for a message that arrived meanwhile
+                checked = self._closed or self._pump()
+            # the last thing done with the socket was asking its events and nothing waits (unless the pump
+            # stopped at its bound): the release need not ask again
         finally:
             if checked:
                 self._io.release()
@@ -590,40 +610,61 @@ class _Reactor:
 
     def _run(self) -> None:
         ep = self._ep
-        next_sweep = time.monotonic() + SWEEP
-        clients: list[Client] = []  # as of the last turn: a client added since wakes the poll (add -> _wake)
+        now = time.monotonic()
+        next_sweep = now + SWEEP
+        next_beat = next_sweep  # no client's heartbeat is due before this (recomputed whenever clients are scanned)
+        missed: list[Client] = []  # found busy (a caller held the socket): looked at again every 2 ms
         while True:
             try:
-                now = time.monotonic()
-                wait = next_sweep - now
-                for c in clients:
-                    wait = min(wait, 0.002 if c._missed else c._next_beat - now)
+                wait = min(next_sweep, next_beat) - now
+                if missed:
+                    wait = min(wait, 0.002)
                 events = ep.poll(max(0.0, wait))
                 wake_r = self._wake_r
-                if any(fd == wake_r for fd, _ in events):
+                # the pipe emptied before the kicks are read: a kick after this point writes it again
+                if events and any(fd == wake_r for fd, _ in events):
                     try:
                         while os.read(wake_r, 4096):
                             pass
                     except (BlockingIOError, OSError):
                         pass
+                now = time.monotonic()
+                scan = now >= next_sweep or now >= next_beat  # every client now and then, whatever its fd said
                 with self._lock:
                     by_fd = self._clients
-                    ready = {by_fd[fd] for fd, _ in events if fd in by_fd}
-                    ready |= self._kicked
-                    self._kicked = set()
-                    clients = list(self._clients.values())
+                    # the clients whose fd fired, in the order epoll reported them; no scan over every client
+                    ready = [by_fd[fd] for fd, _ in events if fd in by_fd]
+                    if self._kicked:
+                        ready += self._kicked
+                        self._kicked = set()
+                    everyone = list(by_fd.values()) if scan else None
+                if everyone is not None:
+                    if now >= next_sweep:
+                        next_sweep = now + SWEEP
+                        todo = everyone
+                    else:
+                        todo = [c for c in everyone if now >= c._next_beat]
+                    todo += ready + missed
+                else:
+                    todo = ready + missed if missed else ready
+                missed = []
+                done: set[Client] = set()
+                for c in todo:
+                    if c in done:
+                        continue
+                    done.add(c)
+                    try:
+                        c._service(now)
+                    except BaseException:  # even SystemExit from a callback: the other clients go on
+                        log.exception("client %s I/O failed", c.id)
+                    if c._missed and not c._closed:
+                        missed.append(c)
+                if everyone is not None:
+                    next_beat = min([c._next_beat for c in everyone], default=next_sweep)
                 now = time.monotonic()
-                sweep = now >= next_sweep  # every client now and then, whatever its fd said
-                if sweep:
-                    next_sweep = now + SWEEP
-                for c in clients:
-                    if sweep or c in ready or c._missed or now >= c._next_beat:
-                        try:
-                            c._service(now)
-                        except BaseException:  # even SystemExit from a callback: the other clients go on
-                            log.exception("client %s I/O failed", c.id)
             except BaseException:  # never let one bad turn stop the I/O of every client
                 log.exception("client I/O thread turn failed")
+                now = time.monotonic()
 
 
 _the_reactor: _Reactor | None = None

@@ -23,8 +23,14 @@ if TYPE_CHECKING:
 log = LazyLogger("transport.remote")  # logging is imported on first use
 
 
+_RESULTS = (Result.EXECUTED, Result.CANCELED)  # indexed: calling the enum class costs more than the round trip's
+# decoding
+
+
 def _result(r: Any) -> int:
     r = int(r)
+    if 0 <= r < 2:
+        return _RESULTS[r]
     return Result(r) if r < Result.QUEUED else r
 
 
@@ -251,10 +257,20 @@ class RemoteMachine(Machine):
         if self._disposed:
             return
         idxs, deltas, q, mt, csum = upd
-        new = list(self._time)
+        new = self._time[:]
+        n = len(new)
+        changed: list[int] | None = []
+        last = -1
         try:
             for i, d in zip(idxs, deltas, strict=True):
+                if not -1 < i < n:
+                    raise IndexError(i)
                 new[i] += d
+                if i <= last:
+                    changed = None  # not ascending (no server of ours sends that): compare every tick instead
+                elif changed is not None and d:
+                    changed.append(i)
+                    last = i
         except (IndexError, TypeError, ValueError):
             self._resync()
             return
@@ -263,12 +279,12 @@ class RemoteMachine(Machine):
             log.info("%s: checksum mismatch, syncing", self._id)
             self._resync()
             return
-        self._update(new, q, mt, muts)
+        self._update(new, q, mt, muts, changed)
 
-    def _update(self, new: list[int], q: int, mt: int, muts: Any) -> None:
+    def _update(self, new: list[int], q: int, mt: int, muts: Any, changed: list[int] | None = None) -> None:
         before = self._time
         # the push's clock at once: a callback below that mutates gets its reply's diff against this clock
-        self._set_clock(new, q, mt)
+        self._set_clock(new, q, mt, changed)
         if not self._update_cbs:
             return
         for update in _steps(self.state_names, before, new, muts):
