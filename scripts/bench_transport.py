@@ -35,7 +35,7 @@ def serve_echo() -> None:
 
     # exit when the parent closes stdin
     threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
-    sock = zmq.Context.instance().socket(zmq.ROUTER)
+    sock: Any = zmq.Context.instance().socket(zmq.ROUTER)
     sock.bind("tcp://127.0.0.1:*")
     print(sock.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
     while True:
@@ -47,11 +47,113 @@ def serve_echo() -> None:
             sock.send_multipart([ident, msgpack.packb(["ok", seq, mach, [0, None]], use_bin_type=True)])
 
 
+def _schema() -> dict[str, Any]:
+    from machine import State
+
+    return {"M": State(multi=True), "Foo": State(remove=("Bar",)), "Bar": State(remove=("Foo",))}
+
+
+def serve_floor() -> None:
+    """The round trip's floor: a raw ROUTER doing only the work a mutation needs (decode, a real transition on a
+    Machine, the clock diff, encode), with none of the endpoint's checks, sessions, reply cache or pushes."""
+    import threading
+
+    import msgpack
+    import zmq
+
+    from machine import Machine
+    from transport import protocol as P
+
+    threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+    m = Machine(_schema(), id="b0")
+    sock: Any = zmq.Context.instance().socket(zmq.ROUTER)
+    sock.bind("tcp://127.0.0.1:*")
+    print(sock.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
+    last = m.time()
+    while True:
+        ident, data = sock.recv_multipart()
+        kind, seq, mach, body = msgpack.unpackb(data, raw=False)
+        r = int(m.add(*body["s"]))
+        t, q, mt = m.time(), m.queue_tick, m.machine_tick
+        idxs, deltas = P.diff(last, t)
+        last = t
+        sock.send_multipart([ident, msgpack.packb(["ok", seq, mach, [r, [idxs, deltas, q, mt, P.checksum(t, q, mt)]]],
+                                                  use_bin_type=True)])
+
+
+def serve_fan_raw() -> None:
+    """The fan-out anchor's server: a raw ROUTER; `hello` registers a peer, `add` is answered and then one small
+    frame (the size of our clock push) goes to every peer."""
+    import threading
+
+    import msgpack
+    import zmq
+
+    threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+    sock: Any = zmq.Context.instance().socket(zmq.ROUTER)
+    sock.bind("tcp://127.0.0.1:*")
+    print(sock.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
+    peers: list[bytes] = []
+    while True:
+        ident, data = sock.recv_multipart()
+        kind, seq, mach, body = msgpack.unpackb(data, raw=False)
+        if kind == "hello":
+            peers.append(ident)
+        sock.send_multipart([ident, msgpack.packb(["ok", seq, mach, [0, None]], use_bin_type=True)])
+        if kind == "add":
+            frame = msgpack.packb(["clk", 0, "b0", [[0], [2], seq, 1, 123456]], use_bin_type=True)
+            for p in peers:
+                sock.send(p, zmq.SNDMORE | zmq.NOBLOCK)
+                sock.send(frame, zmq.NOBLOCK)
+
+
+def run_raw_mirrors(addr: str, n: int) -> None:
+    """The fan-out anchor's worker: n raw DEALERs read by one thread (an epoll over their fds, like our client I/O
+    thread), each push decoded and timed; dump JSON on stdin EOF."""
+    import select
+    import threading
+
+    import msgpack
+    import zmq
+
+    ctx: Any = zmq.Context.instance()
+    socks = []
+    for _ in range(n):
+        d = ctx.socket(zmq.DEALER)
+        d.setsockopt(zmq.LINGER, 0)
+        d.connect(addr)
+        d.send(msgpack.packb(["hello", 1, None, {}], use_bin_type=True))
+        d.recv()
+        socks.append(d)
+    recs: dict[int, tuple[Any, list[float]]] = {d.getsockopt(zmq.FD): (d, []) for d in socks}
+    ep = select.epoll()
+    for fd in recs:
+        ep.register(fd, select.EPOLLIN)
+    for d in socks:
+        d.getsockopt(zmq.EVENTS)  # libzmq's rule: ask EVENTS before waiting on the fd
+    stop = threading.Event()
+    def wait_eof() -> None:
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=wait_eof, daemon=True).start()
+    print("READY", flush=True)
+    pollin = int(zmq.POLLIN)
+    while not stop.is_set():
+        for fd, _ in ep.poll(0.1):
+            d, rec = recs[fd]
+            while d.getsockopt(zmq.EVENTS) & pollin:
+                msgpack.unpackb(d.recv(zmq.NOBLOCK), raw=False)
+                rec.append(time.monotonic())
+    print(json.dumps([rec for _, rec in recs.values()]), flush=True)
+    os._exit(0)
+
+
 def serve_daemon(keys: str | None) -> None:
-    from machine import Machine, State
+    from machine import Machine
     from transport import expose
 
-    m = Machine({"M": State(multi=True), "Foo": State(remove=("Bar",)), "Bar": State(remove=("Foo",))}, id="b0")
+    m = Machine(_schema(), id="b0")
     kw: dict[str, Any] = {}
     if keys:
         kw = {"curve": f"{keys}/server.key_secret", "allow": f"{keys}/clients"}
@@ -137,7 +239,7 @@ def _lat(fn: Any, n: int) -> list[float]:
 def _raw_dealer(addr: str) -> Any:
     import zmq
 
-    d = zmq.Context.instance().socket(zmq.DEALER)
+    d: Any = zmq.Context.instance().socket(zmq.DEALER)
     d.setsockopt(zmq.LINGER, 0)
     d.connect(addr)
     return d
@@ -151,10 +253,14 @@ def measure(quick: bool) -> dict[str, Any]:
     n = 1000 if quick else 5000
     k = 2000 if quick else 20000
     res: dict[str, Any] = {"n": n, "k": k}
+    from machine import Machine
+
     echo, eaddr = _spawn("echo")
     daemon, daddr = _spawn("daemon")
+    floor, faddr = _spawn("floor")
     try:
         d = _raw_dealer(eaddr)
+        fd = _raw_dealer(faddr)
         seq = [0]
         frame_body = {"s": ["M"]}
 
@@ -162,6 +268,18 @@ def measure(quick: bool) -> dict[str, Any]:
             seq[0] += 1
             d.send(msgpack.packb(["add", seq[0], "b0", frame_body], use_bin_type=True))
             msgpack.unpackb(d.recv(), raw=False)
+
+        mirror = Machine(_schema(), id="b0")
+
+        def floor_rtt() -> None:
+            # the same work as ours, minus everything else: decode, apply the diff to a local machine's clock
+            seq[0] += 1
+            fd.send(msgpack.packb(["add", seq[0], "b0", frame_body], use_bin_type=True))
+            _, _, _, (_, (idxs, deltas, q, mt, _)) = msgpack.unpackb(fd.recv(), raw=False)
+            new = mirror._time[:]
+            for i, dt in zip(idxs, deltas, strict=True):
+                new[i] += dt
+            mirror._set_clock(new, q, mt, idxs)
 
         c = connect(daddr)
         rm = c.machine("b0")
@@ -172,11 +290,14 @@ def measure(quick: bool) -> dict[str, Any]:
         # interleave repeats so both see the same load
         raw_l: list[float] = []
         ours_l: list[float] = []
+        floor_l: list[float] = []
         for _ in range(3):
             raw_l += _lat(echo_rtt, n // 3)
             ours_l += _lat(remote_add, n // 3)
+            floor_l += _lat(floor_rtt, n // 3)
         res["rtt_raw"] = (_pct(raw_l, 0.5), _pct(raw_l, 0.99))
         res["rtt_ours"] = (_pct(ours_l, 0.5), _pct(ours_l, 0.99))
+        res["rtt_floor"] = (_pct(floor_l, 0.5), _pct(floor_l, 0.99))
 
         # pipelined: a window of 100 outstanding requests on the raw socket; add_ns + one sync for ours
         def raw_pipe() -> float:
@@ -209,27 +330,41 @@ def measure(quick: bool) -> dict[str, Any]:
         res["pipe_ours"] = max(ours_r)
         c.close()
         d.close(0)
+        fd.close(0)
     finally:
         _stop(echo)
         _stop(daemon)
+        _stop(floor)
     return res
 
 
-def measure_fanout(quick: bool, mirrors: int = 100, procs: int = 4) -> dict[str, Any]:
-    from transport import connect
+def _fanout_run(raw: bool, rounds: int, mirrors: int, procs: int) -> tuple[list[float], list[float], int]:
+    """One fan-out run: per-mirror latencies, the last mirror's latency per round, pushes never seen."""
+    import msgpack
 
-    rounds = 30 if quick else 100
-    daemon, daddr = _spawn("daemon")
+    server, addr = _spawn("fanraw" if raw else "daemon")
     workers = []
     try:
         for _ in range(procs):
-            workers.append(_spawn("mirrors", daddr, str(mirrors // procs))[0])
-        c = connect(daddr)
-        rm = c.machine("b0")
+            workers.append(_spawn("rawmirrors" if raw else "mirrors", addr, str(mirrors // procs))[0])
+        if raw:
+            d: Any = _raw_dealer(addr)
+
+            def change(i: int) -> None:
+                d.send(msgpack.packb(["add", i + 1, "b0", {"s": ["M"]}], use_bin_type=True))
+                d.recv()
+        else:
+            from transport import connect
+
+            c = connect(addr)
+            rm = c.machine("b0")
+
+            def change(i: int) -> None:
+                rm.add("M")
         t0s = []
-        for _ in range(rounds):
+        for i in range(rounds):
             t0s.append(time.monotonic())
-            rm.add("M")
+            change(i)
             time.sleep(0.02)  # rounds apart, so each latency is one push's (a bench, not a test)
         time.sleep(0.5)
         seen: list[list[float]] = []
@@ -238,9 +373,12 @@ def measure_fanout(quick: bool, mirrors: int = 100, procs: int = 4) -> dict[str,
             w.stdin.close()
             seen += json.loads(w.stdout.readline())
             w.wait(10)
-        c.close()
+        if raw:
+            d.close(0)
+        else:
+            c.close()
     finally:
-        _stop(daemon)
+        _stop(server)
         for w in workers:
             if w.poll() is None:
                 w.kill()
@@ -255,8 +393,23 @@ def measure_fanout(quick: bool, mirrors: int = 100, procs: int = 4) -> dict[str,
         lat += per
         if per:
             last.append(max(per))
-    return {"mirrors": len(seen), "rounds": rounds, "p50": _pct(lat, 0.5), "p99": _pct(lat, 0.99),
-            "last_p50": statistics.median(last), "missing": missing}
+    return lat, last, missing
+
+
+def measure_fanout(quick: bool, mirrors: int = 100, procs: int = 4) -> dict[str, Any]:
+    """Ours and the raw anchor, alternating (raw, ours, raw, ours) so both see the same machine state."""
+    rounds = 30 if quick else 100
+    out: dict[str, Any] = {"mirrors": mirrors, "procs": procs, "rounds": rounds}
+    acc: dict[str, tuple[list[float], list[float], int]] = {"raw": ([], [], 0), "ours": ([], [], 0)}
+    for _ in range(2):
+        for kind in ("raw", "ours"):
+            lat, last, missing = _fanout_run(kind == "raw", rounds // 2, mirrors, procs)
+            a = acc[kind]
+            acc[kind] = (a[0] + lat, a[1] + last, a[2] + missing)
+    for kind, (lat, last, missing) in acc.items():
+        out[kind] = {"p50": _pct(lat, 0.5), "p99": _pct(lat, 0.99), "last_p50": statistics.median(last),
+                     "missing": missing, "n": len(lat)}
+    return out
 
 
 def measure_curve(quick: bool) -> dict[str, Any]:
@@ -294,6 +447,12 @@ def main() -> None:
         serve_daemon(sys.argv[3] if len(sys.argv) > 3 and sys.argv[2] == "--keys" else None)
     elif mode == "mirrors":
         run_mirrors(sys.argv[2], int(sys.argv[3]))
+    elif mode == "floor":
+        serve_floor()
+    elif mode == "fanraw":
+        serve_fan_raw()
+    elif mode == "rawmirrors":
+        run_raw_mirrors(sys.argv[2], int(sys.argv[3]))
     else:
         raise SystemExit(f"unknown mode {mode}")
 

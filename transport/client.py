@@ -37,6 +37,8 @@ log = LazyLogger("transport.client")  # logging is imported on first use
 _POLLIN = int(zmq.POLLIN)  # plain ints: an IntFlag operand makes every `&` build an enum member
 _NB = int(zmq.NOBLOCK)
 _EVENTS = int(zmq.EVENTS)
+# pyzmq's compiled send, without the Python wrapper zmq.Socket puts around it (as costly as the send itself)
+_raw_send = zmq.backend.Socket.send
 RESEND = 1.0  # seconds before an unanswered call is sent again
 SWEEP = 0.25  # seconds between two looks at every client's socket (a safety net under the fd's edges)
 WAIT_SLICE = 50  # ms: the longest single blocking recv of a caller (then it looks at its deadline again)
@@ -339,6 +341,12 @@ class Client:
         """Give the socket back; wake the I/O thread when messages wait. Asking for the socket's events also
         lets libzmq process its command mailbox, which re-arms the edge-triggered fd the I/O thread watches:
         without it, calls see millisecond stalls at the 99th percentile."""
+        if self._missed:
+            # the I/O thread found the socket busy and looks at it again within 2 ms (see _Reactor): a message
+            # left waiting is read then or by the next call, and a caller making calls back to back pays no
+            # syscall here. _missed only turns False on the I/O thread while it holds the socket, so it is stable
+            self._io.release()
+            return
         try:
             more = bool(self._sock.getsockopt(zmq.EVENTS) & _POLLIN)
         except zmq.ZMQError:
@@ -349,7 +357,7 @@ class Client:
 
     def _send(self, frame: bytes) -> bool:
         try:
-            self._sock.send(frame, _NB)
+            _raw_send(self._sock, frame, _NB)
             return True
         except zmq.Again:
             return False  # no connection (IMMEDIATE): a call is resent, a notification to a dead peer is lost

@@ -30,6 +30,8 @@ MAX_WHEN_ARGS = 256  # pending server-side waiters per client session
 MAX_MUTS = 64  # mutations remembered per machine between two pushes
 _NB = int(zmq.NOBLOCK)
 _EVENTS = int(zmq.EVENTS)
+# pyzmq's compiled send, without the Python wrapper zmq.Socket puts around it (as costly as the send itself)
+_raw_send = zmq.backend.Socket.send
 _POLLIN = int(zmq.POLLIN)  # plain ints: an IntFlag operand makes every `&` build an enum member
 _MORE_NB = int(zmq.NOBLOCK | zmq.SNDMORE)
 LATER_MAX = 0.05  # seconds a push to watchers may wait for the record of its last mutation
@@ -385,8 +387,8 @@ class Endpoint:
             # two sends with plain int flags: send_multipart costs twice as much for its generality
             sock = self._sock
             self._sent += 1
-            sock.send(sess.identity, _MORE_NB)
-            sock.send(frame, _NB)
+            _raw_send(sock, sess.identity, _MORE_NB)
+            _raw_send(sock, frame, _NB)
             return True
         except zmq.Again:
             # the client is not reading: drop this message; its next update fails the checksum -> sync
