@@ -668,7 +668,9 @@ class _Reactor:
                     if c._missed and not c._closed:
                         missed.append(c)
                 if everyone is not None:
-                    next_beat = min([c._next_beat for c in everyone], default=next_sweep)
+                    # a busy client's beat waits until it is serviced (every 2 ms, see missed): counted here, its
+                    # past-due beat would make every wait 0 and spin this thread, starving the callers of the GIL
+                    next_beat = min([c._next_beat for c in everyone if not c._missed], default=next_sweep)
                 now = time.monotonic()
             except BaseException:  # never let one bad turn stop the I/O of every client
                 log.exception("client I/O thread turn failed")

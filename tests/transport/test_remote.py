@@ -474,3 +474,49 @@ def test_a_callback_that_raises_system_exit_stops_no_other_client() -> None:
             assert until(lambda: rb.tick("A") == src.tick("A"))  # and the bad one's mirror too
     finally:
         ep.stop()
+
+
+def test_client_io_thread_sleeps_while_a_caller_holds_the_socket_past_its_beat() -> None:
+    """A caller making calls back to back holds its client's socket; once that client's heartbeat is due, the I/O
+    thread must keep sleeping between its 2 ms looks, not spin on zero-timeout waits (which starved the callers
+    of the GIL: replies up to 0.6 s late)."""
+    from machine import Machine, State
+    from transport import client as C
+    from transport import expose
+
+    class Counting(C._Reactor):
+        zero_waits = 0
+        waits = 0
+
+        def _run(self) -> None:
+            real, outer = self._ep, self
+
+            class CountingEpoll:
+                def poll(self, timeout: float) -> list[tuple[int, int]]:
+                    outer.waits += 1
+                    outer.zero_waits += timeout <= 0
+                    return real.poll(timeout)
+
+                def __getattr__(self, name: str) -> object:
+                    return getattr(real, name)
+
+            self._ep = CountingEpoll()  # type: ignore[assignment]
+            super()._run()
+
+    src = Machine({"A": State(multi=True)}, id="beat")
+    ep = expose(src)
+    old = C._the_reactor
+    reactor = C._the_reactor = Counting()  # this test's clients get a counted I/O thread of their own
+    try:
+        with connect(ep.address) as c:
+            assert c._reactor is reactor
+            rm = c.machine("beat")
+            end = time.monotonic() + 1.6  # past the first heartbeat (1 s)
+            while time.monotonic() < end:
+                rm.add("A")
+            assert rm.tick("A") == src.tick("A")
+    finally:
+        C._the_reactor = old
+        ep.stop()
+    # about one look per 2 ms at most; the spin made hundreds of thousands of zero-timeout waits
+    assert reactor.zero_waits < 100, (reactor.zero_waits, reactor.waits)
