@@ -1230,7 +1230,7 @@ class Machine:
 
         Raises ValueError when the lengths differ or are 0, StateError for an unknown state.
         """
-        names, ts = tuple(states), tuple(int(t) for t in times)
+        names, ts = tuple(states), tuple(map(int, times))
         if isinstance(states, str):
             names = (states,)
         self._check_names(names)
@@ -1241,7 +1241,10 @@ class Machine:
 
         def ready() -> bool:
             t = self._time
-            return all(t[index[s]] >= v for s, v in zip(names, ts, strict=True))
+            for s, v in zip(names, ts, strict=True):  # same length, checked above
+                if t[index[s]] < v:
+                    return False
+            return True
 
         return self._waiter(self._subs.when_time, (names, ts, ctx), lambda w: (w, names, ts), ready, ctx)
 

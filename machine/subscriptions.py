@@ -72,15 +72,25 @@ class Subscriptions:
 
     def due_by_clock(self, index: dict[str, int], time: list[int]) -> list[Waiter]:
         """Waiters of when/when_not/when_time whose condition holds for ``time``."""
+        # for-else loops, not all()/any() over generators: this runs for every clock change of every mirror
         due: list[Waiter] = []
         for w, states in self.when.values():
-            if all(time[index[s]] & 1 for s in states):
+            for s in states:
+                if not time[index[s]] & 1:
+                    break
+            else:
                 due.append(w)
         for w, states in self.when_not.values():
-            if not any(time[index[s]] & 1 for s in states):
+            for s in states:
+                if time[index[s]] & 1:
+                    break
+            else:
                 due.append(w)
         for w, states, times in self.when_time.values():
-            if all(time[index[s]] >= t for s, t in zip(states, times, strict=True)):
+            for s, t in zip(states, times, strict=True):  # same length: when_time checks it
+                if time[index[s]] < t:
+                    break
+            else:
                 due.append(w)
         return due
 
