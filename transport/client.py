@@ -270,7 +270,9 @@ class Client:
                 sent = True
                 for c in calls:
                     sent = self._send(c.frame) and sent
-                resend = start + (RESEND if sent else 0.01)
+                # from now, not from the start: the wait for the socket may have been long, and a resend of a
+                # batch larger than the server's reply cache would apply its first mutations twice
+                resend = time.monotonic() + (RESEND if sent else 0.01)
                 waiting = calls
                 while True:
                     if len(waiting) == 1:  # the common case: one call, no list to build

@@ -55,12 +55,16 @@ _tls = threading.local()  # a Packer per thread: a shared one's buffer is not th
 
 def pack(kind: str, seq: int, mach: str | None, body: Any) -> bytes:
     """Encode one message. Raises TypeError for values msgpack can't carry."""
+    # reused, not one per message as packb() makes: a quarter of the cost. Taken out of its slot while in use:
+    # Python code run by the packing (a dict subclass, a finalizer) may pack again on this thread, and sharing
+    # the buffer would corrupt the outer frame. A failed pack() resets the buffer
+    packer = _tls.__dict__.pop("packer", None)
+    if packer is None:
+        packer = msgpack.Packer(use_bin_type=True, autoreset=True)
     try:
-        packer = _tls.packer
-    except AttributeError:
-        # reused, not one per message as packb() makes: a quarter of the cost. A failed pack() resets the buffer
-        packer = _tls.packer = msgpack.Packer(use_bin_type=True, autoreset=True)
-    return packer.pack([kind, seq, mach, body])  # type: ignore[no-any-return]
+        return packer.pack([kind, seq, mach, body])  # type: ignore[no-any-return]
+    finally:
+        _tls.packer = packer
 
 
 _UNPACK_LIMITS: dict[str, Any] = dict(

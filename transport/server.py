@@ -317,17 +317,19 @@ class Endpoint:
     def _run(self) -> None:
         self._ident = threading.get_ident()
         sock = self._sock
-        # an epoll over the socket's fd (level-triggered: readable while libzmq has commands to process) and the
-        # wake pipe: one syscall per wait, where zmq.Poller makes three or four
-        ep = select.epoll()
-        ep.register(cast(int, sock.getsockopt(zmq.FD)), select.EPOLLIN)
-        wake_r = self._wake_r
-        ep.register(wake_r, select.EPOLLIN)
         getsockopt: Callable[[int], int] = sock.getsockopt  # type: ignore[assignment]  # EVENTS is an int
         recv = sock.recv
         curve = self._curve
+        wake_r = self._wake_r
         next_sweep = time.monotonic() + 1.0
+        ep: select.epoll | None = None
         try:
+            # an epoll over the socket's fd (level-triggered: readable while libzmq has commands to process) and
+            # the wake pipe: one syscall per wait, where zmq.Poller makes three or four. Inside the try: if it
+            # cannot be made (no fds left), the socket is still closed below
+            ep = select.epoll()
+            ep.register(cast(int, sock.getsockopt(zmq.FD)), select.EPOLLIN)
+            ep.register(wake_r, select.EPOLLIN)
             while not self._stopped:
                 n = 0
                 # a batch, then pushes, so one busy client can't starve the rest. Asking EVENTS also processes
@@ -376,7 +378,8 @@ class Endpoint:
         finally:
             for sess in list(self._sessions.values()):
                 self._drop_session(sess)
-            ep.close()
+            if ep is not None:
+                ep.close()
             sock.close(0)
             if self._auth is not None:
                 self._auth.stop()

@@ -687,3 +687,55 @@ def test_slow_consumer_never_blocks_the_server(served) -> None:
     finally:
         slow.close()
 
+
+
+def test_a_batch_that_waited_long_for_the_socket_is_applied_once() -> None:
+    """mutate_many waiting over a second for the client's socket (another thread's slow round trip holds it) must
+    not resend its batch at once: with more mutations than the server's reply cache, the first ones were applied
+    twice."""
+    entered = threading.Event()
+    applied = [0]
+
+    class Handlers:
+        def SlowEnter(self, e: Any) -> bool:
+            entered.set()
+            time.sleep(1.3)  # the slow round trip itself (longer than the client's 1 s resend)
+            return True
+
+        def AState(self, e: Any) -> None:
+            applied[0] += 1
+
+    src = Machine({"A": State(multi=True), "Slow": State(multi=True)}, id="src", handler_timeout=None)
+    src.bind_handlers(Handlers())
+    ep = expose(src)
+    try:
+        with connect(ep.address, timeout=5.0) as c:
+            rm = c.machine("src")
+            t = threading.Thread(target=lambda: rm.add("Slow"))
+            t.start()
+            assert entered.wait(5)  # thread t holds the client's socket until its reply
+            n = 2 * P.REPLY_CACHE + 10
+            res = c.mutate_many([("src", "add", ["A"], None)] * n)
+            t.join(5)
+            rm.sync()  # every request of this client, duplicates included, is handled before the sync's reply
+            assert res == [Result.EXECUTED] * n
+            assert applied[0] == n, applied[0]
+            assert src.tick("A") == 2 * n - 1
+    finally:
+        ep.stop()
+
+
+def test_packing_that_packs_again_on_the_same_thread_keeps_both_frames_whole() -> None:
+    """The per-thread Packer is reused; Python code run while packing (a dict subclass, a finalizer) may pack
+    again on the same thread, and must not write into the outer frame's buffer."""
+
+    class Packs(dict):  # type: ignore[type-arg]
+        def items(self):  # type: ignore[no-untyped-def]
+            inner.append(P.pack("x", 1, None, {"inner": 1}))
+            return super().items()
+
+    inner: list[bytes] = []
+    out = P.pack("ok", 5, None, {"a": Packs(b=2)})
+    assert P.unpack(out) == ("ok", 5, None, {"a": {"b": 2}})
+    assert P.unpack(inner[0]) == ("x", 1, None, {"inner": 1})
+    assert P.unpack(P.pack("ok", 6, None, [])) == ("ok", 6, None, [])  # and the packer is whole afterwards
