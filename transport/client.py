@@ -57,7 +57,7 @@ class _Call:
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
-        self.next_try = 0.0 if sync else time.monotonic() + RESEND  # heartbeats only
+        self.next_try = 0.0 if sync else time.monotonic() + RESEND  # when to send it again, if unanswered
         self.on_reply = on_reply
 
 
@@ -254,48 +254,58 @@ class Client:
         return _Call(seq, kind, frame, on_reply)
 
     def _run_calls(self, calls: list[_Call], t: float) -> None:
-        """Send ``calls`` (pipelined) and read until each has its reply; TransportError on timeout."""
+        """Send ``calls`` (pipelined) and read until each has its reply; TransportError on timeout.
+
+        Calls go out in order, as many as the socket takes (a batch larger than the high-water mark is sent as
+        replies make room); a call sent and unanswered for RESEND is sent again with its seq (the server never
+        applies a seq twice). A call is never sent again just because a later one did not fit."""
         start = time.monotonic()
         deadline = start + t
         pending = self._pending
         for c in calls:
             pending[c.seq] = c
         io = self._io
+        n = len(calls)
         try:
             # the uncontended case without a timed wait
             if not io.acquire(False) and not io.acquire(timeout=max(t, 0.001)):
                 raise self._timeout(calls[0].kind, t)
             try:
-                # not sent (no connection yet): try again soon; sent: resend only if unanswered for a while
-                sent = True
-                for c in calls:
-                    sent = self._send(c.frame) and sent
-                # from now, not from the start: the wait for the socket may have been long, and a resend of a
-                # batch larger than the server's reply cache would apply its first mutations twice
-                resend = time.monotonic() + (RESEND if sent else 0.01)
-                waiting = calls
+                sent = 0  # calls[:sent] went out at least once
+                first = 0  # calls[:first] are answered (replies come mostly in order: one pass overall)
+                now = time.monotonic()  # not `start`: the wait for the socket may have been long
+                resend = now + RESEND  # no sent call is due again before this
                 while True:
-                    if len(waiting) == 1:  # the common case: one call, no list to build
-                        if waiting[0].done:
-                            break
-                    else:
-                        waiting = [c for c in waiting if not c.done]
-                        if not waiting:
-                            break
-                    now = time.monotonic()
-                    if now >= deadline:
-                        raise self._timeout(waiting[0].kind, t)
+                    while first < n and calls[first].done:
+                        first += 1
+                    if first == n:
+                        break
+                    if sent < n:  # not sent yet (no connection, or the socket is full): as many as fit now
+                        while sent < n and self._send(calls[sent].frame):
+                            calls[sent].next_try = now + RESEND
+                            sent += 1
                     if now >= resend:
-                        # same seq: the server answers a retried request from its reply cache
-                        sent = all([self._send(c.frame) for c in waiting])
-                        resend = now + (RESEND if sent else 0.01)
+                        # sent, unanswered for a while: again with the same seq
+                        resend = now + RESEND
+                        for c in calls[first:sent]:
+                            if not c.done and now >= c.next_try:
+                                if not self._send(c.frame):
+                                    break
+                                c.next_try = now + RESEND
+                            if not c.done:
+                                resend = min(resend, c.next_try)
+                    if now >= deadline:
+                        raise self._timeout(calls[first].kind, t)
+                    until = min(deadline, resend, now + 0.01) if sent < n else min(deadline, resend)
                     # a blocking recv with a timeout: the cheapest wait pyzmq offers (no poller per call)
                     try:
-                        data = self._recv_wait(min(WAIT_SLICE, max(1, int((min(deadline, resend) - now) * 1000))))
+                        data = self._recv_wait(min(WAIT_SLICE, max(1, int((until - now) * 1000))))
                     except zmq.Again:
+                        now = time.monotonic()
                         continue
                     self._last_rx = time.monotonic()
                     self._handle(data)
+                    now = self._last_rx
             finally:
                 self._release()
         finally:

@@ -37,6 +37,7 @@ UNKNOWN_STATE = "unknown_state"
 NO_ACCESS = "no_access"
 NOT_SUBSCRIBED = "not_subscribed"
 LIMIT = "limit"
+DUPLICATE = "duplicate"  # a retried mutation that was applied, whose result left the reply cache
 INTERNAL = "internal"
 
 

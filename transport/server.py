@@ -28,6 +28,7 @@ log = LazyLogger("transport.server")  # logging is imported on first use
 
 MAX_WHEN_ARGS = 256  # pending server-side waiters per client session
 MAX_MUTS = 64  # mutations remembered per machine between two pushes
+MAX_HOLES = 10_000  # seqs below a session's highest one that may still arrive (out of order or retried)
 _NB = int(zmq.NOBLOCK)
 _EVENTS = int(zmq.EVENTS)
 # pyzmq's compiled send, without the Python wrapper zmq.Socket puts around it (as costly as the send itself)
@@ -54,7 +55,8 @@ class _Sub:
 class _Session:
     """A connected client, keyed by its socket identity."""
 
-    __slots__ = ("identity", "client_id", "last_seen", "subs", "replies", "args_waiters", "readonly", "user")
+    __slots__ = ("identity", "client_id", "last_seen", "subs", "replies", "args_waiters", "readonly", "user",
+                 "top", "holes")
 
     def __init__(self, identity: bytes, readonly: bool, user: str | None = None) -> None:
         self.user = user  # the client's CURVE public key (z85), None without CURVE
@@ -63,8 +65,34 @@ class _Session:
         self.last_seen = time.monotonic()
         self.subs: dict[str, _Sub] = {}
         self.replies: OrderedDict[int, Any] = OrderedDict()
+        # every seq seen: all up to `top` except those in `holes` (sent out of order, or lost on the way)
+        self.top = 0
+        self.holes: set[int] = set()
         self.args_waiters: dict[Any, tuple[str, Waiter, Ctx]] = {}
         self.readonly = readonly
+
+
+def _first_time(sess: _Session, seq: int) -> bool:
+    """Record ``seq`` (> 0) as seen by this session; False when it was seen before (a retried request).
+
+    Exact for the last MAX_HOLES seqs; an older one counts as seen. The reply cache keeps only the last results,
+    and a retry whose result left it must still never be applied twice."""
+    top = sess.top
+    if seq == top + 1:  # the common case: in order
+        sess.top = seq
+        return True
+    if seq > top:
+        holes = sess.holes
+        holes.update(range(max(top + 1, seq - MAX_HOLES), seq))
+        sess.top = seq
+        if len(holes) > MAX_HOLES:  # seqs that never came (heartbeats lost in an outage): forget the oldest
+            floor = seq - MAX_HOLES
+            sess.holes = {h for h in holes if h > floor}
+        return True
+    if seq in sess.holes:
+        sess.holes.discard(seq)
+        return True
+    return False
 
 
 class _Watch(Tracer):
@@ -439,14 +467,16 @@ class Endpoint:
             sess = self._sessions[identity] = _Session(identity, readonly, user)
         sess.last_seen = time.monotonic()
         self.handled += 1
+        # every request's seq is recorded, whatever its kind or fate: only a mutation is refused when retried
+        first = _first_time(sess, seq) if seq else True
         try:
             if kind in P.MUTATING and not sess.readonly and isinstance(body, dict):
                 # the hot path: a mutation
                 m = self._machs.get(mach_id) if mach_id is not None else None
                 if m is not None and not m.disposed:
-                    self._mutate(sess, kind, seq, m, body)
+                    self._mutate(sess, kind, seq, m, body, first)
                     return
-            self._dispatch(sess, kind, seq, mach_id, body)
+            self._dispatch(sess, kind, seq, mach_id, body, first)
         except StateError as exc:
             self._reply_err(identity, seq, mach_id, P.UNKNOWN_STATE, str(exc), "StateError",
                             {"states": exc.states, "machine": exc.machine_id})
@@ -475,7 +505,7 @@ class Endpoint:
         if seq:
             self._send(sess, P.pack(P.OK, seq, mach_id, body))
 
-    def _dispatch(self, sess: _Session, kind: str, seq: int, mach_id: str | None, body: Any) -> None:
+    def _dispatch(self, sess: _Session, kind: str, seq: int, mach_id: str | None, body: Any, first: bool) -> None:
         if kind not in P.REQUESTS:
             raise TransportError(f"unknown message kind: {kind[:64]!r}", code=P.INVALID_PARAMS)
         if body is not None and not isinstance(body, (dict, list)):
@@ -483,7 +513,7 @@ class Endpoint:
         if kind in P.MUTATING:
             if sess.readonly:
                 raise TransportError(f"no access: client {sess.client_id} is read-only", code=P.NO_ACCESS)
-            self._mutate(sess, kind, seq, self._mach(mach_id), body if isinstance(body, dict) else {})
+            self._mutate(sess, kind, seq, self._mach(mach_id), body if isinstance(body, dict) else {}, first)
             return
         if kind == P.PING:
             self._ok(sess, seq, None, {"boot": self.boot})
@@ -545,10 +575,13 @@ class Endpoint:
         elif kind == P.BYE:
             self._drop_session(sess)
 
-    def _mutate(self, sess: _Session, kind: str, seq: int, m: Machine, body: dict[str, Any]) -> None:
-        cached = sess.replies.get(seq) if seq else None
-        if cached is not None:
+    def _mutate(self, sess: _Session, kind: str, seq: int, m: Machine, body: dict[str, Any], first: bool) -> None:
+        if not first:
             # a retried request: answer again, never apply twice
+            cached = sess.replies.get(seq)
+            if cached is None:
+                raise TransportError(f"request {seq} was applied already; its result is no longer kept",
+                                     code=P.DUPLICATE)
             self._ok(sess, seq, m.id, [cached, self._diff(sess, m)])
             return
         args = P.check_args(body.get("a"))
