@@ -1461,7 +1461,7 @@ class Machine:
             self._time = new_time
             for i in changed:
                 if (old[i] ^ new_time[i]) & 1:  # a state switched (not only a multi state re-entered)
-                    self._active = tuple(n for i, n in enumerate(names) if new_time[i] & 1)
+                    self._active = tuple(n for j, n in enumerate(names) if new_time[j] & 1)
                     break
             if queue_tick is not None:
                 # the source's queue: what it dequeued is done there, so when_queue can resolve here

@@ -290,6 +290,7 @@ class Client:
                         for c in calls[first:sent]:
                             if not c.done and now >= c.next_try:
                                 if not self._send(c.frame):
+                                    resend = now + 0.01  # the socket is full or the link down: soon again
                                     break
                                 c.next_try = now + RESEND
                             if not c.done:

@@ -23,8 +23,7 @@ if TYPE_CHECKING:
 log = LazyLogger("transport.remote")  # logging is imported on first use
 
 
-_RESULTS = (Result.EXECUTED, Result.CANCELED)  # indexed: calling the enum class costs more than the round trip's
-# decoding
+_RESULTS = (Result.EXECUTED, Result.CANCELED)  # looked up: Result(r) goes through the enum machinery each call
 
 
 def _result(r: Any) -> int:
