@@ -1055,8 +1055,7 @@ class Machine:
             for s in enters:
                 if s in self._subs.args_states and now[index[s]] & 1:
                     self._match_args(s, tx.args)
-        subs = self._subs
-        if (deltas or not ok) and (subs.when or subs.when_not or subs.when_time or subs.query):
+        if deltas or not ok:
             self._check_subs()
         return bool(deltas)
 
@@ -1157,6 +1156,8 @@ class Machine:
 
     def _check_subs(self) -> None:
         subs = self._subs
+        if not (subs.when or subs.when_not or subs.when_time or subs.query):
+            return  # nothing waits on the clock: no lock taken (this runs after every change of the clock)
         due: list[Waiter] = []
         with self._lock:
             if subs.clock_based:
@@ -1477,9 +1478,7 @@ class Machine:
         for c in ctxs:
             c.cancel()
         if changed:
-            subs = self._subs
-            if subs.when or subs.when_not or subs.when_time or subs.query:
-                self._check_subs()
+            self._check_subs()
         if self._subs.queue:
             self._resolve_queue_waiters()
 

@@ -27,17 +27,24 @@ if str(ROOT) not in sys.path:
 # ---------------------------------------------------------------------------------------------------- children
 
 
-def serve_echo() -> None:
+def _serving_router() -> Any:
+    """The raw anchors' server socket: a ROUTER on a free loopback port, its address printed for the parent; the
+    process exits when the parent closes its stdin."""
     import threading
 
-    import msgpack
     import zmq
 
-    # exit when the parent closes stdin
     threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
     sock: Any = zmq.Context.instance().socket(zmq.ROUTER)
     sock.bind("tcp://127.0.0.1:*")
     print(sock.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
+    return sock
+
+
+def serve_echo() -> None:
+    import msgpack
+
+    sock = _serving_router()
     while True:
         ident, data = sock.recv_multipart()
         kind, seq, mach, body = msgpack.unpackb(data, raw=False)
@@ -56,19 +63,13 @@ def _schema() -> dict[str, Any]:
 def serve_floor() -> None:
     """The round trip's floor: a raw ROUTER doing only the work a mutation needs (decode, a real transition on a
     Machine, the clock diff, encode), with none of the endpoint's checks, sessions, reply cache or pushes."""
-    import threading
-
     import msgpack
-    import zmq
 
     from machine import Machine
     from transport import protocol as P
 
-    threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
     m = Machine(_schema(), id="b0")
-    sock: Any = zmq.Context.instance().socket(zmq.ROUTER)
-    sock.bind("tcp://127.0.0.1:*")
-    print(sock.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
+    sock = _serving_router()
     last = m.time()
     while True:
         ident, data = sock.recv_multipart()
@@ -84,15 +85,10 @@ def serve_floor() -> None:
 def serve_fan_raw() -> None:
     """The fan-out anchor's server: a raw ROUTER; `hello` registers a peer, `add` is answered and then one small
     frame (the size of our clock push) goes to every peer."""
-    import threading
-
     import msgpack
     import zmq
 
-    threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
-    sock: Any = zmq.Context.instance().socket(zmq.ROUTER)
-    sock.bind("tcp://127.0.0.1:*")
-    print(sock.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
+    sock = _serving_router()
     peers: list[bytes] = []
     while True:
         ident, data = sock.recv_multipart()

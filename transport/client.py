@@ -3,8 +3,8 @@
 The socket belongs to whoever holds ``_io``: a caller sends its request and reads until its reply is there
 (handling pushes on the way), so a round trip involves no thread hand-off. Between calls, the process's one client
 I/O thread (``_Reactor``) waits on the fds of every client's socket at once and reads pushes. A call not answered
-within a second is sent again with the same sequence number (the server answers it from its reply cache, so it
-is never applied twice). Silence for a few seconds marks the link down; the client then says hello until the
+within a second is sent again with the same sequence number (the server knows every seq it has seen, so it is
+never applied twice). Silence for a few seconds marks the link down; the client then says hello until the
 server answers, and subscribes its mirrors again. Callbacks (``on_status``, ``on_update``, waiters) run on the
 thread that read the message.
 """
@@ -259,8 +259,7 @@ class Client:
         Calls go out in order, as many as the socket takes (a batch larger than the high-water mark is sent as
         replies make room); a call sent and unanswered for RESEND is sent again with its seq (the server never
         applies a seq twice). A call is never sent again just because a later one did not fit."""
-        start = time.monotonic()
-        deadline = start + t
+        deadline = time.monotonic() + t
         pending = self._pending
         for c in calls:
             pending[c.seq] = c
@@ -273,7 +272,7 @@ class Client:
             try:
                 sent = 0  # calls[:sent] went out at least once
                 first = 0  # calls[:first] are answered (replies come mostly in order: one pass overall)
-                now = time.monotonic()  # not `start`: the wait for the socket may have been long
+                now = time.monotonic()  # after the wait for the socket, which may have been long
                 resend = now + RESEND  # no sent call is due again before this
                 while True:
                     while first < n and calls[first].done:
@@ -659,15 +658,13 @@ class _Reactor:
                         ready += self._kicked
                         self._kicked = set()
                     everyone = list(by_fd.values()) if scan else None
+                todo = ready + missed
                 if everyone is not None:
                     if now >= next_sweep:
                         next_sweep = now + SWEEP
-                        todo = everyone
+                        todo += everyone
                     else:
-                        todo = [c for c in everyone if now >= c._next_beat]
-                    todo += ready + missed
-                else:
-                    todo = ready + missed if missed else ready
+                        todo += [c for c in everyone if now >= c._next_beat]
                 missed = []
                 done: set[Client] = set()
                 for c in todo:
