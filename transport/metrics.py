@@ -1,0 +1,262 @@
+"""Prometheus metrics for machines (extra ``metrics``: ``pip install asyncmachine[metrics]``).
+
+``MetricsTracer`` counts what its hooks see in plain ints (a dict update per transition, no lock of
+prometheus_client's on the machine's thread) and builds the metric families only when scraped. States, ticks and
+queue lengths are read from the machines at scrape time, so they cost nothing between scrapes.
+
+Label cardinality is bounded: the first ``max_machines`` machines get their own ``machine`` label; every later one
+is counted under ``machine="_other"``. ``aggregate=True`` counts every machine under ``machine="_all"`` (for a fleet
+of machines that share a schema). Per-state gauges exist only for machines with their own label.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from machine import Machine, Tracer
+
+if TYPE_CHECKING:
+    from machine.mutation import Mutation
+    from machine.transition import Transition
+
+from .errors import TransportError
+
+#: Upper bounds (seconds) of the handler-duration histogram's buckets.
+BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
+OTHER = "_other"
+ALL = "_all"
+#: Exception types counted apart per label; later new types count as ``_other``.
+MAX_ERROR_TYPES = 50
+
+
+def _require() -> Any:
+    try:
+        import prometheus_client
+    except ImportError as e:
+        raise ImportError("metrics need the 'metrics' extra: pip install 'asyncmachine[metrics]'") from e
+    return prometheus_client
+
+
+class _Stats:
+    """What one label value (a machine, or an aggregate) has counted. Written on machine threads under the
+    tracer's lock; read at scrape time under the same lock."""
+
+    __slots__ = ("executed", "canceled", "queued", "errors", "handlers")
+
+    def __init__(self) -> None:
+        self.executed = 0
+        self.canceled = 0
+        self.queued = 0
+        self.errors: dict[str, int] = {}
+        # handler name -> [bucket counts..., +Inf count, sum]
+        self.handlers: dict[str, list[float]] = {}
+
+
+class MetricsTracer(Tracer):
+    """A tracer that keeps Prometheus metrics of every machine it watches; also a prometheus_client collector.
+
+    ``watch(mach)`` binds it to a machine. ``registry`` (a ``CollectorRegistry``) defaults to a new one of its own,
+    available as ``.registry``; ``serve(addr)`` serves it over HTTP. Safe to share between machines and threads.
+    """
+
+    def __init__(self, *, registry: Any = None, max_machines: int = 1000, aggregate: bool = False,
+                 prefix: str = "am") -> None:
+        prom = _require()
+        if max_machines < 0:
+            raise ValueError("max_machines must be >= 0")
+        self._lock = threading.Lock()
+        self._max = max_machines
+        self._aggregate = aggregate
+        self._prefix = prefix
+        self._machs: dict[str, Machine] = {}        # machines with a label of their own
+        self._label: dict[str, str] = {}            # machine id -> its label value
+        self._stats: dict[str, _Stats] = {}         # label value -> counts
+        # (thread, transition) -> handler start: a handler may run another machine's transition inline
+        self._started: dict[tuple[int, int], float] = {}
+        self.registry = registry if registry is not None else prom.CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    # -- machines ------------------------------------------------------------------------------------------
+
+    def watch(self, mach: Machine) -> None:
+        """Bind to ``mach`` and start counting it (idempotent)."""
+        with self._lock:
+            if mach.id in self._label:
+                return
+            if self._aggregate:
+                label = ALL
+            elif len(self._machs) < self._max:
+                label = mach.id
+                self._machs[mach.id] = mach
+            else:
+                label = OTHER
+            self._label[mach.id] = label
+            self._stats.setdefault(label, _Stats())
+        mach.bind_tracer(self)
+
+    def unwatch(self, mach: Machine) -> None:
+        """Stop counting ``mach`` and unbind; its own label's series go away (aggregates keep their counts)."""
+        mach.detach_tracer(self)
+        self._forget(mach.id)
+
+    def _forget(self, mach_id: str) -> None:
+        with self._lock:
+            label = self._label.pop(mach_id, None)
+            if label is not None and self._machs.pop(mach_id, None) is not None:
+                self._stats.pop(label, None)
+
+    def _of(self, mach: Machine) -> _Stats | None:
+        label = self._label.get(mach.id)
+        return None if label is None else self._stats.get(label)
+
+    # -- tracer hooks (the machine's thread) ------------------------------------------------------------------
+
+    def machine_init(self, mach: Machine) -> None:
+        self.watch(mach)
+
+    def mutation_queued(self, mach: Machine, mutation: Mutation) -> None:
+        with self._lock:
+            st = self._of(mach)
+            if st is not None:
+                st.queued += 1
+
+    def transition_end(self, tx: Transition) -> None:
+        m = tx.mutation
+        err = None
+        if tx.is_accepted and "Exception" in m.called and m.args:
+            e = m.args.get("err")
+            err = type(e).__name__ if isinstance(e, BaseException) else "unknown"
+        with self._lock:
+            st = self._of(tx.machine)
+            if st is None:
+                return
+            if tx.is_accepted:
+                st.executed += 1
+            else:
+                st.canceled += 1
+            if err is not None:
+                if err not in st.errors and len(st.errors) >= MAX_ERROR_TYPES:
+                    err = OTHER
+                st.errors[err] = st.errors.get(err, 0) + 1
+
+    def handler_start(self, tx: Transition, binding: str, handler: str) -> None:
+        self._started[threading.get_ident(), id(tx)] = time.perf_counter()
+
+    def handler_end(self, tx: Transition, binding: str, handler: str) -> None:
+        t0 = self._started.pop((threading.get_ident(), id(tx)), None)
+        if t0 is None:
+            return
+        took = time.perf_counter() - t0
+        with self._lock:
+            st = self._of(tx.machine)
+            if st is None:
+                return
+            h = st.handlers.get(handler)
+            if h is None:
+                h = st.handlers[handler] = [0.0] * (len(BUCKETS) + 2)
+            for i, bound in enumerate(BUCKETS):
+                if took <= bound:
+                    h[i] += 1
+                    break
+            else:
+                h[len(BUCKETS)] += 1
+            h[-1] += took
+
+    def machine_dispose(self, mach_id: str) -> None:
+        self._forget(mach_id)
+
+    # -- the collector (the scraping thread) -------------------------------------------------------------------
+
+    def describe(self) -> Iterable[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        p = self._prefix
+        trans = CounterMetricFamily(f"{p}_transitions", "Transitions by result", labels=["machine", "result"])
+        queued = CounterMetricFamily(f"{p}_mutations_queued", "Mutations queued", labels=["machine"])
+        errors = CounterMetricFamily(f"{p}_exceptions", "Exceptions added, by type", labels=["machine", "type"])
+        hist = HistogramMetricFamily(f"{p}_handler_seconds", "Handler durations", labels=["machine", "handler"])
+        qlen = GaugeMetricFamily(f"{p}_queue_length", "Mutations waiting in the queue", labels=["machine"])
+        active = GaugeMetricFamily(f"{p}_state_active", "1 when the state is active", labels=["machine", "state"])
+        ticks = GaugeMetricFamily(f"{p}_state_tick", "The state's tick (odd = active)", labels=["machine", "state"])
+        machs = GaugeMetricFamily(f"{p}_machines", "Machines watched", labels=[])
+        with self._lock:
+            stats = {label: (st.executed, st.canceled, st.queued, dict(st.errors),
+                             {h: list(v) for h, v in st.handlers.items()})
+                     for label, st in self._stats.items()}
+            own = list(self._machs.values())
+            by_label: dict[str, list[str]] = {}
+            for mid, label in self._label.items():
+                by_label.setdefault(label, []).append(mid)
+            count = len(self._label)
+        for label, (ex, ca, qu, errs, handlers) in sorted(stats.items()):
+            trans.add_metric([label, "executed"], ex)
+            trans.add_metric([label, "canceled"], ca)
+            queued.add_metric([label], qu)
+            for typ, n in sorted(errs.items()):
+                errors.add_metric([label, typ], n)
+            for name, h in sorted(handlers.items()):
+                cum, buckets = 0.0, []
+                for i, bound in enumerate(BUCKETS):
+                    cum += h[i]
+                    buckets.append((repr(bound), cum))
+                buckets.append(("+Inf", cum + h[len(BUCKETS)]))
+                hist.add_metric([label, name], buckets, h[-1])
+        for mach in own:
+            if mach.disposed:
+                continue
+            qlen.add_metric([mach.id], mach.queue_len)
+            for state, tick in mach.clock().items():
+                active.add_metric([mach.id, state], tick & 1)
+                ticks.add_metric([mach.id, state], tick)
+        machs.add_metric([], count)
+        yield from (trans, queued, errors, hist, qlen, active, ticks, machs)
+
+    # -- serving ------------------------------------------------------------------------------------------------
+
+    def serve(self, addr: str = "127.0.0.1:9464") -> MetricsServer:
+        """Serve ``/metrics`` over HTTP on ``host:port`` (loopback unless told otherwise); see ``serve_metrics``."""
+        return serve_metrics(self.registry, addr)
+
+
+class MetricsServer:
+    """A running HTTP endpoint for a registry; ``address`` is ``host:port``, ``stop()`` closes it."""
+
+    def __init__(self, server: Any, thread: threading.Thread) -> None:
+        self._server = server
+        self._thread = thread
+        host, port = server.server_address[:2]
+        self.address = f"{host}:{port}"
+
+    def stop(self) -> None:
+        """Close the listening socket and wait for the serving thread (at most 2 s)."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(2.0)
+
+
+def parse_host_port(addr: str) -> tuple[str, int]:
+    """``host:port`` (port 0 = any free port) -> (host, port); a clear ``ValueError`` otherwise."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"invalid metrics address {addr!r}: expected host:port, e.g. 127.0.0.1:9464")
+    return host.strip("[]"), int(port)
+
+
+def serve_metrics(registry: Any, addr: str = "127.0.0.1:9464") -> MetricsServer:
+    """Serve ``registry`` at ``http://addr/metrics`` on a daemon thread.
+
+    Raises ``ValueError`` for a malformed address, ``TransportError`` (code ``bind``) when it cannot bind.
+    """
+    prom = _require()
+    host, port = parse_host_port(addr)
+    try:
+        server, thread = prom.start_http_server(port, addr=host, registry=registry)
+    except OSError as e:
+        raise TransportError(f"cannot serve metrics on {addr}: {e.strerror or e}", "bind") from e
+    return MetricsServer(server, thread)
