@@ -852,6 +852,22 @@ def arpc_section(ctx: Ctx) -> Report:
     return rep
 
 
+@section("telemetry", "core transitions/s with the metrics and OpenTelemetry tracers vs none")
+def telemetry_section(ctx: Ctx) -> Report:
+    import bench_telemetry as bt
+
+    ctx.log("telemetry: the file flow with each tracer")
+    rates = throughput(ctx, bt.variants(workflow_am))
+    base = rates["no tracer"]
+    rep = Report(title="telemetry", columns=["tracer", "mutations/s (median)", "best", "vs no tracer (median)"])
+    for name, r in rates.items():
+        rep.rows.append([name, si(r.median), si(r.best), f"{r.median / base.median:.2f}x"])
+    rep.notes.append("The 6-state file flow of the core section (P2), one machine, the tracer bound with "
+                     "`watch(mach)`; repeats interleaved. The OTel SDK provider has no span processor, so spans "
+                     "are built and dropped: an exporter adds its own cost on top.")
+    return rep
+
+
 # ----------------------------------------------------------------------------------------------------
 # Output
 

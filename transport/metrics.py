@@ -12,8 +12,9 @@ of machines that share a schema). Per-state gauges exist only for machines with 
 from __future__ import annotations
 
 import threading
-import time
+from bisect import bisect_left as _bisect
 from collections.abc import Iterable, Iterator
+from time import perf_counter as _now
 from typing import TYPE_CHECKING, Any
 
 from machine import Machine, Tracer
@@ -41,18 +42,32 @@ def _require() -> Any:
 
 
 class _Stats:
-    """What one label value (a machine, or an aggregate) has counted. Written on machine threads under the
-    tracer's lock; read at scrape time under the same lock."""
+    """What one machine has counted. Written only by the thread that runs the machine's queue (one at a time), so
+    the hooks take no lock; the scraper copies it (a torn read at worst shows a count one transition old)."""
 
-    __slots__ = ("executed", "canceled", "queued", "errors", "handlers")
+    __slots__ = ("label", "executed", "canceled", "queued", "errors", "handlers", "t0")
 
-    def __init__(self) -> None:
+    def __init__(self, label: str) -> None:
+        self.label = label
         self.executed = 0
         self.canceled = 0
         self.queued = 0
         self.errors: dict[str, int] = {}
-        # handler name -> [bucket counts..., +Inf count, sum]
+        # handler name -> [count per bucket..., count above the last bucket, sum of seconds]
         self.handlers: dict[str, list[float]] = {}
+        self.t0 = 0.0       # the running handler's start: a machine runs one handler at a time
+
+    def fold(self, other: _Stats) -> None:
+        """Add ``other``'s counts to these (an aggregate keeps the counts of machines that are gone)."""
+        self.executed += other.executed
+        self.canceled += other.canceled
+        self.queued += other.queued
+        for k, n in other.errors.items():
+            self.errors[k] = self.errors.get(k, 0) + n
+        for name, h in other.handlers.items():
+            mine = self.handlers.setdefault(name, [0.0] * len(h))
+            for i, v in enumerate(h):
+                mine[i] += v
 
 
 class MetricsTracer(Tracer):
@@ -67,15 +82,13 @@ class MetricsTracer(Tracer):
         prom = _require()
         if max_machines < 0:
             raise ValueError("max_machines must be >= 0")
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()   # guards the tables below, not the counts (see _Stats)
         self._max = max_machines
         self._aggregate = aggregate
         self._prefix = prefix
-        self._machs: dict[str, Machine] = {}        # machines with a label of their own
-        self._label: dict[str, str] = {}            # machine id -> its label value
-        self._stats: dict[str, _Stats] = {}         # label value -> counts
-        # (thread, transition) -> handler start: a handler may run another machine's transition inline
-        self._started: dict[tuple[int, int], float] = {}
+        self._own = 0                                # machines with a label of their own
+        self._stats: dict[Machine, _Stats] = {}      # every watched machine (keyed by identity)
+        self._gone: dict[str, _Stats] = {}           # aggregate labels: counts of disposed machines
         self.registry = registry if registry is not None else prom.CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -84,33 +97,32 @@ class MetricsTracer(Tracer):
     def watch(self, mach: Machine) -> None:
         """Bind to ``mach`` and start counting it (idempotent)."""
         with self._lock:
-            if mach.id in self._label:
+            if mach in self._stats:
                 return
             if self._aggregate:
                 label = ALL
-            elif len(self._machs) < self._max:
+            elif self._own < self._max:
                 label = mach.id
-                self._machs[mach.id] = mach
+                self._own += 1
             else:
                 label = OTHER
-            self._label[mach.id] = label
-            self._stats.setdefault(label, _Stats())
+            self._stats[mach] = _Stats(label)
         mach.bind_tracer(self)
 
     def unwatch(self, mach: Machine) -> None:
         """Stop counting ``mach`` and unbind; its own label's series go away (aggregates keep their counts)."""
         mach.detach_tracer(self)
-        self._forget(mach.id)
+        self._forget(mach)
 
-    def _forget(self, mach_id: str) -> None:
+    def _forget(self, mach: Machine) -> None:
         with self._lock:
-            label = self._label.pop(mach_id, None)
-            if label is not None and self._machs.pop(mach_id, None) is not None:
-                self._stats.pop(label, None)
-
-    def _of(self, mach: Machine) -> _Stats | None:
-        label = self._label.get(mach.id)
-        return None if label is None else self._stats.get(label)
+            st = self._stats.pop(mach, None)
+            if st is None:
+                return
+            if st.label in (ALL, OTHER):
+                self._gone.setdefault(st.label, _Stats(st.label)).fold(st)
+            else:
+                self._own -= 1
 
     # -- tracer hooks (the machine's thread) ------------------------------------------------------------------
 
@@ -118,55 +130,48 @@ class MetricsTracer(Tracer):
         self.watch(mach)
 
     def mutation_queued(self, mach: Machine, mutation: Mutation) -> None:
-        with self._lock:
-            st = self._of(mach)
-            if st is not None:
-                st.queued += 1
+        st = self._stats.get(mach)
+        if st is not None:
+            st.queued += 1
 
     def transition_end(self, tx: Transition) -> None:
+        st = self._stats.get(tx.machine)
+        if st is None:
+            return
+        if not tx.is_accepted:
+            st.canceled += 1
+            return
+        st.executed += 1
         m = tx.mutation
-        err = None
-        if tx.is_accepted and "Exception" in m.called and m.args:
+        if "Exception" in m.called and m.args:
             e = m.args.get("err")
             err = type(e).__name__ if isinstance(e, BaseException) else "unknown"
-        with self._lock:
-            st = self._of(tx.machine)
-            if st is None:
-                return
-            if tx.is_accepted:
-                st.executed += 1
-            else:
-                st.canceled += 1
-            if err is not None:
-                if err not in st.errors and len(st.errors) >= MAX_ERROR_TYPES:
-                    err = OTHER
-                st.errors[err] = st.errors.get(err, 0) + 1
+            if err not in st.errors and len(st.errors) >= MAX_ERROR_TYPES:
+                err = OTHER
+            st.errors[err] = st.errors.get(err, 0) + 1
 
     def handler_start(self, tx: Transition, binding: str, handler: str) -> None:
-        self._started[threading.get_ident(), id(tx)] = time.perf_counter()
+        st = self._stats.get(tx.machine)
+        if st is not None:
+            st.t0 = _now()
 
     def handler_end(self, tx: Transition, binding: str, handler: str) -> None:
-        t0 = self._started.pop((threading.get_ident(), id(tx)), None)
-        if t0 is None:
+        st = self._stats.get(tx.machine)
+        if st is None or not st.t0:
             return
-        took = time.perf_counter() - t0
-        with self._lock:
-            st = self._of(tx.machine)
-            if st is None:
-                return
-            h = st.handlers.get(handler)
-            if h is None:
-                h = st.handlers[handler] = [0.0] * (len(BUCKETS) + 2)
-            for i, bound in enumerate(BUCKETS):
-                if took <= bound:
-                    h[i] += 1
-                    break
-            else:
-                h[len(BUCKETS)] += 1
-            h[-1] += took
+        took = _now() - st.t0
+        st.t0 = 0.0
+        h = st.handlers.get(handler)
+        if h is None:
+            h = st.handlers[handler] = [0.0] * (len(BUCKETS) + 2)
+        h[_bisect(BUCKETS, took)] += 1
+        h[-1] += took
 
     def machine_dispose(self, mach_id: str) -> None:
-        self._forget(mach_id)
+        with self._lock:
+            gone = [m for m in self._stats if m.id == mach_id and m.disposed]
+        for m in gone:
+            self._forget(m)
 
     # -- the collector (the scraping thread) -------------------------------------------------------------------
 
@@ -186,21 +191,22 @@ class MetricsTracer(Tracer):
         ticks = GaugeMetricFamily(f"{p}_state_tick", "The state's tick (odd = active)", labels=["machine", "state"])
         machs = GaugeMetricFamily(f"{p}_machines", "Machines watched", labels=[])
         with self._lock:
-            stats = {label: (st.executed, st.canceled, st.queued, dict(st.errors),
-                             {h: list(v) for h, v in st.handlers.items()})
-                     for label, st in self._stats.items()}
-            own = list(self._machs.values())
-            by_label: dict[str, list[str]] = {}
-            for mid, label in self._label.items():
-                by_label.setdefault(label, []).append(mid)
-            count = len(self._label)
-        for label, (ex, ca, qu, errs, handlers) in sorted(stats.items()):
-            trans.add_metric([label, "executed"], ex)
-            trans.add_metric([label, "canceled"], ca)
-            queued.add_metric([label], qu)
-            for typ, n in sorted(errs.items()):
+            watched = list(self._stats.items())
+            totals = {label: _Stats(label) for label in self._gone}
+            for label, st in self._gone.items():
+                totals[label].fold(st)
+        own = []
+        for mach, st in watched:
+            totals.setdefault(st.label, _Stats(st.label)).fold(st)
+            if st.label not in (ALL, OTHER):
+                own.append(mach)
+        for label, st in sorted(totals.items()):
+            trans.add_metric([label, "executed"], st.executed)
+            trans.add_metric([label, "canceled"], st.canceled)
+            queued.add_metric([label], st.queued)
+            for typ, n in sorted(st.errors.items()):
                 errors.add_metric([label, typ], n)
-            for name, h in sorted(handlers.items()):
+            for name, h in sorted(st.handlers.items()):
                 cum, buckets = 0.0, []
                 for i, bound in enumerate(BUCKETS):
                     cum += h[i]
@@ -214,7 +220,7 @@ class MetricsTracer(Tracer):
             for state, tick in mach.clock().items():
                 active.add_metric([mach.id, state], tick & 1)
                 ticks.add_metric([mach.id, state], tick)
-        machs.add_metric([], count)
+        machs.add_metric([], len(watched))
         yield from (trans, queued, errors, hist, qlen, active, ticks, machs)
 
     # -- serving ------------------------------------------------------------------------------------------------

@@ -1,0 +1,37 @@
+"""The cost of telemetry on the core: transitions/s of the 6-state file flow with no tracer, the Prometheus
+metrics tracer, and the OpenTelemetry tracer (SDK provider, spans recorded and dropped; and the API's no-op
+provider, which is what an unconfigured process pays). Called from scripts/bench.py (section `telemetry`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def variants(workflow: Callable[..., Callable[[int], int]]) -> dict[str, Callable[[int], int]]:
+    """Name -> a timed run of the workflow flow on a machine with that tracer bound (``workflow`` builds it)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import NoOpTracerProvider
+
+    from machine import Machine, State
+    from transport.metrics import MetricsTracer
+    from transport.otel import OtelTracer
+
+    def build(bind: Callable[[Any], None] | None) -> Callable[[int], int]:
+        def make(schema: Any, handlers: Any) -> Any:
+            m = Machine(schema, handlers=handlers)
+            if bind is not None:
+                bind(m)
+            return m
+
+        return workflow(make, State)
+
+    metrics = MetricsTracer()
+    sdk = OtelTracer(tracer_provider=TracerProvider())
+    noop = OtelTracer(tracer_provider=NoOpTracerProvider())
+    return {
+        "no tracer": build(None),
+        "metrics (prometheus)": build(metrics.watch),
+        "otel, SDK provider": build(sdk.watch),
+        "otel, no-op provider": build(noop.watch),
+    }
