@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -77,3 +78,18 @@ class LazyLogger:
 
             lg = self._logger = logging.getLogger(self._name)
         return getattr(lg, attr)
+
+
+def fmt_args(args: Mapping[str, Any] | None, max_len: int = 20) -> str:
+    """`` (k=v k2=v2)`` for a log line: sorted keys, values clipped to ``max_len``, ``err_trace`` left out."""
+    if not args:
+        return ""
+    parts = []
+    for k in sorted(args):
+        if k in ("err_trace",):
+            continue
+        v = str(args[k])
+        if len(v) > max_len:
+            v = v[: max_len - 3] + "..." if max_len >= 5 else v[:max_len]
+        parts.append(f"{k}={v}")
+    return f" ({' '.join(parts)})" if parts else ""

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .signals import Ctx
+from .ctx_waiter import Ctx
 
 
 class Result(enum.IntEnum):

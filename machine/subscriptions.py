@@ -1,12 +1,17 @@
-"""The registry of pending waiters, checked by the runner after transitions (spec section 12)."""
+"""The registry of pending waiters (``Subscriptions``), and the functions that register a waiter and resolve the
+due ones after a change of the clock, the queue or an entered state's args (spec section 12)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .signals import Ctx, Waiter
+from .ctx_waiter import Ctx, Waiter, resolved_waiter
+from .log import LogLevel
+
+if TYPE_CHECKING:
+    from .machine import Machine
 
 Clock = dict[str, int]
 
@@ -43,11 +48,7 @@ class Subscriptions:
         if table is self.when_args:
             st = entry[1]
             self.args_states[st] = self.args_states.get(st, 0) + 1
-        if ctx is not None:
-            # a waiter whose ctx ends resolves at once (cancelled)
-            waiter._ctx = ctx
-            waiter._ctx_cb = waiter.cancel
-            ctx._add_callback(waiter.cancel)
+        waiter._end_with(ctx)
 
     def _forget(self, waiter: Waiter) -> None:
         with self.lock:
@@ -113,3 +114,66 @@ class Subscriptions:
         out += [e[0] for e in self.when_args.values()]
         out += list(self.query) + list(self.queue)
         return out
+
+
+def new_waiter(mach: Machine, table: dict[Any, Any], key: Any, entry_fn: Callable[[Waiter], Any],
+               ready: Callable[[], bool], ctx: Ctx | None) -> Waiter:
+    """The waiter registered in ``table`` under ``key`` (shared by equal subscriptions), or one already ended:
+    True when ``ready()`` holds now, False on a disposed machine or an ended ``ctx``."""
+    if mach._disposed or mach._disposing:
+        return resolved_waiter(False)
+    if ctx is not None and ctx.done:
+        return resolved_waiter(False)
+    with mach._lock:  # ticks change under the lock, so ready() and the registration see one clock
+        if ready():
+            return resolved_waiter(True)
+        existing = table.get(key)
+        if existing is not None:
+            w: Waiter = existing[0]
+            return w
+        w = Waiter()
+        mach._subs.register(table, key, entry_fn(w), w, ctx)
+        return w
+
+
+def check_subs(mach: Machine) -> None:
+    """Resolve the clock-based and query waiters whose condition holds (after every change of the clock)."""
+    subs = mach._subs
+    if not (subs.when or subs.when_not or subs.when_time or subs.query):
+        return  # nothing waits on the clock: no lock taken
+    due: list[Waiter] = []
+    with mach._lock:
+        if subs.clock_based:
+            due = subs.due_by_clock(mach._c.index, mach._time)
+        queries = list(subs.query.items()) if subs.query else []
+    if queries:
+        clock = mach.clock()
+        for w, fn in queries:
+            try:
+                ok = bool(fn(clock))
+            except Exception as exc:
+                mach._log(LogLevel.OPS, f"[when_query] raised {exc!r}")
+                ok = False
+            if ok:
+                due.append(w)
+    for w in due:
+        w._resolve(True)
+
+
+def resolve_queue_waiters(mach: Machine) -> None:
+    """Resolve the ``when_queue`` waiters whose tick is done."""
+    with mach._lock:
+        due = mach._subs.due_by_queue(mach._done_tick)
+    for w in due:
+        w._resolve(True)
+
+
+def match_args(mach: Machine, state: str, args: dict[str, Any]) -> None:
+    """Resolve the ``when_args`` waiters of ``state`` (just entered) that ``args`` matches."""
+    with mach._lock:
+        try:
+            due = mach._subs.due_by_args(state, args)
+        except Exception:  # a value whose == raises does not match
+            due = []
+    for w in due:
+        w._resolve(True)

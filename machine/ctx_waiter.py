@@ -1,4 +1,4 @@
-"""One-shot signals: ``Ctx`` (a cancel token) and ``Waiter`` (a subscription's result).
+"""Contexts and waiters: ``Ctx`` (a cancel token) and ``Waiter`` (a subscription's result), both one-shot signals.
 
 Both can be blocked on from any thread and awaited from any asyncio loop; neither ever polls.
 """
@@ -129,13 +129,6 @@ class Ctx(_Signal):
         return f"<Ctx {'done' if self._fired else 'live'}>"
 
 
-def done_ctx() -> Ctx:
-    """A context that is already done."""
-    c = Ctx()
-    c.cancel()
-    return c
-
-
 class Waiter(_Signal):
     """The result of a ``when*`` subscription: one shared, one-shot signal.
 
@@ -178,6 +171,14 @@ class Waiter(_Signal):
     def _resolve(self, ok: bool = True) -> None:
         if self._fire(ok):
             self._detach()
+
+    def _end_with(self, ctx: Ctx | None) -> None:
+        """Cancel this waiter when ``ctx`` ends; the waiter's end removes the callback from ``ctx`` again (so a
+        long-lived ctx does not collect one callback per waiter)."""
+        if ctx is None:
+            return
+        self._ctx, self._ctx_cb = ctx, self.cancel
+        ctx._add_callback(self.cancel)
 
     def _detach(self) -> None:
         cb, self._on_cancel = self._on_cancel, None
