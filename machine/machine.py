@@ -10,43 +10,29 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import persistence
-from .ctx_waiter import Ctx, Waiter, resolved_waiter
-from .errors import SchemaError, StateError
-from .handlers import Binding
+from .ctx_waiter import Ctx, Waiter
+from .diagram import inspect_text, string_all
+from .errors import SchemaError
+from .handlers import Binding, bind_handlers, detach_handlers
 from .log import LogLevel, machine_logger, parse_level
-from .mutation import Mutation, MutationType, Result
-from .mutation_queue import add_err, args_dict, check, mutate, on_runner, run_prepended
+from .mutation import Mutation, MutationType
+from .mutation_queue import add_err, args_dict, check, eval_fn, mutate, will_be
 from .mutation_queue import dispose as dispose_machine
 from .persistence import set_clock
 from .resolver import Plan
-from .schema import EXCEPTION, State, compiled_for
-from .subscriptions import Clock, Subscriptions, new_waiter
-from .tracer import Tracer
+from .schema import EXCEPTION, State, called_names, check_names, compiled_for, unknown_names
+from .subscriptions import Clock, Subscriptions, new_waiter, when_args, when_query, when_queue, when_time
+from .tracer import NO_HOOKS, NO_TRACERS, Tracer, bind_tracer, detach_tracer, emit, hooks_of
 from .transition import Transition
 from .worker import HandlerWorker
 
-ADD, REMOVE, SET, EVAL = MutationType.ADD, MutationType.REMOVE, MutationType.SET, MutationType.EVAL
-EXECUTED, CANCELED, QUEUED = Result.EXECUTED, Result.CANCELED, Result.QUEUED
+ADD, REMOVE, SET = MutationType.ADD, MutationType.REMOVE, MutationType.SET
 
 if TYPE_CHECKING:
     import asyncio
     import logging
 
     from .resolver import BoundFin, BoundNeg
-
-_NO_TRACERS: list[Tracer] = []  # shared while a machine has none; binding replaces the list
-_NO_HOOKS: dict[str, list[Callable[..., Any]]] = {}
-_HOOK_NAMES = tuple(n for n in vars(Tracer) if not n.startswith("_"))
-
-
-def _hooks_of(tracers: list[Tracer]) -> dict[str, list[Callable[..., Any]]]:
-    """Bound tracer methods by hook name, only those a subclass overrides (the rest are no-ops)."""
-    hooks: dict[str, list[Callable[..., Any]]] = {}
-    for t in tracers:
-        for name in _HOOK_NAMES:
-            if getattr(type(t), name, None) is not getattr(Tracer, name):
-                hooks.setdefault(name, []).append(getattr(t, name))
-    return hooks
 
 
 class Machine:
@@ -57,48 +43,18 @@ class Machine:
     it in order.
     """
 
+    # Grouped by the module that writes them (others read them); the facade keeps the rest.
     __slots__ = (
-        "_active",
-        "_appended",
-        "_bind_seq",
-        "_bind_version",
-        "_bindings",
-        "_bound",
-        "_c",
-        "_ctx_obj",
-        "_dispose_cbs",
-        "_disposed",
-        "_disposed_waiter_obj",
-        "_disposing",
-        "_done_tick",
-        "_err",
-        "_handler_timeout",
-        "_handler_deadline",
+        # this facade: identity, options, logging, contexts, bindings and tracers
+        "_id", "_parent_id", "_tags", "_log_level", "_log_prefix", "_logger_obj", "_loop", "_ctx_obj",
+        "_state_ctxs", "_disposed_waiter_obj", "_dispose_cbs", "_bindings", "_bind_seq", "_bind_version",
+        "_tracers", "_hooks", "_subs", "_lock", "_queue_limit", "_handler_timeout", "_handler_deadline",
         "_handler_backoff",
-        "_backoff_until",
-        "_worker",
-        "_id",
-        "_internal_errors",
-        "_lock",
-        "_log_level",
-        "_log_prefix",
-        "_logger_obj",
-        "_loop",
-        "_machine_tick",
-        "_parent_id",
-        "_processing",
-        "_queue",
-        "_queue_limit",
-        "_queue_tick",
-        "_runner",
-        "_state_ctxs",
-        "_subs",
-        "_tags",
-        "_time",
-        "_tracers",
-        "_hooks",
-        "_tx",
-        "_tx_seq",
+        # execution (one transition), and persistence outside transitions: the schema and the clock
+        "_c", "_time", "_active", "_machine_tick", "_tx", "_tx_seq", "_bound", "_err", "_worker",
+        "_internal_errors", "_backoff_until",
+        # mutation_queue: the queue, who holds it, its ticks, dispose
+        "_queue", "_processing", "_runner", "_appended", "_queue_tick", "_done_tick", "_disposing", "_disposed",
         "__weakref__",
     )
 
@@ -139,8 +95,7 @@ class Machine:
         self._backoff_until = 0.0  # while monotonic() is below it, mutations are canceled
         # handler_thread: handlers run on a worker thread, so one that hangs can be timed out and abandoned
         self._worker: HandlerWorker | None = HandlerWorker(f"am-handlers {self._id}") if handler_thread else None
-        n = len(self._c.names)
-        self._time: list[int] = [0] * n
+        self._time: list[int] = [0] * len(self._c.names)
         self._active: tuple[str, ...] = ()
         self._lock = threading.RLock()
         self._queue: deque[Mutation] = deque()
@@ -154,19 +109,19 @@ class Machine:
         self._tx_seq = 0
         # handlers of the bound objects per plan: plan -> (bind version, negotiation, finals)
         self._bound: dict[Plan, tuple[int, BoundNeg, BoundFin]] = {}
-        self._bindings: list[Binding] = []
-        self._bind_seq = 0
-        self._bind_version = 0
-        self._tracers: list[Tracer] = list(tracers) if tracers else _NO_TRACERS
-        # the tracer methods that are overridden, by hook name: empty when no tracer wants anything
-        self._hooks: dict[str, list[Callable[..., Any]]] = _hooks_of(self._tracers) if tracers else _NO_HOOKS
-        self._subs = Subscriptions(self._lock)
-        self._state_ctxs: dict[str, Ctx] = {}
-        self._ctx_obj: Ctx | None = None  # created on first use, like the rest below
         self._err: BaseException | None = None
         self._internal_errors: deque[BaseException] | None = None
         self._disposing = False
         self._disposed = False
+        self._bindings: list[Binding] = []
+        self._bind_seq = 0
+        self._bind_version = 0
+        self._tracers: list[Tracer] = list(tracers) if tracers else NO_TRACERS
+        # the tracer methods that are overridden, by hook name: empty when no tracer wants anything
+        self._hooks: dict[str, list[Callable[..., Any]]] = hooks_of(self._tracers) if tracers else NO_HOOKS
+        self._subs = Subscriptions(self._lock)
+        self._state_ctxs: dict[str, Ctx] = {}
+        self._ctx_obj: Ctx | None = None  # created on first use, like the rest below
         self._dispose_cbs: list[Callable[[], Any]] = []
         self._disposed_waiter_obj: Waiter | None = None
         if self._hooks:
@@ -290,32 +245,11 @@ class Machine:
         """The transition being applied, or None when idle."""
         return self._tx
 
-    # ------------------------------------------------------------------ name checks
+    # ------------------------------------------------------------------ name checks (transport's mirror uses them)
 
-    def _called(self, states: tuple[Any, ...]) -> tuple[str, ...]:
-        index = self._c.index
-        for s in states:
-            if s not in index:
-                self._unknown(states)
-        if len(states) > 1 and len(set(states)) != len(states):
-            return tuple(dict.fromkeys(states))
-        return states
-
-    def _unknown(self, states: Iterable[Any]) -> None:
-        index = self._c.index
-        bad = []
-        for s in states:
-            if not isinstance(s, str):
-                raise TypeError(f"state names are str, got {type(s).__name__} (machine {self._id})")
-            if s not in index:
-                bad.append(s)
-        raise StateError(dict.fromkeys(bad), self._id)
-
-    def _check_names(self, states: Iterable[str]) -> None:
-        index = self._c.index
-        for s in states:
-            if s not in index:
-                self._unknown(states)
+    _called = called_names
+    _unknown = unknown_names
+    _check_names = check_names
 
     # ------------------------------------------------------------------ checks
 
@@ -384,11 +318,7 @@ class Machine:
     def will_be(self, *states: str) -> bool:
         """True when a queued add or set names all of ``states``."""
         self._check_names(states)
-        with self._lock:
-            for m in self._queue:
-                if m.type in (ADD, SET) and not m.is_check and all(s in m.called for s in states):
-                    return True
-        return False
+        return will_be(self, states)
 
     # ------------------------------------------------------------------ getters
 
@@ -450,34 +380,12 @@ class Machine:
 
     def string_all(self) -> str:
         """``(Foo:1) [Bar:0 Baz:2]``: active states, then the inactive ones, with ticks, in index order."""
-        if self._disposed:
-            return ""
-        t, names = self._time, self._c.names
-        on = " ".join(f"{n}:{t[i]}" for i, n in enumerate(names) if t[i] & 1)
-        off = " ".join(f"{n}:{t[i]}" for i, n in enumerate(names) if not t[i] & 1)
-        return f"({on}) [{off}]"
+        return "" if self._disposed else string_all(self)
 
     def inspect(self, *states: str) -> str:
         """A block per state: active flag and name, tick, then the flags and relations that are set."""
         self._check_names(states)
-        if self._disposed:
-            return ""
-        out = []
-        t, index, schema = self._time, self._c.index, self._c.schema
-        for name in states or self._c.names:
-            st = schema[name]
-            tick = t[index[name]]
-            out.append(f"{tick & 1} {name}\n")
-            out.append(f"    |{'Tick':<9}{tick}\n")
-            if st.auto:
-                out.append(f"    |{'Auto':<9}true\n")
-            if st.multi:
-                out.append(f"    |{'Multi':<9}true\n")
-            for label, rel in (("Add", st.add), ("Require", st.require), ("Remove", st.remove),
-                               ("After", st.after)):
-                if rel:
-                    out.append(f"    |{label:<9}{' '.join(rel)}\n")
-        return "".join(out)
+        return "" if self._disposed else inspect_text(self, states)
 
     # ------------------------------------------------------------------ mutations
 
@@ -532,18 +440,7 @@ class Machine:
         True when it ran; False when it could not: called from a handler of this machine, disposed, timeout.
         ``fn``'s return value is discarded; an exception it raises goes to ``add_err``.
         """
-        if self._disposing:
-            return False
-        if self._on_runner():
-            self._log(LogLevel.OPS, "[eval] nested eval refused (called from a handler)")
-            return False
-        m = Mutation(EVAL, (), None, fn=fn)
-        return run_prepended(self, m, timeout) == EXECUTED
-
-    # ------------------------------------------------------------------ the queue runner
-
-    def _on_runner(self) -> bool:
-        return on_runner(self)
+        return eval_fn(self, fn, timeout)
 
     # ------------------------------------------------------------------ subscriptions
 
@@ -552,14 +449,14 @@ class Machine:
         self._check_names(states)
         names = tuple(dict.fromkeys(states))
         return new_waiter(self, self._subs.when, (frozenset(names), ctx), lambda w: (w, names),
-                            lambda: self.is_active(*names), ctx)
+                          lambda: self.is_active(*names), ctx)
 
     def when_not(self, *states: str, ctx: Ctx | None = None) -> Waiter:
         """Resolves when all of ``states`` are inactive (at once if they are)."""
         self._check_names(states)
         names = tuple(dict.fromkeys(states))
         return new_waiter(self, self._subs.when_not, (frozenset(names), ctx), lambda w: (w, names),
-                            lambda: not self.any_active(*names), ctx)
+                          lambda: not self.any_active(*names), ctx)
 
     def when_err(self, ctx: Ctx | None = None) -> Waiter:
         """Resolves when Exception is active."""
@@ -570,23 +467,7 @@ class Machine:
 
         Raises ValueError when the lengths differ or are 0, StateError for an unknown state.
         """
-        names, ts = tuple(states), tuple(map(int, times))
-        if isinstance(states, str):
-            names = (states,)
-        self._check_names(names)
-        if not names or len(names) != len(ts):
-            raise ValueError(f"when_time: states and times must have the same length > 0 "
-                             f"({len(names)} != {len(ts)}) (machine {self._id})")
-        index = self._c.index
-
-        def ready() -> bool:
-            t = self._time
-            for s, v in zip(names, ts, strict=True):  # same length, checked above
-                if t[index[s]] < v:
-                    return False
-            return True
-
-        return new_waiter(self, self._subs.when_time, (names, ts, ctx), lambda w: (w, names, ts), ready, ctx)
+        return when_time(self, states, times, ctx)
 
     def when_ticks(self, state: str, n: int, ctx: Ctx | None = None) -> Waiter:
         """Resolves when ``state`` ticked ``n`` more times."""
@@ -595,38 +476,16 @@ class Machine:
 
     def when_query(self, fn: Callable[[Clock], bool], ctx: Ctx | None = None) -> Waiter:
         """Resolves when ``fn(clock)`` returns True after an accepted transition (not checked at once)."""
-        if self._disposed or self._disposing or (ctx is not None and ctx.done):
-            return resolved_waiter(False)
-        w = Waiter()
-        with self._lock:
-            self._subs.query[w] = fn
-            w._on_cancel = self._subs._forget
-            w._end_with(ctx)
-        return w
+        return when_query(self, fn, ctx)
 
     def when_args(self, state: str, args: Mapping[str, Any], ctx: Ctx | None = None) -> Waiter:
         """Resolves when ``state`` is entered by a mutation whose args include ``args`` (compared with ==)."""
         self._check_names((state,))
-        want = dict(args)
-        try:
-            key: Any = (state, frozenset(want.items()), ctx)
-        except TypeError:  # unhashable values: no reuse
-            key = (state, id(want), ctx)
-        return new_waiter(self, self._subs.when_args, key, lambda w: (w, state, want), lambda: False, ctx)
+        return when_args(self, state, args, ctx)
 
     def when_queue(self, tick: int) -> Waiter:
         """Resolves when the mutation with queue tick ``tick`` was processed (at once for 0, 1 or past ticks)."""
-        if tick <= self._done_tick or tick < QUEUED:
-            return resolved_waiter(True)
-        if self._disposed or self._disposing:
-            return resolved_waiter(False)
-        with self._lock:
-            if tick <= self._done_tick:
-                return resolved_waiter(True)
-            w = Waiter()
-            self._subs.queue[w] = tick
-            w._on_cancel = self._subs._forget
-        return w
+        return when_queue(self, tick)
 
     def when_disposed(self) -> Waiter:
         """Resolves when the machine is disposed."""
@@ -654,41 +513,21 @@ class Machine:
 
         Several objects may be bound; they run in bind order for each handler name.
         """
-        b = Binding(obj, self._bind_seq, self._c.index)
-        with self._lock:
-            self._bind_seq += 1
-            self._bindings = [*self._bindings, b]
-            self._bind_version += 1
+        bind_handlers(self, obj)
 
     def detach_handlers(self, obj: object) -> None:
         """Unbind a previously bound object. Raises ValueError if it is not bound."""
-        with self._lock:
-            kept = [b for b in self._bindings if b.obj is not obj]
-            if len(kept) == len(self._bindings):
-                raise ValueError(f"handlers not bound: {obj!r} (machine {self._id})")
-            self._bindings = kept
-            self._bind_version += 1
+        detach_handlers(self, obj)
 
     def bind_tracer(self, tracer: Tracer) -> None:
         """Add a tracer; its hooks are called synchronously."""
-        with self._lock:
-            self._tracers = [*self._tracers, tracer]
-            self._hooks = _hooks_of(self._tracers)
+        bind_tracer(self, tracer)
 
     def detach_tracer(self, tracer: Tracer) -> None:
         """Remove a tracer. Raises ValueError if it is not bound."""
-        with self._lock:
-            if tracer not in self._tracers:
-                raise ValueError(f"tracer not bound (machine {self._id})")
-            self._tracers = [t for t in self._tracers if t is not tracer]
-            self._hooks = _hooks_of(self._tracers)
+        detach_tracer(self, tracer)
 
-    def _emit(self, hook: str, *args: Any) -> None:
-        for fn in self._hooks.get(hook, ()):
-            try:
-                fn(*args)
-            except Exception:
-                self._logger.exception("%stracer %s raised", self._log_prefix, getattr(fn, "__qualname__", fn))
+    _emit = emit  # call the tracers' ``hook``; one that raises is logged
 
     # ------------------------------------------------------------------ logging
 
@@ -723,14 +562,10 @@ class Machine:
     def _dispose(self, timeout: float, stop_start: bool) -> None:
         dispose_machine(self, timeout, stop_start)
 
-        # on the runner (from a handler): _drain finishes it
-
-    # ------------------------------------------------------------------ clocks set from outside
+    # ------------------------------------------------------------------ clocks, export, import, schema
 
     # a mirror's clock (transport calls it on every push): the module function is the method, no extra call
     _set_clock = set_clock
-
-    # ------------------------------------------------------------------ export, import, schema
 
     def export(self) -> dict[str, Any]:
         """``{"id", "state_names", "time", "queue_tick", "machine_tick"}``: msgpack- and JSON-safe."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time as _time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import is_cancel, trace_text
@@ -179,6 +179,26 @@ def run_prepended(mach: Machine, m: Mutation, timeout: float) -> int:
     return m.result
 
 
+def will_be(mach: Machine, states: tuple[str, ...]) -> bool:
+    """See ``Machine.will_be``."""
+    with mach._lock:
+        for m in mach._queue:
+            if m.type in (ADD, SET) and not m.is_check and all(s in m.called for s in states):
+                return True
+    return False
+
+
+def eval_fn(mach: Machine, fn: Callable[[], Any], timeout: float) -> bool:
+    """See ``Machine.eval``."""
+    if mach._disposing:
+        return False
+    if on_runner(mach):
+        mach._log(LogLevel.OPS, "[eval] nested eval refused (called from a handler)")
+        return False
+    m = Mutation(EVAL, (), None, fn=fn)
+    return run_prepended(mach, m, timeout) == EXECUTED
+
+
 def drain(mach: Machine, m: Mutation | None = None) -> int:
     """Run ``m`` (already counted as dequeued), then the queue until it is empty.
 
@@ -201,10 +221,7 @@ def drain(mach: Machine, m: Mutation | None = None) -> int:
                     m = q.popleft()
                     if m.queue_tick:
                         mach._queue_tick += 1
-            if m.type is not EVAL and (m.ctx is None or not m.ctx.done):
-                r = run_transition(mach, m)
-            else:
-                r = _run_other(mach, m)
+            r = run_transition(mach, m) if m.type is not EVAL else _run_eval(mach, m)
             m.result = r
             if m.done is not None:
                 m.done.set()
@@ -244,10 +261,8 @@ def cancel_queue(mach: Machine) -> bool:
     return ticked
 
 
-def _run_other(mach: Machine, m: Mutation) -> int:
-    """An eval, or a mutation whose ctx ended (skipped)."""
-    if m.ctx is not None and m.ctx.done:
-        return CANCELED
+def _run_eval(mach: Machine, m: Mutation) -> int:
+    """Run an eval's function; what it raises goes to ``add_err``."""
     assert m.fn is not None
     try:
         m.fn()
@@ -292,6 +307,7 @@ def dispose(mach: Machine, timeout: float, stop_start: bool) -> None:
         # the runner finishes it when its transition ends
         if not mach._disposed_waiter.wait(timeout):
             finish_dispose(mach)
+    # on the runner (from a handler): drain finishes it
 
 
 def finish_dispose(mach: Machine) -> None:

@@ -4,11 +4,12 @@ due ones after a change of the clock, the queue or an entered state's args (spec
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .ctx_waiter import Ctx, Waiter, resolved_waiter
 from .log import LogLevel
+from .mutation import Result
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -30,7 +31,6 @@ class Subscriptions:
         self.when_args: dict[Hashable, tuple[Waiter, str, dict[str, Any]]] = {}
         self.query: dict[Waiter, Callable[[Clock], bool]] = {}
         self.queue: dict[Waiter, int] = {}
-        self.disposed: list[Waiter] = []
         self._where: dict[Waiter, tuple[dict[Any, Any], Hashable]] = {}
         # states with a when_args waiter, so the final phase can skip the lookup
         self.args_states: dict[str, int] = {}
@@ -66,10 +66,6 @@ class Subscriptions:
                 return
             self.query.pop(waiter, None)
             self.queue.pop(waiter, None)
-            try:
-                self.disposed.remove(waiter)
-            except ValueError:
-                pass
 
     def due_by_clock(self, index: dict[str, int], time: list[int]) -> list[Waiter]:
         """Waiters of when/when_not/when_time whose condition holds for ``time``."""
@@ -134,6 +130,64 @@ def new_waiter(mach: Machine, table: dict[Any, Any], key: Any, entry_fn: Callabl
         w = Waiter()
         mach._subs.register(table, key, entry_fn(w), w, ctx)
         return w
+
+
+def when_time(mach: Machine, states: Iterable[str], times: Iterable[int], ctx: Ctx | None) -> Waiter:
+    """See ``Machine.when_time``."""
+    names, ts = tuple(states), tuple(map(int, times))
+    if isinstance(states, str):
+        names = (states,)
+    mach._check_names(names)
+    if not names or len(names) != len(ts):
+        raise ValueError(f"when_time: states and times must have the same length > 0 "
+                         f"({len(names)} != {len(ts)}) (machine {mach._id})")
+    index = mach._c.index
+
+    def ready() -> bool:
+        t = mach._time
+        for s, v in zip(names, ts, strict=True):  # same length, checked above
+            if t[index[s]] < v:
+                return False
+        return True
+
+    return new_waiter(mach, mach._subs.when_time, (names, ts, ctx), lambda w: (w, names, ts), ready, ctx)
+
+
+def when_args(mach: Machine, state: str, args: Mapping[str, Any], ctx: Ctx | None) -> Waiter:
+    """See ``Machine.when_args``."""
+    want = dict(args)
+    try:
+        key: Any = (state, frozenset(want.items()), ctx)
+    except TypeError:  # unhashable values: no reuse
+        key = (state, id(want), ctx)
+    return new_waiter(mach, mach._subs.when_args, key, lambda w: (w, state, want), lambda: False, ctx)
+
+
+def when_query(mach: Machine, fn: Callable[[Clock], bool], ctx: Ctx | None) -> Waiter:
+    """See ``Machine.when_query``: never shared, never resolved at once."""
+    if mach._disposed or mach._disposing or (ctx is not None and ctx.done):
+        return resolved_waiter(False)
+    w = Waiter()
+    with mach._lock:
+        mach._subs.query[w] = fn
+        w._on_cancel = mach._subs._forget
+        w._end_with(ctx)
+    return w
+
+
+def when_queue(mach: Machine, tick: int) -> Waiter:
+    """See ``Machine.when_queue``."""
+    if tick <= mach._done_tick or tick < Result.QUEUED:
+        return resolved_waiter(True)
+    if mach._disposed or mach._disposing:
+        return resolved_waiter(False)
+    with mach._lock:
+        if tick <= mach._done_tick:
+            return resolved_waiter(True)
+        w = Waiter()
+        mach._subs.queue[w] = tick
+        w._on_cancel = mach._subs._forget
+    return w
 
 
 def check_subs(mach: Machine) -> None:
