@@ -9,8 +9,12 @@ import threading
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
+from .log import LazyLogger
+
 if TYPE_CHECKING:
     import asyncio
+
+_log = LazyLogger("machine")
 
 
 def _set_future(fut: asyncio.Future[bool], value: bool) -> None:
@@ -50,7 +54,10 @@ class _Signal:
             except RuntimeError:  # the loop closed meanwhile
                 pass
         for cb in callbacks:
-            cb()
+            try:
+                cb()
+            except Exception:  # a user's callback must not stop the others, nor the transition that fired it
+                _log.exception("on_done callback %s raised", getattr(cb, "__qualname__", cb))
         return True
 
     def _wait(self, timeout: float | None) -> bool:
@@ -101,10 +108,11 @@ class Ctx(_Signal):
     ``on_done(fn)`` runs ``fn()`` once done (at once if already done).
     """
 
-    __slots__ = ("__weakref__",)
+    __slots__ = ("_parent", "__weakref__")
 
     def __init__(self, parent: Ctx | None = None) -> None:
         super().__init__()
+        self._parent = parent
         if parent is not None:
             parent._add_callback(self.cancel)
 
@@ -115,7 +123,10 @@ class Ctx(_Signal):
 
     def cancel(self) -> None:
         """End the context; runs its callbacks and wakes its waiters. Idempotent."""
-        self._fire(True)
+        if self._fire(True):
+            parent, self._parent = self._parent, None
+            if parent is not None:  # an ended child leaves nothing on a parent that lives on
+                parent._remove_callback(self.cancel)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until done; False on timeout."""

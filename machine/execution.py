@@ -18,7 +18,7 @@ from .handlers import Binding
 from .log import LogLevel, fmt_args
 from .mutation import Mutation, MutationType, Result
 from .resolver import STATE, BoundFin, BoundNeg, Plan, _enters_exits, auto_states, final_handlers, make_plan, resolve
-from .schema import EXCEPTION
+from .schema import AUTO_CACHE_MAX, EXCEPTION, PLAN_CACHE_MAX
 from .subscriptions import check_subs, match_args, resolve_queue_waiters
 from .transition import Event, Transition
 from .worker import HandlerWorker, Job
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 ADD = MutationType.ADD
 EXECUTED, CANCELED = Result.EXECUTED, Result.CANCELED
-PLAN_CACHE_MAX = 4096
 _NO_FINALS: BoundFin = []
 
 
@@ -100,6 +99,8 @@ def run_transition(mach: Machine, m: Mutation) -> int:
         active = mach._active
         entry = c.autos.get(active)
         if entry is None:
+            if len(c.autos) >= AUTO_CACHE_MAX:
+                c.autos.clear()  # bounded like the plans: a machine wandering over many sets pays misses
             auto = auto_states(c, active)
             # an auto transition that its relations reject has no effect: nobody needs to run it
             viable = bool(auto) and make_plan(c, ADD, auto, active, True, False).accepted
@@ -388,9 +389,11 @@ def _spawn(mach: Machine, fn: Callable[..., Any], e: Event, state: str, kind: in
         loop = background_loop()
     fut = asyncio.run_coroutine_threadsafe(fn(e), loop)
     ctx = mach.state_ctx(state) if kind == STATE and state else mach._ctx
-    ctx.on_done(fut.cancel)
+    cancel = fut.cancel
+    ctx.on_done(cancel)
 
     def done(f: concurrent.futures.Future[Any]) -> None:
+        ctx._remove_callback(cancel)  # a finished task leaves nothing on a ctx that lives on
         if f.cancelled():
             return
         exc = f.exception()

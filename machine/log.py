@@ -84,12 +84,18 @@ def fmt_args(args: Mapping[str, Any] | None, max_len: int = 20) -> str:
     """`` (k=v k2=v2)`` for a log line: sorted keys, values clipped to ``max_len``, ``err_trace`` left out."""
     if not args:
         return ""
-    parts = []
-    for k in sorted(args):
-        if k in ("err_trace",):
-            continue
-        v = str(args[k])
-        if len(v) > max_len:
-            v = v[: max_len - 3] + "..." if max_len >= 5 else v[:max_len]
-        parts.append(f"{k}={v}")
+    try:
+        parts = []
+        for k in sorted(args):
+            if k in ("err_trace",):
+                continue
+            try:
+                v = str(args[k])
+            except Exception:  # a user's value must not break the transition being logged
+                v = f"<{type(args[k]).__name__}>"
+            if len(v) > max_len:
+                v = v[: max_len - 3] + "..." if max_len >= 5 else v[:max_len]
+            parts.append(f"{k}={v}")
+    except Exception:  # keys that do not sort
+        return " (args not printable)"
     return f" ({' '.join(parts)})" if parts else ""

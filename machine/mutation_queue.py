@@ -51,6 +51,7 @@ def mutate(mach: Machine, mtype: MutationType, states: tuple[str, ...], args: Ma
     a = None if args is None else args_dict(args)
     if mach._disposing or (mach._backoff_until and _in_backoff(mach)):
         return CANCELED
+    queued = None
     with mach._lock:
         q = mach._queue
         running = mach._processing
@@ -80,17 +81,20 @@ def mutate(mach: Machine, mtype: MutationType, states: tuple[str, ...], args: Ma
                         return EXECUTED
             mach._appended += 1
             tick = mach._appended + 1
-            m = Mutation(mtype, called, a, queue_tick=tick)
-            q.append(m)
-            _queued(mach, m)
+            queued = Mutation(mtype, called, a, queue_tick=tick)
+            q.append(queued)
+            _queued(mach, queued)
             if running:
                 if mach._log_level >= LogLevel.OPS:
                     n = len(q)
                     mach._log(LogLevel.OPS, f"[postpone] queue running ({n} item{'s' if n != 1 else ''})")
                 return tick
+            # idle with a queue left over (an exception escaped a drain): this thread drains it, after
+            # releasing the lock, so that other threads' mutations are queued meanwhile, not blocked
             mach._processing = True
             mach._runner = _get_ident()
-            return drain(mach)
+    if queued is not None:
+        return drain(mach)
     if mach._log_level or "mutation_queued" in mach._hooks:
         _queued(mach, m)
     return drain(mach, m)

@@ -227,10 +227,18 @@ def compiled_for(schema: Mapping[str, State | Mapping[str, Any]]) -> Compiled:
     return c
 
 
-class Compiled:
-    """A parsed schema with everything the resolver needs precomputed, and the cache of resolved plans.
+# Bounds of the resolver caches of one compiled schema (shared by the machines of that schema); a full cache
+# is emptied and refilled. With at most _COMPILED_MAX schemas cached, the process holds at most
+# 256 x (4096 plans + 4096 auto entries); a machine's own cache of bound handlers per plan has PLAN_CACHE_MAX too.
+PLAN_CACHE_MAX = 4096
+AUTO_CACHE_MAX = 4096
 
-    Immutable once built (the plan cache only grows), so machines with equal schemas share one.
+
+class Compiled:
+    """A parsed schema with everything the resolver needs precomputed, and the caches of resolved plans.
+
+    Immutable once built, but for those caches (bounded by PLAN_CACHE_MAX and AUTO_CACHE_MAX), so machines with
+    equal schemas share one.
     """
 
     __slots__ = (
