@@ -94,11 +94,21 @@ class _Signal:
 
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[bool] = loop.create_future()
+        entry = (loop, fut)
         with self._lock:
             if self._fired:
                 return self._value
-            self._futures.append((loop, fut))
-        return (yield from fut.__await__())
+            self._futures.append(entry)
+        try:
+            return (yield from fut.__await__())
+        finally:
+            if not fut.done() or fut.cancelled():
+                # the await was cancelled (a timeout): forget its future, a long-lived signal would keep them all
+                with self._lock:
+                    try:
+                        self._futures.remove(entry)
+                    except ValueError:  # fired meanwhile: the list was handed over
+                        pass
 
 
 class Ctx(_Signal):

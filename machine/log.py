@@ -99,3 +99,11 @@ def fmt_args(args: Mapping[str, Any] | None, max_len: int = 20) -> str:
     except Exception:  # keys that do not sort
         return " (args not printable)"
     return f" ({' '.join(parts)})" if parts else ""
+
+
+def safe_repr(obj: object) -> str:
+    """``repr(obj)``, or its type's name when that raises: for log lines about a user's objects."""
+    try:
+        return repr(obj)
+    except Exception:
+        return f"<{type(obj).__name__}>"

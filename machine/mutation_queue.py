@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import is_cancel, trace_text
 from .execution import run_transition
-from .log import LogLevel, fmt_args
+from .log import LogLevel, fmt_args, safe_repr
 from .mutation import Mutation, MutationType, Result
 from .schema import EXCEPTION
 from .subscriptions import resolve_queue_waiters
@@ -271,7 +271,7 @@ def _run_eval(mach: Machine, m: Mutation) -> int:
     try:
         m.fn()
     except Exception as exc:
-        mach._log(LogLevel.OPS, f"[eval] raised {exc!r}")
+        mach._log(LogLevel.OPS, f"[eval] raised {safe_repr(exc)}")
         mach.add_err(exc)
     return EXECUTED
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .ctx_waiter import Ctx, Waiter, resolved_waiter
-from .log import LogLevel
+from .log import LogLevel, safe_repr
 from .mutation import Result
 
 if TYPE_CHECKING:
@@ -99,8 +99,11 @@ class Subscriptions:
         for w, st, want in self.when_args.values():
             if st != state:
                 continue
-            if all(k in args and args[k] == v for k, v in want.items()):
-                due.append(w)
+            try:
+                if all(k in args and args[k] == v for k, v in want.items()):
+                    due.append(w)
+            except Exception:  # a value whose == raises does not match; the other waiters still do
+                pass
         return due
 
     def all_waiters(self) -> list[Waiter]:
@@ -206,7 +209,7 @@ def check_subs(mach: Machine) -> None:
             try:
                 ok = bool(fn(clock))
             except Exception as exc:
-                mach._log(LogLevel.OPS, f"[when_query] raised {exc!r}")
+                mach._log(LogLevel.OPS, f"[when_query] raised {safe_repr(exc)}")
                 ok = False
             if ok:
                 due.append(w)
@@ -225,9 +228,6 @@ def resolve_queue_waiters(mach: Machine) -> None:
 def match_args(mach: Machine, state: str, args: dict[str, Any]) -> None:
     """Resolve the ``when_args`` waiters of ``state`` (just entered) that ``args`` matches."""
     with mach._lock:
-        try:
-            due = mach._subs.due_by_args(state, args)
-        except Exception:  # a value whose == raises does not match
-            due = []
+        due = mach._subs.due_by_args(state, args)
     for w in due:
         w._resolve(True)

@@ -228,3 +228,65 @@ def test_args_whose_str_raises_do_not_break_a_logged_transition(caplog: Any) -> 
         assert any("x=" in r.getMessage() for r in caplog.records)
     finally:
         mach.dispose()
+
+
+def test_awaits_that_time_out_leave_nothing_on_a_long_lived_ctx() -> None:
+    mach = Machine({"A": State()})
+
+    async def main() -> None:
+        for _ in range(500):
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(mach.ctx, 0.0001)
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(mach.when("A"), 0.0001)
+
+    try:
+        asyncio.run(main())
+        assert len(mach.ctx._futures) == 0
+        assert len(mach.when("A")._futures) == 0
+    finally:
+        mach.dispose()
+
+
+class _BadEq:
+    def __eq__(self, other: object) -> bool:
+        raise ValueError("no eq for you")
+
+    __hash__ = object.__hash__
+
+
+def test_a_when_args_waiter_whose_eq_raises_does_not_stop_the_others() -> None:
+    mach = Machine({"A": State(multi=True)})
+    try:
+        bad = mach.when_args("A", {"x": _BadEq()})
+        good = mach.when_args("A", {"y": 1})
+        mach.add("A", args={"x": 1, "y": 1})
+        assert good.wait(1) is True
+        assert not bad.done
+    finally:
+        mach.dispose()
+
+
+class _BadReprError(Exception):
+    def __repr__(self) -> str:
+        raise ValueError("no repr for you")
+
+
+def test_query_and_eval_errors_whose_repr_raises_do_not_escape() -> None:
+    def query(clock: dict[str, int]) -> bool:
+        raise _BadReprError()
+
+    def fn() -> None:
+        raise _BadReprError()
+
+    mach = Machine({"A": State(), "B": State()})
+    try:
+        mach.when_query(query)
+        ok = mach.when("B")
+        assert mach.add("B") == EXECUTED  # the query raises while its waiters are checked
+        assert ok.wait(0) is True
+        assert mach.eval(fn) is True
+        assert isinstance(mach.err, _BadReprError)
+        assert mach.add("A") == EXECUTED
+    finally:
+        mach.dispose()
