@@ -1,4 +1,4 @@
-"""Handler bindings: which of an object's attributes are handlers for a schema's states."""
+"""Handler bindings: which of an object's attributes are handlers for a schema's states; binding and unbinding."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Log levels and the per-machine logger."""
+"""Log levels, the per-machine logger, and log text of user values that never raises."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""``Machine``: a relational, multi-state, clock-based state machine with a queue of mutations."""
+"""``Machine``, the facade: constructor, getters, checks and public entry points. The work is done in modules
+that each write their own slots of the machine (grouped in ``__slots__``): ``mutation_queue`` (the queue, dispose),
+``execution`` (one transition), ``subscriptions`` (waiters), ``persistence`` (export, import, schema, mirror clock).
+"""
 
 from __future__ import annotations
 
@@ -43,7 +46,6 @@ class Machine:
     it in order.
     """
 
-    # Grouped by the module that writes them (others read them); the facade keeps the rest.
     __slots__ = (
         # this facade: identity, options, logging, contexts, bindings and tracers
         "_id", "_parent_id", "_tags", "_log_level", "_log_prefix", "_logger_obj", "_loop", "_ctx_obj",

@@ -1,4 +1,5 @@
-"""States, schemas and what is precomputed per schema (indexes, relation sets, the require topology)."""
+"""States, schemas and what is precomputed per schema (indexes, relation sets, the require topology, bounded caches);
+the checks of state names against a machine's schema."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Tracers: synchronous hooks into a machine's life. Subclass ``Tracer`` and override what you need."""
+"""Tracers: synchronous hooks into a machine's life. Subclass ``Tracer`` and override what you need.
+
+Also how a machine binds tracers and calls their hooks (``emit``, a hook that raises is logged)."""
 
 from __future__ import annotations
 
