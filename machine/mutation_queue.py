@@ -115,6 +115,7 @@ def _queued(mach: Machine, m: Mutation) -> None:
 
 def add_err(mach: Machine, state: str, err: BaseException | None, args: Mapping[str, Any] | None,
              force: bool) -> int:
+    """See ``Machine.add_err_state``; ``force`` gets through the backoff after a deadlined handler."""
     mach._called((state,))
     a = args_dict(args) or {}
     if mach._disposing or (not force and mach._backoff_until and _in_backoff(mach)) or err is None or is_cancel(
@@ -145,6 +146,7 @@ def add_err(mach: Machine, state: str, err: BaseException | None, args: Mapping[
 
 
 def check(mach: Machine, mtype: MutationType, states: tuple[str, ...], args: Mapping[str, Any] | None) -> int:
+    """A dry run (``can_add``/``can_remove``): prepended, waited for up to 1 s."""
     called = mach._called(states)
     a = args_dict(args)
     if mach._disposing:
