@@ -4,13 +4,13 @@ States may be active together and are linked by relations (require, remove, add,
 logical clock (odd = active); mutations are queued and applied as transitions that handlers can negotiate.
 """
 
+from .ctx_waiter import Ctx, Waiter
 from .diagram import diagram
 from .errors import HandlerTimeoutError, SchemaError, StateError
 from .log import LogLevel
 from .machine import Machine
 from .mutation import Mutation, MutationType, Result
 from .schema import State, StateNames
-from .signals import Ctx, Waiter
 from .tracer import Tracer
 from .transition import Event, Transition
 

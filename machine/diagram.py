@@ -1,4 +1,4 @@
-"""Mermaid diagrams of a schema's relations, so a machine can be looked at instead of read."""
+"""Views of a machine for people: Mermaid diagrams of a schema's relations, and ``inspect``'s text."""
 
 from __future__ import annotations
 
@@ -42,3 +42,30 @@ def diagram(source: Machine | Mapping[str, State | Mapping[str, Any]]) -> str:
         lines.append("    classDef active fill:#9f9,stroke:#393")
         lines.append("    class " + ",".join(ids[n] for n in schema if n in active) + " active")
     return "\n".join(lines) + "\n"
+
+
+def inspect_text(mach: Machine, states: tuple[str, ...]) -> str:
+    """See ``Machine.inspect``."""
+    out = []
+    t, index, schema = mach._time, mach._c.index, mach._c.schema
+    for name in states or mach._c.names:
+        st = schema[name]
+        tick = t[index[name]]
+        out.append(f"{tick & 1} {name}\n")
+        out.append(f"    |{'Tick':<9}{tick}\n")
+        if st.auto:
+            out.append(f"    |{'Auto':<9}true\n")
+        if st.multi:
+            out.append(f"    |{'Multi':<9}true\n")
+        for label, rel in (("Add", st.add), ("Require", st.require), ("Remove", st.remove), ("After", st.after)):
+            if rel:
+                out.append(f"    |{label:<9}{' '.join(rel)}\n")
+    return "".join(out)
+
+
+def string_all(mach: Machine) -> str:
+    """See ``Machine.string_all``."""
+    t, names = mach._time, mach._c.names
+    on = " ".join(f"{n}:{t[i]}" for i, n in enumerate(names) if t[i] & 1)
+    off = " ".join(f"{n}:{t[i]}" for i, n in enumerate(names) if not t[i] & 1)
+    return f"({on}) [{off}]"

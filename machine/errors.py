@@ -1,7 +1,8 @@
-"""Exceptions raised by the machine package."""
+"""Exceptions raised by the machine package, and helpers to tell and format errors."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 
 
@@ -25,3 +26,19 @@ class SchemaError(ValueError):
 
 class HandlerTimeoutError(TimeoutError):
     """A handler ran longer than the machine's ``handler_timeout``; its transition was canceled."""
+
+
+def trace_text(err: BaseException) -> str:
+    """The formatted traceback of ``err`` (traceback is imported on first use: only errors need it)."""
+    import traceback
+
+    return "".join(traceback.format_exception(err))
+
+
+def is_cancel(err: BaseException) -> bool:
+    """True for exactly a cancellation (asyncio's or concurrent.futures'), without importing either."""
+    for mod, name in (("asyncio", "CancelledError"), ("concurrent.futures", "CancelledError")):
+        m = sys.modules.get(mod)
+        if m is not None and type(err) is getattr(m, name):
+            return True
+    return False

@@ -1,9 +1,12 @@
-"""Handler bindings: which of an object's attributes are handlers for a schema's states."""
+"""Handler bindings: which of an object's attributes are handlers for a schema's states; binding and unbinding."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .machine import Machine
 
 _NEGOTIATION_SUFFIXES = ("Enter", "Exit")
 _FINAL_SUFFIXES = ("State", "End")
@@ -70,3 +73,22 @@ class Binding:
                     )
                 self.async_names.add(name)
             self.handlers[name] = fn
+
+
+def bind_handlers(mach: Machine, obj: object) -> None:
+    """See ``Machine.bind_handlers``; a new list, so a running transition keeps the one it read."""
+    b = Binding(obj, mach._bind_seq, mach._c.index)
+    with mach._lock:
+        mach._bind_seq += 1
+        mach._bindings = [*mach._bindings, b]
+        mach._bind_version += 1  # the per-plan handler lists (execution's cache) are rebuilt
+
+
+def detach_handlers(mach: Machine, obj: object) -> None:
+    """See ``Machine.detach_handlers``."""
+    with mach._lock:
+        kept = [b for b in mach._bindings if b.obj is not obj]
+        if len(kept) == len(mach._bindings):
+            raise ValueError(f"handlers not bound: {obj!r} (machine {mach._id})")
+        mach._bindings = kept
+        mach._bind_version += 1

@@ -1,9 +1,10 @@
-"""Log levels and the per-machine logger."""
+"""Log levels, the per-machine logger, and log text of user values that never raises."""
 
 from __future__ import annotations
 
 import enum
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -77,3 +78,32 @@ class LazyLogger:
 
             lg = self._logger = logging.getLogger(self._name)
         return getattr(lg, attr)
+
+
+def fmt_args(args: Mapping[str, Any] | None, max_len: int = 20) -> str:
+    """`` (k=v k2=v2)`` for a log line: sorted keys, values clipped to ``max_len``, ``err_trace`` left out."""
+    if not args:
+        return ""
+    try:
+        parts = []
+        for k in sorted(args):
+            if k in ("err_trace",):
+                continue
+            try:
+                v = str(args[k])
+            except Exception:  # a user's value must not break the transition being logged
+                v = f"<{type(args[k]).__name__}>"
+            if len(v) > max_len:
+                v = v[: max_len - 3] + "..." if max_len >= 5 else v[:max_len]
+            parts.append(f"{k}={v}")
+    except Exception:  # keys that do not sort
+        return " (args not printable)"
+    return f" ({' '.join(parts)})" if parts else ""
+
+
+def safe_repr(obj: object) -> str:
+    """``repr(obj)``, or its type's name when that raises: for log lines about a user's objects."""
+    try:
+        return repr(obj)
+    except Exception:
+        return f"<{type(obj).__name__}>"

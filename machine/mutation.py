@@ -7,8 +7,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .signals import Ctx
-
 
 class Result(enum.IntEnum):
     """What a mutation did. Any int >= QUEUED returned by a mutation is its queue tick (see ``when_queue``)."""
@@ -19,11 +17,6 @@ class Result(enum.IntEnum):
 
     def __str__(self) -> str:
         return self.name.lower()
-
-
-def result_str(r: int) -> str:
-    """``executed`` / ``canceled`` / ``queued`` for a mutation's return value."""
-    return "executed" if r == 0 else "canceled" if r == 1 else "queued"
 
 
 class MutationType(enum.IntEnum):
@@ -42,8 +35,7 @@ class Mutation:
     """A queued request to change the machine (or, for EVAL, to run a function serialised with transitions)."""
 
     __slots__ = (
-        "type", "called", "args", "is_auto", "is_check", "queue_tick", "ctx", "fn", "done", "result",
-        "source",
+        "type", "called", "args", "is_auto", "is_check", "queue_tick", "fn", "done", "result",
     )
 
     def __init__(
@@ -55,9 +47,7 @@ class Mutation:
         is_auto: bool = False,
         is_check: bool = False,
         queue_tick: int = 0,
-        ctx: Ctx | None = None,
         fn: Callable[[], Any] | None = None,
-        source: Any = None,
     ) -> None:
         self.type = type
         self.called = called
@@ -65,12 +55,10 @@ class Mutation:
         self.is_auto = is_auto
         self.is_check = is_check
         self.queue_tick = queue_tick
-        self.ctx = ctx
         self.fn = fn
         # set for evals and checks waited on from another thread
         self.done: threading.Event | None = None
         self.result: int = Result.CANCELED
-        self.source = source
 
     def __repr__(self) -> str:
         flags = "".join([":auto" if self.is_auto else "", ":check" if self.is_check else ""])

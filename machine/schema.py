@@ -1,11 +1,15 @@
-"""States, schemas and what is precomputed per schema (indexes, relation sets, the require topology)."""
+"""States, schemas and what is precomputed per schema (indexes, relation sets, the require topology, bounded caches);
+the checks of state names against a machine's schema."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .errors import SchemaError
+from .errors import SchemaError, StateError
+
+if TYPE_CHECKING:
+    from .machine import Machine
 
 EXCEPTION = "Exception"
 _HANDLER_SUFFIXES = ("Enter", "Exit", "State", "End")
@@ -224,10 +228,18 @@ def compiled_for(schema: Mapping[str, State | Mapping[str, Any]]) -> Compiled:
     return c
 
 
-class Compiled:
-    """A parsed schema with everything the resolver needs precomputed, and the cache of resolved plans.
+# Bounds of the resolver caches of one compiled schema (shared by the machines of that schema); a full cache
+# is emptied and refilled. With at most _COMPILED_MAX schemas cached, the process holds at most
+# 256 x (4096 plans + 4096 auto entries); a machine's own cache of bound handlers per plan has PLAN_CACHE_MAX too.
+PLAN_CACHE_MAX = 4096
+AUTO_CACHE_MAX = 4096
 
-    Immutable once built (the plan cache only grows), so machines with equal schemas share one.
+
+class Compiled:
+    """A parsed schema with everything the resolver needs precomputed, and the caches of resolved plans.
+
+    Immutable once built, but for those caches (bounded by PLAN_CACHE_MAX and AUTO_CACHE_MAX), so machines with
+    equal schemas share one.
     """
 
     __slots__ = (
@@ -291,3 +303,36 @@ def _require_topology(
             visit(n)
     # required-but-unknown names are visited through their requirers
     return {n: i for i, n in enumerate(order)}, cycle
+
+
+# Name checks of a machine's calls (methods of Machine: ``_called``, ``_unknown``, ``_check_names``).
+
+def called_names(mach: Machine, states: tuple[Any, ...]) -> tuple[str, ...]:
+    """``states`` without repeats; StateError (TypeError for a non-str) when one is not in the schema."""
+    index = mach._c.index
+    for s in states:
+        if s not in index:
+            unknown_names(mach, states)
+    if len(states) > 1 and len(set(states)) != len(states):
+        return tuple(dict.fromkeys(states))
+    return states
+
+
+def unknown_names(mach: Machine, states: Iterable[Any]) -> None:
+    """Raise for the names of ``states`` not in the schema: TypeError for a non-str, else StateError."""
+    index = mach._c.index
+    bad = []
+    for s in states:
+        if not isinstance(s, str):
+            raise TypeError(f"state names are str, got {type(s).__name__} (machine {mach._id})")
+        if s not in index:
+            bad.append(s)
+    raise StateError(dict.fromkeys(bad), mach._id)
+
+
+def check_names(mach: Machine, states: Iterable[str]) -> None:
+    """StateError (TypeError for a non-str) when one of ``states`` is not in the schema."""
+    index = mach._c.index
+    for s in states:
+        if s not in index:
+            unknown_names(mach, states)

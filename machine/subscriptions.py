@@ -1,12 +1,18 @@
-"""The registry of pending waiters, checked by the runner after transitions (spec section 12)."""
+"""The registry of pending waiters (``Subscriptions``), and the functions that register a waiter and resolve the
+due ones after a change of the clock, the queue or an entered state's args (spec section 12)."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable
-from typing import Any
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from .signals import Ctx, Waiter
+from .ctx_waiter import Ctx, Waiter, resolved_waiter
+from .log import LogLevel, safe_repr
+from .mutation import Result
+
+if TYPE_CHECKING:
+    from .machine import Machine
 
 Clock = dict[str, int]
 
@@ -25,7 +31,6 @@ class Subscriptions:
         self.when_args: dict[Hashable, tuple[Waiter, str, dict[str, Any]]] = {}
         self.query: dict[Waiter, Callable[[Clock], bool]] = {}
         self.queue: dict[Waiter, int] = {}
-        self.disposed: list[Waiter] = []
         self._where: dict[Waiter, tuple[dict[Any, Any], Hashable]] = {}
         # states with a when_args waiter, so the final phase can skip the lookup
         self.args_states: dict[str, int] = {}
@@ -43,11 +48,7 @@ class Subscriptions:
         if table is self.when_args:
             st = entry[1]
             self.args_states[st] = self.args_states.get(st, 0) + 1
-        if ctx is not None:
-            # a waiter whose ctx ends resolves at once (cancelled)
-            waiter._ctx = ctx
-            waiter._ctx_cb = waiter.cancel
-            ctx._add_callback(waiter.cancel)
+        waiter._end_with(ctx)
 
     def _forget(self, waiter: Waiter) -> None:
         with self.lock:
@@ -65,10 +66,6 @@ class Subscriptions:
                 return
             self.query.pop(waiter, None)
             self.queue.pop(waiter, None)
-            try:
-                self.disposed.remove(waiter)
-            except ValueError:
-                pass
 
     def due_by_clock(self, index: dict[str, int], time: list[int]) -> list[Waiter]:
         """Waiters of when/when_not/when_time whose condition holds for ``time``."""
@@ -102,8 +99,11 @@ class Subscriptions:
         for w, st, want in self.when_args.values():
             if st != state:
                 continue
-            if all(k in args and args[k] == v for k, v in want.items()):
-                due.append(w)
+            try:
+                if all(k in args and args[k] == v for k, v in want.items()):
+                    due.append(w)
+            except Exception:  # a value whose == raises does not match; the other waiters still do
+                pass
         return due
 
     def all_waiters(self) -> list[Waiter]:
@@ -113,3 +113,121 @@ class Subscriptions:
         out += [e[0] for e in self.when_args.values()]
         out += list(self.query) + list(self.queue)
         return out
+
+
+def new_waiter(mach: Machine, table: dict[Any, Any], key: Any, entry_fn: Callable[[Waiter], Any],
+               ready: Callable[[], bool], ctx: Ctx | None) -> Waiter:
+    """The waiter registered in ``table`` under ``key`` (shared by equal subscriptions), or one already ended:
+    True when ``ready()`` holds now, False on a disposed machine or an ended ``ctx``."""
+    if mach._disposed or mach._disposing:
+        return resolved_waiter(False)
+    if ctx is not None and ctx.done:
+        return resolved_waiter(False)
+    with mach._lock:  # ticks change under the lock, so ready() and the registration see one clock
+        if ready():
+            return resolved_waiter(True)
+        existing = table.get(key)
+        if existing is not None:
+            w: Waiter = existing[0]
+            return w
+        w = Waiter()
+        mach._subs.register(table, key, entry_fn(w), w, ctx)
+        return w
+
+
+def when_time(mach: Machine, states: Iterable[str], times: Iterable[int], ctx: Ctx | None) -> Waiter:
+    """See ``Machine.when_time``."""
+    names, ts = tuple(states), tuple(map(int, times))
+    if isinstance(states, str):
+        names = (states,)
+    mach._check_names(names)
+    if not names or len(names) != len(ts):
+        raise ValueError(f"when_time: states and times must have the same length > 0 "
+                         f"({len(names)} != {len(ts)}) (machine {mach._id})")
+    index = mach._c.index
+
+    def ready() -> bool:
+        t = mach._time
+        for s, v in zip(names, ts, strict=True):  # same length, checked above
+            if t[index[s]] < v:
+                return False
+        return True
+
+    return new_waiter(mach, mach._subs.when_time, (names, ts, ctx), lambda w: (w, names, ts), ready, ctx)
+
+
+def when_args(mach: Machine, state: str, args: Mapping[str, Any], ctx: Ctx | None) -> Waiter:
+    """See ``Machine.when_args``."""
+    want = dict(args)
+    try:
+        key: Any = (state, frozenset(want.items()), ctx)
+    except TypeError:  # unhashable values: no reuse
+        key = (state, id(want), ctx)
+    return new_waiter(mach, mach._subs.when_args, key, lambda w: (w, state, want), lambda: False, ctx)
+
+
+def when_query(mach: Machine, fn: Callable[[Clock], bool], ctx: Ctx | None) -> Waiter:
+    """See ``Machine.when_query``: never shared, never resolved at once."""
+    if mach._disposed or mach._disposing or (ctx is not None and ctx.done):
+        return resolved_waiter(False)
+    w = Waiter()
+    with mach._lock:
+        mach._subs.query[w] = fn
+        w._on_cancel = mach._subs._forget
+        w._end_with(ctx)
+    return w
+
+
+def when_queue(mach: Machine, tick: int) -> Waiter:
+    """See ``Machine.when_queue``."""
+    if tick <= mach._done_tick or tick < Result.QUEUED:
+        return resolved_waiter(True)
+    if mach._disposed or mach._disposing:
+        return resolved_waiter(False)
+    with mach._lock:
+        if tick <= mach._done_tick:
+            return resolved_waiter(True)
+        w = Waiter()
+        mach._subs.queue[w] = tick
+        w._on_cancel = mach._subs._forget
+    return w
+
+
+def check_subs(mach: Machine) -> None:
+    """Resolve the clock-based and query waiters whose condition holds (after every change of the clock)."""
+    subs = mach._subs
+    if not (subs.when or subs.when_not or subs.when_time or subs.query):
+        return  # nothing waits on the clock: no lock taken
+    due: list[Waiter] = []
+    with mach._lock:
+        if subs.clock_based:
+            due = subs.due_by_clock(mach._c.index, mach._time)
+        queries = list(subs.query.items()) if subs.query else []
+    if queries:
+        clock = mach.clock()
+        for w, fn in queries:
+            try:
+                ok = bool(fn(clock))
+            except Exception as exc:
+                mach._log(LogLevel.OPS, f"[when_query] raised {safe_repr(exc)}")
+                ok = False
+            if ok:
+                due.append(w)
+    for w in due:
+        w._resolve(True)
+
+
+def resolve_queue_waiters(mach: Machine) -> None:
+    """Resolve the ``when_queue`` waiters whose tick is done."""
+    with mach._lock:
+        due = mach._subs.due_by_queue(mach._done_tick)
+    for w in due:
+        w._resolve(True)
+
+
+def match_args(mach: Machine, state: str, args: dict[str, Any]) -> None:
+    """Resolve the ``when_args`` waiters of ``state`` (just entered) that ``args`` matches."""
+    with mach._lock:
+        due = mach._subs.due_by_args(state, args)
+    for w in due:
+        w._resolve(True)

@@ -1,7 +1,10 @@
-"""Tracers: synchronous hooks into a machine's life. Subclass ``Tracer`` and override what you need."""
+"""Tracers: synchronous hooks into a machine's life. Subclass ``Tracer`` and override what you need.
+
+Also how a machine binds tracers and calls their hooks (``emit``, a hook that raises is logged)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -48,3 +51,44 @@ class Tracer:
 
     def machine_dispose(self, mach_id: str) -> None:
         """The machine was disposed."""
+
+
+NO_TRACERS: list[Tracer] = []  # shared while a machine has none; binding replaces the list
+NO_HOOKS: dict[str, list[Callable[..., Any]]] = {}
+_HOOK_NAMES = tuple(n for n in vars(Tracer) if not n.startswith("_"))
+
+
+def hooks_of(tracers: list[Tracer]) -> dict[str, list[Callable[..., Any]]]:
+    """Bound tracer methods by hook name, only those a subclass overrides (the rest are no-ops), so the machine
+    checks one dict lookup per hook instead of calling every tracer."""
+    hooks: dict[str, list[Callable[..., Any]]] = {}
+    for t in tracers:
+        for name in _HOOK_NAMES:
+            if getattr(type(t), name, None) is not getattr(Tracer, name):
+                hooks.setdefault(name, []).append(getattr(t, name))
+    return hooks
+
+
+def bind_tracer(mach: Machine, tracer: Tracer) -> None:
+    """See ``Machine.bind_tracer``."""
+    with mach._lock:
+        mach._tracers = [*mach._tracers, tracer]
+        mach._hooks = hooks_of(mach._tracers)
+
+
+def detach_tracer(mach: Machine, tracer: Tracer) -> None:
+    """See ``Machine.detach_tracer``."""
+    with mach._lock:
+        if tracer not in mach._tracers:
+            raise ValueError(f"tracer not bound (machine {mach._id})")
+        mach._tracers = [t for t in mach._tracers if t is not tracer]
+        mach._hooks = hooks_of(mach._tracers)
+
+
+def emit(mach: Machine, hook: str, *args: Any) -> None:
+    """Call each tracer's ``hook(*args)`` (the method ``Machine._emit``); one that raises is logged, not raised."""
+    for fn in mach._hooks.get(hook, ()):
+        try:
+            fn(*args)
+        except Exception:
+            mach._logger.exception("%stracer %s raised", mach._log_prefix, getattr(fn, "__qualname__", fn))

@@ -1,4 +1,4 @@
-"""One-shot signals: ``Ctx`` (a cancel token) and ``Waiter`` (a subscription's result).
+"""Contexts and waiters: ``Ctx`` (a cancel token) and ``Waiter`` (a subscription's result), both one-shot signals.
 
 Both can be blocked on from any thread and awaited from any asyncio loop; neither ever polls.
 """
@@ -9,8 +9,12 @@ import threading
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
+from .log import LazyLogger
+
 if TYPE_CHECKING:
     import asyncio
+
+_log = LazyLogger("machine")
 
 
 def _set_future(fut: asyncio.Future[bool], value: bool) -> None:
@@ -50,7 +54,10 @@ class _Signal:
             except RuntimeError:  # the loop closed meanwhile
                 pass
         for cb in callbacks:
-            cb()
+            try:
+                cb()
+            except Exception:  # a user's callback must not stop the others, nor the transition that fired it
+                _log.exception("on_done callback %s raised", getattr(cb, "__qualname__", cb))
         return True
 
     def _wait(self, timeout: float | None) -> bool:
@@ -87,11 +94,21 @@ class _Signal:
 
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[bool] = loop.create_future()
+        entry = (loop, fut)
         with self._lock:
             if self._fired:
                 return self._value
-            self._futures.append((loop, fut))
-        return (yield from fut.__await__())
+            self._futures.append(entry)
+        try:
+            return (yield from fut.__await__())
+        finally:
+            if not fut.done() or fut.cancelled():
+                # the await was cancelled (a timeout): forget its future, a long-lived signal would keep them all
+                with self._lock:
+                    try:
+                        self._futures.remove(entry)
+                    except ValueError:  # fired meanwhile: the list was handed over
+                        pass
 
 
 class Ctx(_Signal):
@@ -101,10 +118,11 @@ class Ctx(_Signal):
     ``on_done(fn)`` runs ``fn()`` once done (at once if already done).
     """
 
-    __slots__ = ("__weakref__",)
+    __slots__ = ("_parent", "__weakref__")
 
     def __init__(self, parent: Ctx | None = None) -> None:
         super().__init__()
+        self._parent = parent
         if parent is not None:
             parent._add_callback(self.cancel)
 
@@ -115,7 +133,10 @@ class Ctx(_Signal):
 
     def cancel(self) -> None:
         """End the context; runs its callbacks and wakes its waiters. Idempotent."""
-        self._fire(True)
+        if self._fire(True):
+            parent, self._parent = self._parent, None
+            if parent is not None:  # an ended child leaves nothing on a parent that lives on
+                parent._remove_callback(self.cancel)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until done; False on timeout."""
@@ -127,13 +148,6 @@ class Ctx(_Signal):
 
     def __repr__(self) -> str:
         return f"<Ctx {'done' if self._fired else 'live'}>"
-
-
-def done_ctx() -> Ctx:
-    """A context that is already done."""
-    c = Ctx()
-    c.cancel()
-    return c
 
 
 class Waiter(_Signal):
@@ -178,6 +192,14 @@ class Waiter(_Signal):
     def _resolve(self, ok: bool = True) -> None:
         if self._fire(ok):
             self._detach()
+
+    def _end_with(self, ctx: Ctx | None) -> None:
+        """Cancel this waiter when ``ctx`` ends; the waiter's end removes the callback from ``ctx`` again (so a
+        long-lived ctx does not collect one callback per waiter)."""
+        if ctx is None:
+            return
+        self._ctx, self._ctx_cb = ctx, self.cancel
+        ctx._add_callback(self.cancel)
 
     def _detach(self) -> None:
         cb, self._on_cancel = self._on_cancel, None

@@ -1,0 +1,410 @@
+"""One transition's execution: negotiation, applying the target, final handlers, recovery from a failed one,
+panics, handler calls with their timeouts and worker thread, and async final handlers (spec sections 6 and 10).
+
+Runs on the thread that holds the queue (see ``mutation_queue``). Writes the machine's ``_time`` and ``_active``
+(under the lock, as waiters read them), ``_tx``, ``_tx_seq``, ``_err``, ``_bound``, ``_worker``,
+``_internal_errors`` and ``_backoff_until``, and ends state contexts; prepends the auto and Exception mutations.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from .errors import HandlerTimeoutError, trace_text
+from .handlers import Binding
+from .log import LogLevel, fmt_args
+from .mutation import Mutation, MutationType, Result
+from .resolver import STATE, BoundFin, BoundNeg, Plan, _enters_exits, auto_states, final_handlers, make_plan, resolve
+from .schema import AUTO_CACHE_MAX, EXCEPTION, PLAN_CACHE_MAX
+from .subscriptions import check_subs, match_args, resolve_queue_waiters
+from .transition import Event, Transition
+from .worker import HandlerWorker, Job
+
+if TYPE_CHECKING:
+    import concurrent.futures
+
+    from .machine import Machine
+
+ADD = MutationType.ADD
+EXECUTED, CANCELED = Result.EXECUTED, Result.CANCELED
+_NO_FINALS: BoundFin = []
+
+
+class _Panic:
+    """A handler raised ``exc``."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_TIMEOUT = object()  # a handler ran past the machine's handler_timeout
+
+
+def end_state_ctxs(mach: Machine, states: Iterable[str]) -> None:
+    """End the state contexts of ``states``, whose tick changed (on the runner)."""
+    ctxs = mach._state_ctxs
+    for s in states:
+        c = ctxs.pop(s, None)
+        if c is not None:
+            c.cancel()
+
+
+def run_transition(mach: Machine, m: Mutation) -> int:
+    """Apply one mutation: resolve, negotiate, apply, run final handlers (spec section 6)."""
+    before = mach._active
+    c = mach._c
+    key = (m.type, m.called, before, m.is_auto, m.is_check)
+    plan: Plan | None = c.plans.get(key)
+    if plan is None:
+        if len(c.plans) >= PLAN_CACHE_MAX:
+            c.plans.clear()
+        plan = c.plans[key] = make_plan(c, m.type, m.called, before, m.is_auto, m.is_check)
+    mach._tx_seq += 1
+    tx = Transition(mach, mach._tx_seq, m, plan, before, mach._time)
+    mach._tx = tx
+    if mach._log_level >= LogLevel.OPS:
+        kind = f"{m.type}:auto" if m.is_auto else (f"{m.type}:check" if m.is_check else str(m.type))
+        mach._log(LogLevel.OPS, f"[{kind}] {' '.join(m.called)}{fmt_args(m.args)}")
+        for lvl, line in plan.log:
+            mach._log(lvl, line)
+    tracers = mach._hooks
+    if tracers:  # each hook checked by name: a tracer usually overrides one or two of them
+        if "transition_init" in tracers:
+            mach._emit("transition_init", tx)
+        if "transition_start" in tracers:
+            mach._emit("transition_start", tx)
+    accepted = plan.accepted
+    if accepted and mach._bindings:
+        accepted = _negotiate(mach, tx, plan)
+    if m.is_check or not accepted:
+        tx.is_accepted = accepted
+        tx.is_completed = True
+        if "transition_end" in mach._hooks:
+            mach._emit("transition_end", tx)
+        mach._tx = None
+        return EXECUTED if m.is_check and accepted else CANCELED
+    changed = _apply(mach, tx, plan)
+    tx.is_completed = True
+    if not tx.is_accepted:  # a final handler failed
+        if "transition_end" in mach._hooks:
+            mach._emit("transition_end", tx)
+        mach._tx = None
+        return CANCELED
+    if changed and c.auto_names and not m.is_auto and not plan.health and not mach._disposing:
+        active = mach._active
+        entry = c.autos.get(active)
+        if entry is None:
+            if len(c.autos) >= AUTO_CACHE_MAX:
+                c.autos.clear()  # bounded like the plans: a machine wandering over many sets pays misses
+            auto = auto_states(c, active)
+            # an auto transition that its relations reject has no effect: nobody needs to run it
+            viable = bool(auto) and make_plan(c, ADD, auto, active, True, False).accepted
+            entry = c.autos[active] = (auto, viable)
+        auto, viable = entry
+        if auto and (viable or mach._hooks or mach._log_level >= LogLevel.OPS):
+            mach._log(LogLevel.OPS, f"[auto] {' '.join(auto)}")
+            mach._log(LogLevel.OPS, f"[prepend:add] {' '.join(auto)}")
+            am = Mutation(ADD, auto, None, is_auto=True)
+            with mach._lock:
+                mach._queue.appendleft(am)
+            if "mutation_queued" in mach._hooks:
+                mach._emit("mutation_queued", mach, am)
+    if "transition_end" in mach._hooks:
+        mach._emit("transition_end", tx)
+    mach._tx = None
+    # final handlers only queue, so the target is still active: only auto needs a check (spec 6.7)
+    if m.is_auto:
+        return EXECUTED if len(tx.target) > len(before) else CANCELED
+    return EXECUTED
+
+
+def _bound_for(mach: Machine, plan: Plan) -> tuple[int, BoundNeg, BoundFin]:
+    entry = mach._bound.get(plan)
+    if entry is None or entry[0] != mach._bind_version:
+        neg: BoundNeg = []
+        bindings = mach._bindings
+        for name, owner in plan.neg:
+            calls = [(b, b.handlers[name]) for b in bindings if name in b.handlers]
+            if calls:
+                neg.append((name, owner, calls))
+        entry = (mach._bind_version, neg, bind_finals(mach, plan.fin))
+        if len(mach._bound) >= PLAN_CACHE_MAX:
+            mach._bound.clear()
+        mach._bound[plan] = entry
+    return entry
+
+
+def _negotiate(mach: Machine, tx: Transition, plan: Plan) -> bool:
+    """Run Exit, Enter, self, pair and AnyEnter handlers; False cancels (spec section 6)."""
+    m = tx.mutation
+    is_auto = m.is_auto
+    rejected = tx._rejected
+    for name, owner, calls in _bound_for(mach, plan)[1]:
+        if rejected is not None and owner in rejected:
+            continue
+        if name == "AnyEnter" and is_auto and rejected is not None:
+            # an auto transition whose target emptied is canceled before AnyEnter
+            if not [s for s in tx.target if s not in rejected]:
+                mach._log(LogLevel.OPS, "[cancel] () by auto")
+                return False
+        for binding, fn in calls:
+            ret = _call(mach, tx, binding, name, fn, owner)
+            if ret is None or ret is True:
+                continue
+            if isinstance(ret, _Panic):
+                _panic(mach, tx, ret.exc, final=False)
+                return False
+            if ret is _TIMEOUT:
+                mach._log(LogLevel.OPS, f"[cancel] ({' '.join(tx.target)}) by timeout")
+                return False
+            if ret is False:
+                if is_auto and owner is not None and owner in m.called:
+                    # partial acceptance: only this auto state leaves the target
+                    if rejected is None:
+                        rejected = tx._rejected = set()
+                    rejected.add(owner)
+                    mach._log(LogLevel.OPS, f"[cancel] ({' '.join(tx.target)}) by {name}")
+                    break
+                self_h = owner is not None and name == owner + owner
+                tag = "cancel:self" if self_h else "cancel"
+                mach._log(LogLevel.OPS, f"[{tag}] ({' '.join(tx.target)}) by {name}")
+                return False
+    if rejected is not None and not [s for s in tx.target if s not in rejected]:
+        return False
+    return True
+
+
+def bind_finals(mach: Machine, fin: tuple[tuple[str, str, int], ...]) -> BoundFin:
+    """Final handlers found on the bindings (names without any handler are left out)."""
+    out: BoundFin = []
+    bindings = mach._bindings
+    for name, state, kind in fin:
+        calls = [(b, b.handlers[name]) for b in bindings if name in b.handlers]
+        if calls:
+            out.append((name, state, kind, calls))
+    calls = [(b, b.handlers["AnyState"]) for b in bindings if "AnyState" in b.handlers]
+    if calls:
+        out.append(("AnyState", "", -1, calls))
+    return out
+
+
+def _call(mach: Machine, tx: Transition, binding: Binding, name: str, fn: Callable[..., Any],
+          state: str | None) -> Any:
+    """Call one handler; returns its result, a _Panic, or _TIMEOUT."""
+    if mach._log_level >= LogLevel.OPS:
+        mach._log(LogLevel.OPS, f"[handler:{binding.seq}] {name}")
+    tracers = mach._hooks
+    if "handler_start" in tracers:
+        mach._emit("handler_start", tx, binding.name, name)
+    e = Event(name, tx, state)
+    timeout = mach._handler_timeout
+    if mach._worker is not None:
+        ret = _call_on_worker(mach, fn, e, name, binding)
+    else:
+        try:
+            if timeout:
+                t0 = _time.perf_counter()
+                ret = fn(e)
+                # inline: a timeout is known only once the handler returned; the transition is canceled
+                if _time.perf_counter() - t0 > timeout:
+                    _timed_out(mach, name, binding)
+                    ret = _TIMEOUT
+            else:
+                ret = fn(e)
+        except Exception as exc:
+            ret = _Panic(exc)
+    if "handler_end" in mach._hooks:
+        mach._emit("handler_end", tx, binding.name, name)
+    return ret
+
+
+def _timed_out(mach: Machine, name: str, binding: Binding) -> None:
+    err = HandlerTimeoutError(f"handler timeout: {name} from {binding.name}")
+    if mach._internal_errors is None:
+        mach._internal_errors = deque(maxlen=10)
+    mach._internal_errors.append(err)
+    mach._logger.warning("%s%s", mach._log_prefix, err)
+
+
+def _call_on_worker(mach: Machine, fn: Callable[..., Any], e: Event, name: str, binding: Binding) -> Any:
+    """Run a handler on the worker thread: time it out, and abandon it past the deadline (spec 10.4)."""
+    assert mach._worker is not None
+    job = mach._worker.submit(fn, e)
+    timeout = mach._handler_timeout
+    if job.done.wait(timeout if timeout else None):
+        return _Panic(job.exc) if job.exc is not None else job.ret
+    _timed_out(mach, name, binding)
+    if not job.done.wait(max(0.0, mach._handler_deadline - (timeout or 0.0))):
+        _abandon(mach, job, name)
+    return _TIMEOUT
+
+
+def _abandon(mach: Machine, job: Job, name: str) -> None:
+    """A handler outlived the deadline: a new worker, an empty queue, an error, then a backoff."""
+    from .mutation_queue import add_err, cancel_queue  # that module runs this one: imported when needed
+
+    job.abandoned = True
+    # reported even during the backoff: it is the end of the story the backoff started
+    job.on_late = lambda: add_err(
+        mach, EXCEPTION, RuntimeError(f"deadlined handler finished, theoretical leak: {name}"), None, True)
+    mach._worker = HandlerWorker(f"am-handlers {mach._id}")
+    with mach._lock:
+        dropped = cancel_queue(mach)
+    if dropped and mach._subs.queue:
+        resolve_queue_waiters(mach)
+    mach._log(LogLevel.OPS, f"[cancel] handler deadline: {name}, queue cleared")
+    state = "ErrHandlerTimeout" if "ErrHandlerTimeout" in mach._c.index else EXCEPTION
+    mach.add_err_state(state, HandlerTimeoutError(f"handler deadline: {name}"))
+    mach._backoff_until = _time.monotonic() + mach._handler_backoff
+
+
+def _apply(mach: Machine, tx: Transition, plan: Plan) -> bool:
+    """Set the target and ticks, end state contexts, run final handlers. Returns True if ticks changed."""
+    m = tx.mutation
+    before = tx._before
+    if tx._rejected:
+        # re-resolve without the rejected auto states, which drops what they would have added
+        clean = tuple(s for s in m.called if s in tx.target and s not in tx._rejected)
+        target_l = resolve(mach._c, ADD, clean, before, True, None)
+        enters, exits, deltas = _enters_exits(mach._c, target_l, before, clean)
+        target = tuple(target_l)
+        fin_bound = bind_finals(mach, final_handlers(exits, enters))
+        tx.target, tx.enters, tx.exits = target, enters, exits
+    else:
+        target, enters, exits, deltas = (plan.final_target, plan.final_enters, plan.final_exits,
+                                         plan.final_deltas)
+        fin_bound = _bound_for(mach, plan)[2] if mach._bindings else _NO_FINALS
+        if m.is_auto:
+            tx.target, tx.enters, tx.exits = target, enters, exits
+    if deltas:
+        new_time = mach._time[:]
+        for i, d in deltas:
+            new_time[i] += d
+        with mach._lock:  # waiters read ticks under the lock: see _waiter
+            mach._time = new_time
+            mach._active = target
+    else:
+        new_time = mach._time
+        mach._active = target
+    tx._time_after = new_time
+    if deltas:
+        if mach._log_level >= LogLevel.CHANGES:
+            _log_state(mach, m, enters, exits)
+        if mach._state_ctxs:
+            end_state_ctxs(mach, (*exits, *enters))
+    if "transition_finals" in mach._hooks:
+        mach._emit("transition_finals", tx)
+    ok = True
+    if fin_bound:
+        ok = _finals(mach, tx, fin_bound, enters)
+    if mach._subs.args_states:
+        index, now = mach._c.index, mach._time
+        for s in enters:
+            if s in mach._subs.args_states and now[index[s]] & 1:
+                match_args(mach, s, tx.args)
+    if deltas or not ok:
+        check_subs(mach)
+    return bool(deltas)
+
+
+def _finals(mach: Machine, tx: Transition, fin_bound: BoundFin, enters: tuple[str, ...]) -> bool:
+    """Run End/State/AnyState handlers. False when one failed (the transition is then canceled)."""
+    for name, state, kind, calls in fin_bound:
+        for binding, fn in calls:
+            if name in binding.async_names:
+                _spawn(mach, fn, Event(name, tx, state), state, kind)
+                continue
+            ret = _call(mach, tx, binding, name, fn, state)
+            if isinstance(ret, _Panic) or ret is _TIMEOUT:
+                _recover(mach, tx, name, state, kind, enters)
+                if isinstance(ret, _Panic):
+                    _panic(mach, tx, ret.exc, final=True)
+                return False
+    return True
+
+
+def _recover(mach: Machine, tx: Transition, name: str, state: str, kind: int, enters: tuple[str, ...]) -> None:
+    """A final handler failed: if it was ``<S>State``, S and the states entered after it go back."""
+    mach._log(LogLevel.OPS, f"[cancel] ({' '.join(tx.target)}) by recover")
+    tx.is_accepted = False
+    if kind != STATE or state not in enters:
+        return
+    undo = list(enters[enters.index(state):])
+    # and whatever requires a state going back (the spec leaves those active, with a requirement unmet)
+    c = mach._c
+    while True:
+        remaining = [s for s in mach._active if s not in undo]
+        have = set(remaining)
+        unmet = [s for s in remaining if any(r not in have for r in c.require[s])]
+        if not unmet:
+            break
+        undo += unmet
+    kept = " ".join(s for s in tx.target if s not in undo)
+    mach._log(LogLevel.OPS, f"[recover] partial final states as ({kept})")
+    index = mach._c.index
+    new_time = list(mach._time)
+    for s in undo:
+        i = index[s]
+        if new_time[i] & 1:
+            new_time[i] += 1
+    with mach._lock:
+        mach._time = new_time
+        mach._active = tuple(s for s in mach._active if s not in undo)
+    tx._time_after = new_time
+    end_state_ctxs(mach, undo)
+
+
+def _panic(mach: Machine, tx: Transition, exc: BaseException, final: bool) -> None:
+    """A handler raised: record the error and prepend Exception, unless the transition called it."""
+    m = tx.mutation
+    if not final:
+        mach._log(LogLevel.OPS, f"[cancel] ({' '.join(tx.target)}) by recover")
+    if mach._log_level > LogLevel.NOTHING:  # the error is in err and in Exception's args either way
+        mach._logger.error("%s[error:%s] %s (%r)", mach._log_prefix, m.type, " ".join(m.called), exc,
+                           exc_info=exc)
+    if EXCEPTION in m.called or EXCEPTION not in mach._c.index or mach._disposing:
+        return
+    mach._err = exc
+    args = {"err": exc, "err_trace": trace_text(exc), "panic": True}
+    em = Mutation(ADD, (EXCEPTION,), args)
+    with mach._lock:
+        mach._queue.appendleft(em)
+    if "mutation_queued" in mach._hooks:
+        mach._emit("mutation_queued", mach, em)
+
+
+def _spawn(mach: Machine, fn: Callable[..., Any], e: Event, state: str, kind: int) -> None:
+    """Run an async final handler as a task; ``<S>State`` tasks end with S's state context."""
+    import asyncio
+
+    loop = mach._loop
+    if loop is None or loop.is_closed():
+        from .aio import background_loop
+
+        loop = background_loop()
+    fut = asyncio.run_coroutine_threadsafe(fn(e), loop)
+    ctx = mach.state_ctx(state) if kind == STATE and state else mach._ctx
+    cancel = fut.cancel
+    ctx.on_done(cancel)
+
+    def done(f: concurrent.futures.Future[Any]) -> None:
+        ctx._remove_callback(cancel)  # a finished task leaves nothing on a ctx that lives on
+        if f.cancelled():
+            return
+        exc = f.exception()
+        if exc is not None and not mach._disposing:
+            mach.add_err(exc, {"panic": True})
+
+    fut.add_done_callback(done)
+
+
+def _log_state(mach: Machine, m: Mutation, enters: tuple[str, ...], exits: tuple[str, ...]) -> None:
+    parts = [f"+{s}" for s in enters] + [f"-{s}" for s in exits]
+    tag = "auto_" if m.is_auto else "state"
+    mach._log(LogLevel.CHANGES, f"[{tag}] {' '.join(parts)}{fmt_args(m.args)}")
+
