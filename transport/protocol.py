@@ -38,6 +38,7 @@ NO_ACCESS = "no_access"
 NOT_SUBSCRIBED = "not_subscribed"
 LIMIT = "limit"
 DUPLICATE = "duplicate"  # a retried mutation that was applied, whose result left the reply cache
+STALE_SEQ = "stale_seq"  # a mutation whose seq is older than the session's record tells apart: not applied
 INTERNAL = "internal"
 
 

@@ -86,6 +86,9 @@ class Dispatcher:
             # a retried request: answer again, never apply twice
             cached = sess.replies.get(seq)
             if cached is None:
+                if sess.seqs.forgotten(seq):
+                    raise TransportError(f"request {seq} is older than this session can tell apart; not applied",
+                                         code=P.STALE_SEQ)
                 raise TransportError(f"request {seq} was applied already; its result is no longer kept",
                                      code=P.DUPLICATE)
             self._ok(sess, seq, m.id, [cached, self.pushes.diff(sess, m)])

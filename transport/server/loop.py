@@ -184,7 +184,7 @@ class ServerLoop:
         sess.last_seen = time.monotonic()
         self.handled += 1
         # every request's seq is recorded, whatever its kind or fate: only a mutation is refused when retried
-        self.dispatcher.request(sess, kind, seq, mach_id, body, sess.first_time(seq) if seq else True)
+        self.dispatcher.request(sess, kind, seq, mach_id, body, sess.seqs.first_time(seq) if seq else True)
 
     def drop_session(self, sess: Session) -> None:
         if self.sessions.pop(sess.identity, None) is None:
