@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 import threading
 from typing import Any
 
@@ -117,20 +118,38 @@ def check_args(value: Any) -> dict[str, Any] | None:
 
 
 def sanitize(value: Any, depth: int = 0) -> Any:
-    """A msgpack-safe copy of ``value``: unknown objects become their repr (for args pushed to watchers)."""
-    if value is None or isinstance(value, (bool, int, float, str, bytes)):
-        if isinstance(value, int) and not -(2**63) <= value < 2**64:
-            return str(value)
-        return value
-    if depth > 8:
-        return repr(value)
-    if isinstance(value, dict):
-        return {str(k): sanitize(v, depth + 1) for k, v in list(value.items())[:1000]}
-    if isinstance(value, (list, tuple)):
-        return [sanitize(v, depth + 1) for v in list(value)[:1000]]
-    if isinstance(value, BaseException):
-        return f"{type(value).__name__}: {value}"
-    return repr(value)
+    """A msgpack-safe copy of ``value`` (for args pushed to watchers); never raises.
+
+    Unknown objects become their repr (clipped), exceptions ``"Type: msg"``; containers keep 1000 items and 8
+    levels, deeper ones become a short repr; a value whose repr fails becomes a placeholder naming its type."""
+    try:
+        if value is None or isinstance(value, (bool, int, float, str, bytes)):
+            if isinstance(value, int) and not -(2**63) <= value < 2**64:
+                return str(value)
+            return value
+        if depth > 8:
+            return _short_repr.repr(value)  # bounded in depth and size, whatever the nesting below
+        if isinstance(value, dict):
+            return {k if type(k) is str else clip(k): sanitize(v, depth + 1) for k, v in list(value.items())[:1000]}
+        if isinstance(value, (list, tuple)):
+            return [sanitize(v, depth + 1) for v in list(value)[:1000]]
+        if isinstance(value, BaseException):
+            return clip(f"{type(value).__name__}: {value}", 1000)
+        return clip(repr(value), 1000)
+    except Exception as exc:  # a repr, str or items() that raises (RecursionError included)
+        return f"<{type(value).__name__}: unrepresentable ({type(exc).__name__})>"
+
+
+_short_repr = reprlib.Repr()
+_short_repr.maxlevel = 2
+_short_repr.maxstring = _short_repr.maxother = 200
+
+
+def clip(value: Any, limit: int = 200) -> str:
+    """``value`` as a string of at most about ``limit`` characters, for logs and error messages: what a peer
+    sent may be megabytes long."""
+    s = value if isinstance(value, str) else _short_repr.repr(value)
+    return s if len(s) <= limit else f"{s[:limit]}... ({len(s)} chars)"
 
 
 def schema_to_wire(schema: dict[str, State]) -> dict[str, dict[str, Any]]:

@@ -33,13 +33,17 @@ class ChangeRecorder(Tracer):
         self.mach_id = mach.id
 
     def transition_end(self, tx: Transition) -> None:
+        if tx.is_check:
+            return  # a dry run (can_add/can_remove) changes nothing: watchers must not see it as a mutation
         pushes = self.pushes
-        if pushes.want_muts.get(self.mach_id) and tx.is_accepted:
-            m = tx.mutation
-            # the clock after this transition too: a watcher then sees each transition, not only their sum
-            pushes.record(self.mach_id, [str(m.type), list(m.called), P.sanitize(m.args or {}),
-                                         list(tx.time_after)])
-        pushes.mark_dirty(self.mach_id)
+        try:
+            if pushes.want_muts.get(self.mach_id) and tx.is_accepted:
+                m = tx.mutation
+                # the clock after this transition too: a watcher then sees each transition, not only their sum
+                pushes.record(self.mach_id, [str(m.type), list(m.called), P.sanitize(m.args or {}),
+                                             list(tx.time_after)])
+        finally:
+            pushes.mark_dirty(self.mach_id)  # whatever happened above: an applied change is always pushed
 
     def mirror_update(self, update: dict[str, Any]) -> None:
         pushes = self.pushes
