@@ -13,7 +13,9 @@ from machine import State
 PROTO = 1
 MAX_MSG = 16 * 1024 * 1024  # bytes; ZMQ_MAXMSGSIZE on both sockets
 MAX_ITEMS = 100_000  # per array / map in a frame
-MAX_ARGS_BYTES = 1024 * 1024  # packed args of one mutation
+MAX_ARGS_BYTES = 1024 * 1024  # packed args of one request (mutations, can, when_args), or add_err's msg + type
+MAX_WHEN_ARGS_BYTES = 4 * 1024 * 1024  # packed args of one session's pending when_args waiters, in all
+MAX_TOKEN_BYTES = 64  # a packed when_args token
 HEARTBEAT = 1.0  # seconds between client pings
 PEER_TIMEOUT = 3.5  # silence after which a peer counts as gone
 REPLY_CACHE = 64  # replies kept per session for retried requests
@@ -109,12 +111,17 @@ def check_names(value: Any, what: str = "states") -> list[str]:
 
 
 def check_args(value: Any) -> dict[str, Any] | None:
-    """Mutation args from a request body: nil or a map with string keys; raises ValueError."""
+    """Args from a request body: nil or a map with string keys; raises ValueError."""
     if value is None:
         return None
     if not isinstance(value, dict):
         raise ValueError("args must be a map or nil")
     return value
+
+
+def packed_size(value: Any) -> int:
+    """The bytes ``value`` takes in a frame (it came in one, so it packs)."""
+    return len(pack("", 0, None, value))
 
 
 def sanitize(value: Any, depth: int = 0) -> Any:

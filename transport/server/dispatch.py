@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -43,22 +44,25 @@ class Dispatcher:
                 return
             handler = self._handlers.get(kind)
             if handler is None:
-                raise TransportError(f"unknown message kind: {kind[:64]!r}", code=P.INVALID_PARAMS)
+                raise TransportError(f"unknown message kind: {P.clip(kind, 64)}", code=P.INVALID_PARAMS)
             handler(sess, seq, mach_id, _body(body))
         except StateError as exc:
+            # the names as sent: clipped, like every value from a peer that goes into a reply or a log
             self.loop.reply_err(sess.identity, seq, mach_id, P.UNKNOWN_STATE, str(exc), "StateError",
-                                {"states": exc.states, "machine": exc.machine_id})
+                                {"states": [P.clip(s) for s in exc.states[:20]], "machine": exc.machine_id})
         except SchemaError as exc:
             self.loop.reply_err(sess.identity, seq, mach_id, P.INVALID_PARAMS, str(exc), "SchemaError")
         except TransportError as exc:
             if exc.code == P.INVALID_PARAMS:
-                log.warning("invalid %s request from %r: %s", kind[:32], sess.identity[:32], exc)
+                log.warning("invalid %s request from %r: %s", P.clip(kind, 32), sess.identity[:32], P.clip(str(exc)))
             self.loop.reply_err(sess.identity, seq, mach_id, exc.code, str(exc))
         except (ValueError, TypeError, KeyError) as exc:
-            log.warning("invalid %s request from %r: %s", kind, sess.identity[:32], exc)
-            self.loop.reply_err(sess.identity, seq, mach_id, P.INVALID_PARAMS, f"{kind}: {exc}")
+            log.warning("invalid %s request from %r: %s", P.clip(kind, 32), sess.identity[:32], P.clip(str(exc)))
+            self.loop.reply_err(sess.identity, seq, mach_id, P.INVALID_PARAMS, f"{P.clip(kind, 32)}: {exc}")
         except Exception as exc:
-            log.exception("request %s from %r failed", kind, sess.identity[:32])
+            # the traceback's frames, not its last line: the exception's text may hold what the peer sent
+            log.error("request %s from %r failed: %s: %s\n%s", P.clip(kind, 32), sess.identity[:32],
+                      type(exc).__name__, P.clip(str(exc)), "".join(traceback.format_tb(exc.__traceback__)))
             self.loop.reply_err(sess.identity, seq, mach_id, P.INTERNAL, f"{type(exc).__name__}: {exc}")
 
     def _mach(self, mach_id: str | None) -> Machine:
@@ -93,17 +97,17 @@ class Dispatcher:
                                      code=P.DUPLICATE)
             self._ok(sess, seq, m.id, [cached, self.pushes.diff(sess, m)])
             return
-        args = P.check_args(b.get("a"))
+        args = _args(b.get("a"))[0]
         if kind == P.ADD_ERR:
             state = b.get("state", "Exception")
             if not isinstance(state, str):
                 raise ValueError("state must be a name")
-            err = RemoteError(str(b.get("msg", "")), str(b.get("type", "Exception")))
-            r = m.add_err_state(state, err, args)
+            msg, type_name = str(b.get("msg", "")), str(b.get("type", "Exception"))
+            if len(msg) + len(type_name) > P.MAX_ARGS_BYTES:
+                raise TransportError(f"error message larger than {P.MAX_ARGS_BYTES} bytes", code=P.LIMIT)
+            r = m.add_err_state(state, RemoteError(msg, type_name), args)
         else:
             states = P.check_names(b.get("s"))
-            if args is not None and len(P.pack("", 0, None, args)) > P.MAX_ARGS_BYTES:
-                raise TransportError(f"args larger than {P.MAX_ARGS_BYTES} bytes", code=P.LIMIT)
             if kind == P.REMOVE:
                 r = m.remove(*states, args=args)
             elif kind == P.SET:
@@ -124,7 +128,7 @@ class Dispatcher:
     def _hello(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
         proto = b.get("proto")
         if proto != P.PROTO:
-            raise TransportError(f"unsupported protocol version {proto!r} (server speaks {P.PROTO})",
+            raise TransportError(f"unsupported protocol version {P.clip(proto, 64)} (server speaks {P.PROTO})",
                                  code=P.INVALID_PARAMS)
         self._ok(sess, seq, None, {"proto": P.PROTO, "machines": len(self.machs), "readonly": sess.readonly,
                                    "boot": self.ep.boot})
@@ -155,7 +159,7 @@ class Dispatcher:
     def _can(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
         m = self._mach(mach_id)
         states = P.check_names(b.get("s"))
-        args = P.check_args(b.get("a"))
+        args = _args(b.get("a"))[0]
         fn = m.can_remove if b.get("type") == P.REMOVE else m.can_add
         self._ok(sess, seq, m.id, int(fn(*states, args=args)))
 
@@ -164,14 +168,20 @@ class Dispatcher:
         state, args, token = b.get("state"), b.get("args"), b.get("token")
         if not isinstance(state, str) or not isinstance(args, dict) or token is None:
             raise ValueError("when_args takes {state, args, token}")
+        if P.packed_size(token) > P.MAX_TOKEN_BYTES:
+            raise TransportError(f"when_args token larger than {P.MAX_TOKEN_BYTES} bytes", code=P.LIMIT)
         if token in sess.args_waiters:
-            raise ValueError(f"when_args token {token!r} in use")
+            raise ValueError(f"when_args token {P.clip(token)} in use")
         if len(sess.args_waiters) >= MAX_WHEN_ARGS:
             raise TransportError(f"too many pending when_args waiters (limit {MAX_WHEN_ARGS})", code=P.LIMIT)
+        size = _args(args)[1]
+        if sess.args_bytes + size > P.MAX_WHEN_ARGS_BYTES:
+            raise TransportError(f"pending when_args waiters hold more than {P.MAX_WHEN_ARGS_BYTES} bytes of args",
+                                 code=P.LIMIT)
         # an own ctx per token: waiters with equal arguments are shared, and this one may be cancelled alone
         ctx = Ctx()
         w = m.when_args(state, args, ctx=ctx)
-        sess.args_waiters[token] = (m.id, w, ctx)
+        sess.add_waiter(token, m.id, w, ctx, size)
         identity = sess.identity
         loop = self.loop
 
@@ -186,12 +196,12 @@ class Dispatcher:
         entry = sess.args_waiters.get(token) if sess is not None else None
         if sess is None or entry is None or entry[1] is not w:
             return
-        del sess.args_waiters[token]
+        sess.pop_waiter(token)
         self.pushes.flush_one(sess, mach_id)  # the clock first, so the mirror shows the state when it ends
         self.loop.send(sess, P.pack(P.ARGS_OK, 0, mach_id, [token, not w.cancelled]))
 
     def _when_args_cancel(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
-        entry = sess.args_waiters.pop(b.get("token"), None)
+        entry = sess.pop_waiter(b.get("token"))
         if entry is not None:
             entry[2].cancel()
         self._ok(sess, seq, mach_id, {})
@@ -207,3 +217,12 @@ def _body(body: Any) -> dict[str, Any]:
     if body is not None and not isinstance(body, list):
         raise TransportError("body must be a map, a list or nil", code=P.INVALID_PARAMS)
     return {}
+
+
+def _args(value: Any) -> tuple[dict[str, Any] | None, int]:
+    """Args from a request (nil or a map) and their packed size; ``limit`` past MAX_ARGS_BYTES."""
+    args = P.check_args(value)
+    size = 0 if args is None else P.packed_size(args)
+    if size > P.MAX_ARGS_BYTES:
+        raise TransportError(f"args larger than {P.MAX_ARGS_BYTES} bytes", code=P.LIMIT)
+    return args, size

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 log = LazyLogger("transport.server")
 
+MAX_ERR_MSG = 1000  # characters of an error reply's message
 BATCH = 1000  # requests read before the pushes are flushed, so one busy client can't starve the rest
 
 
@@ -146,7 +147,8 @@ class ServerLoop:
     def reply_err(self, identity: bytes, seq: int, mach: str | None, code: str, msg: str,
                   type_name: str = "TransportError", extra: dict[str, Any] | None = None) -> None:
         self.errors += 1
-        body: dict[str, Any] = {"type": type_name, "msg": msg, "code": code}
+        # an error's text may quote what the peer sent, megabytes of it: clipped
+        body: dict[str, Any] = {"type": type_name, "msg": P.clip(msg, MAX_ERR_MSG), "code": code}
         if extra:
             body.update(extra)
         try:
@@ -170,7 +172,7 @@ class ServerLoop:
         try:
             kind, seq, mach_id, body = P.unpack(data)
         except P.FrameError as exc:
-            log.warning("bad frame from %r: %s", identity[:32], exc)
+            log.warning("bad frame from %r: %s", identity[:32], P.clip(str(exc)))
             self.reply_err(identity, exc.seq, exc.mach, exc.code, str(exc))
             return
         sess = self.sessions.get(identity)

@@ -84,8 +84,8 @@ class SeqRecord:
 class Session:
     """A connected client, keyed by its socket identity."""
 
-    __slots__ = ("identity", "client_id", "last_seen", "subs", "replies", "args_waiters", "readonly", "user",
-                 "seqs")
+    __slots__ = ("identity", "client_id", "last_seen", "subs", "replies", "args_waiters", "args_bytes", "readonly",
+                 "user", "seqs")
 
     def __init__(self, identity: bytes, readonly: bool, user: str | None = None) -> None:
         self.user = user  # the client's CURVE public key (z85), None without CURVE
@@ -95,7 +95,8 @@ class Session:
         self.subs: dict[str, Sub] = {}
         self.replies: OrderedDict[int, Any] = OrderedDict()
         self.seqs = SeqRecord()
-        self.args_waiters: dict[Any, tuple[str, Waiter, Ctx]] = {}
+        self.args_waiters: dict[Any, tuple[str, Waiter, Ctx, int]] = {}  # token -> (machine, waiter, ctx, bytes)
+        self.args_bytes = 0  # the packed args of those waiters, in all
         self.readonly = readonly
 
     def remember(self, seq: int, result: int) -> None:
@@ -105,9 +106,19 @@ class Session:
         if len(replies) > P.REPLY_CACHE:
             replies.popitem(last=False)
 
+    def add_waiter(self, token: Any, mach_id: str, w: Waiter, ctx: Ctx, size: int) -> None:
+        self.args_waiters[token] = (mach_id, w, ctx, size)
+        self.args_bytes += size
+
+    def pop_waiter(self, token: Any) -> tuple[str, Waiter, Ctx, int] | None:
+        entry = self.args_waiters.pop(token, None)
+        if entry is not None:
+            self.args_bytes -= entry[3]
+        return entry
+
     def cancel_waiters(self, mach_id: str | None = None) -> None:
         """Cancel this session's ``when_args`` waiters (of one machine, or all)."""
-        for token, (mid, _, ctx) in list(self.args_waiters.items()):
+        for token, (mid, _, ctx, _) in list(self.args_waiters.items()):
             if mach_id is None or mid == mach_id:
-                del self.args_waiters[token]
+                self.pop_waiter(token)
                 ctx.cancel()
