@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 import threading
 from typing import Any
 
@@ -12,7 +13,9 @@ from machine import State
 PROTO = 1
 MAX_MSG = 16 * 1024 * 1024  # bytes; ZMQ_MAXMSGSIZE on both sockets
 MAX_ITEMS = 100_000  # per array / map in a frame
-MAX_ARGS_BYTES = 1024 * 1024  # packed args of one mutation
+MAX_ARGS_BYTES = 1024 * 1024  # packed args of one request (mutations, can, when_args), or add_err's msg + type
+MAX_WHEN_ARGS_BYTES = 4 * 1024 * 1024  # packed args of one session's pending when_args waiters, in all
+MAX_TOKEN_BYTES = 64  # a packed when_args token
 HEARTBEAT = 1.0  # seconds between client pings
 PEER_TIMEOUT = 3.5  # silence after which a peer counts as gone
 REPLY_CACHE = 64  # replies kept per session for retried requests
@@ -38,6 +41,7 @@ NO_ACCESS = "no_access"
 NOT_SUBSCRIBED = "not_subscribed"
 LIMIT = "limit"
 DUPLICATE = "duplicate"  # a retried mutation that was applied, whose result left the reply cache
+STALE_SEQ = "stale_seq"  # a mutation whose seq is older than the session's record tells apart: not applied
 INTERNAL = "internal"
 
 
@@ -107,7 +111,7 @@ def check_names(value: Any, what: str = "states") -> list[str]:
 
 
 def check_args(value: Any) -> dict[str, Any] | None:
-    """Mutation args from a request body: nil or a map with string keys; raises ValueError."""
+    """Args from a request body: nil or a map with string keys; raises ValueError."""
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -115,21 +119,44 @@ def check_args(value: Any) -> dict[str, Any] | None:
     return value
 
 
+def packed_size(value: Any) -> int:
+    """The bytes ``value`` takes in a frame (it came in one, so it packs)."""
+    return len(pack("", 0, None, value))
+
+
 def sanitize(value: Any, depth: int = 0) -> Any:
-    """A msgpack-safe copy of ``value``: unknown objects become their repr (for args pushed to watchers)."""
-    if value is None or isinstance(value, (bool, int, float, str, bytes)):
-        if isinstance(value, int) and not -(2**63) <= value < 2**64:
-            return str(value)
-        return value
-    if depth > 8:
-        return repr(value)
-    if isinstance(value, dict):
-        return {str(k): sanitize(v, depth + 1) for k, v in list(value.items())[:1000]}
-    if isinstance(value, (list, tuple)):
-        return [sanitize(v, depth + 1) for v in list(value)[:1000]]
-    if isinstance(value, BaseException):
-        return f"{type(value).__name__}: {value}"
-    return repr(value)
+    """A msgpack-safe copy of ``value`` (for args pushed to watchers); never raises.
+
+    Unknown objects become their repr (clipped), exceptions ``"Type: msg"``; containers keep 1000 items and 8
+    levels, deeper ones become a short repr; a value whose repr fails becomes a placeholder naming its type."""
+    try:
+        if value is None or isinstance(value, (bool, int, float, str, bytes)):
+            if isinstance(value, int) and not -(2**63) <= value < 2**64:
+                return str(value)
+            return value
+        if depth > 8:
+            return _short_repr.repr(value)  # bounded in depth and size, whatever the nesting below
+        if isinstance(value, dict):
+            return {k if type(k) is str else clip(k): sanitize(v, depth + 1) for k, v in list(value.items())[:1000]}
+        if isinstance(value, (list, tuple)):
+            return [sanitize(v, depth + 1) for v in list(value)[:1000]]
+        if isinstance(value, BaseException):
+            return clip(f"{type(value).__name__}: {value}", 1000)
+        return clip(repr(value), 1000)
+    except Exception as exc:  # a repr, str or items() that raises (RecursionError included)
+        return f"<{type(value).__name__}: unrepresentable ({type(exc).__name__})>"
+
+
+_short_repr = reprlib.Repr()
+_short_repr.maxlevel = 2
+_short_repr.maxstring = _short_repr.maxother = 200
+
+
+def clip(value: Any, limit: int = 200) -> str:
+    """``value`` as a string of at most about ``limit`` characters, for logs and error messages: what a peer
+    sent may be megabytes long."""
+    s = value if isinstance(value, str) else _short_repr.repr(value)
+    return s if len(s) <= limit else f"{s[:limit]}... ({len(s)} chars)"
 
 
 def schema_to_wire(schema: dict[str, State]) -> dict[str, dict[str, Any]]:

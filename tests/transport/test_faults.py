@@ -272,7 +272,7 @@ def test_notifications_get_no_reply_but_errors_do(served, raw) -> None:
 
 
 def test_when_args_waiters_per_session_are_limited(served, raw) -> None:
-    from transport.server import MAX_WHEN_ARGS
+    from transport.server.dispatch import MAX_WHEN_ARGS
 
     m, _ = served
     for token in range(MAX_WHEN_ARGS):

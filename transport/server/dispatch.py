@@ -1,0 +1,228 @@
+"""Request dispatch: what each request kind does to the served machines and what it answers."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from machine import Ctx, Machine, SchemaError, StateError, Waiter
+from machine.log import LazyLogger
+
+from .. import protocol as P
+from ..errors import RemoteError, TransportError
+from .sessions import Session
+
+if TYPE_CHECKING:
+    from .endpoint import Endpoint
+
+log = LazyLogger("transport.server")
+
+MAX_WHEN_ARGS = 256  # pending server-side waiters per client session
+
+_Handler = Callable[[Session, int, "str | None", dict[str, Any]], None]
+
+
+class Dispatcher:
+    """Handles one decoded request of a session and sends its reply; errors become ``err`` replies."""
+
+    def __init__(self, ep: Endpoint) -> None:
+        self.ep = ep
+        self.loop = ep._loop
+        self.pushes = ep._pushes
+        self.machs = ep._machs
+        self._handlers: dict[str, _Handler] = {
+            P.PING: self._ping, P.HELLO: self._hello, P.MACHS: self._machs, P.SUB: self._sub,
+            P.UNSUB: self._unsub, P.SYNC: self._sync, P.CAN: self._can, P.WHEN_ARGS: self._when_args,
+            P.WHEN_ARGS_CANCEL: self._when_args_cancel, P.BYE: self._bye}
+
+    def request(self, sess: Session, kind: str, seq: int, mach_id: str | None, body: Any, first: bool) -> None:
+        """Handle one request (``first``: its seq was never seen in this session)."""
+        try:
+            if kind in P.MUTATING:
+                self.mutate(sess, kind, seq, mach_id, body, first)
+                return
+            handler = self._handlers.get(kind)
+            if handler is None:
+                raise TransportError(f"unknown message kind: {P.clip(kind, 64)}", code=P.INVALID_PARAMS)
+            handler(sess, seq, mach_id, _body(body))
+        except StateError as exc:
+            # the names as sent: clipped, like every value from a peer that goes into a reply or a log
+            self.loop.reply_err(sess.identity, seq, mach_id, P.UNKNOWN_STATE, str(exc), "StateError",
+                                {"states": [P.clip(s) for s in exc.states[:20]], "machine": exc.machine_id})
+        except SchemaError as exc:
+            self.loop.reply_err(sess.identity, seq, mach_id, P.INVALID_PARAMS, str(exc), "SchemaError")
+        except TransportError as exc:
+            if exc.code == P.INVALID_PARAMS:
+                log.warning("invalid %s request from %r: %s", P.clip(kind, 32), sess.identity[:32], P.clip(str(exc)))
+            self.loop.reply_err(sess.identity, seq, mach_id, exc.code, str(exc))
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("invalid %s request from %r: %s", P.clip(kind, 32), sess.identity[:32], P.clip(str(exc)))
+            self.loop.reply_err(sess.identity, seq, mach_id, P.INVALID_PARAMS, f"{P.clip(kind, 32)}: {exc}")
+        except Exception as exc:
+            # the traceback's frames, not its last line: the exception's text may hold what the peer sent
+            log.error("request %s from %r failed: %s: %s\n%s", P.clip(kind, 32), sess.identity[:32],
+                      type(exc).__name__, P.clip(str(exc)), "".join(traceback.format_tb(exc.__traceback__)))
+            self.loop.reply_err(sess.identity, seq, mach_id, P.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+    def _mach(self, mach_id: str | None) -> Machine:
+        if mach_id is None:
+            raise TransportError("this request needs a machine id", code=P.INVALID_PARAMS)
+        m = self.machs.get(mach_id)
+        if m is None or m.disposed:
+            raise TransportError(f"unknown machine: {mach_id}", code=P.UNKNOWN_MACHINE)
+        return m
+
+    def _ok(self, sess: Session, seq: int, mach_id: str | None, body: Any) -> None:
+        if seq:
+            self.loop.send(sess, P.pack(P.OK, seq, mach_id, body))
+
+    # ------------------------------------------------------------------ mutations
+
+    def mutate(self, sess: Session, kind: str, seq: int, mach_id: str | None, body: Any, first: bool) -> None:
+        """``add``/``rm``/``set``/``add_ns``/``add_err``: apply once, answer with the result and the session's
+        mirror update."""
+        b = body if type(body) is dict else _body(body)
+        if sess.readonly:
+            raise TransportError(f"no access: client {sess.client_id} is read-only", code=P.NO_ACCESS)
+        m = self._mach(mach_id)
+        if not first:
+            # a retried request: answer again, never apply twice
+            cached = sess.replies.get(seq)
+            if cached is None:
+                if sess.seqs.forgotten(seq):
+                    raise TransportError(f"request {seq} is older than this session can tell apart; not applied",
+                                         code=P.STALE_SEQ)
+                raise TransportError(f"request {seq} was applied already; its result is no longer kept",
+                                     code=P.DUPLICATE)
+            self._ok(sess, seq, m.id, [cached, self.pushes.diff(sess, m)])
+            return
+        args = _args(b.get("a"))[0]
+        if kind == P.ADD_ERR:
+            state = b.get("state", "Exception")
+            if not isinstance(state, str):
+                raise ValueError("state must be a name")
+            msg, type_name = str(b.get("msg", "")), str(b.get("type", "Exception"))
+            if len(msg) + len(type_name) > P.MAX_ARGS_BYTES:
+                raise TransportError(f"error message larger than {P.MAX_ARGS_BYTES} bytes", code=P.LIMIT)
+            r = m.add_err_state(state, RemoteError(msg, type_name), args)
+        else:
+            states = P.check_names(b.get("s"))
+            if kind == P.REMOVE:
+                r = m.remove(*states, args=args)
+            elif kind == P.SET:
+                r = m.set(*states, args=args)
+            else:
+                r = m.add(*states, args=args)
+        r = int(r)
+        if not seq:
+            return  # add_ns: no reply; the change reaches the client as a push
+        sess.remember(seq, r)
+        self._ok(sess, seq, m.id, [r, self.pushes.diff(sess, m)])
+
+    # ------------------------------------------------------------------ the other kinds
+
+    def _ping(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
+        self._ok(sess, seq, None, {"boot": self.ep.boot})
+
+    def _hello(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
+        proto = b.get("proto")
+        if proto != P.PROTO:
+            raise TransportError(f"unsupported protocol version {P.clip(proto, 64)} (server speaks {P.PROTO})",
+                                 code=P.INVALID_PARAMS)
+        self._ok(sess, seq, None, {"proto": P.PROTO, "machines": len(self.machs), "readonly": sess.readonly,
+                                   "boot": self.ep.boot})
+
+    def _machs(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
+        out = [{"id": m.id, "parent_id": m.parent_id, "tags": m.tags, "time": m.time(), "states": m.state_names}
+               for m in self.ep.machines if not m.disposed]
+        self._ok(sess, seq, None, out)
+
+    def _sub(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
+        m = self._mach(mach_id)
+        self._ok(sess, seq, m.id, self.pushes.subscribe(sess, m, bool(b.get("muts", False))))
+
+    def _unsub(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
+        if mach_id is None:
+            raise TransportError("unsub needs a machine id", code=P.INVALID_PARAMS)
+        self.pushes.unsubscribe(sess, mach_id)
+        self._ok(sess, seq, mach_id, {})
+
+    def _sync(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
+        m = self._mach(mach_id)
+        t, q, mt = m.time(), m.queue_tick, m.machine_tick
+        sub = sess.subs.get(m.id)
+        if sub is not None:
+            sub.time, sub.qtick, sub.mtick = t, q, mt
+        self._ok(sess, seq, m.id, [t, q, mt])
+
+    def _can(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
+        m = self._mach(mach_id)
+        states = P.check_names(b.get("s"))
+        args = _args(b.get("a"))[0]
+        fn = m.can_remove if b.get("type") == P.REMOVE else m.can_add
+        self._ok(sess, seq, m.id, int(fn(*states, args=args)))
+
+    def _when_args(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
+        m = self._mach(mach_id)
+        state, args, token = b.get("state"), b.get("args"), b.get("token")
+        if not isinstance(state, str) or not isinstance(args, dict) or token is None:
+            raise ValueError("when_args takes {state, args, token}")
+        if P.packed_size(token) > P.MAX_TOKEN_BYTES:
+            raise TransportError(f"when_args token larger than {P.MAX_TOKEN_BYTES} bytes", code=P.LIMIT)
+        if token in sess.args_waiters:
+            raise ValueError(f"when_args token {P.clip(token)} in use")
+        if len(sess.args_waiters) >= MAX_WHEN_ARGS:
+            raise TransportError(f"too many pending when_args waiters (limit {MAX_WHEN_ARGS})", code=P.LIMIT)
+        size = _args(args)[1]
+        if sess.args_bytes + size > P.MAX_WHEN_ARGS_BYTES:
+            raise TransportError(f"pending when_args waiters hold more than {P.MAX_WHEN_ARGS_BYTES} bytes of args",
+                                 code=P.LIMIT)
+        # an own ctx per token: waiters with equal arguments are shared, and this one may be cancelled alone
+        ctx = Ctx()
+        w = m.when_args(state, args, ctx=ctx)
+        sess.add_waiter(token, m.id, w, ctx, size)
+        identity = sess.identity
+        loop = self.loop
+
+        def done() -> None:
+            loop.post(lambda: self._args_done(identity, m.id, token, w))
+
+        self._ok(sess, seq, m.id, {})
+        w.on_done(done)
+
+    def _args_done(self, identity: bytes, mach_id: str, token: Any, w: Waiter) -> None:
+        sess = self.loop.sessions.get(identity)
+        entry = sess.args_waiters.get(token) if sess is not None else None
+        if sess is None or entry is None or entry[1] is not w:
+            return
+        sess.pop_waiter(token)
+        self.pushes.flush_one(sess, mach_id)  # the clock first, so the mirror shows the state when it ends
+        self.loop.send(sess, P.pack(P.ARGS_OK, 0, mach_id, [token, not w.cancelled]))
+
+    def _when_args_cancel(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
+        entry = sess.pop_waiter(b.get("token"))
+        if entry is not None:
+            entry[2].cancel()
+        self._ok(sess, seq, mach_id, {})
+
+    def _bye(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
+        self.loop.drop_session(sess)
+
+
+def _body(body: Any) -> dict[str, Any]:
+    """A request body as a map: a list or nil count as empty; anything else is refused."""
+    if isinstance(body, dict):
+        return body
+    if body is not None and not isinstance(body, list):
+        raise TransportError("body must be a map, a list or nil", code=P.INVALID_PARAMS)
+    return {}
+
+
+def _args(value: Any) -> tuple[dict[str, Any] | None, int]:
+    """Args from a request (nil or a map) and their packed size; ``limit`` past MAX_ARGS_BYTES."""
+    args = P.check_args(value)
+    size = 0 if args is None else P.packed_size(args)
+    if size > P.MAX_ARGS_BYTES:
+        raise TransportError(f"args larger than {P.MAX_ARGS_BYTES} bytes", code=P.LIMIT)
+    return args, size

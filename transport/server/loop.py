@@ -1,0 +1,204 @@
+"""The endpoint's I/O thread: it owns the ROUTER socket, reads requests in batches, runs posted tasks, flushes
+pushes, and drops silent sessions."""
+
+from __future__ import annotations
+
+import select
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
+import zmq
+
+from machine.log import LazyLogger
+
+from .. import protocol as P
+from ..zmqio import EVENTS, MORE_NB, NB, POLLIN, WakePipe, raw_send
+from .sessions import Session
+
+if TYPE_CHECKING:
+    from .dispatch import Dispatcher
+    from .pushes import Pushes
+
+log = LazyLogger("transport.server")
+
+MAX_ERR_MSG = 1000  # characters of an error reply's message
+BATCH = 1000  # requests read before the pushes are flushed, so one busy client can't starve the rest
+
+
+class ServerLoop:
+    """Everything the I/O thread does with the socket. Only ``post``, ``wake`` and ``stop`` are for other
+    threads."""
+
+    def __init__(self, sock: zmq.Socket[Any], curve: bool, readonly_keys: set[bytes],
+                 on_exit: Callable[[], None]) -> None:
+        self.sock = sock
+        self.curve = curve
+        self.readonly_keys = readonly_keys
+        self.on_exit = on_exit  # closes the socket and its context, on the I/O thread once it is done
+        self.sessions: dict[bytes, Session] = {}
+        self.tasks: deque[Callable[[], None]] = deque()
+        self.pipe = WakePipe()
+        self.stopped = False
+        self.ident = 0  # the I/O thread's id, once it runs
+        self.sent = 0  # messages sent (so the thread knows when to look at the socket again)
+        self.errors = 0  # malformed or refused requests answered with an error
+        self.handled = 0  # requests handled
+        # set by the endpoint once it has made them (they need the loop)
+        self.dispatcher: Dispatcher
+        self.pushes: Pushes
+
+    # ------------------------------------------------------------------ any thread
+
+    def wake(self) -> None:
+        self.pipe.wake()
+
+    def post(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the I/O thread, after the current batch."""
+        self.tasks.append(fn)
+        self.pipe.wake()
+
+    # ------------------------------------------------------------------ the I/O thread
+
+    def run(self) -> None:
+        self.ident = threading.get_ident()
+        sock = self.sock
+        getsockopt: Callable[[int], int] = sock.getsockopt  # type: ignore[assignment]  # EVENTS is an int
+        recv = sock.recv
+        curve = self.curve
+        pushes = self.pushes
+        tasks = self.tasks
+        wake_r = self.pipe.fd
+        next_sweep = time.monotonic() + 1.0
+        ep: select.epoll | None = None
+        try:
+            # an epoll over the socket's fd (level-triggered: readable while libzmq has commands to process) and
+            # the wake pipe: one syscall per wait, where zmq.Poller makes three or four. Inside the try: if it
+            # cannot be made (no fds left), the socket is still closed below
+            ep = select.epoll()
+            ep.register(cast(int, sock.getsockopt(zmq.FD)), select.EPOLLIN)
+            ep.register(wake_r, select.EPOLLIN)
+            while not self.stopped:
+                n = 0
+                # a batch, then pushes. Asking EVENTS also processes libzmq's pending commands, which is what
+                # empties the fd before the wait below
+                while n < BATCH and getsockopt(EVENTS) & POLLIN:  # cheaper than catching Again
+                    n += 1
+                    if curve:  # the client's key (User-Id) decides its session and its rights
+                        frames = sock.recv_multipart(NB, copy=False)
+                        user = frames[-1].get("User-Id")
+                        self.handle([f.bytes for f in frames], user if isinstance(user, str) else None)
+                        continue
+                    identity = recv(NB)
+                    frame = recv(NB, copy=False)  # a Frame says whether more parts follow: no RCVMORE asked
+                    if frame.more:
+                        self.handle([identity, frame.bytes, *sock.recv_multipart(NB)])
+                    else:
+                        self.request(identity, frame.bytes, None)
+                sent = self.sent
+                while tasks:
+                    fn = tasks.popleft()
+                    try:
+                        fn()
+                    except Exception:
+                        log.exception("endpoint task failed")
+                if pushes.later:
+                    pushes.dirty.update(pushes.later)
+                if pushes.dirty:
+                    pushes.flush()
+                now = time.monotonic()
+                if now >= next_sweep:
+                    next_sweep = now + 1.0
+                    self.sweep(now)
+                if n == BATCH or self.sent != sent or tasks or pushes.dirty:
+                    # look at the socket again first: a send processes libzmq's commands too, and may have taken
+                    # the fd's signal for a request that arrived meanwhile
+                    continue
+                for fd, _ in ep.poll(0.001 if pushes.later else 0.5):
+                    if fd == wake_r:
+                        self.pipe.drain()
+        except Exception:
+            log.exception("endpoint crashed")
+        finally:
+            for sess in list(self.sessions.values()):
+                self.drop_session(sess)
+            if ep is not None:
+                ep.close()
+            self.on_exit()
+
+    def send(self, sess: Session, frame: bytes) -> bool:
+        """Queue one message for a session, never blocking; False when it was dropped."""
+        try:
+            # two sends with plain int flags: send_multipart costs twice as much for its generality
+            sock = self.sock
+            self.sent += 1
+            raw_send(sock, sess.identity, MORE_NB)
+            raw_send(sock, frame, NB)
+            return True
+        except zmq.Again:
+            # the client is not reading: drop this message; its next update fails the checksum -> sync
+            return False
+        except zmq.ZMQError:
+            self.drop_session(sess)
+            return False
+
+    def reply_err(self, identity: bytes, seq: int, mach: str | None, code: str, msg: str,
+                  type_name: str = "TransportError", extra: dict[str, Any] | None = None) -> None:
+        self.errors += 1
+        # an error's text may quote what the peer sent, megabytes of it: clipped
+        body: dict[str, Any] = {"type": type_name, "msg": P.clip(msg, MAX_ERR_MSG), "code": code}
+        if extra:
+            body.update(extra)
+        try:
+            self.sent += 1
+            self.sock.send_multipart([identity, P.pack(P.ERR, seq, mach, body)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+    def handle(self, parts: list[bytes], user: str | None = None) -> None:
+        """A message as ROUTER gives it: the identity, then (we expect) exactly one frame."""
+        if len(parts) != 2:
+            identity = parts[0] if parts else b""
+            log.warning("dropped a message of %d parts from %r", len(parts), identity[:32])
+            if identity:
+                self.reply_err(identity, 0, None, P.INVALID_PARAMS, "a message is exactly one frame")
+            return
+        self.request(parts[0], parts[1], user)
+
+    def request(self, identity: bytes, data: bytes, user: str | None) -> None:
+        """One request: a client's identity and its one frame."""
+        try:
+            kind, seq, mach_id, body = P.unpack(data)
+        except P.FrameError as exc:
+            log.warning("bad frame from %r: %s", identity[:32], P.clip(str(exc)))
+            self.reply_err(identity, exc.seq, exc.mach, exc.code, str(exc))
+            return
+        sess = self.sessions.get(identity)
+        if sess is not None and sess.user != user:
+            # another key took over this identity (ROUTER_HANDOVER): it gets nothing of the old session
+            self.drop_session(sess)
+            sess = None
+        if sess is None:
+            readonly = user is not None and user.encode() in self.readonly_keys
+            sess = self.sessions[identity] = Session(identity, readonly, user)
+        sess.last_seen = time.monotonic()
+        self.handled += 1
+        # every request's seq is recorded, whatever its kind or fate: only a mutation is refused when retried
+        self.dispatcher.request(sess, kind, seq, mach_id, body, sess.seqs.first_time(seq) if seq else True)
+
+    def drop_session(self, sess: Session) -> None:
+        if self.sessions.pop(sess.identity, None) is None:
+            return
+        for mach_id in list(sess.subs):
+            self.pushes.unsubscribe(sess, mach_id)
+        sess.cancel_waiters()
+
+    def sweep(self, now: float) -> None:
+        """About once a second: retry undelivered pushes, drop sessions silent for longer than PEER_TIMEOUT."""
+        self.pushes.due()
+        for sess in list(self.sessions.values()):
+            if now - sess.last_seen > P.PEER_TIMEOUT:
+                log.info("client %s went silent, session dropped", sess.client_id)
+                self.drop_session(sess)
