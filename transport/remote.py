@@ -345,7 +345,7 @@ def _steps(names: list[str], before: list[int], after: list[int], muts: Any) -> 
     """One update per source transition when the push carries each one's clock, else one update for the sum;
     the last one always ends at ``after``."""
     steps: list[dict[str, Any]] = []
-    loose: list[dict[str, Any]] = []  # mutations without a clock of their own (an older server)
+    loose: list[dict[str, Any]] = []  # 3-element records, without a clock of their own (the protocol allows them)
     prev = before
     if isinstance(muts, list):
         for m in muts:
