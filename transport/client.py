@@ -2,11 +2,11 @@
 
 The socket belongs to whoever holds ``_io``: a caller sends its request and reads until its reply is there
 (handling pushes on the way), so a round trip involves no thread hand-off. Between calls, the process's one
-client I/O thread (``reactor.Reactor``) waits on the fds of every client's socket at once and reads pushes. A call not answered
-within a second is sent again with the same sequence number (the server knows every seq it has seen, so it is
-never applied twice). Silence for a few seconds marks the link down; the client then says hello until the
-server answers, and subscribes its mirrors again. Callbacks (``on_status``, ``on_update``, waiters) run on the
-thread that read the message.
+client I/O thread (``reactor.Reactor``) waits on the fds of every client's socket at once and reads pushes. A
+call not answered within a second is sent again with the same sequence number (the server knows every seq it
+has seen, so it is never applied twice). Silence for a few seconds marks the link down; the client then says
+hello until the server answers, and subscribes its mirrors again. Callbacks (``on_status``, ``on_update``,
+waiters) run on the thread that read the message.
 """
 
 from __future__ import annotations
@@ -105,6 +105,7 @@ class Client:
         self._io = threading.RLock()  # whoever holds it owns the socket (re-entrant: callbacks may call)
         self._pending: dict[int, _Call] = {}
         self._mirrors: dict[str, RemoteMachine] = {}
+        self._subscribing: dict[str, threading.Event] = {}  # ids whose first mirror is on its way (in machine())
         self._status_cbs: list[Callable[[bool], Any]] = []
         self._payload_cbs: list[Callable[[dict[str, Any]], Any]] = []
         self._connected = False
@@ -151,17 +152,36 @@ class Client:
         """
         from .remote import RemoteMachine
 
-        with self._lock:
-            rm = self._mirrors.get(mach_id)
-        if rm is not None and not rm.disposed:
-            if mutations and not rm._muts:
-                rm._muts = True
-                rm._resubscribe()
-            return rm
-        info = self._call(P.SUB, mach_id, {"muts": mutations})
-        rm = RemoteMachine(self, info, mutations)
-        with self._lock:
-            self._mirrors[mach_id] = rm
+        deadline = time.monotonic() + self.timeout
+        while True:
+            # one mirror per id: a thread asking while another subscribes waits for that one's mirror
+            with self._lock:
+                rm = self._mirrors.get(mach_id)
+                if rm is not None and rm.disposed:
+                    rm = None
+                busy = self._subscribing.get(mach_id) if rm is None else None
+                if rm is None and busy is None:
+                    mine = self._subscribing[mach_id] = threading.Event()
+            if rm is not None:
+                if mutations and not rm._muts:
+                    rm._muts = True
+                    rm._resubscribe()
+                return rm
+            if busy is None:
+                break
+            if not busy.wait(max(0.0, deadline - time.monotonic())):
+                raise self._timeout(P.SUB, self.timeout)
+        try:
+            info = self._call(P.SUB, mach_id, {"muts": mutations})
+            rm = RemoteMachine(self, info, mutations)
+            with self._lock:
+                self._mirrors[mach_id] = rm
+        finally:
+            with self._lock:
+                del self._subscribing[mach_id]
+            mine.set()
+        if self._closed:  # closed meanwhile: close() did not see this mirror
+            rm._local_dispose()
         return rm
 
     def on_payload(self, fn: Callable[[dict[str, Any]], Any]) -> None:

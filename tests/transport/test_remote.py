@@ -481,8 +481,8 @@ def test_client_io_thread_sleeps_while_a_caller_holds_the_socket_past_its_beat()
     thread must keep sleeping between its 2 ms looks, not spin on zero-timeout waits (which starved the callers
     of the GIL: replies up to 0.6 s late)."""
     from machine import Machine, State
-    from transport import reactor as R
     from transport import expose
+    from transport import reactor as R
 
     class Counting(R.Reactor):
         zero_waits = 0
