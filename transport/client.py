@@ -70,6 +70,13 @@ def _error_from(body: Any) -> BaseException:
     return TransportError(msg, code=code)
 
 
+def _peer(hello: Any) -> tuple[Any, Any]:
+    """The server's boot id and session name from a hello or ping reply."""
+    if not isinstance(hello, dict):
+        return None, None
+    return hello.get("boot"), hello.get("session")
+
+
 class Client:
     """A connection to one endpoint. Use ``connect()``.
 
@@ -112,7 +119,10 @@ class Client:
         self._closed = False
         self._last_rx = time.monotonic()
         self._rcvtimeo = -1  # the RCVTIMEO last set on the socket
-        self._boot: Any = None  # the server process's boot id: a new one means a restart, so re-subscribe
+        # the server process's boot id and its name for our session: a new one means the server knows nothing
+        # of our subscriptions (it restarted, or dropped our session), so subscribe again
+        self._boot: Any = None
+        self._session: Any = None
         # watched by the process's one I/O thread (see reactor.Reactor)
         self._fd: int = sock.getsockopt(zmq.FD)
         self._missed = False  # its fd is disarmed while a caller holds the socket
@@ -121,7 +131,7 @@ class Client:
         self._reactor.add(self)
         try:
             hello = self._call(P.HELLO, None, {"id": self.id, "proto": P.PROTO}, timeout=self.timeout)
-            self._boot = hello.get("boot") if isinstance(hello, dict) else None
+            self._boot, self._session = _peer(hello)
         except TransportError as exc:
             self.close()
             raise TransportError(f"cannot connect to {self.address}: {exc}", code="connect") from None
@@ -506,16 +516,21 @@ class Client:
             self._call_async(P.HELLO, None, {"id": self.id, "proto": P.PROTO}, self._on_rehello)
 
     def _on_pong(self, body: Any) -> None:
-        boot = body.get("boot") if isinstance(body, dict) else None
-        if boot != self._boot:
-            # answered by a new server process: it knows nothing of our subscriptions
-            log.info("%s: %s restarted, subscribing again", self.id, self.address)
-            self._set_connected(False)
-            self._call_async(P.HELLO, None, {"id": self.id, "proto": P.PROTO}, self._on_rehello)
+        boot, session = _peer(body)
+        if boot != self._boot or session != self._session:
+            # a new server process, or one that dropped our session (stalled past the peer timeout, say, while
+            # our pongs still came in time): it knows nothing of our subscriptions
+            self._session_lost("restarted" if boot != self._boot else "forgot our session")
+
+    def _session_lost(self, why: str) -> None:
+        """The server no longer has our session: report the link down, say hello, subscribe everything again."""
+        log.info("%s: %s %s, subscribing again", self.id, self.address, why)
+        self._set_connected(False)
+        self._call_async(P.HELLO, None, {"id": self.id, "proto": P.PROTO}, self._on_rehello)
 
     def _on_rehello(self, body: Any) -> None:
         if isinstance(body, dict):
-            self._boot = body.get("boot")
+            self._boot, self._session = _peer(body)
         if self._connected:
             return
         with self._lock:

@@ -108,8 +108,11 @@ class RemoteMachine(Machine):
             body["a"] = a
         res = self._client._call(kind, self._id, body, on_reply=self._on_mut_reply)
         if res[1] is None:
-            # the server has no subscription of ours (it restarted): subscribe again before returning
+            # the server has no subscription of ours (it restarted or forgot our session): this mirror subscribes
+            # again before returning, the client's other mirrors right after
             self._client._call(P.SUB, self._id, {"muts": self._muts}, on_reply=self._on_resub)
+            if self._client.connected:
+                self._client._session_lost("has no subscription of ours")
         return _result(res[0])
 
     def add(self, *states: str, args: Mapping[str, Any] | None = None) -> int:

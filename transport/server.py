@@ -56,7 +56,7 @@ class _Session:
     """A connected client, keyed by its socket identity."""
 
     __slots__ = ("identity", "client_id", "last_seen", "subs", "replies", "args_waiters", "readonly", "user",
-                 "top", "holes")
+                 "top", "holes", "token")
 
     def __init__(self, identity: bytes, readonly: bool, user: str | None = None) -> None:
         self.user = user  # the client's CURVE public key (z85), None without CURVE
@@ -70,6 +70,7 @@ class _Session:
         self.holes: set[int] = set()
         self.args_waiters: dict[Any, tuple[str, Waiter, Ctx]] = {}
         self.readonly = readonly
+        self.token = os.urandom(4).hex()  # in hello and ping replies: a client seeing another knows it was forgotten
 
 
 def _first_time(sess: _Session, seq: int) -> bool:
@@ -516,7 +517,7 @@ class Endpoint:
             self._mutate(sess, kind, seq, self._mach(mach_id), body if isinstance(body, dict) else {}, first)
             return
         if kind == P.PING:
-            self._ok(sess, seq, None, {"boot": self.boot})
+            self._ok(sess, seq, None, {"boot": self.boot, "session": sess.token})
         elif kind == P.HELLO:
             b = body if isinstance(body, dict) else {}
             proto = b.get("proto")
@@ -524,7 +525,7 @@ class Endpoint:
                 raise TransportError(f"unsupported protocol version {proto!r} (server speaks {P.PROTO})",
                                      code=P.INVALID_PARAMS)
             self._ok(sess, seq, None, {"proto": P.PROTO, "machines": len(self._machs),
-                                       "readonly": sess.readonly, "boot": self.boot})
+                                       "readonly": sess.readonly, "boot": self.boot, "session": sess.token})
         elif kind == P.MACHS:
             out = []
             for m in self.machines:
