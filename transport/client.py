@@ -1,20 +1,18 @@
 """The client side: one DEALER socket per ``Client``.
 
 The socket belongs to whoever holds ``_io``: a caller sends its request and reads until its reply is there
-(handling pushes on the way), so a round trip involves no thread hand-off. Between calls, the process's one client
-I/O thread (``_Reactor``) waits on the fds of every client's socket at once and reads pushes. A call not answered
-within a second is sent again with the same sequence number (the server knows every seq it has seen, so it is
-never applied twice). Silence for a few seconds marks the link down; the client then says hello until the
-server answers, and subscribes its mirrors again. Callbacks (``on_status``, ``on_update``, waiters) run on the
-thread that read the message.
+(handling pushes on the way), so a round trip involves no thread hand-off. Between calls, the process's one
+client I/O thread (``reactor.Reactor``) waits on the fds of every client's socket at once and reads pushes. A
+call not answered within a second is sent again with the same sequence number (the server knows every seq it
+has seen, so it is never applied twice). Silence for a few seconds marks the link down; the client then says
+hello until the server answers, and subscribes its mirrors again. Callbacks (``on_status``, ``on_update``,
+waiters) run on the thread that read the message.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import random
-import select
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +26,7 @@ from machine.log import LazyLogger
 from . import protocol as P
 from .addr import normalize
 from .errors import TransportError
+from .reactor import reactor
 
 if TYPE_CHECKING:
     from .remote import RemoteMachine
@@ -40,7 +39,6 @@ _EVENTS = int(zmq.EVENTS)
 # pyzmq's compiled send, without the Python wrapper zmq.Socket puts around it (as costly as the send itself)
 _raw_send = zmq.backend.Socket.send
 RESEND = 1.0  # seconds before an unanswered call is sent again
-SWEEP = 0.25  # seconds between two looks at every client's socket (a safety net under the fd's edges)
 WAIT_SLICE = 50  # ms: the longest single blocking recv of a caller (then it looks at its deadline again)
 
 
@@ -70,6 +68,13 @@ def _error_from(body: Any) -> BaseException:
     if type_name == "SchemaError":
         return SchemaError(msg)
     return TransportError(msg, code=code)
+
+
+def _peer(hello: Any) -> tuple[Any, Any]:
+    """The server's boot id and session name from a hello or ping reply."""
+    if not isinstance(hello, dict):
+        return None, None
+    return hello.get("boot"), hello.get("session")
 
 
 class Client:
@@ -107,22 +112,26 @@ class Client:
         self._io = threading.RLock()  # whoever holds it owns the socket (re-entrant: callbacks may call)
         self._pending: dict[int, _Call] = {}
         self._mirrors: dict[str, RemoteMachine] = {}
+        self._subscribing: dict[str, threading.Event] = {}  # ids whose first mirror is on its way (in machine())
         self._status_cbs: list[Callable[[bool], Any]] = []
         self._payload_cbs: list[Callable[[dict[str, Any]], Any]] = []
         self._connected = False
         self._closed = False
         self._last_rx = time.monotonic()
         self._rcvtimeo = -1  # the RCVTIMEO last set on the socket
-        self._boot: Any = None  # the server process's boot id: a new one means a restart, so re-subscribe
-        # watched by the process's one I/O thread (see _Reactor)
+        # the server process's boot id and its name for our session: a new one means the server knows nothing
+        # of our subscriptions (it restarted, or dropped our session), so subscribe again
+        self._boot: Any = None
+        self._session: Any = None
+        # watched by the process's one I/O thread (see reactor.Reactor)
         self._fd: int = sock.getsockopt(zmq.FD)
         self._missed = False  # its fd is disarmed while a caller holds the socket
         self._next_beat = time.monotonic() + P.HEARTBEAT
-        self._reactor = _reactor()
+        self._reactor = reactor()
         self._reactor.add(self)
         try:
             hello = self._call(P.HELLO, None, {"id": self.id, "proto": P.PROTO}, timeout=self.timeout)
-            self._boot = hello.get("boot") if isinstance(hello, dict) else None
+            self._boot, self._session = _peer(hello)
         except TransportError as exc:
             self.close()
             raise TransportError(f"cannot connect to {self.address}: {exc}", code="connect") from None
@@ -153,17 +162,36 @@ class Client:
         """
         from .remote import RemoteMachine
 
-        with self._lock:
-            rm = self._mirrors.get(mach_id)
-        if rm is not None and not rm.disposed:
-            if mutations and not rm._muts:
-                rm._muts = True
-                rm._resubscribe()
-            return rm
-        info = self._call(P.SUB, mach_id, {"muts": mutations})
-        rm = RemoteMachine(self, info, mutations)
-        with self._lock:
-            self._mirrors[mach_id] = rm
+        deadline = time.monotonic() + self.timeout
+        while True:
+            # one mirror per id: a thread asking while another subscribes waits for that one's mirror
+            with self._lock:
+                rm = self._mirrors.get(mach_id)
+                if rm is not None and rm.disposed:
+                    rm = None
+                busy = self._subscribing.get(mach_id) if rm is None else None
+                if rm is None and busy is None:
+                    mine = self._subscribing[mach_id] = threading.Event()
+            if rm is not None:
+                if mutations and not rm._muts:
+                    rm._muts = True
+                    rm._resubscribe()
+                return rm
+            if busy is None:
+                break
+            if not busy.wait(max(0.0, deadline - time.monotonic())):
+                raise self._timeout(P.SUB, self.timeout)
+        try:
+            info = self._call(P.SUB, mach_id, {"muts": mutations})
+            rm = RemoteMachine(self, info, mutations)
+            with self._lock:
+                self._mirrors[mach_id] = rm
+        finally:
+            with self._lock:
+                del self._subscribing[mach_id]
+            mine.set()
+        if self._closed:  # closed meanwhile: close() did not see this mirror
+            rm._local_dispose()
         return rm
 
     def on_payload(self, fn: Callable[[dict[str, Any]], Any]) -> None:
@@ -354,7 +382,7 @@ class Client:
         lets libzmq process its command mailbox, which re-arms the edge-triggered fd the I/O thread watches:
         without it, calls see millisecond stalls at the 99th percentile."""
         if self._missed:
-            # the I/O thread found the socket busy and looks at it again within 2 ms (see _Reactor): a message
+            # the I/O thread found the socket busy and looks at it again within 2 ms (see reactor.Reactor): a message
             # left waiting is read then or by the next call, and a caller making calls back to back pays no
             # syscall here. _missed only turns False on the I/O thread while it holds the socket, so it is stable
             self._io.release()
@@ -488,16 +516,21 @@ class Client:
             self._call_async(P.HELLO, None, {"id": self.id, "proto": P.PROTO}, self._on_rehello)
 
     def _on_pong(self, body: Any) -> None:
-        boot = body.get("boot") if isinstance(body, dict) else None
-        if boot != self._boot:
-            # answered by a new server process: it knows nothing of our subscriptions
-            log.info("%s: %s restarted, subscribing again", self.id, self.address)
-            self._set_connected(False)
-            self._call_async(P.HELLO, None, {"id": self.id, "proto": P.PROTO}, self._on_rehello)
+        boot, session = _peer(body)
+        if boot != self._boot or session != self._session:
+            # a new server process, or one that dropped our session (stalled past the peer timeout, say, while
+            # our pongs still came in time): it knows nothing of our subscriptions
+            self._session_lost("restarted" if boot != self._boot else "forgot our session")
+
+    def _session_lost(self, why: str) -> None:
+        """The server no longer has our session: report the link down, say hello, subscribe everything again."""
+        log.info("%s: %s %s, subscribing again", self.id, self.address, why)
+        self._set_connected(False)
+        self._call_async(P.HELLO, None, {"id": self.id, "proto": P.PROTO}, self._on_rehello)
 
     def _on_rehello(self, body: Any) -> None:
         if isinstance(body, dict):
-            self._boot = body.get("boot")
+            self._boot, self._session = _peer(body)
         if self._connected:
             return
         with self._lock:
@@ -563,143 +596,6 @@ class Client:
                 rm._on_args_ok(body)
         except Exception:
             log.exception("push %s for %s failed", kind, mach)
-
-
-_ARMED = select.EPOLLIN | select.EPOLLET
-
-
-class _Reactor:
-    """The process's one I/O thread for every ``Client``: it waits on all their sockets' fds at once, so pushes
-    reaching many clients are read one after the other on one thread, with no thread hand-off per client."""
-
-    def __init__(self) -> None:
-        self._ep = select.epoll()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._ep.register(self._wake_r, select.EPOLLIN)
-        self._lock = threading.Lock()
-        self._clients: dict[int, Client] = {}  # by socket fd
-        self._kicked: set[Client] = set()
-        # a forked child shares the epoll and the wake pipe with this process: it must never touch them
-        self._pid = os.getpid()
-        self._thread = threading.Thread(target=self._run, name="am-client-io", daemon=True)
-        self._thread.start()
-
-    @property
-    def alive(self) -> bool:
-        return self._pid == os.getpid() and self._thread.is_alive()
-
-    def add(self, c: Client) -> None:
-        with self._lock:
-            self._clients[c._fd] = c
-            self._ep.register(c._fd, _ARMED)
-        self._wake()
-
-    def remove(self, c: Client) -> None:
-        if self._pid != os.getpid():
-            return
-        with self._lock:
-            if self._clients.get(c._fd) is c:
-                del self._clients[c._fd]
-                try:
-                    self._ep.unregister(c._fd)
-                except OSError:
-                    pass
-            self._kicked.discard(c)
-
-    def arm(self, c: Client, on: bool) -> None:
-        """(Dis)arm a client's fd; only while it is still the one registered under that fd number (a closed
-        client's number may already belong to a new client)."""
-        with self._lock:
-            if self._clients.get(c._fd) is c and not c._closed:
-                self._ep.modify(c._fd, _ARMED if on else 0)
-
-    def kick(self, c: Client) -> None:
-        if self._pid != os.getpid():
-            return
-        with self._lock:
-            self._kicked.add(c)
-        self._wake()
-
-    def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except (BlockingIOError, OSError):
-            pass  # already awake (pipe full)
-
-    def _run(self) -> None:
-        ep = self._ep
-        now = time.monotonic()
-        next_sweep = now + SWEEP
-        next_beat = next_sweep  # no client's heartbeat is due before this (recomputed whenever clients are scanned)
-        missed: list[Client] = []  # found busy (a caller held the socket): looked at again every 2 ms
-        while True:
-            try:
-                wait = min(next_sweep, next_beat) - now
-                if missed:
-                    wait = min(wait, 0.002)
-                events = ep.poll(max(0.0, wait))
-                wake_r = self._wake_r
-                # the pipe emptied before the kicks are read: a kick after this point writes it again
-                if events and any(fd == wake_r for fd, _ in events):
-                    try:
-                        while os.read(wake_r, 4096):
-                            pass
-                    except (BlockingIOError, OSError):
-                        pass
-                now = time.monotonic()
-                scan = now >= next_sweep or now >= next_beat  # every client now and then, whatever its fd said
-                with self._lock:
-                    by_fd = self._clients
-                    # the clients whose fd fired, in the order epoll reported them; no scan over every client
-                    ready = [by_fd[fd] for fd, _ in events if fd in by_fd]
-                    if self._kicked:
-                        ready += self._kicked
-                        self._kicked = set()
-                    everyone = list(by_fd.values()) if scan else None
-                todo = ready + missed
-                if everyone is not None:
-                    if now >= next_sweep:
-                        next_sweep = now + SWEEP
-                        todo += everyone
-                    else:
-                        todo += [c for c in everyone if now >= c._next_beat]
-                missed = []
-                done: set[Client] = set()
-                for c in todo:
-                    if c in done:
-                        continue
-                    done.add(c)
-                    try:
-                        c._service(now)
-                    except BaseException:  # even SystemExit from a callback: the other clients go on
-                        log.exception("client %s I/O failed", c.id)
-                    if c._missed and not c._closed:
-                        missed.append(c)
-                if everyone is not None:
-                    # a busy client's beat waits until it is serviced (every 2 ms, see missed): counted here, its
-                    # past-due beat would make every wait 0 and spin this thread, starving the callers of the GIL
-                    next_beat = min([c._next_beat for c in everyone if not c._missed], default=next_sweep)
-                now = time.monotonic()
-            except BaseException:  # never let one bad turn stop the I/O of every client
-                log.exception("client I/O thread turn failed")
-                now = time.monotonic()
-
-
-_the_reactor: _Reactor | None = None
-_reactor_lock = threading.Lock()
-
-
-def _reactor() -> _Reactor:
-    global _the_reactor
-    r = _the_reactor
-    if r is None or not r.alive:  # none yet, a forked child (threads do not survive fork), or it died
-        with _reactor_lock:
-            if _the_reactor is None or not _the_reactor.alive:
-                _the_reactor = _Reactor()
-            r = _the_reactor
-    return r
 
 
 def connect(addr: str, *, timeout: float = 3.0, server_key: Any = None, client_keys: Any = None,

@@ -108,8 +108,11 @@ class RemoteMachine(Machine):
             body["a"] = a
         res = self._client._call(kind, self._id, body, on_reply=self._on_mut_reply)
         if res[1] is None:
-            # the server has no subscription of ours (it restarted): subscribe again before returning
+            # the server has no subscription of ours (it restarted or forgot our session): this mirror subscribes
+            # again before returning, the client's other mirrors right after
             self._client._call(P.SUB, self._id, {"muts": self._muts}, on_reply=self._on_resub)
+            if self._client.connected:
+                self._client._session_lost("has no subscription of ours")
         return _result(res[0])
 
     def add(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
@@ -345,7 +348,7 @@ def _steps(names: list[str], before: list[int], after: list[int], muts: Any) -> 
     """One update per source transition when the push carries each one's clock, else one update for the sum;
     the last one always ends at ``after``."""
     steps: list[dict[str, Any]] = []
-    loose: list[dict[str, Any]] = []  # mutations without a clock of their own (an older server)
+    loose: list[dict[str, Any]] = []  # 3-element records, without a clock of their own (the protocol allows them)
     prev = before
     if isinstance(muts, list):
         for m in muts:

@@ -4,6 +4,7 @@ Usage: python daemon.py [--addr ADDR] [--addr-dir DIR] [--hub] [--slow-foo SECON
 Prints one line per endpoint ("READY <address>"), then reads commands on stdin, one per line:
   add|remove|set MACH STATE...   a server-side mutation (prints "OK <result>")
   time MACH                      prints "TIME <ticks>"
+  sessions                       prints "SESSIONS <n>" (client sessions of every endpoint)
   quit                           exits
 """
 
@@ -67,6 +68,8 @@ def main() -> None:
         if parts[0] in ("add", "remove", "set"):
             r = getattr(by_id[parts[1]], parts[0])(*parts[2:])
             print("OK", int(r), flush=True)
+        elif parts[0] == "sessions":
+            print("SESSIONS", sum(ep.sessions for ep in eps), flush=True)
         elif parts[0] == "time":
             print("TIME", " ".join(map(str, by_id[parts[1]].time())), flush=True)
     for ep in eps:

@@ -481,10 +481,10 @@ def test_client_io_thread_sleeps_while_a_caller_holds_the_socket_past_its_beat()
     thread must keep sleeping between its 2 ms looks, not spin on zero-timeout waits (which starved the callers
     of the GIL: replies up to 0.6 s late)."""
     from machine import Machine, State
-    from transport import client as C
     from transport import expose
+    from transport import reactor as R
 
-    class Counting(C._Reactor):
+    class Counting(R.Reactor):
         zero_waits = 0
         waits = 0
 
@@ -505,8 +505,8 @@ def test_client_io_thread_sleeps_while_a_caller_holds_the_socket_past_its_beat()
 
     src = Machine({"A": State(multi=True)}, id="beat")
     ep = expose(src)
-    old = C._the_reactor
-    reactor = C._the_reactor = Counting()  # this test's clients get a counted I/O thread of their own
+    old = R._the_reactor
+    reactor = R._the_reactor = Counting()  # this test's clients get a counted I/O thread of their own
     try:
         with connect(ep.address) as c:
             assert c._reactor is reactor
@@ -516,7 +516,7 @@ def test_client_io_thread_sleeps_while_a_caller_holds_the_socket_past_its_beat()
                 rm.add("A")
             assert rm.tick("A") == src.tick("A")
     finally:
-        C._the_reactor = old
+        R._the_reactor = old
         ep.stop()
     # about one look per 2 ms at most; the spin made hundreds of thousands of zero-timeout waits
     assert reactor.zero_waits < 100, (reactor.zero_waits, reactor.waits)

@@ -123,7 +123,7 @@ class Dispatcher:
     # ------------------------------------------------------------------ the other kinds
 
     def _ping(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
-        self._ok(sess, seq, None, {"boot": self.ep.boot})
+        self._ok(sess, seq, None, {"boot": self.ep.boot, "session": sess.token})
 
     def _hello(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
         proto = b.get("proto")
@@ -131,7 +131,7 @@ class Dispatcher:
             raise TransportError(f"unsupported protocol version {P.clip(proto, 64)} (server speaks {P.PROTO})",
                                  code=P.INVALID_PARAMS)
         self._ok(sess, seq, None, {"proto": P.PROTO, "machines": len(self.machs), "readonly": sess.readonly,
-                                   "boot": self.ep.boot})
+                                   "boot": self.ep.boot, "session": sess.token})
 
     def _machs(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
         out = [{"id": m.id, "parent_id": m.parent_id, "tags": m.tags, "time": m.time(), "states": m.state_names}

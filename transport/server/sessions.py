@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from array import array
 from bisect import bisect_left
@@ -85,7 +86,7 @@ class Session:
     """A connected client, keyed by its socket identity."""
 
     __slots__ = ("identity", "client_id", "last_seen", "subs", "replies", "args_waiters", "args_bytes", "readonly",
-                 "user", "seqs")
+                 "user", "seqs", "token")
 
     def __init__(self, identity: bytes, readonly: bool, user: str | None = None) -> None:
         self.user = user  # the client's CURVE public key (z85), None without CURVE
@@ -98,6 +99,7 @@ class Session:
         self.args_waiters: dict[Any, tuple[str, Waiter, Ctx, int]] = {}  # token -> (machine, waiter, ctx, bytes)
         self.args_bytes = 0  # the packed args of those waiters, in all
         self.readonly = readonly
+        self.token = os.urandom(4).hex()  # in hello and ping replies: a client seeing another knows it was forgotten
 
     def remember(self, seq: int, result: int) -> None:
         """Keep a mutation's result for a retry of the same seq (the last REPLY_CACHE of them)."""
