@@ -90,10 +90,6 @@ class Entry:
     def active(self) -> list[str]:
         return [n for n, t in zip(self.names, self.time(), strict=False) if t & 1]
 
-    def is_active(self, state: str) -> bool:
-        c = self.clock()
-        return state in c and bool(c[state] & 1)
-
     def unknown(self, states: Iterable[str]) -> list[str]:
         names = set(self.names)
         return [s for s in states if s not in names]

@@ -26,8 +26,7 @@ def cmd_mach(cx: Cx, mach: str, show_all: bool) -> Result:
     entry = cx.session.resolve(mach)
     names, time = entry.names, entry.time()
     line = state_string_all(names, time) if show_all else state_string(names, time)
-    active = [n for n, t in zip(names, time, strict=False) if t & 1]
-    return Result([line], {"machine": entry.id, "active": active, "clock": dict(zip(names, time, strict=False)),
+    return Result([line], {"machine": entry.id, "active": entry.active(), "clock": dict(zip(names, time, strict=False)),
                            "connected": entry.connected})
 
 
