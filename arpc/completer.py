@@ -16,8 +16,9 @@ from prompt_toolkit.completion import CompleteEvent, Completer, Completion, Path
 from prompt_toolkit.document import Document
 
 from .commands import COMMANDS, ArpcCommand
+from .link import Entry
 from .record import record as dataclass
-from .session import Entry, Session
+from .session import Session
 
 
 @dataclass

@@ -5,15 +5,16 @@
   ``add expense-2 ApprovalGranted``;
 - ``ticker``: a multi state that ticks every second.
 
-Run alone: ``python -m arpc.demo [--addr ADDR] [--addr-dir DIR]`` prints the address and serves until stdin closes
-or Ctrl+C.
+Run alone: ``python -m arpc.demo [--addr ADDR] [--addr-dir DIR] [--seconds N]`` prints the address and serves until
+SIGTERM or Ctrl+C (or for N seconds), then removes its addr files. It never reads stdin, so it runs in the
+background (``&``, ``nohup``, systemd, stdin from /dev/null).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import sys
+import signal
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -155,18 +156,25 @@ def serve(addr: str = "tcp://127.0.0.1:*", addr_dir: str | None = None, speed: f
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m arpc.demo", description=__doc__.split("\n")[0])
     p.add_argument("--addr", default="tcp://127.0.0.1:*")
-    p.add_argument("--addr-dir")
+    p.add_argument("--addr-dir", help="write <id>.addr files here (removed on exit)")
     p.add_argument("--speed", type=float, default=1.0, help="scale every delay (0.1 = ten times faster)")
+    p.add_argument("--seconds", type=float, metavar="N", help="serve N seconds, then exit (default: until SIGTERM)")
     a = p.parse_args(argv)
+    if a.seconds is not None and not 0 < a.seconds < float("inf"):
+        p.error(f"--seconds: {a.seconds} is not a number of seconds above 0")
+    stop = threading.Event()
+    # SIGTERM (kill, systemd) and SIGINT (Ctrl+C) end the wait below, so the addr files are removed either way
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
     machs = demo_machines(a.speed)
-    ep = expose(machs, addr=a.addr, addr_dir=a.addr_dir)
-    print(ep.address, flush=True)
     try:
-        sys.stdin.read()  # serve until stdin closes
-    except KeyboardInterrupt:
-        pass
+        ep = expose(machs, addr=a.addr, addr_dir=a.addr_dir)
+        try:
+            print(ep.address, flush=True)
+            stop.wait(a.seconds)
+        finally:
+            ep.stop()
     finally:
-        ep.stop()
         for m in machs:
             m.dispose()
 

@@ -79,12 +79,6 @@ class LocalNet:
     def serve(self, address: str, machines: Iterable[Any]) -> None:
         self._served[address] = list(machines)
 
-    def unserve(self, address: str) -> None:
-        self._served.pop(address, None)
-        for c in self.conns:
-            if c.address == address:
-                c.set_connected(False)
-
     def connect(self, address: str, timeout: float = 1.0) -> LocalConn:
         machs = self._served.get(address)
         if machs is None:

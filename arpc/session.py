@@ -1,5 +1,5 @@
-"""Connections of one arpc run: addresses (argv, ``-f FILE``, ``-d DIR`` + watch), one client per distinct
-address, the machine listing (sorted by id, duplicates first-wins), ``.`` resolution, status counts, filters.
+"""Connections of one arpc run: addresses (argv, ``-f FILE``, ``-d DIR`` + watch), one :class:`arpc.link.Link` per
+distinct address, the machine listing (sorted by id, duplicates first-wins), ``.`` resolution, status counts.
 
 The session talks to connections through a small interface that ``transport.Client`` has and that
 :class:`arpc.local.LocalConn` implements for in-process machines: ``machines()`` (list of dicts with ``id``,
@@ -9,42 +9,41 @@ The session talks to connections through a small interface that ``transport.Clie
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time as _time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from .errors import Failed, NotConnected, UnknownMachine, UnknownState, UsageError, is_transport_error
+from transport.addr import AddressError, parse
+from transport.addr import read_addr_file as _read_addr_file
+
+from .errors import Failed, NotConnected, UnknownMachine, UsageError, is_transport_error
+from .link import CONNECTED, CONNECTING, DISCONNECTED, FAILED, NEW, Entry, Link
 from .record import record as dataclass
 
 Connector = Callable[[str, float], Any]
 Notify = Callable[[str, bool], Any]
 
-NEW, CONNECTING, CONNECTED, DISCONNECTED, FAILED = "new", "connecting", "connected", "disconnected", "failed"
+LOCAL_SCHEMES = ("local",)  # in-process machines (arpc.local), for tests and embedding
 
 
-def normalize_address(addr: str) -> str:
-    """``host:port`` -> ``tcp://host:port``; URIs (``tcp://``, ``ipc://``, ``inproc://``, ...) as they are."""
-    addr = "".join(addr.split())
-    if not addr:
-        raise Failed("empty address")
-    if "://" not in addr:
-        addr = "tcp://" + addr
-    return addr
+def parse_address(addr: str) -> str:
+    """An address as given on the command line or to ``connect``, in canonical form (``host:port`` ->
+    ``tcp://host:port``). A malformed one is a :class:`UsageError` (exit 2) naming the rule it breaks."""
+    try:
+        return parse(addr, schemes=LOCAL_SCHEMES)
+    except AddressError as e:
+        raise UsageError(str(e)) from None
 
 
 def read_addr_file(path: str) -> str:
-    """The address in an addr file (one line; whitespace ignored)."""
+    """The address in an addr file (its first line; whitespace around it ignored)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        return _read_addr_file(path, schemes=LOCAL_SCHEMES)
     except OSError as e:
         raise Failed(f"cannot read address file: {path}: {e.strerror or e}") from None
-    text = "".join(text.split())
-    if not text:
-        raise Failed(f"empty address file: {path}")
-    return normalize_address(text)
+    except AddressError as e:
+        raise Failed(str(e)) from None
 
 
 def scan_dir(directory: str) -> list[str]:
@@ -73,184 +72,16 @@ def default_connector(address: str, timeout: float, *, server_key: str | None = 
     return client
 
 
-# ---------------------------------------------------------------------------------------------------- endpoints
-
-
-class Endpoint:
-    """One distinct address: its connection, the machines it listed, and the mirrors made so far."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.conn: Any = None
-        self.state = NEW
-        self.error = ""
-        self.infos: list[dict[str, Any]] = []
-        self.mirrors: dict[str, Any] = {}
-        self.busy = False  # a connect attempt is running
-        self.fails = 0
-        self.next_try = 0.0
-        self.fail_noticed = False
-        self.ever_connected = False
-        self.closed = False
-
-    @property
-    def connected(self) -> bool:
-        if self.state != CONNECTED or self.conn is None:
-            return False
-        ok = getattr(self.conn, "connected", True)
-        return bool(ok)
-
-    def __repr__(self) -> str:
-        return f"<Endpoint {self.address} {self.state} {[i['id'] for i in self.infos]}>"
-
-
-class Entry:
-    """A machine in the listing: its endpoint, the last listing info and, once made, its mirror."""
-
-    __slots__ = ("id", "endpoint", "info")
-
-    def __init__(self, endpoint: Endpoint, info: dict[str, Any]) -> None:
-        self.id: str = info["id"]
-        self.endpoint = endpoint
-        self.info = info
-
-    @property
-    def mirror(self) -> Any:
-        return self.endpoint.mirrors.get(self.id)
-
-    @property
-    def names(self) -> list[str]:
-        m = self.mirror
-        return list(m.state_names) if m is not None else list(self.info.get("states") or [])
-
-    def time(self) -> list[int]:
-        m = self.mirror
-        return list(m.time()) if m is not None else list(self.info.get("time") or [])
-
-    def clock(self) -> dict[str, int]:
-        return dict(zip(self.names, self.time(), strict=False))
-
-    @property
-    def parent_id(self) -> str | None:
-        m = self.mirror
-        return m.parent_id if m is not None else self.info.get("parent_id")
-
-    @property
-    def tags(self) -> list[str]:
-        m = self.mirror
-        return list(m.tags if m is not None else self.info.get("tags") or [])
-
-    @property
-    def connected(self) -> bool:
-        if not self.endpoint.connected:
-            return False
-        m = self.mirror
-        if m is None:
-            return True
-        if getattr(m, "disposed", False):
-            return False
-        return bool(getattr(m, "connected", True))
-
-    def active(self) -> list[str]:
-        return [n for n, t in zip(self.names, self.time(), strict=False) if t & 1]
-
-    def is_active(self, state: str) -> bool:
-        c = self.clock()
-        return state in c and bool(c[state] & 1)
-
-    def unknown(self, states: Iterable[str]) -> list[str]:
-        names = set(self.names)
-        return [s for s in states if s not in names]
-
-    def check_states(self, states: Iterable[str]) -> None:
-        bad = self.unknown(states)
-        if bad:
-            raise UnknownState(bad, self.id)
-
-    def flags(self) -> str:
-        """``C``/``D`` (connected or not), then ``R`` when its ``Ready`` is active, else ``S`` for ``Start``."""
-        flag = "C" if self.connected else "D"
-        c = self.clock()
-        if c.get("Ready", 0) & 1:
-            flag += "R"
-        elif c.get("Start", 0) & 1:
-            flag += "S"
-        return flag
-
-    def __repr__(self) -> str:
-        return f"<Entry {self.id} @ {self.endpoint.address}>"
-
-
 @dataclass
 class Status:
+    """Machine counts of a session (``status``, the prompt's colour)."""
+
     connected: int = 0
     connecting: int = 0
     disconnected: int = 0
     total: int = 0
 
 
-# ---------------------------------------------------------------------------------------------------- filters
-
-
-@dataclass
-class Filters:
-    """Listing filters of ``list``, ``group-*`` and ``watch`` (spec 3.3; ``-m`` is honoured)."""
-
-    active: tuple[str, ...] = ()
-    inactive: tuple[str, ...] = ()
-    mtime_states: tuple[str, ...] = ()
-    mtime_min: int | None = None
-    mtime_max: int | None = None
-    parent: str | None = None
-    id_regexp: str | None = None
-    id_partial: str | None = None
-    id_prefix: str | None = None
-    id_suffix: str | None = None
-    limit: int | None = None
-    skip: int = 0  # -f/--from: skip the first N machines of the listing
-    disconn: bool = True
-
-    def apply(self, entries: Sequence[Entry]) -> list[Entry]:
-        rx = None
-        if self.id_regexp is not None:
-            try:
-                rx = re.compile(self.id_regexp)
-            except re.error as err:
-                raise UsageError(f"invalid regexp: {self.id_regexp}: {err}") from None
-        out: list[Entry] = []
-        for e in entries[self.skip:]:
-            if rx is not None and not rx.search(e.id):
-                continue
-            if self.id_partial is not None and self.id_partial not in e.id:
-                continue
-            if self.id_prefix is not None and not e.id.startswith(self.id_prefix):
-                continue
-            if self.id_suffix is not None and not e.id.endswith(self.id_suffix):
-                continue
-            if self.parent is not None and e.parent_id != self.parent:
-                continue
-            if not self.disconn and not e.connected:
-                continue
-            if self.active or self.inactive or self.mtime_min is not None or self.mtime_max is not None:
-                clock = e.clock()
-                if any(not clock.get(s, 0) & 1 for s in self.active):
-                    continue
-                if any(s not in clock or clock[s] & 1 for s in self.inactive):
-                    continue
-                if self.mtime_min is not None or self.mtime_max is not None:
-                    states = self.mtime_states or tuple(clock)
-                    mtime = sum(clock.get(s, 0) for s in states)
-                    if self.mtime_min is not None and mtime < self.mtime_min:
-                        continue
-                    if self.mtime_max is not None and mtime > self.mtime_max:
-                        continue
-            out.append(e)
-            if self.limit and len(out) >= self.limit:
-                break
-        return out
-
-
-# ---------------------------------------------------------------------------------------------------- session
 
 
 class Session:
@@ -278,7 +109,7 @@ class Session:
         self._directory: str | None = None
         self._file: str | None = None
         self._file_addrs: dict[str, str] = {}  # addr file -> address (kept when the file goes away)
-        self._endpoints: dict[str, Endpoint] = {}  # in address order
+        self._links: dict[str, Link] = {}  # in address order
         self._quiet = True  # no notices until the first open() finished
         self._noticed: dict[str, bool] = {}
         self._stop = threading.Event()
@@ -291,7 +122,7 @@ class Session:
     def load(self, addresses: Iterable[str] = (), *, file: str | None = None, directory: str | None = None) -> None:
         """Register the addresses of argv, ``-f FILE`` and ``-d DIR`` (errors: :class:`Failed`)."""
         for a in addresses:
-            self._args.append(normalize_address(a))
+            self._args.append(parse_address(a))
         if file is not None:
             self._file = file
             self._file_addrs[file] = read_addr_file(file)
@@ -304,75 +135,75 @@ class Session:
                 self._file_addrs[p] = read_addr_file(p)
         self._rebuild()
 
-    def add_address(self, address: str) -> Endpoint:
-        addr = normalize_address(address)
+    def add_address(self, address: str) -> Link:
+        addr = parse_address(address)
         with self._lock:
             if addr not in self._args:
                 self._args.append(addr)
             self._rebuild()
-            return self._endpoints[addr]
+            return self._links[addr]
 
-    def add_local(self, machines: Iterable[Any], address: str = "local://") -> Endpoint:
-        """Serve in-process machines (``machine.Machine``) as one connected endpoint."""
+    def add_local(self, machines: Iterable[Any], address: str = "local://") -> Link:
+        """Serve in-process machines (``machine.Machine``) as one connected link."""
         from .local import LocalConn
 
         conn = LocalConn(machines, address)
         with self._lock:
-            ep = self._endpoints.get(address) or Endpoint(address)
+            link = self._links.get(address) or Link(address)
             if address not in self._args:
                 self._args.append(address)
-            self._endpoints[address] = ep
+            self._links[address] = link
             self._rebuild()
-        self._install(ep, conn)
-        return ep
+        self._install(link, conn)
+        return link
 
     @property
     def addresses(self) -> list[str]:
         with self._lock:
-            return list(self._endpoints)
+            return list(self._links)
 
-    def endpoints(self) -> list[Endpoint]:
+    def links(self) -> list[Link]:
         with self._lock:
-            return list(self._endpoints.values())
+            return list(self._links.values())
 
     def _sources(self) -> list[str]:
         out = list(self._args)
         out.extend(self._file_addrs[p] for p in sorted(self._file_addrs))
         return out
 
-    def _rebuild(self, replaced: dict[str, str] | None = None) -> list[Endpoint]:
-        """Re-derive the endpoint order from the sources; returns the new endpoints (to connect)."""
-        dropped: list[Endpoint] = []
-        new: list[Endpoint] = []
+    def _rebuild(self, replaced: dict[str, str] | None = None) -> list[Link]:
+        """Re-derive the link order from the sources; returns the new links (to connect)."""
+        dropped: list[Link] = []
+        new: list[Link] = []
         with self._lock:
-            order: dict[str, Endpoint] = {}
+            order: dict[str, Link] = {}
             for addr in self._sources():
                 if addr in order:
                     continue
-                ep = self._endpoints.get(addr)
-                if ep is None:
-                    ep = Endpoint(addr)
-                    new.append(ep)
-                order[addr] = ep
-            for addr, ep in self._endpoints.items():
+                link = self._links.get(addr)
+                if link is None:
+                    link = Link(addr)
+                    new.append(link)
+                order[addr] = link
+            for addr, link in self._links.items():
                 if addr not in order:
-                    dropped.append(ep)
-            # a file now pointing elsewhere: the new endpoint shows the old one's machines until it connects
+                    dropped.append(link)
+            # a file now pointing elsewhere: the new link shows the old one's machines until it connects
             for old_addr, new_addr in (replaced or {}).items():
-                old, ep2 = self._endpoints.get(old_addr), order.get(new_addr)
-                if old is not None and ep2 is not None and ep2.state == NEW and not ep2.infos:
-                    ep2.infos = [dict(i) for i in old.infos]
-            self._endpoints = order
-        for ep in dropped:
-            self._close_endpoint(ep)
+                old, link2 = self._links.get(old_addr), order.get(new_addr)
+                if old is not None and link2 is not None and link2.state == NEW and not link2.infos:
+                    link2.infos = [dict(i) for i in old.infos]
+            self._links = order
+        for link in dropped:
+            self._close_link(link)
         return new
 
     # ------------------------------------------------------------------ connecting
 
     def open(self, timeout: float | None = None) -> Status:
-        """Connect every endpoint not connected yet, in parallel; returns the status after at most ``timeout``."""
-        eps = [ep for ep in self.endpoints() if ep.state in (NEW, FAILED) and not ep.busy]
-        self._connect_many(eps, self.connect_timeout if timeout is None else timeout)
+        """Connect every link not connected yet, in parallel; returns the status after at most ``timeout``."""
+        links = [link for link in self.links() if link.state in (NEW, FAILED) and not link.busy]
+        self._connect_many(links, self.connect_timeout if timeout is None else timeout)
         self.opened = True
         self._quiet = False
         return self.status()
@@ -387,116 +218,116 @@ class Session:
         else:
             self.open()
 
-    def _connect_many(self, eps: list[Endpoint], timeout: float) -> None:
-        if not eps:
+    def _connect_many(self, links: list[Link], timeout: float) -> None:
+        if not links:
             return
-        if len(eps) == 1:
-            self._connect(eps[0], timeout)
+        if len(links) == 1:
+            self._connect(links[0], timeout)
             return
-        threads = [threading.Thread(target=self._connect, args=(ep, timeout), daemon=True, name="arpc-connect")
-                   for ep in eps]
+        threads = [threading.Thread(target=self._connect, args=(link, timeout), daemon=True, name="arpc-connect")
+                   for link in links]
         for t in threads:
             t.start()
         deadline = _time.monotonic() + timeout + 1.0
         for t in threads:
             t.join(max(0.0, deadline - _time.monotonic()))
 
-    def _connect(self, ep: Endpoint, timeout: float) -> bool:
+    def _connect(self, link: Link, timeout: float) -> bool:
         with self._lock:
-            if ep.busy or ep.closed:
+            if link.busy or link.closed:
                 return False
-            ep.busy = True
-            if ep.state != CONNECTED:
-                ep.state = CONNECTING
+            link.busy = True
+            if link.state != CONNECTED:
+                link.state = CONNECTING
         conn = None
         try:
-            conn = self.connector(ep.address, timeout)
+            conn = self.connector(link.address, timeout)
             infos = list(conn.machines())
         except Exception as e:  # noqa: BLE001 - any failure is "cannot connect"
             if conn is not None:
                 _close_quietly(conn)
             with self._lock:
-                ep.busy = False
-                ep.state = FAILED
-                ep.error = str(e) or type(e).__name__
-                ep.fails += 1
-                ep.next_try = _time.monotonic() + min(5.0, 0.5 * 2 ** min(ep.fails, 4))
-                notice = ep.ever_connected and not ep.fail_noticed and not self._quiet
-                ep.fail_noticed = True
+                link.busy = False
+                link.state = FAILED
+                link.error = str(e) or type(e).__name__
+                link.fails += 1
+                link.next_try = _time.monotonic() + min(5.0, 0.5 * 2 ** min(link.fails, 4))
+                notice = link.ever_connected and not link.fail_noticed and not self._quiet
+                link.fail_noticed = True
             if notice:
-                self._notice(f"reconnect to {ep.address} failed", True)
+                self._notice(f"reconnect to {link.address} failed", True)
             return False
-        if ep.closed:
+        if link.closed:
             _close_quietly(conn)
             return False
-        self._install(ep, conn, infos)
+        self._install(link, conn, infos)
         return True
 
-    def _install(self, ep: Endpoint, conn: Any, infos: list[dict[str, Any]] | None = None) -> None:
+    def _install(self, link: Link, conn: Any, infos: list[dict[str, Any]] | None = None) -> None:
         if infos is None:
             infos = list(conn.machines())
         local = hasattr(conn, "set_connected")
         with self._lock:
-            old = ep.conn
-            ep.conn = conn
-            ep.infos = infos
-            ep.mirrors = {}
-            ep.state = CONNECTED
-            ep.error = ""
-            ep.busy = False
-            ep.fails = 0
-            ep.fail_noticed = False
-            ep.ever_connected = True
+            old = link.conn
+            link.conn = conn
+            link.infos = infos
+            link.mirrors = {}
+            link.state = CONNECTED
+            link.error = ""
+            link.busy = False
+            link.fails = 0
+            link.fail_noticed = False
+            link.ever_connected = True
         if old is not None and old is not conn:
             _close_quietly(old)
         on_status = getattr(conn, "on_status", None)
         if on_status is not None:
-            on_status(lambda ok, ep=ep, conn=conn: self._on_status(ep, conn, ok))
+            on_status(lambda ok, link=link, conn=conn: self._on_status(link, conn, ok))
         if self.eager or local:
             for info in infos:
                 try:
-                    self.mirror_of(ep, info["id"])
+                    self.mirror_of(link, info["id"])
                 except Exception:  # noqa: BLE001 - shown as not connected later
                     pass
         for info in infos:
             self._mach_notice(info["id"], True)
         self._changed()
 
-    def _on_status(self, ep: Endpoint, conn: Any, ok: bool) -> None:
+    def _on_status(self, link: Link, conn: Any, ok: bool) -> None:
         with self._lock:
-            if ep.conn is not conn or ep.closed:
+            if link.conn is not conn or link.closed:
                 return
-            ep.state = CONNECTED if ok else DISCONNECTED
-            ids = [i["id"] for i in ep.infos]
+            link.state = CONNECTED if ok else DISCONNECTED
+            ids = [i["id"] for i in link.infos]
         for mid in ids:
             self._mach_notice(mid, ok)
         if ok:  # the daemon may have come back with other machines
-            threading.Thread(target=self._refresh, args=(ep, conn), daemon=True, name="arpc-refresh").start()
+            threading.Thread(target=self._refresh, args=(link, conn), daemon=True, name="arpc-refresh").start()
         self._changed()
 
-    def _refresh(self, ep: Endpoint, conn: Any) -> None:
+    def _refresh(self, link: Link, conn: Any) -> None:
         try:
             infos = list(conn.machines())
         except Exception:  # noqa: BLE001
             return
         with self._lock:
-            if ep.conn is not conn:
+            if link.conn is not conn:
                 return
-            ep.infos = infos
+            link.infos = infos
         if self.eager:
             for info in infos:
                 try:
-                    self.mirror_of(ep, info["id"])
+                    self.mirror_of(link, info["id"])
                 except Exception:  # noqa: BLE001
                     pass
         for info in infos:
             self._mach_notice(info["id"], True)
         self._changed()
 
-    def mirror_of(self, ep: Endpoint, mach_id: str) -> Any:
+    def mirror_of(self, link: Link, mach_id: str) -> Any:
         with self._lock:
-            m = ep.mirrors.get(mach_id)
-            conn = ep.conn
+            m = link.mirrors.get(mach_id)
+            conn = link.conn
         if m is not None:
             return m
         if conn is None:
@@ -508,14 +339,14 @@ class Session:
                 raise NotConnected(f"machine {mach_id} not connected") from e
             raise
         with self._lock:
-            if ep.conn is not conn:  # replaced meanwhile; closing the old client disposes the mirror
+            if link.conn is not conn:  # replaced meanwhile; closing the old client disposes the mirror
                 raise NotConnected(f"machine {mach_id} not connected")
-            return ep.mirrors.setdefault(mach_id, m)
+            return link.mirrors.setdefault(mach_id, m)
 
     def reconnect(self) -> Status:
-        """Try every endpoint that is not connected now (``connect`` without an address)."""
-        eps = [ep for ep in self.endpoints() if ep.state in (NEW, FAILED) and not ep.busy]
-        self._connect_many(eps, self.connect_timeout)
+        """Try every link that is not connected now (``connect`` without an address)."""
+        links = [link for link in self.links() if link.state in (NEW, FAILED) and not link.busy]
+        self._connect_many(links, self.connect_timeout)
         return self.status()
 
     # ------------------------------------------------------------------ listing
@@ -524,11 +355,11 @@ class Session:
         """Every machine, sorted by id; an id behind several addresses is listed once (first address wins)."""
         with self._lock:
             seen: dict[str, Entry] = {}
-            for ep in self._endpoints.values():
-                for info in ep.infos:
+            for link in self._links.values():
+                for info in link.infos:
                     mid = info.get("id")
                     if isinstance(mid, str) and mid not in seen:
-                        seen[mid] = Entry(ep, info)
+                        seen[mid] = Entry(link, info)
         return [seen[k] for k in sorted(seen)]
 
     def first(self) -> Entry:
@@ -557,7 +388,7 @@ class Session:
             return m
         if not entry.connected:
             raise NotConnected(f"machine {entry.id} not connected")
-        return self.mirror_of(entry.endpoint, entry.id)
+        return self.mirror_of(entry.link, entry.id)
 
     def live(self, entry: Entry) -> Any:
         """The entry's machine for mutations and new waits: :class:`NotConnected` when it is down."""
@@ -571,13 +402,13 @@ class Session:
     def status(self) -> Status:
         st = Status()
         with self._lock:
-            eps = list(self._endpoints.values())
-        listed = {e.endpoint for e in self.entries()}
+            links = list(self._links.values())
+        listed = {e.link for e in self.entries()}
         for e in self.entries():
-            self._count(st, e.connected, e.endpoint.state)
-        for ep in eps:
-            if ep not in listed and not ep.infos:
-                self._count(st, False, ep.state)
+            self._count(st, e.connected, e.link.state)
+        for link in links:
+            if link not in listed and not link.infos:
+                self._count(st, False, link.state)
         return st
 
     @staticmethod
@@ -601,7 +432,7 @@ class Session:
     # ------------------------------------------------------------------ background: retries and addr files
 
     def start_background(self, watch: bool = True, interval: float = 0.5) -> None:
-        """Retry failed endpoints and (``watch``) poll the addr files for new or changed addresses."""
+        """Retry failed links and (``watch``) poll the addr files for new or changed addresses."""
         self._watch = watch and (self._directory is not None or self._file is not None)
         if self._bg is not None:
             return
@@ -620,12 +451,12 @@ class Session:
         if self._watch:
             self.poll_files()
         now = _time.monotonic()
-        for ep in self.endpoints():
-            if ep.state == FAILED and not ep.busy and now >= ep.next_try:
-                threading.Thread(target=self._connect, args=(ep, self.connect_timeout), daemon=True,
+        for link in self.links():
+            if link.state == FAILED and not link.busy and now >= link.next_try:
+                threading.Thread(target=self._connect, args=(link, self.connect_timeout), daemon=True,
                                  name="arpc-retry").start()
 
-    def poll_files(self) -> list[Endpoint]:
+    def poll_files(self) -> list[Link]:
         """Re-read the watched addr files; connects new addresses at once. Removed files are ignored."""
         paths: list[str] = []
         if self._directory is not None:
@@ -653,8 +484,8 @@ class Session:
         if not changed:
             return []
         new = self._rebuild(replaced)
-        for ep in new:
-            threading.Thread(target=self._connect, args=(ep, self.connect_timeout), daemon=True,
+        for link in new:
+            threading.Thread(target=self._connect, args=(link, self.connect_timeout), daemon=True,
                              name="arpc-connect").start()
         self._changed()
         return new
@@ -684,21 +515,21 @@ class Session:
             except Exception:  # noqa: BLE001
                 pass
 
-    def _close_endpoint(self, ep: Endpoint) -> None:
+    def _close_link(self, link: Link) -> None:
         # Mirrors are not closed one by one: closing the client disposes them. (A mirror's own close() disposes
         # it through Machine.dispose, which removes Start, and a connected mirror sends that to the source.)
         with self._lock:
-            ep.closed = True
-            conn = ep.conn
-            ep.mirrors = {}
-            ep.conn = None
+            link.closed = True
+            conn = link.conn
+            link.mirrors = {}
+            link.conn = None
         if conn is not None:
             _close_quietly(conn)
 
     def close(self) -> None:
         self._stop.set()
-        for ep in self.endpoints():
-            self._close_endpoint(ep)
+        for link in self.links():
+            self._close_link(link)
         bg = self._bg
         if bg is not None and bg is not threading.current_thread():
             bg.join(2.0)

@@ -27,15 +27,7 @@ def subscribe(mach: Any, fn: Callable[[Update], Any]) -> Callable[[], None]:
 
         def unsub_remote() -> None:
             live[0] = False
-            if callable(handle):
-                handle()
-                return
-            off = getattr(mach, "off_update", None)
-            if off is not None:
-                try:
-                    off(cb)
-                except Exception:  # noqa: BLE001
-                    pass
+            handle()
 
         return unsub_remote
     return _subscribe_local(mach, fn)
@@ -45,7 +37,7 @@ def _subscribe_local(mach: Any, fn: Callable[[Update], Any]) -> Callable[[], Non
     from machine import Tracer, Transition
     from machine.transition import tick_changes
 
-    class _Watch(Tracer):
+    class _UpdateFeed(Tracer):  # an accepted transition -> one watch update
         def transition_end(self, tx: Transition) -> None:
             if not tx.is_accepted or tx.is_check:
                 return
@@ -59,6 +51,6 @@ def _subscribe_local(mach: Any, fn: Callable[[Update], Any]) -> Callable[[], Non
                 "mutations": [{"type": str(m.type), "called": list(m.called), "args": dict(m.args or {}),
                                "auto": bool(m.is_auto)}]})
 
-    tracer = _Watch()
+    tracer = _UpdateFeed()
     mach.bind_tracer(tracer)
     return lambda: mach.detach_tracer(tracer)

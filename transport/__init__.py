@@ -3,13 +3,40 @@
 ``expose(machs)`` serves machines on one ROUTER socket; ``connect(addr)`` gives a ``Client`` whose
 ``machine(id)`` is a ``RemoteMachine``: a mirror with the ``Machine`` API whose reads and waits are local and
 whose mutations are one round trip. See docs/protocol.md for the wire format.
+
+The names below load their module on first use, so ``transport.addr`` (the address parser the arpc shell uses
+before it connects) can be imported without pyzmq.
 """
 
-from .client import Client, connect
-from .errors import RemoteError, TransportError
-from .expose import expose, expose_env
-from .remote import RemoteMachine
-from .server import Endpoint
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .client import Client, connect
+    from .errors import RemoteError, TransportError
+    from .expose import expose, expose_env
+    from .remote import RemoteMachine
+    from .server import Endpoint
+
+_MODULES = {"Client": "client", "connect": "client", "RemoteError": "errors", "TransportError": "errors",
+            "expose": "expose", "expose_env": "expose", "RemoteMachine": "remote", "Endpoint": "server"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'transport' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_MODULES])
+
 
 __all__ = ["Client", "Endpoint", "RemoteError", "RemoteMachine", "TransportError", "connect", "expose",
            "expose_env"]

@@ -6,7 +6,10 @@ its owner only), as written by ``keygen`` (``arpc keygen DIR``).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +21,56 @@ from .errors import TransportError
 
 
 def keygen(directory: str | os.PathLike[str], name: str = "arpc") -> tuple[Path, Path]:
-    """Write a key pair into ``directory``; returns (public key file, secret key file). The secret file is 0600."""
+    """Write a key pair into ``directory``; returns (public key file, secret key file).
+
+    The secret file is 0600 from its first byte (written to a private temp file, then renamed into place). An
+    existing key file that is a symlink, not a regular file, or owned by another user is refused
+    (``PermissionError``), and left as it was.
+    """
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    public, secret = zmq.auth.create_certificates(str(d), name)
-    os.chmod(secret, 0o600)
-    return Path(public), Path(secret)
+    public_key, secret_key = zmq.curve_keypair()
+    public, secret = d / f"{name}.key", d / f"{name}.key_secret"
+    for path in (public, secret):
+        _check_replaceable(path)
+    curve = f'curve\n    public-key = "{public_key.decode()}"\n'
+    _write_key(secret, f"{_BANNER % 'Secret'}metadata\n{curve}    secret-key = \"{secret_key.decode()}\"\n", 0o600)
+    _write_key(public, f"{_BANNER % 'Public'}metadata\n{curve}", 0o644)
+    return public, secret
+
+
+_BANNER = "#   ZeroMQ CURVE %s Certificate (written by keygen: `arpc keygen`)\n\n"
+
+
+def _check_replaceable(path: Path) -> None:
+    """Refuse to replace a key file that is a link, not a regular file, or someone else's."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise PermissionError(f"refusing to replace {path}: it is a symbolic link")
+    if not stat.S_ISREG(st.st_mode):
+        raise PermissionError(f"refusing to replace {path}: not a regular file")
+    if st.st_uid != os.geteuid():
+        raise PermissionError(f"refusing to replace {path}: owned by uid {st.st_uid}, not by this user")
+
+
+def _write_key(path: Path, text: str, mode: int) -> None:
+    """Write ``path`` whole with ``mode``: a temp file created 0600 (O_EXCL) beside it, renamed over it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+            if mode != 0o600:
+                os.fchmod(f.fileno(), mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _load(path: str | os.PathLike[str], need_secret: bool) -> tuple[bytes, bytes | None]:

@@ -100,7 +100,7 @@ CLI_CASES: list[tuple[str, list[str | bytes], int, str]] = [
     ("bad count", ["watch", "worker0", "-n", "x"], 2, r"err> watch: Invalid value for '-n' / '--count'"),
     ("bad watch duration", ["watch", "worker0", "--duration", "x"], 2, r"err> invalid duration: x"),
     ("missing script", ["script", "/nonexistent/script"], 1, r"err> cannot read script: /nonexistent/script"),
-    ("bad address to connect", ["connect", "nonsense:::"], 3, r"err> cannot connect to tcp://nonsense:::"),
+    ("bad address to connect", ["connect", "nonsense:::"], 2, r"err> invalid address: 'nonsense:::': port '' is not"),
     ("newline in a state", ["add", "worker0", "Foo\nBar"], 1, r"err> unknown state: Foo\nBar \(machine worker0\)\n"),
 ]
 ROOT_CASES: list[tuple[str, list[str | bytes], int, str]] = [
@@ -117,9 +117,17 @@ ROOT_CASES: list[tuple[str, list[str | bytes], int, str]] = [
     ("negative --connect-timeout", ["--connect-timeout", "-1", "127.0.0.1:1", "--", "list"], 2,
      r"err> Invalid value for '--connect-timeout'"),
     ("bad --log-level", ["--log-level", "x", "127.0.0.1:1", "--", "list"], 2, r"err> Invalid value for '--log-level'"),
-    ("invalid UTF-8 address", [b"\xff\xfe", "--connect-timeout", "0.2", "--", "list"], 3, r"err> not connected\n"),
-    ("100 kB address", ["a" * BIG, "--connect-timeout", "0.2", "--", "list"], 3, r"err> not connected\n"),
-    ("address without a port", ["127.0.0.1", "--connect-timeout", "0.2", "--", "list"], 3, r"err> not connected\n"),
+    ("invalid UTF-8 address", [b"\xff\xfe", "--connect-timeout", "0.2", "--", "list"], 2,
+     r"err> invalid address: '\\udcff\\udcfe': no port \(want HOST:PORT"),
+    ("100 kB address", ["a" * BIG, "--connect-timeout", "0.2", "--", "list"], 2,
+     r"err> invalid address: 'a{80}\.\.\. \(100000 characters\)': no port"),
+    ("address without a port", ["127.0.0.1", "--connect-timeout", "0.2", "--", "list"], 2,
+     r"err> invalid address: '127.0.0.1': no port \(want HOST:PORT, tcp://HOST:PORT, ipc://PATH or inproc://NAME\)\n"),
+    ("port out of range", ["127.0.0.1:99999", "--", "list"], 2,
+     r"err> invalid address: '127.0.0.1:99999': port '99999' is not a port from 1 to 65535\n"),
+    ("not a ZeroMQ address", ["http://127.0.0.1:80", "--", "list"], 2,
+     r"err> invalid address: 'http://127.0.0.1:80': unsupported scheme 'http'"),
+    ("a word", ["foo", "--", "list"], 2, r"err> invalid address: 'foo': no port"),
     ("nobody there", ["127.0.0.1:1", "--connect-timeout", "0.2", "--", "mach", "."], 3, r"err> not connected\n"),
 ]
 JSON_CASES: list[tuple[str, list[str | bytes], int, str]] = [

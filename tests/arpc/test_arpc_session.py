@@ -6,9 +6,10 @@ import time
 
 import pytest
 
-from arpc.errors import Failed, NotConnected, UnknownMachine, UnknownState
+from arpc.errors import Failed, NotConnected, UnknownMachine, UnknownState, UsageError
+from arpc.filters import Filters
 from arpc.local import LocalNet
-from arpc.session import Filters, Session, normalize_address, read_addr_file
+from arpc.session import Session, parse_address, read_addr_file
 from machine import Machine, State
 
 
@@ -30,12 +31,13 @@ def net():
     return LocalNet()
 
 
-def test_normalize_address():
-    assert normalize_address(" 127.0.0.1:7101\n") == "tcp://127.0.0.1:7101"
-    assert normalize_address("tcp://h:1") == "tcp://h:1"
-    assert normalize_address("ipc:///tmp/x") == "ipc:///tmp/x"
-    with pytest.raises(Failed):
-        normalize_address("  ")
+def test_parse_address():
+    assert parse_address(" 127.0.0.1:7101\n") == "tcp://127.0.0.1:7101"
+    assert parse_address("tcp://h:1") == "tcp://h:1"
+    assert parse_address("ipc:///tmp/x") == "ipc:///tmp/x"
+    assert parse_address("local://a") == "local://a"
+    with pytest.raises(UsageError, match="empty"):  # a usage error (exit 2), not "not connected"
+        parse_address("  ")
 
 
 def test_read_addr_file(tmp_path):
@@ -59,7 +61,7 @@ def test_listing_sorted_first_address_wins(net):
     s.open()
     entries = s.entries()
     assert [e.id for e in entries] == ["a", "b"]
-    assert entries[0].endpoint.address == "local://2"  # first address listed it
+    assert entries[0].link.address == "local://2"  # first address listed it
     assert s.resolve("a").mirror is a2
     assert s.resolve(".").id == "a"
     with pytest.raises(UnknownMachine):
@@ -154,7 +156,7 @@ def test_retry_failed_endpoint(net):
     s = Session(connector=net.connect)
     s.load(["local://late"])
     assert s.open().connected == 0
-    ep = s.endpoints()[0]
+    ep = s.links()[0]
     assert ep.state == "failed" and "cannot connect" in ep.error
     net.serve("local://late", [mach("late")])
     ep.next_try = 0
@@ -187,7 +189,7 @@ def test_watch_dir_new_and_changed_files(net, tmp_path):
     (tmp_path / "w1.addr").write_text("local://p3")
     new = s.poll_files()
     assert [ep.address for ep in new] == ["local://p3"]
-    until(lambda: s.resolve("w1").endpoint.address == "local://p3" and s.resolve("w1").connected)
+    until(lambda: s.resolve("w1").link.address == "local://p3" and s.resolve("w1").connected)
     assert s.resolve("w1").active() == ["A"]
     assert net.conns[0].closed
     assert s.addresses == ["local://p3", "local://p2"]

@@ -1,0 +1,106 @@
+"""Running a command line: split it, find the command in the table, run it, print its result or a one-line error,
+and return the exit code. Never raises, except :class:`arpc.errors.ExitRepl` (and a broken stdout pipe)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import click
+
+from ..errors import (
+    FAILED,
+    INTERRUPTED,
+    OK,
+    ArpcError,
+    ExitRepl,
+    Failed,
+    Interrupted,
+    NotConnected,
+    UsageError,
+    is_state_error,
+    is_transport_error,
+)
+from ..format import Result
+from .registry import COMMANDS, Cx, HelpRequested
+
+
+def split_line(line: str) -> list[str]:
+    """The words of a command line (shell quoting, ``#`` comments)."""
+    import shlex
+
+    try:
+        return shlex.split(line, comments=True)
+    except ValueError as e:
+        raise UsageError(f"cannot parse line: {e}") from None
+
+
+def run_line(cx: Cx, line: str) -> int:
+    """Run one command line; its exit code."""
+    try:
+        words = split_line(line)
+    except ArpcError as e:
+        cx.printer.error(e)
+        return e.code
+    return dispatch(cx, words)
+
+
+def dispatch(cx: Cx, words: Sequence[str]) -> int:
+    """Run one command (``words[0]`` + its arguments); prints the result or a one-line error; the exit code."""
+    if not words:
+        return OK
+    name, rest = words[0], list(words[1:])
+    try:
+        cmd = COMMANDS.get(name)
+        if cmd is None:
+            raise UsageError(f"unknown command: {name}" + _suggest(name))
+        try:
+            ctx = cmd.make_context(name, rest, obj=cx)
+            with ctx:
+                result = cmd.invoke(ctx)
+        except HelpRequested as h:
+            result = Result.text(h.text.splitlines())
+        except click.UsageError as e:
+            raise UsageError(f"{name}: {e.format_message()}") from None
+        except click.exceptions.Exit as e:
+            return int(e.exit_code)
+        except click.Abort:
+            raise Interrupted() from None
+        if result is None:
+            return OK
+        cx.emit(result)
+        return int(result.code)
+    except ExitRepl:
+        raise
+    except ArpcError as e:
+        cx.printer.error(e)
+        return e.code
+    except KeyboardInterrupt:
+        e2 = Interrupted()
+        cx.printer.error(e2)
+        return INTERRUPTED
+    except BrokenPipeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a bad line never kills the REPL
+        err = _map_exception(e)
+        cx.printer.error(err)
+        return err.code
+
+
+def _map_exception(e: Exception) -> ArpcError:
+    if isinstance(e.__context__, KeyboardInterrupt):
+        # a second Ctrl+C during the first one's cleanup (e.g. inside threading's lock handling)
+        return Interrupted()
+    if isinstance(e, UnicodeError):
+        return UsageError(f"not valid text (UTF-8): {e}")
+    if is_state_error(e):
+        return Failed(str(e))
+    if is_transport_error(e):
+        return NotConnected(str(e) or "not connected")
+    return ArpcError(f"internal error: {type(e).__name__}: {e}", FAILED)
+
+
+def _suggest(name: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(COMMANDS), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""

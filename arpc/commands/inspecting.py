@@ -1,0 +1,207 @@
+"""Inspecting: ``mach``, ``time``, ``inspect``, ``diagram`` of one machine; ``list``, ``status``, ``watch``
+across machines."""
+
+from __future__ import annotations
+
+import queue
+import time as _time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..errors import NoMatch
+from ..format import Result, fmt_args, list_rows, state_string, state_string_all, status_lines, time_string
+from ..link import Entry
+from .common import FILTER_COMPLETE, FILTERS, MACH, call, filters_of, seconds
+from .registry import Cx, command
+
+
+@command("mach", "Checking", {"mach": "machine"}, synopsis="MACH [--all]",
+         short_help="(Foo:1 Bar:3) / with --all (Foo:1) [Bar:0]")
+@MACH
+@click.option("--all", "show_all", is_flag=True, help="Inactive states too: (Foo:1) [Bar:0 Baz:2].")
+def cmd_mach(cx: Cx, mach: str, show_all: bool) -> Result:
+    """The active states of MACH with their ticks: (Foo:1 Bar:3)."""
+    entry = cx.session.resolve(mach)
+    names, time = entry.names, entry.time()
+    line = state_string_all(names, time) if show_all else state_string(names, time)
+    return Result([line], {"machine": entry.id, "active": entry.active(), "clock": dict(zip(names, time, strict=False)),
+                           "connected": entry.connected})
+
+
+@command("time", "Checking", {"mach": "machine", "states": "states"}, synopsis="MACH [STATE...] [--sum]",
+         short_help="ticks: [0 1 0] / their sum")
+@MACH
+@click.argument("states", nargs=-1)
+@click.option("--sum", "total", is_flag=True, help="Print the sum of the ticks.")
+def cmd_time(cx: Cx, mach: str, states: tuple[str, ...], total: bool) -> Result:
+    """The ticks of MACH's states (or of STATES) in schema order: [0 1 0]."""
+    entry = cx.session.resolve(mach)
+    entry.check_states(states)
+    clock = entry.clock()
+    if states:
+        clock = {s: clock[s] for s in states}
+    data: dict[str, Any] = {"machine": entry.id, "clock": clock}
+    if total:
+        data["sum"] = sum(clock.values())
+        return Result([str(data["sum"])], data)
+    return Result([time_string(clock.values())], data)
+
+
+@command("inspect", "Checking", {"mach": "machine", "states": "states"}, synopsis="MACH [STATE...]",
+         short_help="states, ticks, flags and relations")
+@MACH
+@click.argument("states", nargs=-1)
+def cmd_inspect(cx: Cx, mach: str, states: tuple[str, ...]) -> Result:
+    """MACH's states (or STATES) with ticks, flags and relations."""
+    entry = cx.session.resolve(mach)
+    entry.check_states(states)
+    m = cx.session.mirror(entry)
+    text = call(entry, lambda: m.inspect(*states))
+    lines = [f"mach://{entry.id}", "", *text.rstrip("\n").split("\n")]
+    schema = m.schema
+    clock = dict(zip(m.state_names, m.time(), strict=False))
+    info = []
+    for name in states or m.state_names:
+        st = schema[name]
+        info.append({"name": name, "active": bool(clock[name] & 1), "tick": clock[name], "auto": bool(st.auto),
+                     "multi": bool(st.multi), "add": list(st.add), "require": list(st.require),
+                     "remove": list(st.remove), "after": list(st.after)})
+    return Result(lines, {"machine": entry.id, "parent_id": entry.parent_id, "tags": entry.tags, "states": info})
+
+
+@command("diagram", "Checking", {"mach": "machine"}, synopsis="MACH",
+         short_help="the schema as a Mermaid flowchart")
+@MACH
+def cmd_diagram(cx: Cx, mach: str) -> Result:
+    """MACH's schema as a Mermaid flowchart (relations as edges, active states highlighted)."""
+    from machine import diagram
+
+    entry = cx.session.resolve(mach)
+    m = cx.session.mirror(entry)
+    text = call(entry, lambda: diagram(m))
+    return Result(text.rstrip("\n").split("\n"), {"machine": entry.id, "mermaid": text})
+
+
+def _mach_json(num: int, e: Entry) -> dict[str, Any]:
+    names, time = e.names, e.time()
+    return {"num": num, "machine": e.id, "parent_id": e.parent_id, "tags": e.tags, "connected": e.connected,
+            "address": e.link.address, "time_sum": sum(time),
+            "active": [n for n, t in zip(names, time, strict=False) if t & 1],
+            "clock": dict(zip(names, time, strict=False))}
+
+
+@command("list", "Checking", FILTER_COMPLETE, synopsis="[filters] [-Z]",
+         short_help="machines: N. id tSUM / C|D[R|S]: states")
+@FILTERS
+@click.option("-z", "--states", "show_states", type=click.BOOL, default=True, is_flag=False, flag_value=True,
+              metavar="BOOL", help="Show active states (--states=false hides them).")
+@click.option("-Z", "--states-all", is_flag=True, help="Show inactive states too.")
+@click.option("-d", "--disconn", type=click.BOOL, default=True, is_flag=False, flag_value=True, metavar="BOOL",
+              help="Include disconnected machines (--disconn=false hides them).")
+def cmd_list(cx: Cx, show_states: bool, states_all: bool, disconn: bool, **kw: Any) -> Result:
+    """List the machines, sorted by id, with the listing filters.
+
+    Two lines each: `N. <id> t<time sum>` and `<C|D>[R|S]: <active states>` (C connected, D not; R when its
+    Ready is active, else S when Start is)."""
+    cx.session.ensure_open()
+    entries = filters_of(kw, disconn).apply(cx.session.entries())
+    lines: list[str] = []
+    for num, e in enumerate(entries, 1):
+        names, time = e.names, e.time()
+        if states_all:
+            string = state_string_all(names, time)
+        elif show_states:
+            string = state_string(names, time)
+        else:
+            string = ""
+        lines.extend(list_rows(num, e.id, sum(time), e.flags(), string))
+    return Result(lines, [_mach_json(n, e) for n, e in enumerate(entries, 1)])
+
+
+@command("status", "Checking", short_help="connected / connecting / disconnected")
+def cmd_status(cx: Cx) -> Result:
+    """Counts of connected, connecting and disconnected machines."""
+    cx.session.ensure_open()
+    st = cx.session.status()
+    return Result(status_lines(st.connected, st.connecting, st.disconnected, st.total),
+                  {"connected": st.connected, "connecting": st.connecting, "disconnected": st.disconnected,
+                   "total": st.total})
+
+
+@command("watch", "Checking", {"mach": "machine", **FILTER_COMPLETE}, synopsis="[MACH] [filters] [-n N]",
+         short_help="stream transitions until Ctrl+C")
+@click.argument("mach", required=False, metavar="[MACH]")
+@FILTERS
+@click.option("-n", "--count", type=click.IntRange(min=1), metavar="N", help="Stop after N transitions.")
+@click.option("--duration", metavar="DUR", help="Stop after DUR (500ms, 5s, 1m).")
+def cmd_watch(cx: Cx, mach: str | None, count: int | None, duration: str | None, **kw: Any) -> Result:
+    """Print every transition of MACH (or of every machine matching the filters) until Ctrl+C.
+
+    Each line: time, machine, +added -removed *re-entered states, (args), time sum."""
+    limit = seconds(duration)
+    if mach is not None:
+        targets = [cx.session.resolve(mach)]
+    else:
+        cx.session.ensure_open()
+        targets = [e for e in filters_of(kw).apply(cx.session.entries()) if e.connected]
+        if not targets:
+            raise NoMatch()
+    q: queue.SimpleQueue[tuple[str, float, dict[str, Any]]] = queue.SimpleQueue()
+    unsubs = []
+    try:
+        for e in targets:
+            unsubs.append(call(e, lambda: _watch_one(cx, e, q)))  # noqa: B023 - called at once
+        seen = 0
+        deadline = None if limit is None else _time.monotonic() + limit
+        while count is None or seen < count:
+            step = 0.25 if deadline is None else min(0.25, deadline - _time.monotonic())
+            if step <= 0:
+                break
+            try:
+                mid, at, u = q.get(timeout=step)
+            except queue.Empty:
+                continue
+            seen += 1
+            cx.emit(_watch_result(mid, at, u))
+    finally:
+        for unsub in unsubs:
+            try:
+                unsub()
+            except Exception:  # noqa: BLE001
+                pass
+    return Result([], None)
+
+
+def _watch_one(cx: Cx, e: Entry, q: queue.SimpleQueue[tuple[str, float, dict[str, Any]]]) -> Callable[[], None]:
+    from ..watch import subscribe
+
+    mid = e.id
+
+    def put(update: dict[str, Any]) -> None:
+        q.put((mid, _time.time(), update))
+
+    return subscribe(cx.session.mirror(e), put)
+
+
+def _watch_result(mid: str, at: float, u: dict[str, Any]) -> Result:
+    stamp = _time.strftime("%H:%M:%S", _time.localtime(at)) + f".{int(at * 1000) % 1000:03d}"
+    parts = [stamp, mid]
+    parts += [f"+{s}" for s in u.get("added", ())]
+    parts += [f"-{s}" for s in u.get("removed", ())]
+    parts += [f"*{s}" for s in u.get("ticked", ())]
+    args: dict[str, Any] = {}
+    for mut in u.get("mutations") or ():
+        args.update(mut.get("args") or {})
+    args = {k: v for k, v in args.items() if k != "err_trace"}
+    if args:
+        parts.append(fmt_args(args))
+    time = list(u.get("time") or ())
+    parts.append(f"t{sum(time)}")
+    data = {"machine": mid, "at": at, "added": list(u.get("added", ())), "removed": list(u.get("removed", ())),
+            "ticked": list(u.get("ticked", ())), "args": args, "time": time,
+            "mutations": list(u.get("mutations") or ())}
+    return Result([" ".join(parts)], data)
+
+

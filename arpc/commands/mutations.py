@@ -1,0 +1,156 @@
+"""Mutations: ``add``, ``remove``, ``set``, ``toggle`` on one machine, ``group-add`` / ``group-remove`` on every
+machine matching the listing filters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from ..errors import CANCELED, OK, ArpcError, Failed, NoMatch
+from ..format import Result, result_name
+from ..link import Entry
+from .common import ARG_VAL, FILTER_COMPLETE, FILTERS, MACH, arg_pairs, arpc_error, call, filters_of
+from .registry import Cx, command
+
+
+def _mutation(cx: Cx, kind: str, mach: str, states: tuple[str, ...], names: Sequence[str],
+              vals: Sequence[str]) -> Result:
+    args = arg_pairs(names, vals)
+    entry = cx.session.resolve(mach)
+    entry.check_states(states)
+    m = cx.session.live(entry)
+    r = call(entry, lambda: getattr(m, kind)(*states, args=args))
+    name = result_name(int(r))
+    data: dict[str, Any] = {"machine": entry.id, "result": name}
+    if name == "queued":
+        data["queue_tick"] = int(r)
+    return Result([name], data, CANCELED if name == "canceled" else OK)
+
+
+_ONE = {"mach": "machine", "arg_names": "arg", "arg_vals": "val"}
+
+
+@command("add", "Mutations", {**_ONE, "states": "states:inactive"}, synopsis="MACH STATE... [--arg N --val V]...",
+         short_help="activate states (prints executed / queued / canceled)")
+@MACH
+@click.argument("states", nargs=-1, required=True)
+@ARG_VAL
+def cmd_add(cx: Cx, mach: str, states: tuple[str, ...], arg_names: tuple[str, ...],
+            arg_vals: tuple[str, ...]) -> Result:
+    """Activate STATES on MACH (--arg NAME --val VALUE pairs become the mutation's args).
+
+    Prints executed, queued or canceled (exit 4)."""
+    return _mutation(cx, "add", mach, states, arg_names, arg_vals)
+
+
+@command("remove", "Mutations", {**_ONE, "states": "states:active"}, synopsis="MACH STATE...",
+         short_help="deactivate states")
+@MACH
+@click.argument("states", nargs=-1, required=True)
+@ARG_VAL
+def cmd_remove(cx: Cx, mach: str, states: tuple[str, ...], arg_names: tuple[str, ...],
+               arg_vals: tuple[str, ...]) -> Result:
+    """Deactivate STATES on MACH. Prints executed, queued or canceled (exit 4)."""
+    return _mutation(cx, "remove", mach, states, arg_names, arg_vals)
+
+
+@command("set", "Mutations", {**_ONE, "states": "states"}, synopsis="MACH [STATE...]",
+         short_help="make exactly these states active")
+@MACH
+@click.argument("states", nargs=-1)
+@ARG_VAL
+def cmd_set(cx: Cx, mach: str, states: tuple[str, ...], arg_names: tuple[str, ...],
+            arg_vals: tuple[str, ...]) -> Result:
+    """Make STATES the only active states of MACH (none: deactivate all)."""
+    return _mutation(cx, "set", mach, states, arg_names, arg_vals)
+
+
+@command("toggle", "Mutations", {**_ONE, "states": "states"}, synopsis="MACH STATE...",
+         short_help="remove if all active, else add")
+@MACH
+@click.argument("states", nargs=-1, required=True)
+@ARG_VAL
+def cmd_toggle(cx: Cx, mach: str, states: tuple[str, ...], arg_names: tuple[str, ...],
+               arg_vals: tuple[str, ...]) -> Result:
+    """Remove STATES from MACH when all are active, else add them."""
+    return _mutation(cx, "toggle", mach, states, arg_names, arg_vals)
+
+
+def _group(cx: Cx, kind: str, states: tuple[str, ...], kw: dict[str, Any]) -> Result:
+    args = arg_pairs(kw.pop("arg_names"), kw.pop("arg_vals"))
+    flt = filters_of(kw)
+    cx.session.ensure_open()
+    targets = [e for e in flt.apply(cx.session.entries()) if e.connected and not e.unknown(states)]
+    if not targets:
+        raise NoMatch()
+    counts = {"executed": 0, "queued": 0, "canceled": 0}
+    per: dict[str, str] = {}
+    errors: list[str] = []
+
+    def record(e: Entry, outcome: Any) -> None:
+        if isinstance(outcome, ArpcError):
+            name = "canceled"
+            errors.append(outcome.msg)
+        else:
+            name = result_name(int(outcome))
+        counts[name] += 1
+        per[e.id] = name
+
+    # a client that can pipeline gets every mutation for its link in one go (one round trip's worth of
+    # waiting, not one per machine, and no mirrors to make); others go machine by machine
+    by_conn: dict[int, list[Entry]] = {}
+    for e in targets:
+        by_conn.setdefault(id(e.link), []).append(e)
+    for group in by_conn.values():
+        conn = group[0].link.conn
+        many = getattr(conn, "mutate_many", None)
+        if many is not None and all(e.mirror is None or e.connected for e in group):
+            ops = [(e.id, kind, states, args) for e in group]
+            try:
+                outcomes = call(group[0], lambda: many(ops))  # noqa: B023 - called at once
+            except ArpcError as err:
+                outcomes = [err] * len(group)
+            for e, out in zip(group, outcomes, strict=True):
+                if isinstance(out, BaseException) and not isinstance(out, ArpcError):
+                    out = arpc_error(e, out) or Failed(str(out))
+                record(e, out)
+            continue
+        for e in group:
+            try:
+                m = cx.session.live(e)
+                fn = getattr(m, kind)
+                record(e, call(e, lambda: fn(*states, args=args)))  # noqa: B023 - called at once
+            except ArpcError as err:
+                record(e, err)
+    lines = [f"Executed: {counts['executed']}", f"Queued: {counts['queued']}", f"Canceled: {counts['canceled']}"]
+    data: dict[str, Any] = {**counts, "machines": per}
+    if errors:
+        data["errors"] = errors
+    return Result(lines, data, CANCELED if counts["canceled"] else OK)
+
+
+_GROUP = {"states": "all-states", "arg_names": "arg", "arg_vals": "val", **FILTER_COMPLETE}
+
+
+@command("group-add", "Mutations", _GROUP, synopsis="STATE... [filters]",
+         short_help="add on every matching machine (prints counts)")
+@click.argument("states", nargs=-1, required=True)
+@FILTERS
+@ARG_VAL
+def cmd_group_add(cx: Cx, states: tuple[str, ...], **kw: Any) -> Result:
+    """Activate STATES on every connected machine that matches the filters and has all STATES.
+
+    Prints Executed / Queued / Canceled counts (exit 4 when any was canceled)."""
+    return _group(cx, "add", states, kw)
+
+
+@command("group-remove", "Mutations", _GROUP, synopsis="STATE... [filters]",
+         short_help="remove on every matching machine (prints counts)")
+@click.argument("states", nargs=-1, required=True)
+@FILTERS
+@ARG_VAL
+def cmd_group_remove(cx: Cx, states: tuple[str, ...], **kw: Any) -> Result:
+    """Deactivate STATES on every connected machine that matches the filters and has all STATES."""
+    return _group(cx, "remove", states, kw)

@@ -1,0 +1,93 @@
+"""The shell's own commands: ``script``, ``cheatsheet``, ``connect``, ``help``, ``exit``."""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import CONNECTION, INTERRUPTED, OK, ExitRepl, Failed, NotConnected, UsageError
+from ..format import Result, status_lines
+from .dispatch import run_line
+from .registry import COMMANDS, Cx, cheatsheet_lines, command, help_lines
+
+MAX_SCRIPT_DEPTH = 8
+
+
+@command("script", "REPL", {"file": "file"}, synopsis="FILE [-k]",
+         short_help="run commands from FILE, stop at the first failure")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-k", "--keep-going", is_flag=True, help="Run every line; exit with the first failure's code.")
+def cmd_script(cx: Cx, file: str, keep_going: bool) -> Result:
+    """Run FILE: one command a line, # comments; stops at the first failure and exits with its code."""
+    if cx.depth >= MAX_SCRIPT_DEPTH:
+        raise Failed(f"scripts nested too deep: {file}")
+    try:
+        with open(file, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise Failed(f"cannot read script: {file}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise Failed(f"cannot read script: {file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    first_err = OK
+    cx.depth += 1
+    try:
+        for line in lines:
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            try:
+                code = run_line(cx, line)
+            except ExitRepl:
+                break
+            if code != OK:
+                if not keep_going or code == INTERRUPTED:  # Ctrl+C stops a script, --keep-going or not
+                    return Result([], None, code)
+                first_err = first_err or code
+    finally:
+        cx.depth -= 1
+    return Result([], None, first_err)
+
+
+@command("cheatsheet", "REPL", short_help="this list: one line per command, with tips")
+def cmd_cheatsheet(cx: Cx) -> Result:
+    """One line per command, with tips."""
+    return Result.text(cheatsheet_lines())
+
+
+@command("connect", "REPL", {"address": "address"}, synopsis="[ADDR]",
+         short_help="connect ADDR, or retry every disconnected address")
+@click.argument("address", required=False, metavar="[ADDR]")
+def cmd_connect(cx: Cx, address: str | None) -> Result:
+    """Connect ADDR (host:port or a URI); without it, retry every address that is not connected."""
+    s = cx.session
+    if address is not None:
+        link = s.add_address(address)
+        s.reconnect()
+        if not link.connected:
+            raise NotConnected(f"cannot connect to {link.address}" + (f": {link.error}" if link.error else ""))
+        ids = [i["id"] for i in link.infos]
+        return Result([f"connected to {link.address}: {' '.join(ids) or '(no machines)'}"],
+                      {"address": link.address, "machines": ids})
+    s.opened = True
+    st = s.reconnect()
+    return Result(status_lines(st.connected, st.connecting, st.disconnected, st.total),
+                  {"connected": st.connected, "connecting": st.connecting, "disconnected": st.disconnected,
+                   "total": st.total}, OK if st.connected else CONNECTION)
+
+
+@command("help", "REPL", {"name": "command"}, synopsis="[COMMAND]",
+         short_help="groups and commands / one command's help")
+@click.argument("name", required=False, metavar="[COMMAND]")
+def cmd_help(cx: Cx, name: str | None) -> Result:
+    """The commands by group, or the help of COMMAND."""
+    if name is not None:
+        cmd = COMMANDS.get(name)
+        if cmd is None:
+            raise UsageError(f"unknown command: {name}")
+        with click.Context(cmd, info_name=name) as ctx:
+            return Result.text(cmd.get_help(ctx).splitlines())
+    return Result.text(help_lines())
+
+
+@command("exit", "REPL", short_help="leave the REPL (Ctrl+D does too)")
+def cmd_exit(cx: Cx) -> Result:
+    """Leave the REPL (Ctrl+D does too)."""
+    raise ExitRepl(OK)

@@ -1,0 +1,119 @@
+"""Waiting: ``when``, ``when-not``, ``when-time``, ``when-args`` (until the condition holds, ``--timeout`` or
+Ctrl+C)."""
+
+from __future__ import annotations
+
+import time as _time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+from ..errors import Failed, UsageError, WaitTimeout
+from ..format import Result, time_string
+from ..link import Entry
+from .common import ARG_VAL, MACH, TIMEOUT, arg_pairs, call, seconds
+from .registry import Cx, command
+
+
+def _wait(entry: Entry, make: Callable[[Any], Any], timeout: float | None) -> None:
+    """Wait for a waiter made by ``make(ctx)``; :class:`WaitTimeout` / :class:`Interrupted` otherwise."""
+    from machine import Ctx
+
+    ctx = Ctx()
+    waiter = call(entry, lambda: make(ctx))
+    deadline = None if timeout is None else _time.monotonic() + timeout
+    try:
+        while True:
+            step = 0.25 if deadline is None else min(0.25, max(0.0, deadline - _time.monotonic()))
+            if waiter.wait(step):
+                return
+            if waiter.done:  # ended without the condition: ctx, cancel, dispose
+                raise Failed(f"wait ended: machine {entry.id} gone")
+            if deadline is not None and _time.monotonic() >= deadline:
+                raise WaitTimeout()
+    finally:
+        ctx.cancel()
+
+
+def _wait_states(cx: Cx, mach: str, states: tuple[str, ...], timeout: str | None, method: str) -> Result:
+    """``when`` / ``when-not``: wait on the mirror's ``method``, then print the ticks."""
+    limit = seconds(timeout)
+    entry = cx.session.resolve(mach)
+    entry.check_states(states)
+    m = cx.session.live(entry)
+    wait_on = getattr(m, method)
+    _wait(entry, lambda ctx: wait_on(*states, ctx=ctx), limit)
+    return _ticks_result(entry, m, states)
+
+
+def _ticks_result(entry: Entry, m: Any, states: Sequence[str]) -> Result:
+    clock = {s: int(m.tick(s)) for s in states}
+    line = str(clock[states[0]]) if len(states) == 1 else time_string(clock.values())
+    return Result([line], {"machine": entry.id, "clock": clock})
+
+
+@command("when", "Waiting", {"mach": "machine", "states": "states:inactive"},
+         synopsis="MACH STATE... [--timeout 5s]", short_help="wait until active; prints the tick")
+@MACH
+@click.argument("states", nargs=-1, required=True)
+@TIMEOUT
+def cmd_when(cx: Cx, mach: str, states: tuple[str, ...], timeout: str | None) -> Result:
+    """Wait until all STATES are active on MACH; prints the tick (several states: [1 3])."""
+    return _wait_states(cx, mach, states, timeout, "when")
+
+
+@command("when-not", "Waiting", {"mach": "machine", "states": "states:active"},
+         synopsis="MACH STATE... [--timeout 5s]", short_help="wait until inactive")
+@MACH
+@click.argument("states", nargs=-1, required=True)
+@TIMEOUT
+def cmd_when_not(cx: Cx, mach: str, states: tuple[str, ...], timeout: str | None) -> Result:
+    """Wait until all STATES are inactive on MACH; prints the tick (several states: [2 4])."""
+    return _wait_states(cx, mach, states, timeout, "when_not")
+
+
+@command("when-time", "Waiting", {"mach": "machine", "state": "states"}, synopsis="MACH -s STATE -t TICK...",
+         short_help="wait until the ticks are reached")
+@MACH
+@click.option("-s", "--state", multiple=True, metavar="STATE", help="A state (pairs with -t).")
+@click.option("-t", "--time", "times", multiple=True, metavar="TICK", help="Its tick to reach (pairs with -s).")
+@TIMEOUT
+def cmd_when_time(cx: Cx, mach: str, state: tuple[str, ...], times: tuple[str, ...],
+                  timeout: str | None) -> Result:
+    """Wait until each -s STATE reached at least its -t TICK on MACH; prints the current ticks."""
+    if not state:
+        raise UsageError("no states (-s) specified")
+    if len(state) != len(times):
+        raise UsageError("the number of states (-s) and times (-t) must be the same")
+    ticks: list[int] = []
+    for t in times:
+        if not t.isdigit():
+            raise UsageError(f"invalid time value: {t}")
+        ticks.append(int(t))
+    limit = seconds(timeout)
+    entry = cx.session.resolve(mach)
+    entry.check_states(state)
+    m = cx.session.live(entry)
+    _wait(entry, lambda ctx: m.when_time(list(state), ticks, ctx=ctx), limit)
+    clock = {s: int(m.tick(s)) for s in state}
+    return Result([time_string(clock.values())], {"machine": entry.id, "clock": clock})
+
+
+@command("when-args", "Waiting", {"mach": "machine", "state": "states", "arg_names": "arg", "arg_vals": "val"},
+         synopsis="MACH STATE --arg N --val V", short_help="wait for an activation with these args")
+@MACH
+@click.argument("state")
+@ARG_VAL
+@TIMEOUT
+def cmd_when_args(cx: Cx, mach: str, state: str, arg_names: tuple[str, ...], arg_vals: tuple[str, ...],
+                  timeout: str | None) -> Result:
+    """Wait until STATE is activated on MACH by a mutation whose args include the --arg/--val pairs."""
+    args = arg_pairs(arg_names, arg_vals) or {}
+    limit = seconds(timeout)
+    entry = cx.session.resolve(mach)
+    entry.check_states([state])
+    m = cx.session.live(entry)
+    _wait(entry, lambda ctx: m.when_args(state, args, ctx=ctx), limit)
+    tick = int(m.tick(state))
+    return Result([str(tick)], {"machine": entry.id, "clock": {state: tick}, "args": args})

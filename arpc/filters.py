@@ -1,0 +1,68 @@
+"""The listing filters of ``list``, ``group-*`` and ``watch``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from .errors import UsageError
+from .link import Entry
+from .record import record as dataclass
+
+
+@dataclass
+class Filters:
+    """Listing filters of ``list``, ``group-*`` and ``watch`` (spec 3.3; ``-m`` is honoured)."""
+
+    active: tuple[str, ...] = ()
+    inactive: tuple[str, ...] = ()
+    mtime_states: tuple[str, ...] = ()
+    mtime_min: int | None = None
+    mtime_max: int | None = None
+    parent: str | None = None
+    id_regexp: str | None = None
+    id_partial: str | None = None
+    id_prefix: str | None = None
+    id_suffix: str | None = None
+    limit: int | None = None
+    skip: int = 0  # -f/--from: skip the first N machines of the listing
+    disconn: bool = True
+
+    def apply(self, entries: Sequence[Entry]) -> list[Entry]:
+        rx = None
+        if self.id_regexp is not None:
+            try:
+                rx = re.compile(self.id_regexp)
+            except re.error as err:
+                raise UsageError(f"invalid regexp: {self.id_regexp}: {err}") from None
+        out: list[Entry] = []
+        for e in entries[self.skip:]:
+            if rx is not None and not rx.search(e.id):
+                continue
+            if self.id_partial is not None and self.id_partial not in e.id:
+                continue
+            if self.id_prefix is not None and not e.id.startswith(self.id_prefix):
+                continue
+            if self.id_suffix is not None and not e.id.endswith(self.id_suffix):
+                continue
+            if self.parent is not None and e.parent_id != self.parent:
+                continue
+            if not self.disconn and not e.connected:
+                continue
+            if self.active or self.inactive or self.mtime_min is not None or self.mtime_max is not None:
+                clock = e.clock()
+                if any(not clock.get(s, 0) & 1 for s in self.active):
+                    continue
+                if any(s not in clock or clock[s] & 1 for s in self.inactive):
+                    continue
+                if self.mtime_min is not None or self.mtime_max is not None:
+                    states = self.mtime_states or tuple(clock)
+                    mtime = sum(clock.get(s, 0) for s in states)
+                    if self.mtime_min is not None and mtime < self.mtime_min:
+                        continue
+                    if self.mtime_max is not None and mtime > self.mtime_max:
+                        continue
+            out.append(e)
+            if self.limit and len(out) >= self.limit:
+                break
+        return out

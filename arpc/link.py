@@ -1,0 +1,113 @@
+"""The per-address link of a session (:class:`Link`: its connection, the machines it listed, the mirrors made so
+far) and :class:`Entry`, one machine of the listing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .errors import UnknownState
+
+# a link's state
+NEW, CONNECTING, CONNECTED, DISCONNECTED, FAILED = "new", "connecting", "connected", "disconnected", "failed"
+
+
+class Link:
+    """One distinct address: its connection, the machines it listed, and the mirrors made so far."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.conn: Any = None
+        self.state = NEW
+        self.error = ""
+        self.infos: list[dict[str, Any]] = []
+        self.mirrors: dict[str, Any] = {}
+        self.busy = False  # a connect attempt is running
+        self.fails = 0
+        self.next_try = 0.0
+        self.fail_noticed = False
+        self.ever_connected = False
+        self.closed = False
+
+    @property
+    def connected(self) -> bool:
+        if self.state != CONNECTED or self.conn is None:
+            return False
+        ok = getattr(self.conn, "connected", True)
+        return bool(ok)
+
+    def __repr__(self) -> str:
+        return f"<Link {self.address} {self.state} {[i['id'] for i in self.infos]}>"
+
+
+class Entry:
+    """A machine in the listing: its link, the last listing info and, once made, its mirror."""
+
+    __slots__ = ("id", "link", "info")
+
+    def __init__(self, link: Link, info: dict[str, Any]) -> None:
+        self.id: str = info["id"]
+        self.link = link
+        self.info = info
+
+    @property
+    def mirror(self) -> Any:
+        return self.link.mirrors.get(self.id)
+
+    @property
+    def names(self) -> list[str]:
+        m = self.mirror
+        return list(m.state_names) if m is not None else list(self.info.get("states") or [])
+
+    def time(self) -> list[int]:
+        m = self.mirror
+        return list(m.time()) if m is not None else list(self.info.get("time") or [])
+
+    def clock(self) -> dict[str, int]:
+        return dict(zip(self.names, self.time(), strict=False))
+
+    @property
+    def parent_id(self) -> str | None:
+        m = self.mirror
+        return m.parent_id if m is not None else self.info.get("parent_id")
+
+    @property
+    def tags(self) -> list[str]:
+        m = self.mirror
+        return list(m.tags if m is not None else self.info.get("tags") or [])
+
+    @property
+    def connected(self) -> bool:
+        if not self.link.connected:
+            return False
+        m = self.mirror
+        if m is None:
+            return True
+        if getattr(m, "disposed", False):
+            return False
+        return bool(getattr(m, "connected", True))
+
+    def active(self) -> list[str]:
+        return [n for n, t in zip(self.names, self.time(), strict=False) if t & 1]
+
+    def unknown(self, states: Iterable[str]) -> list[str]:
+        names = set(self.names)
+        return [s for s in states if s not in names]
+
+    def check_states(self, states: Iterable[str]) -> None:
+        bad = self.unknown(states)
+        if bad:
+            raise UnknownState(bad, self.id)
+
+    def flags(self) -> str:
+        """``C``/``D`` (connected or not), then ``R`` when its ``Ready`` is active, else ``S`` for ``Start``."""
+        flag = "C" if self.connected else "D"
+        c = self.clock()
+        if c.get("Ready", 0) & 1:
+            flag += "R"
+        elif c.get("Start", 0) & 1:
+            flag += "S"
+        return flag
+
+    def __repr__(self) -> str:
+        return f"<Entry {self.id} @ {self.link.address}>"

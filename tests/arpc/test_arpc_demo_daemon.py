@@ -1,0 +1,96 @@
+"""`python -m arpc.demo` as a daemon (issue 12 item 17, issue 15 "The demo daemon"): it runs with stdin from
+/dev/null and as a background job of an interactive shell, takes --seconds, and removes its addr files on SIGTERM
+as on Ctrl+C. Real processes."""
+
+from __future__ import annotations
+
+import select
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pexpect
+import pytest
+from arpc_e2e import PY, ROOT, env, transport_works, until
+
+pytestmark = pytest.mark.skipif(not transport_works(), reason="transport (pyzmq) not available")
+
+MACHINES = 7
+
+
+def start(addr_dir: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """The demo daemon, detached from this terminal, stdin from /dev/null; and the address it printed."""
+    p = subprocess.Popen([PY, "-m", "arpc.demo", "--addr-dir", str(addr_dir), "--speed", "0.2", *args],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=env(), cwd=str(ROOT), start_new_session=True)
+    assert p.stdout is not None
+    ready, _, _ = select.select([p.stdout], [], [], 15)
+    assert ready, "the demo printed no address"
+    return p, p.stdout.readline().strip()
+
+
+def arpc(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PY, "-m", "arpc", "--connect-timeout", "5", *args], capture_output=True, text=True,
+                          env=env(), cwd=str(ROOT), timeout=30)
+
+
+def addr_files(d: Path) -> list[str]:
+    return sorted(p.name for p in d.glob("*.addr"))
+
+
+def test_serves_with_stdin_from_devnull_and_cleans_up_on_sigterm(tmp_path: Path) -> None:
+    d = tmp_path / "addrs"
+    p, addr = start(d)
+    try:
+        assert addr.startswith("tcp://127.0.0.1:")
+        assert len(addr_files(d)) == MACHINES
+        time.sleep(0.5)  # stdin at EOF from the start: it must still be serving after a while
+        assert p.poll() is None, p.stderr.read() if p.stderr else ""
+        r = arpc("-d", str(d), "--", "status")
+        assert r.returncode == 0 and f"Connected:      {MACHINES}" in r.stdout, r.stderr
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(15) == 0
+        assert addr_files(d) == [] and not list(d.glob(".*"))
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(5)
+
+
+def test_seconds_ends_it_and_removes_the_files(tmp_path: Path) -> None:
+    d = tmp_path / "addrs"
+    t0 = time.monotonic()
+    p, _ = start(d, "--seconds", "1")
+    try:
+        assert len(addr_files(d)) == MACHINES
+        assert p.wait(15) == 0
+        assert time.monotonic() - t0 >= 1.0
+        assert addr_files(d) == []
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(5)
+
+
+def test_a_background_job_of_an_interactive_shell_keeps_serving(tmp_path: Path) -> None:
+    # `cmd &` in an interactive shell: a job that reads its terminal is stopped (SIGTTIN), and stops serving
+    d = tmp_path / "addrs"
+    sh = pexpect.spawn("bash", ["--norc", "--noprofile", "-i"], env=env(PS1="$ "), cwd=str(ROOT), encoding="utf-8",
+                       timeout=15)
+    try:
+        sh.expect_exact("$ ")
+        sh.sendline(f"{PY} -m arpc.demo --addr-dir {d} --speed 0.2 > {tmp_path / 'out'} 2>&1 & echo PID=$!")
+        sh.expect(r"PID=(\d+)")
+        pid = int(sh.match.group(1))
+        until(lambda: len(addr_files(d)) == MACHINES, timeout=15, what="the demo wrote its addr files")
+        time.sleep(0.5)
+        r = arpc("-d", str(d), "--", "status")
+        assert r.returncode == 0 and f"Connected:      {MACHINES}" in r.stdout, r.stderr
+        sh.sendline(f"kill -INT {pid}; wait {pid}; echo EXIT=$?")  # as Ctrl+C would
+        sh.expect(r"EXIT=(\d+)")
+        assert sh.match.group(1) == "0"
+        assert addr_files(d) == []
+    finally:
+        sh.sendline("kill -KILL %1 2>/dev/null; exit")
+        sh.close(force=True)
