@@ -45,6 +45,16 @@ class _Panic:
 _TIMEOUT = object()  # a handler ran past the machine's handler_timeout
 
 
+def _raised(handler: str, exc: BaseException) -> str:
+    """``CState raised RuntimeError: disk full`` (the message clipped: it is a one-line reason)."""
+    try:
+        msg = str(exc)
+    except Exception:  # a user exception whose __str__ raises must not break the transition
+        msg = "(str() failed)"
+    msg = msg.splitlines()[0] if msg else ""
+    return f"{handler} raised {type(exc).__name__}" + (f": {msg[:200]}" if msg else "")
+
+
 def end_state_ctxs(mach: Machine, states: Iterable[str]) -> None:
     """End the state contexts of ``states``, whose tick changed (on the runner)."""
     ctxs = mach._state_ctxs
@@ -150,6 +160,7 @@ def _negotiate(mach: Machine, tx: Transition, plan: Plan) -> bool:
         if name == "AnyEnter" and is_auto and rejected is not None:
             # an auto transition whose target emptied is canceled before AnyEnter
             if not [s for s in tx.target if s not in rejected]:
+                tx._cancel = (f"every auto state refused ({', '.join(sorted(rejected))})", None, None)
                 mach._log(LogLevel.OPS, "[cancel] () by auto")
                 return False
         for binding, fn in calls:
@@ -157,9 +168,11 @@ def _negotiate(mach: Machine, tx: Transition, plan: Plan) -> bool:
             if ret is None or ret is True:
                 continue
             if isinstance(ret, _Panic):
+                tx._cancel = (_raised(name, ret.exc), name, ret.exc)
                 _panic(mach, tx, ret.exc, final=False)
                 return False
             if ret is _TIMEOUT:
+                tx._cancel = (f"{name} timed out", name, None)
                 mach._log(LogLevel.OPS, f"[cancel] ({' '.join(tx.target)}) by timeout")
                 return False
             if ret is False:
@@ -170,11 +183,13 @@ def _negotiate(mach: Machine, tx: Transition, plan: Plan) -> bool:
                     rejected.add(owner)
                     mach._log(LogLevel.OPS, f"[cancel] ({' '.join(tx.target)}) by {name}")
                     break
+                tx._cancel = (f"{name} returned {ret!r}", name, None)
                 self_h = owner is not None and name == owner + owner
                 tag = "cancel:self" if self_h else "cancel"
                 mach._log(LogLevel.OPS, f"[{tag}] ({' '.join(tx.target)}) by {name}")
                 return False
     if rejected is not None and not [s for s in tx.target if s not in rejected]:
+        tx._cancel = (f"every auto state refused ({', '.join(sorted(rejected))})", None, None)
         return False
     return True
 
@@ -321,6 +336,8 @@ def _finals(mach: Machine, tx: Transition, fin_bound: BoundFin, enters: tuple[st
                 continue
             ret = _call(mach, tx, binding, name, fn, state)
             if isinstance(ret, _Panic) or ret is _TIMEOUT:
+                exc = ret.exc if isinstance(ret, _Panic) else None
+                tx._cancel = (_raised(name, exc) if exc is not None else f"{name} timed out", name, exc)
                 _recover(mach, tx, name, state, kind, enters)
                 if isinstance(ret, _Panic):
                     _panic(mach, tx, ret.exc, final=True)

@@ -17,6 +17,7 @@ from .ctx_waiter import Ctx, Waiter
 from .diagram import inspect_text, string_all
 from .errors import SchemaError
 from .handlers import Binding, bind_handlers, detach_handlers
+from .history import History, find_history, keep_history
 from .log import LogLevel, machine_logger, parse_level
 from .mutation import Mutation, MutationType
 from .mutation_queue import add_err, args_dict, check, eval_fn, mutate, will_be
@@ -198,26 +199,23 @@ class Machine:
     @property
     def _ctx(self) -> Ctx:
         c = self._ctx_obj
-        if c is None:
-            with self._lock:
-                c = self._ctx_obj
-                if c is None:
-                    c = self._ctx_obj = Ctx()
-                    if self._disposed:
-                        c.cancel()
-        return c
+        return c if c is not None else self._lazy("_ctx_obj", Ctx, Ctx.cancel)
 
     @property
     def _disposed_waiter(self) -> Waiter:
         w = self._disposed_waiter_obj
-        if w is None:
-            with self._lock:
-                w = self._disposed_waiter_obj
-                if w is None:
-                    w = self._disposed_waiter_obj = Waiter()
-                    if self._disposed:
-                        w._resolve(True)
-        return w
+        return w if w is not None else self._lazy("_disposed_waiter_obj", Waiter, lambda w: w._resolve(True))
+
+    def _lazy(self, slot: str, make: Callable[[], Any], end: Callable[[Any], Any]) -> Any:
+        """The object in ``slot``, made on first use (ended at once when the machine is already disposed)."""
+        with self._lock:
+            obj = getattr(self, slot)
+            if obj is None:
+                obj = make()
+                setattr(self, slot, obj)
+                if self._disposed:
+                    end(obj)
+        return obj
 
     @property
     def log_level(self) -> LogLevel:
@@ -301,13 +299,8 @@ class Machine:
     def _cmp_time(self, time: Iterable[int], states: Iterable[str] | None, exact: bool) -> bool:
         names = list(states) if states is not None else list(self._c.names)
         self._check_names(names)
-        want = list(time)
-        if len(want) != len(names):
-            return False
-        have = self.time(*names)
-        if exact:
-            return have == want
-        return all(h >= w for h, w in zip(have, want, strict=True))
+        want, have = list(time), self.time(*names)
+        return len(want) == len(names) and (have == want if exact else all(map(int.__ge__, have, want)))
 
     def is_clock(self, clock: Mapping[str, int]) -> bool:
         """True when every state's tick equals ``clock[state]``."""
@@ -530,6 +523,15 @@ class Machine:
         detach_tracer(self, tracer)
 
     _emit = emit  # call the tracers' ``hook``; one that raises is logged
+
+    @property
+    def history(self) -> History | None:
+        """The transition history kept since ``keep_history``, or None (off by default)."""
+        return find_history(self._tracers)
+
+    def keep_history(self, size: int = 1000) -> History:
+        """Keep the last ``size`` transitions and the last errors (``machine.history.History``); idempotent."""
+        return keep_history(self, size)
 
     # ------------------------------------------------------------------ logging
 

@@ -130,6 +130,29 @@ def resolve(
     return sort_states(c, target)
 
 
+def reject_reason(c: Compiled, mtype: MutationType, called: tuple[str, ...], before: tuple[str, ...],
+                  is_auto: bool) -> str:
+    """Why the relations reject a mutation, in words: ``B requires Foo (not active)``, ``B removed by A``.
+
+    Resolves again with a log (only when asked: a canceled transition's reason is read rarely)."""
+    log: list[tuple[int, str]] = []
+    target = set(resolve(c, mtype, called, before, is_auto, log))
+    why: dict[str, str] = {}
+    for _, line in log:
+        tag, _, rest = line.partition("] ")
+        if tag.startswith("[reject"):
+            for item in rest.split(" "):
+                name, _, missing = item.partition("(-")
+                needs = missing.rstrip(")").replace(" -", ", ")
+                why.setdefault(name, f"{name} requires {needs} (not active)")
+        elif tag == "[rel:remove":
+            name, _, by = rest.partition(" by ")
+            why.setdefault(name, f"{name} removed by {by.replace(' ', ', ')}")
+    lost = [s for s in called if s not in target]
+    parts = [why.get(s, f"{s} removed by the relations") for s in lost]
+    return "; ".join(parts) or "rejected by the relations"
+
+
 BoundNeg = list[tuple[str, "str | None", list[tuple[Binding, Callable[..., Any]]]]]
 BoundFin = list[tuple[str, str, int, list[tuple[Binding, Callable[..., Any]]]]]
 

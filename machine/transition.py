@@ -38,7 +38,7 @@ class Transition:
 
     __slots__ = (
         "_mach", "_seq", "mutation", "plan", "_before", "target", "enters", "exits", "time_before",
-        "_time_after", "is_accepted", "is_completed", "_rejected",
+        "_time_after", "is_accepted", "is_completed", "_rejected", "_cancel",
     )
 
     def __init__(self, mach: Machine, seq: int, mutation: Mutation, plan: Plan, before: tuple[str, ...],
@@ -56,6 +56,8 @@ class Transition:
         self.is_accepted = plan.accepted
         self.is_completed = False
         self._rejected: set[str] | None = None
+        # (reason, handler, error) once a handler canceled it; relation rejections are derived when asked
+        self._cancel: tuple[str, str | None, BaseException | None] | None = None
 
     @property
     def id(self) -> str:
@@ -114,6 +116,30 @@ class Transition:
         for i, d in self.plan.deltas:
             t[i] += d
         return t
+
+    @property
+    def reason(self) -> str | None:
+        """Why the transition was canceled (None while accepted): ``BEnter returned False``, ``CState raised
+        RuntimeError: disk full``, ``AState timed out``, or a relation: ``B requires Foo (not active)``,
+        ``B removed by A``."""
+        if self._cancel is not None:
+            return self._cancel[0]
+        if self.is_accepted or not self.is_completed:
+            return None
+        from .resolver import reject_reason
+
+        m = self.mutation
+        return reject_reason(self._mach._c, m.type, m.called, self._before, m.is_auto)
+
+    @property
+    def handler(self) -> str | None:
+        """The handler that canceled the transition, if one did."""
+        return self._cancel[1] if self._cancel is not None else None
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception of the handler that canceled the transition by raising, if one did."""
+        return self._cancel[2] if self._cancel is not None else None
 
     def __repr__(self) -> str:
         return f"tx#{self.id}\n[{self.mutation.type}] {' '.join(self.mutation.called)}"

@@ -1,0 +1,205 @@
+"""Transition history: a bounded ring of what happened to a machine, and its last errors.
+
+``History`` is a tracer. ``Machine.keep_history(n)`` binds one (``expose`` does it for served machines); records
+are plain data (JSON- and msgpack-safe), made on the machine's thread when a transition ends.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from .errors import trace_text
+from .tracer import Tracer
+from .transition import tick_changes
+
+if TYPE_CHECKING:
+    from .machine import Machine
+    from .transition import Transition
+
+#: Limits that keep one record small whatever the args hold.
+MAX_STR = 200
+MAX_ITEMS = 20
+MAX_DEPTH = 3
+MAX_TRACE = 4000
+MAX_ERRORS = 20
+
+#: Who is mutating, for the ``source`` of history records: a transport sets it (e.g. ``session rc-1a2b``) while
+#: it calls a machine; None (the default) means local code.
+SOURCE: ContextVar[str | None] = ContextVar("am_history_source", default=None)
+_MAX_SOURCES = 1024  # queued mutations whose source is held until they run
+
+
+def clip(text: str, limit: int = MAX_STR) -> str:
+    """``text`` cut to ``limit`` characters, with a marker saying how much was cut."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more)"
+
+
+def plain(value: Any, depth: int = 0) -> Any:
+    """A small, JSON- and msgpack-safe copy of ``value``: strings clipped, containers cut to ``MAX_ITEMS``,
+    nesting to ``MAX_DEPTH``, anything else as its (clipped) repr. Never raises."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return clip(value)
+    if isinstance(value, bytes):
+        return clip(repr(value))
+    if depth < MAX_DEPTH:
+        try:
+            if isinstance(value, Mapping):
+                return {clip(str(k), 60): plain(v, depth + 1) for k, v in list(value.items())[:MAX_ITEMS]}
+            if isinstance(value, list | tuple | set | frozenset):
+                return [plain(v, depth + 1) for v in list(value)[:MAX_ITEMS]]
+        except Exception:
+            pass
+    try:
+        return clip(repr(value))
+    except Exception:
+        return f"<{type(value).__name__}: repr failed>"
+
+
+def error_record(err: BaseException, trace: str | None, handler: str | None, when: float) -> dict[str, Any]:
+    """One error as kept by ``History.errors``."""
+    return {"time": when, "type": type(err).__name__, "message": clip(str(err), 1000),
+            "trace": clip(trace or "", MAX_TRACE), "handler": handler}
+
+
+class History(Tracer):
+    """The last ``size`` transitions of one machine (oldest first) and its last ``errors_size`` errors.
+
+    Each record is a dict: ``time`` (wall clock, s), ``tick`` (machine tick after), ``mutation`` (add, remove,
+    set), ``called``, ``args`` (clipped), ``auto``, ``result`` (``executed``/``canceled``), ``added``,
+    ``removed``, ``reason`` (why it was canceled: a handler, a relation), ``error`` (when a handler raised),
+    ``duration`` (seconds) and ``source`` (``None`` for local, else who sent it). Safe to read from any thread.
+    """
+
+    def __init__(self, size: int = 1000, errors_size: int = MAX_ERRORS) -> None:
+        if size < 1 or errors_size < 0:
+            raise ValueError("history size must be >= 1 (errors_size >= 0)")
+        self.size = size
+        self._records: deque[dict[str, Any]] = deque(maxlen=size)
+        self._errors: deque[dict[str, Any]] = deque(maxlen=max(errors_size, 1))
+        self._keep_errors = errors_size > 0
+        self._lock = threading.Lock()
+        self._t0 = 0.0          # the running transition's start: one machine runs one transition at a time
+        self._seq = 0           # records made, ever: a reader's cursor survives the ring's wrap
+        # id(mutation) -> (mutation, source) from queueing to its transition; the mutation is held so that its id
+        # cannot be reused meanwhile
+        self._sources: dict[int, tuple[Any, str]] = {}
+        self._last_err: BaseException | None = None
+
+    # -- hooks (the machine's thread) --------------------------------------------------------------------------
+
+    def mutation_queued(self, mach: Machine, mutation: Any) -> None:
+        src = SOURCE.get()
+        if src is not None:
+            if len(self._sources) >= _MAX_SOURCES:   # mutations dropped from the queue never ran: forget them
+                self._sources.clear()
+            self._sources[id(mutation)] = (mutation, src)
+
+    def transition_init(self, tx: Transition) -> None:
+        self._t0 = time.perf_counter()
+
+    def transition_end(self, tx: Transition) -> None:
+        took = time.perf_counter() - self._t0 if self._t0 else 0.0
+        self._t0 = 0.0
+        m = tx.mutation
+        if m.is_check:
+            return                  # a dry run changes nothing: not history
+        mach = tx.machine
+        now = time.time()
+        added: list[str] = []
+        removed: list[str] = []
+        if tx.is_accepted and tx.is_completed:
+            added, removed, _ = tick_changes(mach.state_names, tx.time_before, tx.time_after)
+        err = tx.error
+        reason = None if tx.is_accepted else tx.reason
+        rec = {
+            "time": now, "tick": mach.machine_tick, "mutation": str(m.type), "called": list(m.called),
+            "args": plain(m.args) if m.args else {}, "auto": m.is_auto,
+            "result": "executed" if tx.is_accepted else "canceled", "added": added, "removed": removed,
+            "reason": reason, "error": None, "duration": took, "source": self._source(m),
+        }
+        if err is None and tx.is_accepted and "Exception" in m.called and m.args:
+            # the error arrives as Exception's args: add_err from code, a raising async handler, or the Exception
+            # that follows a raising handler (the same object, recorded once in the errors)
+            e = m.args.get("err")
+            if isinstance(e, BaseException):
+                err = e
+        if err is not None:
+            rec["error"] = error_record(err, trace_text(err), tx.handler, now)
+        with self._lock:
+            self._seq += 1
+            rec["seq"] = self._seq
+            self._records.append(rec)
+            if err is not None and self._keep_errors and err is not self._last_err:
+                self._errors.append(rec["error"])
+                self._last_err = err
+
+    def _source(self, m: Any) -> str | None:
+        if not self._sources:
+            return None
+        held = self._sources.pop(id(m), None)
+        return held[1] if held is not None else None
+
+    # -- reading (any thread) --------------------------------------------------------------------------------
+
+    def records(self, *, since_tick: int | None = None, since_time: float | None = None,
+                since_seq: int | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Records oldest first, after the given tick / wall time / record seq; ``limit`` keeps the newest."""
+        with self._lock:
+            out = list(self._records)
+        if since_seq is not None:
+            out = [r for r in out if r["seq"] > since_seq]
+        if since_tick is not None:
+            out = [r for r in out if r["tick"] > since_tick]
+        if since_time is not None:
+            out = [r for r in out if r["time"] >= since_time]
+        if limit is not None:
+            out = out[-limit:] if limit > 0 else []
+        return out
+
+    def errors(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The last errors (type, message, trace, handler, time), oldest first; kept after Exception is gone."""
+        with self._lock:
+            out = list(self._errors) if self._keep_errors else []
+        return out[-limit:] if limit else out
+
+    def resize(self, size: int) -> None:
+        """Keep the last ``size`` records from now on (the newest are kept when shrinking)."""
+        if size < 1:
+            raise ValueError("history size must be >= 1")
+        with self._lock:
+            self.size = size
+            self._records = deque(self._records, maxlen=size)
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the newest record (0 before any): read it, then ask ``records(since_seq=...)``."""
+        return self._seq
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+def find_history(tracers: list[Tracer]) -> History | None:
+    """The ``History`` among a machine's tracers, or None."""
+    for t in tracers:
+        if isinstance(t, History):
+            return t
+    return None
+
+
+def keep_history(mach: Machine, size: int = 1000, errors_size: int = MAX_ERRORS) -> History:
+    """Bind a ``History`` to ``mach`` (or resize the one it has) and return it."""
+    h = find_history(mach._tracers)
+    if h is None:
+        h = History(size, errors_size)
+        mach.bind_tracer(h)
+    elif h.size != size:
+        h.resize(size)
+    return h
