@@ -31,6 +31,8 @@ With `-- COMMAND ARGS`, runs one command and exits:
 (ARPC_DEMO_SPEED=0.2 makes them five times faster).
 `arpc keygen DIR [--name NAME]` writes a CURVE key pair (NAME.key, NAME.key_secret) for --client-key and
 the server's expose(curve=..., allow=...).
+`arpc dbg [ADDR]... [-d DIR] [--record FILE]` opens a live full-screen inspector; `arpc dbg --replay FILE`
+replays a recording (`arpc dbg --help`).
 `arpc completion bash|zsh|fish` prints the shell's completion script (e.g. eval "$(arpc completion bash)").
 Exit codes: 0 ok, 1 failed, 2 usage, 3 connection, 4 canceled, 124 timeout, 130 interrupted."""
 
@@ -150,6 +152,10 @@ def run(argv: Sequence[str] | None = None, *, connector: Connector | None = None
     root_args, cmd = split_argv(sys.argv[1:] if argv is None else argv)
     if root_args[:1] == ["keygen"]:
         return _run_keygen(root_args[1:])
+    if root_args[:1] == ["dbg"] and cmd is None:
+        from .dbg import run_dbg
+
+        return run_dbg(root_args[1:])
     if root_args[:1] == ["completion"] and cmd is None:
         return _run_completion(root_args[1:])
     demo = bool(root_args) and root_args[0] == "demo"
