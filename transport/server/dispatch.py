@@ -123,13 +123,19 @@ class Dispatcher:
     # ------------------------------------------------------------------ the other kinds
 
     def _ping(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
-        self._ok(sess, seq, None, {"boot": self.ep.boot})
+        if sess.greeted:
+            self._ok(sess, seq, None, {"boot": self.ep.boot})
+        else:
+            # the client's session is gone (expired while it was silent, or dropped) and this ping made a new,
+            # empty one: say so. A client that only compares boot ids sees a new one and says hello again
+            self._ok(sess, seq, None, {"boot": "", "hello": True})
 
     def _hello(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
         proto = b.get("proto")
         if proto != P.PROTO:
             raise TransportError(f"unsupported protocol version {P.clip(proto, 64)} (server speaks {P.PROTO})",
                                  code=P.INVALID_PARAMS)
+        sess.greeted = True
         self._ok(sess, seq, None, {"proto": P.PROTO, "machines": len(self.machs), "readonly": sess.readonly,
                                    "boot": self.ep.boot})
 
