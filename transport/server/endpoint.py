@@ -217,6 +217,7 @@ class Endpoint:
         self._loop.wake()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+        self._loop.dispatcher.stop()
         for m in machs:
             try:
                 self.remove(m)

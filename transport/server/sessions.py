@@ -110,7 +110,7 @@ class Session:
     """A connected client, keyed by its socket identity."""
 
     __slots__ = ("identity", "client_id", "last_seen", "subs", "replies", "args_waiters", "args_bytes", "readonly",
-                 "user", "seqs", "backlog", "greeted")
+                 "user", "seqs", "backlog", "greeted", "checks")
 
     def __init__(self, identity: bytes, readonly: bool, user: str | None = None) -> None:
         self.user = user  # the client's CURVE public key (z85), None without CURVE
@@ -121,6 +121,7 @@ class Session:
         self.replies: OrderedDict[int, Any] = OrderedDict()
         self.seqs = SeqRecord()
         self.backlog = Backlog()
+        self.checks = 0  # dry runs in progress on the endpoint's workers
         self.greeted = False  # it said hello: a session made by any other request is one the client lost
         self.args_waiters: dict[Any, tuple[str, Waiter, Ctx, int]] = {}  # token -> (machine, waiter, ctx, bytes)
         self.args_bytes = 0  # the packed args of those waiters, in all
