@@ -16,7 +16,7 @@ from machine.log import LazyLogger
 
 from .. import protocol as P
 from ..zmqio import EVENTS, MORE_NB, NB, POLLIN, WakePipe, raw_send
-from .sessions import Session
+from .sessions import Backlog, Session
 
 if TYPE_CHECKING:
     from .dispatch import Dispatcher
@@ -39,6 +39,7 @@ class ServerLoop:
         self.readonly_keys = readonly_keys
         self.on_exit = on_exit  # closes the socket and its context, on the I/O thread once it is done
         self.sessions: dict[bytes, Session] = {}
+        self.backlogs: dict[bytes, Backlog] = {}  # of dropped sessions, while libzmq still holds some of it
         self.tasks: deque[Callable[[], None]] = deque()
         self.pipe = WakePipe()
         self.stopped = False
@@ -144,6 +145,21 @@ class ServerLoop:
             self.drop_session(sess)
             return False
 
+    def send_tracked(self, sess: Session, frame: bytes) -> bool:
+        """``send`` for a large push: counted in the session's backlog until libzmq has handed it to the
+        kernel. The bytes are not copied: every session sent the same frame shares them."""
+        try:
+            self.sent += 1
+            raw_send(self.sock, sess.identity, MORE_NB)
+            tracker = self.sock.send(zmq.Frame(frame, track=True), NB, copy=False, track=True)
+        except zmq.Again:
+            return False
+        except zmq.ZMQError:
+            self.drop_session(sess)
+            return False
+        sess.backlog.add(tracker, len(frame))
+        return True
+
     def reply_err(self, identity: bytes, seq: int, mach: str | None, code: str, msg: str,
                   type_name: str = "TransportError", extra: dict[str, Any] | None = None) -> None:
         self.errors += 1
@@ -183,6 +199,9 @@ class ServerLoop:
         if sess is None:
             readonly = user is not None and user.encode() in self.readonly_keys
             sess = self.sessions[identity] = Session(identity, readonly, user)
+            backlog = self.backlogs.pop(identity, None)
+            if backlog is not None:  # what libzmq still holds for this peer counts against the new session too
+                sess.backlog = backlog
         sess.last_seen = time.monotonic()
         self.handled += 1
         # every request's seq is recorded, whatever its kind or fate: only a mutation is refused when retried
@@ -191,6 +210,8 @@ class ServerLoop:
     def drop_session(self, sess: Session) -> None:
         if self.sessions.pop(sess.identity, None) is None:
             return
+        if sess.backlog.pending():
+            self.backlogs[sess.identity] = sess.backlog
         for mach_id in list(sess.subs):
             self.pushes.unsubscribe(sess, mach_id)
         sess.cancel_waiters()
@@ -198,6 +219,9 @@ class ServerLoop:
     def sweep(self, now: float) -> None:
         """About once a second: retry undelivered pushes, drop sessions silent for longer than PEER_TIMEOUT."""
         self.pushes.due()
+        for identity, backlog in list(self.backlogs.items()):
+            if not backlog.pending():
+                del self.backlogs[identity]
         for sess in list(self.sessions.values()):
             if now - sess.last_seen > P.PEER_TIMEOUT:
                 log.info("client %s went silent, session dropped", sess.client_id)

@@ -6,8 +6,10 @@ import os
 import time
 from array import array
 from bisect import bisect_left
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any
+
+import zmq
 
 from machine import Ctx, Waiter
 
@@ -82,11 +84,34 @@ class SeqRecord:
         return seq <= self.floor
 
 
+class Backlog:
+    """The pushes with mutation records sent to one client that libzmq still holds (its socket has not taken
+    them: the client does not read), and their bytes."""
+
+    __slots__ = ("sent", "bytes")
+
+    def __init__(self) -> None:
+        self.sent: deque[tuple[zmq.MessageTracker, int]] = deque()
+        self.bytes = 0
+
+    def add(self, tracker: zmq.MessageTracker, size: int) -> None:
+        self.sent.append((tracker, size))
+        self.bytes += size
+
+    def pending(self) -> int:
+        """The bytes still held, once those delivered are forgotten (in order: one client's messages leave in
+        the order they were queued)."""
+        sent = self.sent
+        while sent and sent[0][0].done:
+            self.bytes -= sent.popleft()[1]
+        return self.bytes
+
+
 class Session:
     """A connected client, keyed by its socket identity."""
 
     __slots__ = ("identity", "client_id", "last_seen", "subs", "replies", "args_waiters", "args_bytes", "readonly",
-                 "user", "seqs", "token")
+                 "user", "seqs", "backlog", "greeted", "checks", "token")
 
     def __init__(self, identity: bytes, readonly: bool, user: str | None = None) -> None:
         self.user = user  # the client's CURVE public key (z85), None without CURVE
@@ -96,6 +121,9 @@ class Session:
         self.subs: dict[str, Sub] = {}
         self.replies: OrderedDict[int, Any] = OrderedDict()
         self.seqs = SeqRecord()
+        self.backlog = Backlog()
+        self.checks = 0  # dry runs in progress on the endpoint's workers
+        self.greeted = False  # it said hello: a session made by any other request is one the client lost
         self.args_waiters: dict[Any, tuple[str, Waiter, Ctx, int]] = {}  # token -> (machine, waiter, ctx, bytes)
         self.args_bytes = 0  # the packed args of those waiters, in all
         self.readonly = readonly
