@@ -290,8 +290,11 @@ class Client(Caller):
     def _beat(self, now: float) -> None:
         """Ping while connected; say hello while not (holding ``_io``)."""
         for seq, c in list(self._pending.items()):
-            if not c.sync and c.kind in (P.PING, P.HELLO) and now >= c.next_try:
-                self._pending.pop(seq, None)  # heartbeats are not resent: a new one goes out each beat
+            # requests no caller waits for are not resent: a heartbeat is replaced by the next beat's; another
+            # (a resubscription, a resync) is dropped once its reply is overdue, as a link lost after the send
+            # never brings it (a late reply is ignored; the mirror then syncs on its next push)
+            if not c.sync and now >= c.next_try + (0.0 if c.kind in (P.PING, P.HELLO) else self.timeout):
+                self._pending.pop(seq, None)
         if self._connected and now - self._last_rx > P.PEER_TIMEOUT:
             self._set_connected(False)
         if self._connected:
