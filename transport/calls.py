@@ -32,16 +32,17 @@ _EVENTS = int(zmq.EVENTS)
 _raw_send = zmq.backend.Socket.send
 RESEND = 1.0  # seconds before an unanswered call is sent again
 # seqs sent past the oldest call still unanswered, at most: a call resent later is within the last MAX_AHEAD seqs
-# the server saw, so its record of seen seqs (exact for the last 10,000) never takes a lost call for a retry
-MAX_AHEAD = 5000
+# the server saw, so its record of seen seqs (exact for the last 10,000) never takes a lost call for a retry; and
+# another thread's call waits behind at most this many of a batch's. A batch runs as fast as with 5000
+MAX_AHEAD = 1000
 WAIT_SLICE = 50  # ms: the longest single blocking recv of a caller (then it looks at its deadline again)
 
 
 class _Call:
     """One request and, once read, its reply. Its seq is the one in ``frame``; it is final once ``sent``."""
 
-    __slots__ = ("seq", "frame", "kind", "mach", "body", "sent", "done", "result", "error", "next_try", "on_reply",
-                 "sync")
+    __slots__ = ("seq", "frame", "kind", "mach", "body", "sent", "done", "queued", "result", "error", "next_try",
+                 "on_reply", "sync")
 
     def __init__(self, seq: int, kind: str, mach: str | None, body: Any, frame: bytes,
                  on_reply: Callable[[Any], None] | None, sync: bool = True) -> None:
@@ -52,6 +53,7 @@ class _Call:
         self.body = body
         self.frame = frame
         self.sent = False
+        self.queued = False  # in the outbox, for the thread holding the socket to send
         # set by whoever reads the reply: whichever thread holds the socket then
         self.done = False
         self.result: Any = None
@@ -87,6 +89,7 @@ class Caller:
         self._io = threading.RLock()  # whoever holds it owns the socket (re-entrant: callbacks may call)
         self._pending: dict[int, _Call] = {}  # sent, waiting for their reply, by seq
         self._outbox: deque[_Call] = deque()  # made while another thread held the socket: it sends them
+        self._box_lock = threading.Lock()  # an outbox call is sent by the holder or withdrawn by its caller
         self._inflight: deque[_Call] = deque()  # sent calls that are resent when unanswered, oldest first
         self._closed = False
         self._last_rx = time.monotonic()
@@ -167,6 +170,9 @@ class Caller:
         """Send a call for the first time (holding ``_io``) with the next seq: seqs reach the server in the
         order they were taken, whichever thread made each call, and no seq is skipped. False when the socket
         takes nothing now (no link, or full)."""
+        if c.seq == 0:  # a notification: no seq, no reply
+            c.sent = c.done = self._send(c.frame)
+            return c.sent
         seq = self._next_seq
         if c.seq != seq:  # another call took this call's seq first: pack it again with its own
             c.seq, c.frame = seq, P.pack(c.kind, seq, c.mach, c.body)
@@ -187,12 +193,19 @@ class Caller:
         box = self._outbox
         while box:
             c = box[0]
-            if not (c.done or c.sent):
-                if not self._room():
-                    return
-                if not self._first_send(c, now) and c.sync:
-                    return  # tried again on the holder's next turn
+            with self._box_lock:  # a caller giving up on it (see _withdraw) either comes first or finds it sent
+                if c.queued and not (c.done or c.sent):
+                    if c.seq and not self._room():
+                        return
+                    if not self._first_send(c, now) and c.sync:
+                        return  # tried again on the holder's next turn
             box.popleft()
+
+    def _withdraw(self, calls: list[_Call]) -> None:
+        """Take queued calls back from the outbox (their caller gives up): no holder sends them after this."""
+        with self._box_lock:
+            for c in calls:
+                c.queued = False
 
     def _run_calls(self, calls: list[_Call], t: float) -> None:
         """Send ``calls`` (pipelined) and read until each has its reply; TransportError on timeout.
@@ -209,6 +222,8 @@ class Caller:
             if not io.acquire(False):
                 # another thread holds the socket: it sends these calls on its next turn and reads their replies;
                 # this thread looks every 2 ms whether they are answered, and takes the socket over once it is free
+                for c in calls:
+                    c.queued = True
                 self._outbox.extend(calls)
                 while True:
                     while first < n and calls[first].done:
@@ -217,9 +232,12 @@ class Caller:
                         return
                     left = deadline - time.monotonic()
                     if left <= 0:
+                        self._withdraw(calls)
                         raise self._timeout(calls[first].kind, t)
                     if io.acquire(timeout=min(left, 0.002)):
                         break
+                for c in calls:  # this thread sends the rest itself, in its own turn: the outbox skips them
+                    c.queued = False
             try:
                 sent = 0  # calls[:sent] went out at least once
                 now = time.monotonic()  # after the wait for the socket, which may have been long
@@ -309,8 +327,31 @@ class Caller:
             frame = P.pack(kind, 0, mach, body)
         except (TypeError, ValueError, OverflowError) as exc:
             raise TypeError(f"cannot send {kind}: a value is not msgpack-serializable ({exc})") from None
-        if not self._io.acquire(timeout=self.timeout):
-            raise self._timeout(kind, self.timeout)
+        io = self._io
+        if not io.acquire(False):
+            # another thread holds the socket: it sends this on its next turn (in order with other threads'
+            # requests); this thread takes the socket over if it is free before that
+            c = _Call(0, kind, mach, body, frame, None, sync=block)
+            c.queued = True
+            self._outbox.append(c)
+            deadline = time.monotonic() + self.timeout
+            while True:
+                if c.sent:
+                    return
+                left = deadline - time.monotonic()
+                if left <= 0 or c.done:  # out of time, or the client closed
+                    self._withdraw([c])
+                    if c.error is not None:
+                        raise c.error
+                    if block and not c.sent:
+                        raise self._full(kind)
+                    return
+                if io.acquire(timeout=min(left, 0.002)):
+                    break
+            if c.sent:  # by the thread that just gave the socket up
+                io.release()
+                return
+            c.queued = False  # sent below, by this thread: the outbox skips it
         try:
             # blocking (SNDTIMEO = the timeout): backpressure when the server's queue for this client is full;
             # an error, never a silent drop, when it stays full or there is no connection
@@ -318,11 +359,14 @@ class Caller:
         except zmq.Again:
             if not block:
                 return
-            raise TransportError(
-                f"cannot send {kind} to {self.address}: not connected, or too many requests pending "
-                f"(the server queues at most {P.MAX_PENDING} per client)", code=P.LIMIT) from None
+            raise self._full(kind) from None
         finally:
             self._release()
+
+    def _full(self, kind: str) -> TransportError:
+        return TransportError(
+            f"cannot send {kind} to {self.address}: not connected, or too many requests pending "
+            f"(the server queues at most {P.MAX_PENDING} per client)", code=P.LIMIT)
 
     def _call_async(self, kind: str, mach: str | None, body: Any, on_reply: Callable[[Any], None]) -> None:
         """Send a request without waiting; ``on_reply`` runs with the reply body on the thread that reads it.
@@ -330,7 +374,9 @@ class Caller:
         Best effort: not resent, and dropped when the socket takes nothing. Sent in order with what other
         threads queued; while another thread holds the socket, that one sends it."""
         seq = self._next_seq
-        self._outbox.append(_Call(seq, kind, mach, body, P.pack(kind, seq, mach, body), on_reply, sync=False))
+        call = _Call(seq, kind, mach, body, P.pack(kind, seq, mach, body), on_reply, sync=False)
+        call.queued = True
+        self._outbox.append(call)
         if self._io.acquire(False):
             try:
                 self._send_outbox(time.monotonic())

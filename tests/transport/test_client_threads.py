@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -94,3 +95,40 @@ def test_a_batch_and_calls_from_other_threads_are_each_applied_once(daemon) -> N
     ticks = [int(x) for x in d.cmd("time worker1").split()[1:]]
     assert ticks[NAMES.index("Multi")] == 2 * counts[1] - 1
     assert counts[0] > 1 and counts[1] > 1, counts  # not only before and after the batch
+
+
+def test_calls_and_notifications_from_other_threads_do_not_wait_for_a_long_batch(daemon) -> None:
+    """A batch that takes longer than the client's timeout holds the socket all along: the other threads'
+    requests, notifications (``add_ns``) included, are sent by the batch's thread and answered meanwhile, not
+    failed with 'timeout' after waiting for the socket."""
+    d = daemon("--hub")
+    n = 120_000
+    with connect(d.addrs[0], timeout=1.5) as c:
+        rm = c.machine("worker1")
+        done = threading.Event()
+        sent = [0]
+        took = [0.0]
+
+        def work(i: int) -> Any:
+            if i == 0:
+                try:
+                    t = time.monotonic()
+                    out = c.mutate_many([("worker0", "add", ["Multi"], None)] * n, timeout=300)
+                    took[0] = time.monotonic() - t
+                    return out
+                finally:
+                    done.set()
+            while not done.is_set():
+                rm.add_ns("Multi")
+                sent[0] += 1
+                if sent[0] % 50 == 0:
+                    rm.sync()
+            return None
+
+        results = _in_threads(2, work, timeout=400)[0]
+        rm.sync()
+        assert rm.tick("Multi") == 2 * sent[0] - 1
+    assert not [r for r in results if isinstance(r, BaseException)]
+    ticks = [int(x) for x in d.cmd("time worker0").split()[1:]]
+    assert ticks[NAMES.index("Multi")] == 2 * n - 1
+    print(f"batch {took[0]:.1f}s, {sent[0]} add_ns meanwhile")
