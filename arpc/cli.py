@@ -129,13 +129,19 @@ def _setup_logging(level: int) -> None:
                         format="%(name)s %(message)s")
 
 
-def _cli_open(session: Session, printer: Printer, req_all: bool) -> None:
+def _cli_open(session: Session, printer: Printer, req_all: bool, detail: bool = False) -> None:
     if not session.addresses:
         raise UsageError("no address given (ADDR, -d DIR or -f FILE)")
     st = session.open()
     if st.connected == 0:
-        raise NotConnected("not connected")
+        lines = session.failures(detail) or ["not connected"]
+        for line in lines[:-1]:
+            printer.error(NotConnected(line))
+        raise NotConnected(lines[-1])
     if st.connected < st.total:
+        if detail:
+            for line in session.failures(detail):
+                printer.warn(line)
         if req_all:
             raise NotConnected(f"partial connection ({st.connected}/{st.total}) and --req-all")
         printer.warn(f"partial connection ({st.connected}/{st.total}), executing")
@@ -174,6 +180,7 @@ def run(argv: Sequence[str] | None = None, *, connector: Connector | None = None
         if connector is None and (opts.server_key or opts.client_key):
             connector = _curve_connector(opts.server_key, opts.client_key)
         session = Session(connector=connector, connect_timeout=opts.connect_timeout, eager=repl)
+        session.curve = bool(opts.server_key or opts.client_key)
     try:
         try:
             session.load(opts.addrs, file=opts.file, directory=opts.dir)
@@ -190,7 +197,7 @@ def run(argv: Sequence[str] | None = None, *, connector: Connector | None = None
         if not cmd:
             printer.error(UsageError("missing command after --"))
             return USAGE
-        return run_command(session, printer, cmd, req_all=opts.req_all)
+        return run_command(session, printer, cmd, req_all=opts.req_all, detail=opts.log_level > 0)
     except KeyboardInterrupt:
         printer.error(ArpcError("interrupted", INTERRUPTED))
         return INTERRUPTED
@@ -276,12 +283,13 @@ def _run_demo(opts: Options, cmd: list[str] | None, connector: Connector | None)
             m.dispose()
 
 
-def run_command(session: Session, printer: Printer, words: Sequence[str], *, req_all: bool = False) -> int:
+def run_command(session: Session, printer: Printer, words: Sequence[str], *, req_all: bool = False,
+                detail: bool = False) -> int:
     """One-shot mode: connect on first use (with the partial-connection rules) and run one command."""
     from .commands import Cx, dispatch
 
     if session.opener is None:
-        session.opener = lambda: _cli_open(session, printer, req_all)
+        session.opener = lambda: _cli_open(session, printer, req_all, detail)
     cx = Cx(session, printer, repl=False)
     try:
         return dispatch(cx, words)

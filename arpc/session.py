@@ -102,6 +102,7 @@ class Session:
         self.eager = eager  # make every machine's mirror at once (REPL: live listing, completion, watch)
         self.notify: Notify | None = notify
         self.opened = False
+        self.curve = False  # the connector speaks CURVE (said in connection errors)
         self.opener: Callable[[], Any] | None = None  # what ensure_open() runs (the CLI's connect + checks)
         self.arg_names: list[str] = []  # --arg names used before, most recent first (for completion)
         self._lock = threading.RLock()
@@ -165,6 +166,10 @@ class Session:
     def links(self) -> list[Link]:
         with self._lock:
             return list(self._links.values())
+
+    def failures(self, detail: bool = False) -> list[str]:
+        """One ``cannot connect to ADDR: why`` line per address whose last connect failed."""
+        return [link.failure(detail) for link in self.links() if link.state == FAILED]
 
     def _sources(self) -> list[str]:
         out = list(self._args)
@@ -246,10 +251,14 @@ class Session:
         except Exception as e:  # noqa: BLE001 - any failure is "cannot connect"
             if conn is not None:
                 _close_quietly(conn)
+            from .diagnose import explain
+
+            reason = explain(link.address, e, timeout, curve=self.curve)
             with self._lock:
                 link.busy = False
                 link.state = FAILED
-                link.error = str(e) or type(e).__name__
+                link.error = reason
+                link.detail = str(e) or type(e).__name__
                 link.fails += 1
                 link.next_try = _time.monotonic() + min(5.0, 0.5 * 2 ** min(link.fails, 4))
                 notice = link.ever_connected and not link.fail_noticed and not self._quiet
@@ -273,7 +282,7 @@ class Session:
             link.infos = infos
             link.mirrors = {}
             link.state = CONNECTED
-            link.error = ""
+            link.error = link.detail = ""
             link.busy = False
             link.fails = 0
             link.fail_noticed = False

@@ -384,7 +384,7 @@ def test_inspect(cli, x):  # 36
 
 def test_not_connected(cli):  # 37
     r = cli.raw("local://dead", "--", "mach", ".")
-    assert (r.code, r.out, r.err) == (CONNECTION, "", "err> not connected\n")
+    assert (r.code, r.out, r.err) == (CONNECTION, "", "err> cannot connect to local://dead\n")
 
 
 def test_partial_connection(cli, x):  # 37

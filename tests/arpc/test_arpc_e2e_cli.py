@@ -169,7 +169,8 @@ def test_groups_list_status_inspect(daemon):  # 31-36
 def test_connection_errors(daemon, tmp_path):  # 37, 38
     t0 = time.monotonic()
     r = arpc("127.0.0.1:1", "--", "mach", ".")
-    assert (r.code, r.out, r.err) == (3, "", "err> not connected\n")
+    assert (r.code, r.out, r.err) == (3, "", "err> cannot connect to tcp://127.0.0.1:1: connection refused (nothing "
+                                             "listens on port 1)\n")
     assert time.monotonic() - t0 < 5
     (daemon.dir / "zzdead.addr").write_text("127.0.0.1:1\n")
     r = arpc("--connect-timeout", "0.3", "-d", str(daemon.dir), "--", "mach", ".")
