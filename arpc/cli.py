@@ -48,6 +48,7 @@ class Options:
     json: bool = False
     server_key: str | None = None
     client_key: str | None = None
+    keep_going: bool = False
 
 
 class _Root(click.Command):
@@ -85,14 +86,17 @@ def _seconds(value: float) -> float:
               help="CURVE: the server's public key file (env ARPC_SERVER_KEY).")
 @click.option("--client-key", metavar="FILE", envvar="ARPC_CLIENT_KEY",
               help="CURVE: this client's secret key file, from `arpc keygen` (env ARPC_CLIENT_KEY).")
+@click.option("-k", "--keep-going", is_flag=True,
+              help="Commands from a pipe or file (stdin not a terminal): run every line, not only up to the first "
+                   "failure; the exit code is the first failure's.")
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_version,
               help="Print the version and exit.")
 def root(addrs: tuple[str, ...], file: str | None, dir_: str | None, watch: bool, req_all: bool,
          connect_timeout: float, log_level: int, no_color: bool, json_: bool, server_key: str | None,
-         client_key: str | None) -> Options:
+         client_key: str | None, keep_going: bool) -> Options:
     """aRPC: a shell and one-shot CLI for remote asyncmachine machines."""
     return Options(addrs, file, dir_, watch, req_all, connect_timeout, log_level, no_color, json_, server_key,
-                   client_key)
+                   client_key, keep_going)
 
 
 def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
@@ -189,6 +193,10 @@ def run(argv: Sequence[str] | None = None, *, connector: Connector | None = None
                 printer.error(e)
                 return e.code
             printer.warn(f"{e.msg} (watching)")
+        if repl and not sys.stdin.isatty():
+            from .piped import run_piped
+
+            return run_piped(session, printer, keep_going=opts.keep_going, detail=opts.log_level > 0)
         if repl:
             from .repl import run_repl
 

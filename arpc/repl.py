@@ -217,23 +217,4 @@ def _eof_key_on(saved: Any) -> None:
 
 
 def run_repl(session: Session, printer: Printer, opts: Any) -> int:
-    if not sys.stdin.isatty():
-        return _run_piped(session, printer)
     return Repl(session, printer, watch=getattr(opts, "watch", True), detail=getattr(opts, "log_level", 0) > 0).run()
-
-
-def _run_piped(session: Session, printer: Printer) -> int:
-    """stdin is not a terminal: read commands line by line (no prompt); the exit code is the last command's."""
-    cx = Cx(session, printer, repl=True)
-    session.open()
-    code = OK
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        try:
-            code = run_line(cx, line)
-        except ExitRepl:
-            break
-        except KeyboardInterrupt:
-            return 130
-    return code

@@ -144,6 +144,14 @@ class Session:
             self._rebuild()
             return self._links[addr]
 
+    def remove_address(self, address: str) -> None:
+        """Forget an address given by argv or ``connect`` (its link is closed; addr files are not touched)."""
+        addr = parse_address(address)
+        with self._lock:
+            if addr in self._args:
+                self._args.remove(addr)
+        self._rebuild()
+
     def add_local(self, machines: Iterable[Any], address: str = "local://") -> Link:
         """Serve in-process machines (``machine.Machine``) as one connected link."""
         from .local import LocalConn

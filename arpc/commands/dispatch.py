@@ -9,7 +9,6 @@ import click
 
 from ..errors import (
     FAILED,
-    INTERRUPTED,
     OK,
     ArpcError,
     ExitRepl,
@@ -39,8 +38,7 @@ def run_line(cx: Cx, line: str) -> int:
     try:
         words = split_line(line)
     except ArpcError as e:
-        cx.printer.error(e)
-        return e.code
+        return _report(cx, e)
     return dispatch(cx, words)
 
 
@@ -72,18 +70,21 @@ def dispatch(cx: Cx, words: Sequence[str]) -> int:
     except ExitRepl:
         raise
     except ArpcError as e:
-        cx.printer.error(e)
-        return e.code
+        return _report(cx, e)
     except KeyboardInterrupt:
-        e2 = Interrupted()
-        cx.printer.error(e2)
-        return INTERRUPTED
+        return _report(cx, Interrupted())
     except BrokenPipeError:
         raise
     except Exception as e:  # noqa: BLE001 - a bad line never kills the REPL
-        err = _map_exception(e)
-        cx.printer.error(err)
-        return err.code
+        return _report(cx, _map_exception(e))
+
+
+def _report(cx: Cx, err: ArpcError) -> int:
+    """Print ``err`` (prefixed with ``FILE:LINE`` inside a script); its exit code."""
+    if cx.where is not None and not isinstance(err, Interrupted):  # Ctrl+C is no fault of the line
+        err.msg = f"{cx.where}: {err.msg}"
+    cx.printer.error(err)
+    return err.code
 
 
 def _map_exception(e: Exception) -> ArpcError:

@@ -21,7 +21,8 @@ class Cx:
         self.session = session
         self.printer = printer
         self.repl = repl
-        self.depth = 0
+        self.depth = 0  # scripts running inside scripts
+        self.where: str | None = None  # FILE:LINE of the line running (errors name it)
 
     def emit(self, result: Result) -> None:
         self.printer.emit(result)

@@ -453,7 +453,7 @@ def test_script(cli, x, tmp_path):  # 40
     f.write_text("add worker2 Foo\n# a comment\n\nwhen worker2 Foo\nadd worker2 Nope\nadd worker2 Bar\n")
     r = cli("script", str(f))
     assert (r.code, r.out) == (FAILED, "executed\n1\n")
-    assert r.err == "err> unknown state: Nope (machine worker2)\n"
+    assert r.err == f"err> {f}:5: unknown state: Nope (machine worker2)\n"  # FILE:LINE of the failing line
     assert not x.machs["worker2"].is_active("Bar")
     r = cli("script", "--keep-going", str(f))
     assert r.code == FAILED
@@ -600,3 +600,29 @@ def test_diagram(cli, x):
     assert any("-->|require|" in line for line in r.lines)  # Ready requires Start
     assert r.lines[-1].startswith("    class ") and r.lines[-1].endswith(" active")
     assert cli("diagram", "nope").code == 1
+
+
+# ------------------------------------------------------------------------------------------------ issue 15
+
+
+def test_connect_does_not_keep_an_address_that_fails(cli, x, tmp_path):
+    f = tmp_path / "s.arpc"
+    f.write_text("connect local://nobody\nconnect\n")
+    r = cli("script", "--keep-going", str(f))
+    assert r.code == CONNECTION
+    assert r.err == f"err> {f}:1: cannot connect to local://nobody\n"
+    assert "local://nobody" not in r.out  # `connect` alone lists the three X addresses only
+    assert [ln for ln in r.lines if ln.startswith("local://")] == [
+        f"local://worker{i}: connected, 1 machine" for i in range(3)]
+    f.write_text("connect nobody\n")
+    r = cli("script", str(f))
+    assert r.code == USAGE and r.err.startswith(f"err> {f}:1: invalid address: 'nobody': no port")
+
+
+def test_script_errors_name_file_and_line(cli, tmp_path):
+    inner, outer = tmp_path / "inner.arpc", tmp_path / "outer.arpc"
+    inner.write_text("# setup\nmach worker0\nfrobnicate\n")
+    outer.write_text(f"script {inner}\n")
+    r = cli("script", str(outer))
+    assert r.code == USAGE
+    assert r.err == f"err> {inner}:3: unknown command: frobnicate\n"

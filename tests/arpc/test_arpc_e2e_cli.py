@@ -191,7 +191,7 @@ def test_script(daemon, tmp_path):  # 40
     f = tmp_path / "s.arpc"
     f.write_text("add worker2 Foo\n# a comment\nwhen worker2 Foo\nadd worker2 Nope\nadd worker2 Bar\n")
     r = cli(daemon, "script", str(f))
-    assert (r.code, r.out, r.err) == (1, "executed\n1\n", "err> unknown state: Nope (machine worker2)\n")
+    assert (r.code, r.out, r.err) == (1, "executed\n1\n", f"err> {f}:4: unknown state: Nope (machine worker2)\n")
     assert cli(daemon, "mach", "worker2").out == "(Foo:1)\n"
 
 
