@@ -315,7 +315,8 @@ def test_list_filters(cli, x):  # 34
     assert ids(cli("list", "-m", "Bar", "-t", "1")) == []
     r = cli("list", "-l", "1", "-f", "1")
     assert r.lines == ["1. worker1 t0", "   C: ()"]
-    assert cli("list", "--states=false").lines[1] == "   C: "
+    # no empty rows
+    assert cli("list", "--states=false").lines == ["1. worker0 t1 C", "2. worker1 t0 C", "3. worker2 t0 C"]
     assert cli("list", "-Z").lines[1] == "   C: (Foo:1) [Exception:0 ErrOnClient:0 Bar:0 Baz:0 Start:0 Ready:0]"
     assert ids(cli("list", "-s", "2")) == ["worker2"]
     assert ids(cli("list", "-r", "^worker[12]$")) == ["worker1", "worker2"]
@@ -626,3 +627,28 @@ def test_script_errors_name_file_and_line(cli, tmp_path):
     r = cli("script", str(outer))
     assert r.code == USAGE
     assert r.err == f"err> {inner}:3: unknown command: frobnicate\n"
+
+
+def test_list_with_a_state_no_machine_has_is_an_error(cli):
+    for flag in ("-a", "-i", "-m"):
+        r = cli("list", flag, "Nope")
+        assert (r.code, r.out, r.err) == (FAILED, "", "err> unknown state in a filter: Nope (no machine has it)\n")
+    assert cli("group-add", "Foo", "-a", "Nope").code == FAILED
+    assert cli("list", "-a", "Foo").code == OK  # a known state that no machine has active: an empty listing
+
+
+def test_diagram_is_pasteable_and_written_with_o(cli, x, tmp_path, capsys):
+    r = cli("diagram", "worker0")
+    out = tmp_path / "d.mmd"
+    w = cli("diagram", "worker0", "-o", str(out))
+    assert (w.code, w.out) == (OK, f"wrote {out}\n")
+    assert out.read_text() == r.out
+    from arpc.commands import Cx, dispatch
+    from arpc.format import Printer
+    from arpc.session import Session
+
+    with Session(connector=x.net.connect) as s:
+        s.load(x.addrs)
+        capsys.readouterr()
+        assert dispatch(Cx(s, Printer(repl=True), repl=True), ["diagram", "worker0"]) == OK
+        assert capsys.readouterr().out == r.out  # the REPL prints it as is: no "=> " to strip before pasting
