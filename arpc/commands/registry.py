@@ -66,6 +66,13 @@ class ArpcCommand(click.Command):
 
 
 COMMANDS: dict[str, ArpcCommand] = {}
+ALIASES = {"quit": "exit", "\\q": "exit"}  # other names of a command (psql's \q); names are case-insensitive
+
+
+def lookup(name: str) -> ArpcCommand | None:
+    """The command called ``name`` (any case, or an alias)."""
+    key = name.lower()
+    return COMMANDS.get(ALIASES.get(key, key))
 
 
 def command(name: str, group: str, complete: dict[str, str] | None = None, *, short_help: str,

@@ -8,7 +8,7 @@ from ..errors import CONNECTION, INTERRUPTED, OK, ExitRepl, Failed, NotConnected
 from ..format import Result, status_lines
 from ..session import parse_address
 from .dispatch import run_line
-from .registry import COMMANDS, Cx, cheatsheet_lines, command, help_lines
+from .registry import Cx, cheatsheet_lines, command, help_lines, lookup
 
 MAX_SCRIPT_DEPTH = 8
 
@@ -96,7 +96,7 @@ def cmd_connect(cx: Cx, address: str | None) -> Result:
 def cmd_help(cx: Cx, name: str | None) -> Result:
     """The commands by group, or the help of COMMAND."""
     if name is not None:
-        cmd = COMMANDS.get(name)
+        cmd = lookup(name)
         if cmd is None:
             raise UsageError(f"unknown command: {name}")
         with click.Context(cmd, info_name=name) as ctx:
@@ -104,7 +104,17 @@ def cmd_help(cx: Cx, name: str | None) -> Result:
     return Result.text(help_lines())
 
 
-@command("exit", "REPL", short_help="leave the REPL (Ctrl+D does too)")
+@command("exit", "REPL", short_help="leave the REPL (quit, \\q and Ctrl+D do too)")
 def cmd_exit(cx: Cx) -> Result:
-    """Leave the REPL (Ctrl+D does too)."""
+    """Leave the REPL (quit, \\q and Ctrl+D do too)."""
     raise ExitRepl(OK)
+
+
+@command("completion", "REPL", synopsis="bash|zsh|fish", short_help="print the shell's completion script")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]), metavar="SHELL")
+def cmd_completion(cx: Cx, shell: str) -> Result:
+    """Print the completion script of SHELL, e.g. eval "$(arpc completion bash)" (no connection needed)."""
+    from ..shell_completion import script
+
+    text = script(shell)
+    return Result(text.rstrip("\n").split("\n"), {"shell": shell, "script": text}, raw=True)

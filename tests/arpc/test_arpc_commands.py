@@ -652,3 +652,35 @@ def test_diagram_is_pasteable_and_written_with_o(cli, x, tmp_path, capsys):
         capsys.readouterr()
         assert dispatch(Cx(s, Printer(repl=True), repl=True), ["diagram", "worker0"]) == OK
         assert capsys.readouterr().out == r.out  # the REPL prints it as is: no "=> " to strip before pasting
+
+
+def test_commands_are_case_insensitive_and_quit_exits(cli, x, tmp_path):
+    assert cli("MACH", "worker0").out == "()\n"
+    assert cli("Add", "worker0", "Foo").out == "executed\n"
+    assert cli("HELP", "When").code == OK
+    f = tmp_path / "s.arpc"
+    for word in ("quit", "QUIT", "\\q", "exit"):
+        f.write_text(f"add worker1 Foo\n{word}\nadd worker1 Bar\n")
+        assert cli("script", str(f)).code == OK
+        assert x.machs["worker1"].is_active("Foo") and not x.machs["worker1"].is_active("Bar"), word
+    r = cli("lst")
+    assert (r.code, r.err) == (USAGE, "err> unknown command: lst (did you mean list?)\n")
+
+
+def test_semicolon_runs_several_commands(cli, x, tmp_path):
+    f = tmp_path / "s.arpc"
+    f.write_text("add worker2 Foo; mach worker2 ;when worker2 Foo # a comment; add worker2 Bar\n"
+                 "add worker2 Bar --arg note --val 'a;b' --arg n --val \"x;\\\"y\"\n")
+    r = cli("script", str(f))
+    assert (r.code, r.lines) == (OK, ["executed", "(Foo:1)", "1", "executed"])
+    assert x.seen("worker2", "Bar") == {"note": "a;b", "n": 'x;"y'}  # a ';' in quotes is text
+    f.write_text("mach nope; mach worker2\n")  # both run, as in a shell; the code is the first failure's
+    r = cli("script", str(f))
+    assert (r.code, r.out) == (FAILED, "(Bar:1)\n")  # Bar removed Foo
+
+
+def test_completion_is_a_command_too(cli):
+    r = cli.raw("--", "completion", "bash")  # needs no address
+    assert r.code == OK and r.out.startswith("# arpc completion for bash") and "complete -o filenames" in r.out
+    r = cli.raw("--", "completion", "tcsh")
+    assert r.code == USAGE and "'tcsh' is not one of 'bash', 'zsh', 'fish'" in r.err
