@@ -102,6 +102,7 @@ class Session:
         self.eager = eager  # make every machine's mirror at once (REPL: live listing, completion, watch)
         self.notify: Notify | None = notify
         self.opened = False
+        self.curve = False  # the connector speaks CURVE (said in connection errors)
         self.opener: Callable[[], Any] | None = None  # what ensure_open() runs (the CLI's connect + checks)
         self.arg_names: list[str] = []  # --arg names used before, most recent first (for completion)
         self._lock = threading.RLock()
@@ -143,6 +144,14 @@ class Session:
             self._rebuild()
             return self._links[addr]
 
+    def remove_address(self, address: str) -> None:
+        """Forget an address given by argv or ``connect`` (its link is closed; addr files are not touched)."""
+        addr = parse_address(address)
+        with self._lock:
+            if addr in self._args:
+                self._args.remove(addr)
+        self._rebuild()
+
     def add_local(self, machines: Iterable[Any], address: str = "local://") -> Link:
         """Serve in-process machines (``machine.Machine``) as one connected link."""
         from .local import LocalConn
@@ -165,6 +174,10 @@ class Session:
     def links(self) -> list[Link]:
         with self._lock:
             return list(self._links.values())
+
+    def failures(self, detail: bool = False) -> list[str]:
+        """One ``cannot connect to ADDR: why`` line per address whose last connect failed."""
+        return [link.failure(detail) for link in self.links() if link.state == FAILED]
 
     def _sources(self) -> list[str]:
         out = list(self._args)
@@ -246,10 +259,14 @@ class Session:
         except Exception as e:  # noqa: BLE001 - any failure is "cannot connect"
             if conn is not None:
                 _close_quietly(conn)
+            from .diagnose import explain
+
+            reason = explain(link.address, e, timeout, curve=self.curve)
             with self._lock:
                 link.busy = False
                 link.state = FAILED
-                link.error = str(e) or type(e).__name__
+                link.error = reason
+                link.detail = str(e) or type(e).__name__
                 link.fails += 1
                 link.next_try = _time.monotonic() + min(5.0, 0.5 * 2 ** min(link.fails, 4))
                 notice = link.ever_connected and not link.fail_noticed and not self._quiet
@@ -273,7 +290,7 @@ class Session:
             link.infos = infos
             link.mirrors = {}
             link.state = CONNECTED
-            link.error = ""
+            link.error = link.detail = ""
             link.busy = False
             link.fails = 0
             link.fail_noticed = False
