@@ -113,6 +113,14 @@ class Client(Caller):
             raise TransportError("malformed machs reply", code=P.INTERNAL)
         return out
 
+    def info(self) -> dict[str, Any]:
+        """The endpoint's figures: ``machines``, ``sessions``, ``uptime`` (s), ``handled``, ``errors``, ``queued``
+        (mutations waiting, all machines), ``queues`` (the longest, by id), ``exceptions`` (ids in Exception)."""
+        out = self._call(P.INFO, None, {})
+        if not isinstance(out, dict):
+            raise TransportError("malformed info reply", code=P.INTERNAL)
+        return out
+
     def machine(self, mach_id: str, *, mutations: bool = False) -> RemoteMachine:
         """A mirror of the machine ``mach_id`` (the same object for the same id while it is open).
 
@@ -367,6 +375,8 @@ class Client(Caller):
                 rm._on_schema(body)
             elif kind == P.ARGS_OK:
                 rm._on_args_ok(body)
+            elif kind == P.HREC:
+                rm._on_hrec(body)
         except Exception:
             log.exception("push %s for %s failed", kind, mach)
 

@@ -19,6 +19,7 @@ def expose(
     allow: str | os.PathLike[str] | None = None,
     readonly: str | os.PathLike[str] | None = None,
     insecure: bool = False,
+    history: int = 1000,
 ) -> Endpoint:
     """Serve one or many machines on one socket; returns the running ``Endpoint``.
 
@@ -26,11 +27,13 @@ def expose(
     (``endpoint.address`` tells which). With ``addr_dir`` each machine gets ``<addr_dir>/<id>.addr``. A
     non-loopback address needs CURVE keys (``curve`` = the server's secret key file, ``allow`` = a directory of
     client public keys; ``readonly`` = a directory of keys whose clients may not mutate) unless
-    ``insecure=True``. Raises TransportError when the address can't be bound or is refused.
+    ``insecure=True``. ``history`` transitions of each machine are kept for clients to read (``hist``; a machine
+    that keeps its own history keeps its size; 0 = none). Raises TransportError when the address can't be bound
+    or is refused.
     """
     items = [machs] if isinstance(machs, Machine) else list(machs)
     return Endpoint(items, addr=addr, addr_dir=addr_dir, curve=curve, allow=allow, readonly=readonly,
-                    insecure=insecure)
+                    insecure=insecure, history=history)
 
 
 def expose_env(mach: Machine) -> Endpoint | None:

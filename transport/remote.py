@@ -16,6 +16,7 @@ from machine.transition import tick_changes
 
 from . import protocol as P
 from .errors import TransportError
+from .history_client import HistoryReader
 
 if TYPE_CHECKING:
     from .client import Client
@@ -33,7 +34,7 @@ def _result(r: Any) -> int:
     return Result(r) if r < Result.QUEUED else r
 
 
-class RemoteMachine(Machine):
+class RemoteMachine(HistoryReader, Machine):
     """A mirror of a remote machine. Get one with ``client.machine(id)``; ``close()`` ends the subscription."""
 
     __slots__ = ("_client", "_update_cbs", "_args_reg", "_muts", "_tokens")
@@ -46,6 +47,7 @@ class RemoteMachine(Machine):
             raise TransportError("sub reply: schema and names differ", code=P.INTERNAL)
         super().__init__(schema, id=str(info["id"]), parent=info.get("parent_id"), tags=info.get("tags") or ())
         self._client = client
+        self._hist_init()
         self._update_cbs: list[Callable[[dict[str, Any]], Any]] = []
         self._args_reg: dict[int, tuple[str, dict[str, Any], Waiter]] = {}
         self._muts = mutations
@@ -311,6 +313,7 @@ class RemoteMachine(Machine):
 
     def _resubscribe(self) -> None:
         self._client._call_async(P.SUB, self._id, {"muts": self._muts}, self._on_resub)
+        self._refollow()
         for token, (state, want, _) in list(self._args_reg.items()):
             self._client._call_async(P.WHEN_ARGS, self._id, {"state": state, "args": want, "token": token},
                                      lambda body: None)

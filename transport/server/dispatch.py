@@ -8,10 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from machine import Ctx, Machine, SchemaError, StateError, Waiter
+from machine.history import SOURCE
 from machine.log import LazyLogger
 
 from .. import protocol as P
 from ..errors import RemoteError, TransportError
+from .inspection import Inspection
 from .sessions import Session
 
 if TYPE_CHECKING:
@@ -39,6 +41,8 @@ class Dispatcher:
             P.PING: self._ping, P.HELLO: self._hello, P.MACHS: self._machs, P.SUB: self._sub,
             P.UNSUB: self._unsub, P.SYNC: self._sync, P.CAN: self._can, P.WHEN_ARGS: self._when_args,
             P.WHEN_ARGS_CANCEL: self._when_args_cancel, P.BYE: self._bye}
+        look = Inspection(self)
+        self._handlers.update({P.HIST: look.hist, P.UNFOLLOW: look.unfollow, P.INFO: look.info})
 
     def request(self, sess: Session, kind: str, seq: int, mach_id: str | None, body: Any, first: bool) -> None:
         """Handle one request (``first``: its seq was never seen in this session)."""
@@ -108,22 +112,27 @@ class Dispatcher:
             self._ok(sess, seq, m.id, [cached, self.pushes.diff(sess, m)])
             return
         args = _args(b.get("a"))[0]
-        if kind == P.ADD_ERR:
-            state = b.get("state", "Exception")
-            if not isinstance(state, str):
-                raise ValueError("state must be a name")
-            msg, type_name = str(b.get("msg", "")), str(b.get("type", "Exception"))
-            if len(msg) + len(type_name) > P.MAX_ARGS_BYTES:
-                raise TransportError(f"error message larger than {P.MAX_ARGS_BYTES} bytes", code=P.LIMIT)
-            r = m.add_err_state(state, RemoteError(msg, type_name), args)
-        else:
-            states = P.check_names(b.get("s"))
-            if kind == P.REMOVE:
-                r = m.remove(*states, args=args)
-            elif kind == P.SET:
-                r = m.set(*states, args=args)
+        # the history of the machine names the session as the source of the mutation
+        token = SOURCE.set(f"session {sess.client_id}")
+        try:
+            if kind == P.ADD_ERR:
+                state = b.get("state", "Exception")
+                if not isinstance(state, str):
+                    raise ValueError("state must be a name")
+                msg, type_name = str(b.get("msg", "")), str(b.get("type", "Exception"))
+                if len(msg) + len(type_name) > P.MAX_ARGS_BYTES:
+                    raise TransportError(f"error message larger than {P.MAX_ARGS_BYTES} bytes", code=P.LIMIT)
+                r = m.add_err_state(state, RemoteError(msg, type_name), args)
             else:
-                r = m.add(*states, args=args)
+                states = P.check_names(b.get("s"))
+                if kind == P.REMOVE:
+                    r = m.remove(*states, args=args)
+                elif kind == P.SET:
+                    r = m.set(*states, args=args)
+                else:
+                    r = m.add(*states, args=args)
+        finally:
+            SOURCE.reset(token)
         r = int(r)
         if not seq:
             return  # add_ns: no reply; the change reaches the client as a push

@@ -40,6 +40,7 @@ class Endpoint:
         allow: str | os.PathLike[str] | None = None,
         readonly: str | os.PathLike[str] | None = None,
         insecure: bool = False,
+        history: int = 1000,
     ) -> None:
         bind = normalize(addr)
         if curve is None and not is_loopback(bind):
@@ -78,6 +79,7 @@ class Endpoint:
             raise
         self.address: str = s.getsockopt_string(zmq.LAST_ENDPOINT)
         self._addr_dir = addr_dir
+        self._history = history
         self._lock = threading.Lock()
         self._machs: dict[str, Machine] = {}
         self._tracers: dict[str, ChangeRecorder] = {}
@@ -151,6 +153,8 @@ class Endpoint:
         mach.bind_tracer(tracer)
         from ..remote import RemoteMachine
 
+        if self._history and not isinstance(mach, RemoteMachine) and mach.history is None:
+            mach.keep_history(self._history)  # ops can ask what happened before they connected
         if isinstance(mach, RemoteMachine):
             # a replica: its clock changes come from upstream pushes, not from transitions
             self._offs[mach.id] = mach.on_update(tracer.mirror_update)
@@ -177,7 +181,7 @@ class Endpoint:
         off = self._offs.pop(mach_id, None)
         if off is not None:
             off()
-        self._post(lambda: self._pushes.forget(mach_id))
+        self._post(lambda: self._forget(mach_id))
         path = self._files.pop(mach_id, None)
         if path is not None:
             try:
@@ -239,6 +243,13 @@ class Endpoint:
     def _post(self, fn: Callable[[], None]) -> None:
         """Run ``fn()`` on the I/O thread."""
         self._loop.post(fn)
+
+    def _forget(self, mach_id: str) -> None:
+        self._pushes.forget(mach_id)
+        for sess in self._loop.sessions.values():
+            stop = sess.follows.pop(mach_id, None)
+            if stop is not None:
+                stop()
 
     def _drop_machine(self, mach_id: str) -> None:
         if mach_id in self._machs:

@@ -7,6 +7,7 @@ import time
 from array import array
 from bisect import bisect_left
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -111,7 +112,7 @@ class Session:
     """A connected client, keyed by its socket identity."""
 
     __slots__ = ("identity", "client_id", "last_seen", "subs", "replies", "args_waiters", "args_bytes", "readonly",
-                 "user", "seqs", "backlog", "greeted", "checks", "token")
+                 "user", "seqs", "backlog", "greeted", "checks", "token", "follows")
 
     def __init__(self, identity: bytes, readonly: bool, user: str | None = None) -> None:
         self.user = user  # the client's CURVE public key (z85), None without CURVE
@@ -128,6 +129,7 @@ class Session:
         self.args_bytes = 0  # the packed args of those waiters, in all
         self.readonly = readonly
         self.token = os.urandom(4).hex()  # in hello and ping replies: a client seeing another knows it was forgotten
+        self.follows: dict[str, Callable[[], None]] = {}  # machine id -> stop following its history
 
     def remember(self, seq: int, result: int) -> None:
         """Keep a mutation's result for a retry of the same seq (the last REPLY_CACHE of them)."""
@@ -147,7 +149,11 @@ class Session:
         return entry
 
     def cancel_waiters(self, mach_id: str | None = None) -> None:
-        """Cancel this session's ``when_args`` waiters (of one machine, or all)."""
+        """Cancel this session's ``when_args`` waiters and history follows (of one machine, or all)."""
+        for mid in [mach_id] if mach_id is not None else list(self.follows):
+            stop = self.follows.pop(mid, None) if mid is not None else None
+            if stop is not None:
+                stop()
         for token, (mid, _, ctx, _) in list(self.args_waiters.items()):
             if mach_id is None or mid == mach_id:
                 self.pop_waiter(token)
