@@ -79,10 +79,11 @@ def error_record(err: BaseException, trace: str | None, handler: str | None, whe
 class History(Tracer):
     """The last ``size`` transitions of one machine (oldest first) and its last ``errors_size`` errors.
 
-    Each record is a dict: ``time`` (wall clock, s), ``tick`` (machine time after: the sum of the ticks), ``mutation`` (add, remove,
-    set), ``called``, ``args`` (clipped), ``auto``, ``result`` (``executed``/``canceled``), ``added``,
-    ``removed``, ``reason`` (why it was canceled: a handler, a relation), ``error`` (when a handler raised),
-    ``duration`` (seconds) and ``source`` (``None`` for local, else who sent it). Safe to read from any thread.
+    Each record is a dict: ``time`` (wall clock, s), ``tick`` (machine time after: the sum of the ticks),
+    ``mutation`` (add, remove, set), ``called``, ``args`` (clipped), ``auto``, ``result``
+    (``executed``/``canceled``), ``added``, ``removed``, ``reason`` (why it was canceled: a handler, a
+    relation), ``error`` (when a handler raised), ``duration`` (seconds) and ``source`` (``None`` for local,
+    else who sent it). Safe to read from any thread.
     """
 
     def __init__(self, size: int = 1000, errors_size: int = MAX_ERRORS) -> None:
@@ -127,8 +128,9 @@ class History(Tracer):
             added, removed, _ = tick_changes(mach.state_names, tx.time_before, tx.time_after)
         err = tx.error
         reason = None if tx.is_accepted else tx.reason
+        added_time = tx.time_after if tx.is_accepted and tx.is_completed else tx.time_before
         rec = {
-            "time": now, "tick": sum(tx.time_after if tx.is_accepted and tx.is_completed else tx.time_before), "mutation": str(m.type), "called": list(m.called),
+            "time": now, "tick": sum(added_time), "mutation": str(m.type), "called": list(m.called),
             "args": plain(m.args) if m.args else {}, "auto": m.is_auto,
             "result": "executed" if tx.is_accepted else "canceled", "added": added, "removed": removed,
             "reason": reason, "error": None, "duration": took, "source": self._source(m),
