@@ -313,6 +313,8 @@ class Caller:
                     if now >= deadline:
                         raise self._timeout(calls[first].kind, t)
                     until = min(deadline, resend, now + 0.01) if sent < n else min(deadline, resend)
+                    if self._closed:  # by a callback run on this thread, say
+                        raise TransportError(f"client for {self.address} is closed", code="closed")
                     # a blocking recv with a timeout: the cheapest wait pyzmq offers (no poller per call)
                     try:
                         data = self._recv_wait(min(WAIT_SLICE, max(1, int((until - now) * 1000))))

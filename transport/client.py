@@ -189,8 +189,9 @@ class Client(Caller):
         self._pending.clear()
         self._outbox.clear()
         for call in pending:
-            call.error = TransportError("client closed", code="closed")
-            call.done = True
+            if not call.done:  # an answered call keeps its result (its caller may not have looked yet)
+                call.error = TransportError("client closed", code="closed")
+                call.done = True
         for rm in mirrors:
             rm._local_dispose()
 
