@@ -250,9 +250,10 @@ class Caller:
     def _run_calls(self, calls: list[_Call], t: float) -> None:
         """Send ``calls`` (pipelined) and read until each has its reply; TransportError on timeout.
 
-        Calls go out in order, as many as the socket takes (a batch larger than the high-water mark is sent as
+        Calls go out in order, as many as the socket and MAX_AHEAD let through (a larger batch is sent as
         replies make room); a call sent and unanswered for RESEND is sent again with its seq (the server never
-        applies a seq twice). A call is never sent again just because a later one did not fit."""
+        applies a seq twice). A call is never sent again just because a later one did not fit. While another
+        thread holds the socket, that thread sends them, reads their replies and resends them."""
         deadline = time.monotonic() + t
         io = self._io
         n = len(calls)
@@ -300,16 +301,18 @@ class Caller:
                         elif not (self._outbox and self._send_queued(now)):
                             break
                     if now >= resend:
-                        # sent, unanswered for a while: again with the same seq
+                        # sent, unanswered for a while (this thread's calls, or those it sent for others who wait
+                        # for the socket): again with the same seq
                         resend = now + RESEND
-                        for c in calls[first:sent]:
-                            if not c.done and now >= c.next_try:
+                        for c in self._inflight:
+                            if c.done:
+                                continue
+                            if now >= c.next_try:
                                 if not self._send(c.frame):
                                     resend = now + 0.01  # the socket is full or the link down: soon again
                                     break
                                 c.next_try = now + RESEND
-                            if not c.done:
-                                resend = min(resend, c.next_try)
+                            resend = min(resend, c.next_try)
                     if now >= deadline:
                         raise self._timeout(calls[first].kind, t)
                     until = min(deadline, resend, now + 0.01) if sent < n else min(deadline, resend)
