@@ -32,9 +32,12 @@ _EVENTS = int(zmq.EVENTS)
 _raw_send = zmq.backend.Socket.send
 RESEND = 1.0  # seconds before an unanswered call is sent again
 # seqs sent past the oldest call still unanswered, at most: a call resent later is within the last MAX_AHEAD seqs
-# the server saw, so its record of seen seqs (exact for the last 10,000) never takes a lost call for a retry; and
-# another thread's call waits behind at most this many of a batch's. A batch runs as fast as with 5000
+# the server saw, so its record of seen seqs (exact for the last 10,000) never takes a lost call for a retry, and
+# another thread's call waits behind at most this many of a batch's (a larger window made batches no faster)
 MAX_AHEAD = 1000
+# once MAX_AHEAD is reached, sending goes on when this many are answered: a burst of sends costs libzmq one wake-up
+# of its I/O thread, where one send per reply cost one each (twice the client's CPU per call in a batch)
+REFILL = 256
 WAIT_SLICE = 50  # ms: the longest single blocking recv of a caller (then it looks at its deadline again)
 
 
@@ -47,7 +50,7 @@ class _Call:
     def __init__(self, seq: int, kind: str, mach: str | None, body: Any, frame: bytes,
                  on_reply: Callable[[Any], None] | None, sync: bool = True) -> None:
         self.seq = seq
-        self.sync = sync  # a caller waits on it (else it came from the I/O thread)
+        self.sync = sync  # a caller waits for it: resent, or kept queued, until it goes out (else best effort)
         self.kind = kind
         self.mach = mach
         self.body = body
@@ -62,6 +65,16 @@ class _Call:
         self.on_reply = on_reply
 
 
+class _Queued:
+    """One caller's calls waiting in the outbox, and how far the holder got with them."""
+
+    __slots__ = ("calls", "next")
+
+    def __init__(self, calls: list[_Call]) -> None:
+        self.calls = calls
+        self.next = 0
+
+
 def _error_from(body: Any) -> BaseException:
     if not isinstance(body, dict):
         return TransportError(f"malformed error reply: {body!r}", code=P.INTERNAL)
@@ -71,7 +84,6 @@ def _error_from(body: Any) -> BaseException:
     if type_name == "SchemaError":
         return SchemaError(msg)
     return TransportError(msg, code=code)
-
 
 
 class Caller:
@@ -88,9 +100,11 @@ class Caller:
         self._next_seq = 1
         self._io = threading.RLock()  # whoever holds it owns the socket (re-entrant: callbacks may call)
         self._pending: dict[int, _Call] = {}  # sent, waiting for their reply, by seq
-        self._outbox: deque[_Call] = deque()  # made while another thread held the socket: it sends them
+        # calls made while another thread held the socket, one entry per caller: the holder sends them
+        self._outbox: deque[_Queued] = deque()
         self._box_lock = threading.Lock()  # an outbox call is sent by the holder or withdrawn by its caller
         self._inflight: deque[_Call] = deque()  # sent calls that are resent when unanswered, oldest first
+        self._full_window = False  # MAX_AHEAD was reached: no new call goes out until REFILL are answered
         self._closed = False
         self._last_rx = time.monotonic()
         self._rcvtimeo = -1  # the RCVTIMEO last set on the socket
@@ -160,11 +174,20 @@ class Caller:
         return _Call(seq, kind, mach, body, frame, on_reply)
 
     def _room(self) -> bool:
-        """True while fewer than MAX_AHEAD seqs went out past the oldest resendable call still unanswered."""
+        """True while fewer than MAX_AHEAD seqs went out past the oldest resendable call still unanswered (once
+        that many went out: until REFILL of them are answered)."""
         inflight = self._inflight
         while inflight and inflight[0].done:
             inflight.popleft()
-        return not inflight or self._next_seq - inflight[0].seq < MAX_AHEAD
+        if not inflight:
+            self._full_window = False
+            return True
+        ahead = self._next_seq - inflight[0].seq
+        if ahead >= MAX_AHEAD or (self._full_window and ahead > MAX_AHEAD - REFILL):
+            self._full_window = True
+            return False
+        self._full_window = False
+        return True
 
     def _first_send(self, c: _Call, now: float) -> bool:
         """Send a call for the first time (holding ``_io``) with the next seq: seqs reach the server in the
@@ -186,20 +209,37 @@ class Caller:
             self._inflight.append(c)
         return True
 
-    def _send_outbox(self, now: float) -> None:
-        """Send, in order, the calls other threads made while this one held the socket (holding ``_io``).
-        A request without a waiting caller is best effort, as when sent at once: dropped if the socket takes
-        nothing now."""
+    def _send_queued(self, now: float) -> bool:
+        """Send one call other threads queued while this one held the socket (holding ``_io``); False when none
+        is left or it cannot go now. Callers take turns (a queued batch does not hold back a call queued after
+        it). A request without a waiting caller is best effort, as when sent at once: dropped if the socket
+        takes nothing now."""
         box = self._outbox
         while box:
-            c = box[0]
-            with self._box_lock:  # a caller giving up on it (see _withdraw) either comes first or finds it sent
-                if c.queued and not (c.done or c.sent):
-                    if c.seq and not self._room():
-                        return
-                    if not self._first_send(c, now) and c.sync:
-                        return  # tried again on the holder's next turn
-            box.popleft()
+            q = box[0]
+            calls, i, n = q.calls, q.next, len(q.calls)
+            with self._box_lock:  # a caller giving up on its calls (see _withdraw) comes first or finds them sent
+                while i < n and not (calls[i].queued and not (calls[i].done or calls[i].sent)):
+                    i += 1
+                if i == n:
+                    box.popleft()
+                    continue
+                c = calls[i]
+                if c.seq and not self._room():
+                    q.next = i
+                    return False
+                if not self._first_send(c, now) and c.sync:
+                    q.next = i
+                    return False  # tried again on the holder's next turn
+            q.next = i + 1
+            box.rotate(-1)  # the next caller's turn
+            return True
+        return False
+
+    def _send_outbox(self, now: float) -> None:
+        """Send what other threads queued, as much as goes now (holding ``_io``)."""
+        while self._send_queued(now):
+            pass
 
     def _withdraw(self, calls: list[_Call]) -> None:
         """Take queued calls back from the outbox (their caller gives up): no holder sends them after this."""
@@ -210,9 +250,10 @@ class Caller:
     def _run_calls(self, calls: list[_Call], t: float) -> None:
         """Send ``calls`` (pipelined) and read until each has its reply; TransportError on timeout.
 
-        Calls go out in order, as many as the socket takes (a batch larger than the high-water mark is sent as
+        Calls go out in order, as many as the socket and MAX_AHEAD let through (a larger batch is sent as
         replies make room); a call sent and unanswered for RESEND is sent again with its seq (the server never
-        applies a seq twice). A call is never sent again just because a later one did not fit."""
+        applies a seq twice). A call is never sent again just because a later one did not fit. While another
+        thread holds the socket, that thread sends them, reads their replies and resends them."""
         deadline = time.monotonic() + t
         io = self._io
         n = len(calls)
@@ -224,7 +265,7 @@ class Caller:
                 # this thread looks every 2 ms whether they are answered, and takes the socket over once it is free
                 for c in calls:
                     c.queued = True
-                self._outbox.extend(calls)
+                self._outbox.append(_Queued(calls))
                 while True:
                     while first < n and calls[first].done:
                         first += 1
@@ -240,6 +281,7 @@ class Caller:
                     c.queued = False
             try:
                 sent = 0  # calls[:sent] went out at least once
+                theirs = False  # a call another thread queued goes out next
                 now = time.monotonic()  # after the wait for the socket, which may have been long
                 resend = now + RESEND  # no sent call is due again before this
                 while True:
@@ -247,25 +289,35 @@ class Caller:
                         first += 1
                     if first == n:
                         break
-                    if self._outbox:
-                        self._send_outbox(now)
-                    # not sent yet (no connection, the socket is full, MAX_AHEAD): as many as fit now
-                    while sent < n and (calls[sent].sent or (self._room() and self._first_send(calls[sent], now))):
-                        sent += 1
+                    # as many as go now (no link, a full socket or MAX_AHEAD stop them), this thread's calls and
+                    # those other threads queued taking turns, also for the one slot a reply frees: neither a
+                    # batch here nor one queued there holds the other back
+                    while True:
+                        if theirs and self._outbox and self._send_queued(now):
+                            theirs = False
+                        elif sent < n and (calls[sent].sent or (self._room() and self._first_send(calls[sent], now))):
+                            sent += 1
+                            theirs = bool(self._outbox)
+                        elif not (self._outbox and self._send_queued(now)):
+                            break
                     if now >= resend:
-                        # sent, unanswered for a while: again with the same seq
+                        # sent, unanswered for a while (this thread's calls, or those it sent for others who wait
+                        # for the socket): again with the same seq
                         resend = now + RESEND
-                        for c in calls[first:sent]:
-                            if not c.done and now >= c.next_try:
+                        for c in self._inflight:
+                            if c.done:
+                                continue
+                            if now >= c.next_try:
                                 if not self._send(c.frame):
                                     resend = now + 0.01  # the socket is full or the link down: soon again
                                     break
                                 c.next_try = now + RESEND
-                            if not c.done:
-                                resend = min(resend, c.next_try)
+                            resend = min(resend, c.next_try)
                     if now >= deadline:
                         raise self._timeout(calls[first].kind, t)
                     until = min(deadline, resend, now + 0.01) if sent < n else min(deadline, resend)
+                    if self._closed:  # by a callback run on this thread, say
+                        raise TransportError(f"client for {self.address} is closed", code="closed")
                     # a blocking recv with a timeout: the cheapest wait pyzmq offers (no poller per call)
                     try:
                         data = self._recv_wait(min(WAIT_SLICE, max(1, int((until - now) * 1000))))
@@ -287,10 +339,11 @@ class Caller:
     def _timeout(self, kind: str, t: float) -> TransportError:
         return TransportError(f"timeout: {self.address} did not answer {kind} within {t:g}s", code="timeout")
 
-    def _release(self) -> None:
-        """Give the socket back; wake the I/O thread when messages wait. Asking for the socket's events also
-        lets libzmq process its command mailbox, which re-arms the edge-triggered fd the I/O thread watches:
-        without it, calls see millisecond stalls at the 99th percentile."""
+    def _release(self, outbox: bool = True) -> None:
+        """Give the socket back; wake the I/O thread when messages wait (or, with ``outbox``, calls another
+        thread queued for the holder). Asking for the socket's events also lets libzmq process its command
+        mailbox, which re-arms the edge-triggered fd the I/O thread watches: without it, calls see millisecond
+        stalls at the 99th percentile."""
         if self._missed:
             # the I/O thread found the socket busy and looks at it again within 2 ms (see reactor.Reactor): a message
             # left waiting is read then or by the next call, and a caller making calls back to back pays no
@@ -302,7 +355,7 @@ class Caller:
         except zmq.ZMQError:
             more = False
         self._io.release()
-        if more or self._outbox:  # or calls queued by another thread at the last moment: the I/O thread sends them
+        if more or (outbox and self._outbox):
             self._wake()
 
     def _send(self, frame: bytes) -> bool:
@@ -333,7 +386,7 @@ class Caller:
             # requests); this thread takes the socket over if it is free before that
             c = _Call(0, kind, mach, body, frame, None, sync=block)
             c.queued = True
-            self._outbox.append(c)
+            self._outbox.append(_Queued([c]))
             deadline = time.monotonic() + self.timeout
             while True:
                 if c.sent:
@@ -376,7 +429,7 @@ class Caller:
         seq = self._next_seq
         call = _Call(seq, kind, mach, body, P.pack(kind, seq, mach, body), on_reply, sync=False)
         call.queued = True
-        self._outbox.append(call)
+        self._outbox.append(_Queued([call]))
         if self._io.acquire(False):
             try:
                 self._send_outbox(time.monotonic())

@@ -193,12 +193,13 @@ class Client(Caller):
         with self._lock:
             mirrors = list(self._mirrors.values())
             self._mirrors.clear()
-        pending = list(self._pending.values()) + list(self._outbox)
+        pending = list(self._pending.values()) + [c for q in list(self._outbox) for c in q.calls]
         self._pending.clear()
         self._outbox.clear()
         for call in pending:
-            call.error = TransportError("client closed", code="closed")
-            call.done = True
+            if not call.done:  # an answered call keeps its result (its caller may not have looked yet)
+                call.error = TransportError("client closed", code="closed")
+                call.done = True
         for rm in mirrors:
             rm._local_dispose()
 
@@ -279,7 +280,7 @@ class Client(Caller):
             checked = self._pump()
             if self._outbox:
                 self._send_outbox(now)
-                checked = False
+                checked = False  # a send may take the fd's edge for a message that arrived meanwhile
             if now >= self._next_beat and not self._closed:
                 now = time.monotonic()  # the pump may have taken a while
                 self._next_beat = now + P.HEARTBEAT
@@ -293,7 +294,8 @@ class Client(Caller):
             if checked:
                 self._io.release()
             else:
-                self._release()
+                # what stays in the outbox waits for the next turn: waking this thread for it would spin
+                self._release(outbox=False)
 
     def _beat(self, now: float) -> None:
         """Ping while connected; say hello while not (holding ``_io``)."""

@@ -7,8 +7,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from machine import Result
-from transport import RemoteMachine, connect
+from transport import RemoteMachine, TransportError, connect
 
 NAMES = ["Exception", "ErrOnClient", "Foo", "Bar", "Baz", "Start", "Ready", "Multi"]
 
@@ -121,7 +123,7 @@ def test_calls_and_notifications_from_other_threads_do_not_wait_for_a_long_batch
             while not done.is_set():
                 rm.add_ns("Multi")
                 sent[0] += 1
-                if sent[0] % 50 == 0:
+                if sent[0] % 10 == 0:  # a sync waits for every request queued before it: not too many
                     rm.sync()
             return None
 
@@ -132,3 +134,19 @@ def test_calls_and_notifications_from_other_threads_do_not_wait_for_a_long_batch
     ticks = [int(x) for x in d.cmd("time worker0").split()[1:]]
     assert ticks[NAMES.index("Multi")] == 2 * n - 1
     print(f"batch {took[0]:.1f}s, {sent[0]} add_ns meanwhile")
+
+
+def test_a_callback_that_closes_its_client_in_the_middle_of_a_batch_ends_it_with_closed(daemon) -> None:
+    """A mirror's update callback closes the client while a batch runs on the same thread (the batch's replies
+    carry the mirror's updates): the batch ends at once with TransportError('closed'), not a ZeroMQ error."""
+    d = daemon("--hub")
+    c = connect(d.addrs[0])
+    try:
+        rm = c.machine("worker0")
+        rm.on_update(lambda update: c.close())
+        with pytest.raises(TransportError) as exc:
+            c.mutate_many([("worker0", "add", ["Multi"], None)] * 5000)
+        assert exc.value.code == "closed"
+        assert rm.disposed
+    finally:
+        c.close()
