@@ -86,6 +86,7 @@ class Endpoint:
         self._files: dict[str, str] = {}
         self._offs: dict[str, Callable[[], None]] = {}  # replicas' on_update registrations
         self._stopped = False
+        self.metrics: Any = None  # the /metrics server of expose(..., metrics=ADDR)
         self.boot = os.urandom(8).hex()  # changes with every start: a client seeing a new one re-subscribes
         self._loop = ServerLoop(s, curve is not None, readonly_keys, self._close_socket)
         self._pushes = self._loop.pushes = Pushes(self._loop, self._machs)
@@ -222,6 +223,8 @@ class Endpoint:
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
         self._loop.dispatcher.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         for m in machs:
             try:
                 self.remove(m)

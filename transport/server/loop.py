@@ -47,6 +47,12 @@ class ServerLoop:
         self.sent = 0  # messages sent (so the thread knows when to look at the socket again)
         self.errors = 0  # malformed or refused requests answered with an error
         self.handled = 0  # requests handled
+        # for metrics: requests by kind (only the protocol's kinds: a peer's made-up kinds count as "other"),
+        # frames that could not be decoded, bytes in and out
+        self.kinds: dict[str, int] = {}
+        self.bad_frames = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
         # set by the endpoint once it has made them (they need the loop)
         self.dispatcher: Dispatcher
         self.pushes: Pushes
@@ -137,6 +143,7 @@ class ServerLoop:
             self.sent += 1
             raw_send(sock, sess.identity, MORE_NB)
             raw_send(sock, frame, NB)
+            self.bytes_out += len(frame)
             return True
         except zmq.Again:
             # the client is not reading: drop this message; its next update fails the checksum -> sync
@@ -158,6 +165,7 @@ class ServerLoop:
             self.drop_session(sess)
             return False
         sess.backlog.add(tracker, len(frame))
+        self.bytes_out += len(frame)
         return True
 
     def reply_err(self, identity: bytes, seq: int, mach: str | None, code: str, msg: str,
@@ -185,9 +193,11 @@ class ServerLoop:
 
     def request(self, identity: bytes, data: bytes, user: str | None) -> None:
         """One request: a client's identity and its one frame."""
+        self.bytes_in += len(data)
         try:
             kind, seq, mach_id, body = P.unpack(data)
         except P.FrameError as exc:
+            self.bad_frames += 1
             log.warning("bad frame from %r: %s", identity[:32], P.clip(str(exc)))
             self.reply_err(identity, exc.seq, exc.mach, exc.code, str(exc))
             return
@@ -204,6 +214,8 @@ class ServerLoop:
                 sess.backlog = backlog
         sess.last_seen = time.monotonic()
         self.handled += 1
+        k = kind if kind in P.REQUESTS else "other"
+        self.kinds[k] = self.kinds.get(k, 0) + 1
         # every request's seq is recorded, whatever its kind or fate: only a mutation is refused when retried
         self.dispatcher.request(sess, kind, seq, mach_id, body, sess.seqs.first_time(seq) if seq else True)
 
