@@ -15,6 +15,7 @@ from machine.log import LazyLogger
 from machine.transition import tick_changes
 
 from . import protocol as P
+from . import tracecontext
 from .errors import TransportError
 from .history_client import HistoryReader
 
@@ -108,6 +109,10 @@ class RemoteMachine(HistoryReader, Machine):
         body: dict[str, Any] = {"s": list(called)}
         if a is not None:
             body["a"] = a
+        if tracecontext.inject is not None:     # the caller's span becomes the remote transition's parent
+            tc = tracecontext.inject()
+            if tc:
+                body["tc"] = tc
         res = self._client._call(kind, self._id, body, on_reply=self._on_mut_reply)
         if res[1] is None:
             # the server has no subscription of ours (it restarted or forgot our session): this mirror subscribes

@@ -12,6 +12,7 @@ from machine.history import SOURCE
 from machine.log import LazyLogger
 
 from .. import protocol as P
+from .. import tracecontext
 from ..errors import RemoteError, TransportError
 from .inspection import Inspection
 from .sessions import Session
@@ -114,6 +115,9 @@ class Dispatcher:
         args = _args(b.get("a"))[0]
         # the history of the machine names the session as the source of the mutation
         token = SOURCE.set(f"session {sess.client_id}")
+        tc = b.get("tc")
+        detach = (tracecontext.attach(tc) if tracecontext.attach is not None and type(tc) is str
+                  and len(tc) <= tracecontext.MAX_TC else None)
         try:
             if kind == P.ADD_ERR:
                 state = b.get("state", "Exception")
@@ -133,6 +137,8 @@ class Dispatcher:
                     r = m.add(*states, args=args)
         finally:
             SOURCE.reset(token)
+            if detach is not None:
+                detach()
         r = int(r)
         if not seq:
             return  # add_ns: no reply; the change reaches the client as a push
