@@ -22,14 +22,10 @@ from machine.log import LazyLogger
 
 from . import protocol as P
 from .errors import TransportError
+from .zmqio import EVENTS, NB, POLLIN, raw_send
 
 log = LazyLogger("transport.client")  # logging is imported on first use
 
-_POLLIN = int(zmq.POLLIN)  # plain ints: an IntFlag operand makes every `&` build an enum member
-_NB = int(zmq.NOBLOCK)
-_EVENTS = int(zmq.EVENTS)
-# pyzmq's compiled send, without the Python wrapper zmq.Socket puts around it (as costly as the send itself)
-_raw_send = zmq.backend.Socket.send
 RESEND = 1.0  # seconds before an unanswered call is sent again
 # seqs sent past the oldest call still unanswered, at most: a call resent later is within the last MAX_AHEAD seqs
 # the server saw, so its record of seen seqs (exact for the last 10,000) never takes a lost call for a retry, and
@@ -351,7 +347,7 @@ class Caller:
             self._io.release()
             return
         try:
-            more = bool(self._sock.getsockopt(zmq.EVENTS) & _POLLIN)
+            more = bool(self._sock.getsockopt(EVENTS) & POLLIN)
         except zmq.ZMQError:
             more = False
         self._io.release()
@@ -360,7 +356,7 @@ class Caller:
 
     def _send(self, frame: bytes) -> bool:
         try:
-            _raw_send(self._sock, frame, _NB)
+            raw_send(self._sock, frame, NB)
             return True
         except zmq.Again:
             return False  # no connection (IMMEDIATE): a call is resent, a notification to a dead peer is lost
@@ -408,7 +404,7 @@ class Caller:
         try:
             # blocking (SNDTIMEO = the timeout): backpressure when the server's queue for this client is full;
             # an error, never a silent drop, when it stays full or there is no connection
-            self._sock.send(frame, 0 if block else _NB)
+            self._sock.send(frame, 0 if block else NB)
         except zmq.Again:
             if not block:
                 return
@@ -444,9 +440,9 @@ class Caller:
         for _ in range(100_000):
             try:
                 # a syscall each (libzmq reads its command pipe), still cheaper than catching Again
-                if not get(_EVENTS) & _POLLIN:
+                if not get(EVENTS) & POLLIN:
                     return True
-                data = recv(_NB, copy=True)
+                data = recv(NB, copy=True)
             except zmq.ZMQError:
                 return True
             self._last_rx = time.monotonic()
