@@ -59,6 +59,7 @@ def scan_dir(directory: str) -> list[str]:
     return [os.path.join(directory, n) for n in sorted(names) if n.endswith(".addr")]
 
 
+NOTICE_NAMES = 5  # a connect / disconnect notice names up to this many machines, else counts them
 CALL_TIMEOUT = 3.0  # calls after the hello (a mutation may wait for slow handlers on the source)
 
 
@@ -306,8 +307,7 @@ class Session:
                     self.mirror_of(link, info["id"])
                 except Exception:  # noqa: BLE001 - shown as not connected later
                     pass
-        for info in infos:
-            self._mach_notice(info["id"], True)
+        self._mach_notice(link, [info["id"] for info in infos], True)
         self._changed()
 
     def _on_status(self, link: Link, conn: Any, ok: bool) -> None:
@@ -316,8 +316,7 @@ class Session:
                 return
             link.state = CONNECTED if ok else DISCONNECTED
             ids = [i["id"] for i in link.infos]
-        for mid in ids:
-            self._mach_notice(mid, ok)
+        self._mach_notice(link, ids, ok)
         if ok:  # the daemon may have come back with other machines
             threading.Thread(target=self._refresh, args=(link, conn), daemon=True, name="arpc-refresh").start()
         self._changed()
@@ -337,8 +336,7 @@ class Session:
                     self.mirror_of(link, info["id"])
                 except Exception:  # noqa: BLE001
                     pass
-        for info in infos:
-            self._mach_notice(info["id"], True)
+        self._mach_notice(link, [info["id"] for info in infos], True)
         self._changed()
 
     def mirror_of(self, link: Link, mach_id: str) -> Any:
@@ -509,14 +507,20 @@ class Session:
 
     # ------------------------------------------------------------------ notices, closing
 
-    def _mach_notice(self, mach_id: str, ok: bool) -> None:
+    def _mach_notice(self, link: Link, ids: list[str], ok: bool) -> None:
+        """One notice for the machines of ``link`` that changed to ``ok`` (21 machines: one line, not 21)."""
         with self._lock:
-            if self._noticed.get(mach_id) == ok:
-                return
-            self._noticed[mach_id] = ok
+            changed = [mid for mid in ids if self._noticed.get(mid) != ok]
+            for mid in changed:
+                self._noticed[mid] = ok
             quiet = self._quiet
-        if not quiet:
-            self._notice(f"connected to {mach_id}" if ok else f"disconnected from {mach_id}, reconnecting", not ok)
+        if quiet or not changed:
+            return
+        if len(changed) <= NOTICE_NAMES:
+            who = ", ".join(changed)
+        else:
+            who = f"{len(changed)} machines at {link.address} ({', '.join(changed[:3])}, ...)"
+        self._notice(f"connected to {who}" if ok else f"disconnected from {who}, reconnecting", not ok)
 
     def _notice(self, msg: str, error: bool = False) -> None:
         if self.notify is not None:
