@@ -382,3 +382,10 @@ def _steps(names: list[str], before: list[int], after: list[int], muts: Any) -> 
         a, r, k = tick_changes(names, prev, after)
         steps.append({"time": list(after), "added": a, "removed": r, "ticked": k, "mutations": []})
     return steps
+
+
+if TYPE_CHECKING:
+    from machine.api import MachineApi
+
+    def _mirror_is_a_machine_api(m: RemoteMachine) -> MachineApi:
+        return m  # mypy --strict proves that RemoteMachine satisfies the protocol
