@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import click
@@ -33,6 +33,8 @@ With `-- COMMAND ARGS`, runs one command and exits:
 the server's expose(curve=..., allow=...).
 `arpc dbg [ADDR]... [-d DIR] [--record FILE]` opens a live full-screen inspector; `arpc dbg --replay FILE`
 replays a recording (`arpc dbg --help`).
+With no address, ARPC_ADDR (addresses), else AM_REPL_ADDR and AM_REPL_DIR are used.
+`arpc ADDR -r 0 -i 1 -- time .` repeats a command every second until Ctrl+C.
 `arpc completion bash|zsh|fish` prints the shell's completion script (e.g. eval "$(arpc completion bash)").
 Exit codes: 0 ok, 1 failed, 2 usage, 3 connection, 4 canceled, 124 timeout, 130 interrupted."""
 
@@ -50,6 +52,9 @@ class Options:
     json: bool = False
     server_key: str | None = None
     client_key: str | None = None
+    keep_going: bool = False
+    repeat: int = 1
+    interval: float = 1.0
 
 
 class _Root(click.Command):
@@ -63,11 +68,30 @@ def _version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
         ctx.exit(0)
 
 
-def _seconds(value: float) -> float:
-    """A timeout in seconds: finite and above zero (nan, inf and negatives are usage errors)."""
+def _seconds(value: float, flag: str = "--connect-timeout") -> float:
+    """A duration in seconds: finite and above zero (nan, inf and negatives are usage errors)."""
     if not 0 < value < float("inf"):  # false for nan too
-        raise click.BadParameter(f"{value} is not a number of seconds above 0", param_hint="'--connect-timeout'")
+        raise click.BadParameter(f"{value} is not a number of seconds above 0", param_hint=f"'{flag}'")
     return value
+
+
+ENV_HELP = "ADDR, -d DIR, -f FILE, or ARPC_ADDR / AM_REPL_ADDR / AM_REPL_DIR in the environment"
+
+
+def _env_addresses(opts: Options, env: Mapping[str, str]) -> None:
+    """No address on the command line: ``ARPC_ADDR`` (addresses, separated by spaces or commas), else
+    ``AM_REPL_ADDR`` (one address) and ``AM_REPL_DIR`` (a directory of addr files)."""
+    if opts.addrs or opts.file is not None or opts.dir is not None:
+        return
+    listed = env.get("ARPC_ADDR", "").replace(",", " ").split()
+    if listed:
+        opts.addrs = tuple(listed)
+        return
+    one = env.get("AM_REPL_ADDR", "").strip()
+    if ":" in one:  # asyncmachine-go also takes "1" (pick a port): not an address to connect to
+        opts.addrs = (one,)
+    if env.get("AM_REPL_DIR", "").strip():
+        opts.dir = env["AM_REPL_DIR"].strip()
 
 
 @click.command("arpc", cls=_Root, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"],
@@ -87,14 +111,21 @@ def _seconds(value: float) -> float:
               help="CURVE: the server's public key file (env ARPC_SERVER_KEY).")
 @click.option("--client-key", metavar="FILE", envvar="ARPC_CLIENT_KEY",
               help="CURVE: this client's secret key file, from `arpc keygen` (env ARPC_CLIENT_KEY).")
+@click.option("-k", "--keep-going", is_flag=True,
+              help="Commands from a pipe or file (stdin not a terminal): run every line, not only up to the first "
+                   "failure; the exit code is the first failure's.")
+@click.option("-r", "--repeat", type=click.IntRange(min=0), default=1, metavar="COUNT",
+              help="One-shot: run the command COUNT times (0: until Ctrl+C), e.g. -r 0 -i 1 -- time .")
+@click.option("-i", "--interval", type=float, default=1.0, metavar="SEC", callback=lambda _c, _p, v: _seconds(v, "-i"),
+              help="Seconds between the runs of -r (default 1).")
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_version,
               help="Print the version and exit.")
 def root(addrs: tuple[str, ...], file: str | None, dir_: str | None, watch: bool, req_all: bool,
          connect_timeout: float, log_level: int, no_color: bool, json_: bool, server_key: str | None,
-         client_key: str | None) -> Options:
+         client_key: str | None, keep_going: bool, repeat: int, interval: float) -> Options:
     """aRPC: a shell and one-shot CLI for remote asyncmachine machines."""
     return Options(addrs, file, dir_, watch, req_all, connect_timeout, log_level, no_color, json_, server_key,
-                   client_key)
+                   client_key, keep_going, repeat, interval)
 
 
 def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
@@ -131,13 +162,19 @@ def _setup_logging(level: int) -> None:
                         format="%(name)s %(message)s")
 
 
-def _cli_open(session: Session, printer: Printer, req_all: bool) -> None:
+def _cli_open(session: Session, printer: Printer, req_all: bool, detail: bool = False) -> None:
     if not session.addresses:
-        raise UsageError("no address given (ADDR, -d DIR or -f FILE)")
+        raise UsageError(f"no address given ({ENV_HELP})")
     st = session.open()
     if st.connected == 0:
-        raise NotConnected("not connected")
+        lines = session.failures(detail) or ["not connected"]
+        for line in lines[:-1]:
+            printer.error(NotConnected(line))
+        raise NotConnected(lines[-1])
     if st.connected < st.total:
+        if detail:
+            for line in session.failures(detail):
+                printer.warn(line)
         if req_all:
             raise NotConnected(f"partial connection ({st.connected}/{st.total}) and --req-all")
         printer.warn(f"partial connection ({st.connected}/{st.total}), executing")
@@ -171,8 +208,10 @@ def run(argv: Sequence[str] | None = None, *, connector: Connector | None = None
     if opts.file is not None and opts.dir is not None:
         printer.error(UsageError("-f/--file and -d/--dir cannot be used together"))
         return USAGE
+    if session is None:
+        _env_addresses(opts, os.environ)
     if repl and session is None and not opts.addrs and opts.file is None and opts.dir is None:
-        printer.error(UsageError("no address given (ADDR, -d DIR or -f FILE); `arpc --help` for usage"))
+        printer.error(UsageError(f"no address given ({ENV_HELP}); `arpc --help` for usage"))
         return USAGE
     _setup_logging(opts.log_level)
     own = session is None
@@ -180,6 +219,7 @@ def run(argv: Sequence[str] | None = None, *, connector: Connector | None = None
         if connector is None and (opts.server_key or opts.client_key):
             connector = _curve_connector(opts.server_key, opts.client_key)
         session = Session(connector=connector, connect_timeout=opts.connect_timeout, eager=repl)
+        session.curve = bool(opts.server_key or opts.client_key)
     try:
         try:
             session.load(opts.addrs, file=opts.file, directory=opts.dir)
@@ -188,6 +228,10 @@ def run(argv: Sequence[str] | None = None, *, connector: Connector | None = None
                 printer.error(e)
                 return e.code
             printer.warn(f"{e.msg} (watching)")
+        if repl and not sys.stdin.isatty():
+            from .piped import run_piped
+
+            return run_piped(session, printer, keep_going=opts.keep_going, detail=opts.log_level > 0)
         if repl:
             from .repl import run_repl
 
@@ -196,13 +240,28 @@ def run(argv: Sequence[str] | None = None, *, connector: Connector | None = None
         if not cmd:
             printer.error(UsageError("missing command after --"))
             return USAGE
-        return run_command(session, printer, cmd, req_all=opts.req_all)
+        return _repeat(opts, lambda: run_command(session, printer, cmd, req_all=opts.req_all,
+                                                 detail=opts.log_level > 0))
     except KeyboardInterrupt:
         printer.error(ArpcError("interrupted", INTERRUPTED))
         return INTERRUPTED
     finally:
         if own:
             session.close()
+
+
+def _repeat(opts: Options, once: Callable[[], int]) -> int:
+    """``-r COUNT -i SEC``: run a one-shot command COUNT times (0: until Ctrl+C); the first failure's code."""
+    import time
+
+    first, n = OK, 0
+    while True:
+        code = once()
+        first = first or code
+        n += 1
+        if code == INTERRUPTED or (opts.repeat and n >= opts.repeat):
+            return first
+        time.sleep(opts.interval)  # pacing between runs, as redis-cli -i
 
 
 def _curve_connector(server_key: str | None, client_key: str | None) -> Connector:
@@ -282,12 +341,13 @@ def _run_demo(opts: Options, cmd: list[str] | None, connector: Connector | None)
             m.dispose()
 
 
-def run_command(session: Session, printer: Printer, words: Sequence[str], *, req_all: bool = False) -> int:
+def run_command(session: Session, printer: Printer, words: Sequence[str], *, req_all: bool = False,
+                detail: bool = False) -> int:
     """One-shot mode: connect on first use (with the partial-connection rules) and run one command."""
     from .commands import Cx, dispatch
 
     if session.opener is None:
-        session.opener = lambda: _cli_open(session, printer, req_all)
+        session.opener = lambda: _cli_open(session, printer, req_all, detail)
     cx = Cx(session, printer, repl=False)
     try:
         return dispatch(cx, words)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .errors import UsageError
+from .errors import Failed, UsageError
 from .link import Entry
 from .record import record as dataclass
 
@@ -66,3 +66,16 @@ class Filters:
             if self.limit and len(out) >= self.limit:
                 break
         return out
+
+    def check_states(self, entries: Sequence[Entry]) -> None:
+        """A state in -a/-i/-m that no machine has is a typo, not an empty result."""
+        wanted = dict.fromkeys((*self.active, *self.inactive, *self.mtime_states))
+        if not wanted or not entries:
+            return
+        known: set[str] = set()
+        for e in entries:
+            known.update(e.names)
+        unknown = [s for s in wanted if s not in known]
+        if unknown:
+            word = "state" if len(unknown) == 1 else "states"
+            raise Failed(f"unknown {word} in a filter: {' '.join(unknown)} (no machine has it)")

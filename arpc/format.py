@@ -24,6 +24,7 @@ class Result:
     lines: list[str] = field(default_factory=list)
     data: Any = None
     code: int = OK
+    raw: bool = False  # lines to copy as they are: no "=> " in the REPL (a Mermaid diagram)
 
     @classmethod
     def text(cls, lines: Iterable[str], code: int = OK) -> Result:
@@ -142,7 +143,7 @@ class Printer:
             return
         if not result.lines:
             return
-        if self.repl:
+        if self.repl and not result.raw:
             arrow = f"{GREY}=>{RESET}" if self.color else "=>"
             text = "".join(f"{arrow} {ln}".rstrip(" ") + "\n" for ln in result.lines)
         else:

@@ -19,7 +19,8 @@ class Link:
         self.address = address
         self.conn: Any = None
         self.state = NEW
-        self.error = ""
+        self.error = ""  # why the last connect failed, in words (arpc.diagnose)
+        self.detail = ""  # the connector's own error (shown with --log-level)
         self.infos: list[dict[str, Any]] = []
         self.mirrors: dict[str, Any] = {}
         self.busy = False  # a connect attempt is running
@@ -28,6 +29,13 @@ class Link:
         self.fail_noticed = False
         self.ever_connected = False
         self.closed = False
+
+    def failure(self, detail: bool = False) -> str:
+        """``cannot connect to ADDR: why`` (``detail``: with the connector's own error)."""
+        line = self.error or "not connected"
+        if not line.startswith(f"cannot connect to {self.address}"):
+            line = f"cannot connect to {self.address}: {line}"
+        return f"{line} [{self.detail}]" if detail and self.detail and self.detail != self.error else line
 
     @property
     def connected(self) -> bool:

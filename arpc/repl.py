@@ -64,11 +64,12 @@ def toolbar_text(session: Session) -> str:
 
 
 class Repl:
-    def __init__(self, session: Session, printer: Printer, *, watch: bool = True,
+    def __init__(self, session: Session, printer: Printer, *, watch: bool = True, detail: bool = False,
                  env: dict[str, str] | None = None) -> None:
         self.session = session
         self.printer = printer
         self.watch = watch
+        self.detail = detail  # --log-level: connection errors with the transport's own words
         env = dict(os.environ if env is None else env)
         self.config = load_config(env, color=printer.color)
         self.cx = Cx(session, printer, repl=True)
@@ -134,6 +135,8 @@ class Repl:
             s.open()
         st = s.status()
         print(f"connected {st.connected}/{st.total}", flush=True)
+        for line in s.failures(self.detail):
+            self.printer.warn(line)
         s.start_background(watch=self.watch)
         self.prompt_session = self.build()
         for past in read_history(self.config.history_path):
@@ -214,23 +217,4 @@ def _eof_key_on(saved: Any) -> None:
 
 
 def run_repl(session: Session, printer: Printer, opts: Any) -> int:
-    if not sys.stdin.isatty():
-        return _run_piped(session, printer)
-    return Repl(session, printer, watch=getattr(opts, "watch", True)).run()
-
-
-def _run_piped(session: Session, printer: Printer) -> int:
-    """stdin is not a terminal: read commands line by line (no prompt); the exit code is the last command's."""
-    cx = Cx(session, printer, repl=True)
-    session.open()
-    code = OK
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        try:
-            code = run_line(cx, line)
-        except ExitRepl:
-            break
-        except KeyboardInterrupt:
-            return 130
-    return code
+    return Repl(session, printer, watch=getattr(opts, "watch", True), detail=getattr(opts, "log_level", 0) > 0).run()

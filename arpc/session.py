@@ -59,6 +59,7 @@ def scan_dir(directory: str) -> list[str]:
     return [os.path.join(directory, n) for n in sorted(names) if n.endswith(".addr")]
 
 
+NOTICE_NAMES = 5  # a connect / disconnect notice names up to this many machines, else counts them
 CALL_TIMEOUT = 3.0  # calls after the hello (a mutation may wait for slow handlers on the source)
 
 
@@ -102,6 +103,7 @@ class Session:
         self.eager = eager  # make every machine's mirror at once (REPL: live listing, completion, watch)
         self.notify: Notify | None = notify
         self.opened = False
+        self.curve = False  # the connector speaks CURVE (said in connection errors)
         self.opener: Callable[[], Any] | None = None  # what ensure_open() runs (the CLI's connect + checks)
         self.arg_names: list[str] = []  # --arg names used before, most recent first (for completion)
         self._lock = threading.RLock()
@@ -143,6 +145,14 @@ class Session:
             self._rebuild()
             return self._links[addr]
 
+    def remove_address(self, address: str) -> None:
+        """Forget an address given by argv or ``connect`` (its link is closed; addr files are not touched)."""
+        addr = parse_address(address)
+        with self._lock:
+            if addr in self._args:
+                self._args.remove(addr)
+        self._rebuild()
+
     def add_local(self, machines: Iterable[Any], address: str = "local://") -> Link:
         """Serve in-process machines (``machine.Machine``) as one connected link."""
         from .local import LocalConn
@@ -165,6 +175,10 @@ class Session:
     def links(self) -> list[Link]:
         with self._lock:
             return list(self._links.values())
+
+    def failures(self, detail: bool = False) -> list[str]:
+        """One ``cannot connect to ADDR: why`` line per address whose last connect failed."""
+        return [link.failure(detail) for link in self.links() if link.state == FAILED]
 
     def _sources(self) -> list[str]:
         out = list(self._args)
@@ -246,10 +260,14 @@ class Session:
         except Exception as e:  # noqa: BLE001 - any failure is "cannot connect"
             if conn is not None:
                 _close_quietly(conn)
+            from .diagnose import explain
+
+            reason = explain(link.address, e, timeout, curve=self.curve)
             with self._lock:
                 link.busy = False
                 link.state = FAILED
-                link.error = str(e) or type(e).__name__
+                link.error = reason
+                link.detail = str(e) or type(e).__name__
                 link.fails += 1
                 link.next_try = _time.monotonic() + min(5.0, 0.5 * 2 ** min(link.fails, 4))
                 notice = link.ever_connected and not link.fail_noticed and not self._quiet
@@ -273,7 +291,7 @@ class Session:
             link.infos = infos
             link.mirrors = {}
             link.state = CONNECTED
-            link.error = ""
+            link.error = link.detail = ""
             link.busy = False
             link.fails = 0
             link.fail_noticed = False
@@ -289,8 +307,7 @@ class Session:
                     self.mirror_of(link, info["id"])
                 except Exception:  # noqa: BLE001 - shown as not connected later
                     pass
-        for info in infos:
-            self._mach_notice(info["id"], True)
+        self._mach_notice(link, [info["id"] for info in infos], True)
         self._changed()
 
     def _on_status(self, link: Link, conn: Any, ok: bool) -> None:
@@ -299,8 +316,7 @@ class Session:
                 return
             link.state = CONNECTED if ok else DISCONNECTED
             ids = [i["id"] for i in link.infos]
-        for mid in ids:
-            self._mach_notice(mid, ok)
+        self._mach_notice(link, ids, ok)
         if ok:  # the daemon may have come back with other machines
             threading.Thread(target=self._refresh, args=(link, conn), daemon=True, name="arpc-refresh").start()
         self._changed()
@@ -320,8 +336,7 @@ class Session:
                     self.mirror_of(link, info["id"])
                 except Exception:  # noqa: BLE001
                     pass
-        for info in infos:
-            self._mach_notice(info["id"], True)
+        self._mach_notice(link, [info["id"] for info in infos], True)
         self._changed()
 
     def mirror_of(self, link: Link, mach_id: str) -> Any:
@@ -492,14 +507,20 @@ class Session:
 
     # ------------------------------------------------------------------ notices, closing
 
-    def _mach_notice(self, mach_id: str, ok: bool) -> None:
+    def _mach_notice(self, link: Link, ids: list[str], ok: bool) -> None:
+        """One notice for the machines of ``link`` that changed to ``ok`` (21 machines: one line, not 21)."""
         with self._lock:
-            if self._noticed.get(mach_id) == ok:
-                return
-            self._noticed[mach_id] = ok
+            changed = [mid for mid in ids if self._noticed.get(mid) != ok]
+            for mid in changed:
+                self._noticed[mid] = ok
             quiet = self._quiet
-        if not quiet:
-            self._notice(f"connected to {mach_id}" if ok else f"disconnected from {mach_id}, reconnecting", not ok)
+        if quiet or not changed:
+            return
+        if len(changed) <= NOTICE_NAMES:
+            who = ", ".join(changed)
+        else:
+            who = f"{len(changed)} machines at {link.address} ({', '.join(changed[:3])}, ...)"
+        self._notice(f"connected to {who}" if ok else f"disconnected from {who}, reconnecting", not ok)
 
     def _notice(self, msg: str, error: bool = False) -> None:
         if self.notify is not None:

@@ -4,9 +4,11 @@ States may be active together and are linked by relations (require, remove, add,
 logical clock (odd = active); mutations are queued and applied as transitions that handlers can negotiate.
 """
 
+from .api import MachineApi
 from .ctx_waiter import Ctx, Waiter
 from .diagram import diagram
 from .errors import HandlerTimeoutError, SchemaError, StateError
+from .history import History
 from .log import LogLevel
 from .machine import Machine
 from .mutation import Mutation, MutationType, Result
@@ -15,6 +17,7 @@ from .tracer import Tracer
 from .transition import Event, Transition
 
 __all__ = [
-    "Ctx", "Event", "HandlerTimeoutError", "LogLevel", "Machine", "Mutation", "MutationType", "Result",
-    "SchemaError", "State", "StateError", "StateNames", "Tracer", "Transition", "Waiter", "diagram",
+    "Ctx", "Event", "HandlerTimeoutError", "History", "LogLevel", "Machine", "MachineApi", "Mutation",
+    "MutationType", "Result", "SchemaError", "State", "StateError", "StateNames", "Tracer", "Transition", "Waiter",
+    "diagram",
 ]

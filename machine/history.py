@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ MAX_ITEMS = 20
 MAX_DEPTH = 3
 MAX_TRACE = 4000
 MAX_ERRORS = 20
+MAX_BYTES = 2000  # about how much of a record the args may take
 
 #: Who is mutating, for the ``source`` of history records: a transport sets it (e.g. ``session rc-1a2b``) while
 #: it calls a machine; None (the default) means local code.
@@ -39,27 +40,34 @@ def clip(text: str, limit: int = MAX_STR) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more)"
 
 
-def plain(value: Any, depth: int = 0) -> Any:
+def plain(value: Any, depth: int = 0, budget: list[int] | None = None) -> Any:
     """A small, JSON- and msgpack-safe copy of ``value``: strings clipped, containers cut to ``MAX_ITEMS``,
-    nesting to ``MAX_DEPTH``, anything else as its (clipped) repr. Never raises."""
+    nesting to ``MAX_DEPTH``, anything else as its (clipped) repr, about ``MAX_BYTES`` in all. Never raises."""
+    if budget is None:
+        budget = [MAX_BYTES]
+    if budget[0] <= 0:
+        return "..."
     if value is None or isinstance(value, bool | int | float):
+        budget[0] -= 8
         return value
-    if isinstance(value, str):
-        return clip(value)
-    if isinstance(value, bytes):
-        return clip(repr(value))
+    if isinstance(value, str | bytes):
+        out = clip(value if isinstance(value, str) else repr(value), min(MAX_STR, max(budget[0], 16)))
+        budget[0] -= len(out)
+        return out
     if depth < MAX_DEPTH:
         try:
             if isinstance(value, Mapping):
-                return {clip(str(k), 60): plain(v, depth + 1) for k, v in list(value.items())[:MAX_ITEMS]}
+                return {clip(str(k), 60): plain(v, depth + 1, budget) for k, v in list(value.items())[:MAX_ITEMS]}
             if isinstance(value, list | tuple | set | frozenset):
-                return [plain(v, depth + 1) for v in list(value)[:MAX_ITEMS]]
+                return [plain(v, depth + 1, budget) for v in list(value)[:MAX_ITEMS]]
         except Exception:
             pass
     try:
-        return clip(repr(value))
+        out = clip(repr(value), min(MAX_STR, max(budget[0], 16)))
     except Exception:
-        return f"<{type(value).__name__}: repr failed>"
+        out = f"<{type(value).__name__}: repr failed>"
+    budget[0] -= len(out)
+    return out
 
 
 def error_record(err: BaseException, trace: str | None, handler: str | None, when: float) -> dict[str, Any]:
@@ -71,10 +79,11 @@ def error_record(err: BaseException, trace: str | None, handler: str | None, whe
 class History(Tracer):
     """The last ``size`` transitions of one machine (oldest first) and its last ``errors_size`` errors.
 
-    Each record is a dict: ``time`` (wall clock, s), ``tick`` (machine tick after), ``mutation`` (add, remove,
-    set), ``called``, ``args`` (clipped), ``auto``, ``result`` (``executed``/``canceled``), ``added``,
-    ``removed``, ``reason`` (why it was canceled: a handler, a relation), ``error`` (when a handler raised),
-    ``duration`` (seconds) and ``source`` (``None`` for local, else who sent it). Safe to read from any thread.
+    Each record is a dict: ``time`` (wall clock, s), ``tick`` (machine time after: the sum of the ticks),
+    ``mutation`` (add, remove, set), ``called``, ``args`` (clipped), ``auto``, ``result``
+    (``executed``/``canceled``), ``added``, ``removed``, ``reason`` (why it was canceled: a handler, a
+    relation), ``error`` (when a handler raised), ``duration`` (seconds) and ``source`` (``None`` for local,
+    else who sent it). Safe to read from any thread.
     """
 
     def __init__(self, size: int = 1000, errors_size: int = MAX_ERRORS) -> None:
@@ -91,6 +100,7 @@ class History(Tracer):
         # cannot be reused meanwhile
         self._sources: dict[int, tuple[Any, str]] = {}
         self._last_err: BaseException | None = None
+        self._listeners: list[Callable[[dict[str, Any]], Any]] = []
 
     # -- hooks (the machine's thread) --------------------------------------------------------------------------
 
@@ -118,8 +128,9 @@ class History(Tracer):
             added, removed, _ = tick_changes(mach.state_names, tx.time_before, tx.time_after)
         err = tx.error
         reason = None if tx.is_accepted else tx.reason
+        added_time = tx.time_after if tx.is_accepted and tx.is_completed else tx.time_before
         rec = {
-            "time": now, "tick": mach.machine_tick, "mutation": str(m.type), "called": list(m.called),
+            "time": now, "tick": sum(added_time), "mutation": str(m.type), "called": list(m.called),
             "args": plain(m.args) if m.args else {}, "auto": m.is_auto,
             "result": "executed" if tx.is_accepted else "canceled", "added": added, "removed": removed,
             "reason": reason, "error": None, "duration": took, "source": self._source(m),
@@ -139,6 +150,12 @@ class History(Tracer):
             if err is not None and self._keep_errors and err is not self._last_err:
                 self._errors.append(rec["error"])
                 self._last_err = err
+            listeners = self._listeners
+        for fn in listeners:    # a copy-on-write list: registration replaces it
+            try:
+                fn(rec)
+            except Exception:
+                mach._logger.exception("%shistory listener %r raised", mach._log_prefix, fn)
 
     def _source(self, m: Any) -> str | None:
         if not self._sources:
@@ -168,6 +185,23 @@ class History(Tracer):
         with self._lock:
             out = list(self._errors) if self._keep_errors else []
         return out[-limit:] if limit else out
+
+    def follow(self, fn: Callable[[dict[str, Any]], Any], since_seq: int = 0,
+               limit: int | None = None) -> tuple[list[dict[str, Any]], Callable[[], None]]:
+        """The records after ``since_seq`` (the newest ``limit``), and from then on ``fn(record)`` for each new one:
+        no gap and no duplicate between the two. ``fn`` runs on the machine's thread and must not block.
+        Returns ``(backlog, stop)``."""
+        with self._lock:
+            backlog = [r for r in self._records if r["seq"] > since_seq]
+            self._listeners = [*self._listeners, fn]
+        if limit is not None:
+            backlog = backlog[-limit:] if limit > 0 else []
+
+        def stop() -> None:
+            with self._lock:
+                self._listeners = [f for f in self._listeners if f is not fn]
+
+        return backlog, stop
 
     def resize(self, size: int) -> None:
         """Keep the last ``size`` records from now on (the newest are kept when shrinking)."""

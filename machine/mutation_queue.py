@@ -94,7 +94,8 @@ def mutate(mach: Machine, mtype: MutationType, states: tuple[str, ...], args: Ma
             mach._processing = True
             mach._runner = _get_ident()
     if queued is not None:
-        return drain(mach)
+        drain(mach)
+        return queued.result  # its own result, not that of the leftover mutation drained first
     if mach._log_level or "mutation_queued" in mach._hooks:
         _queued(mach, m)
     return drain(mach, m)
@@ -142,7 +143,8 @@ def add_err(mach: Machine, state: str, err: BaseException | None, args: Mapping[
             return tick
         mach._processing = True
         mach._runner = _get_ident()
-    return drain(mach)
+    drain(mach)
+    return m.result  # a leftover queue ran first: its own result all the same
 
 
 def check(mach: Machine, mtype: MutationType, states: tuple[str, ...], args: Mapping[str, Any] | None) -> int:

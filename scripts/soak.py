@@ -10,6 +10,9 @@ Parts (``--only`` picks some):
 - ``panic``: the same with handlers that raise, 100*N machines.
 - ``mirror``: random machines served over ZeroMQ in this process and mirrored; mirror == source after every step,
   40*N machines.
+- ``long`` (only with ``--minutes M``, and then alone): one daemon with 100 machines changing, 20 clients of every
+  kind for M minutes, RSS and the endpoint's per-session and per-machine sizes each minute; fails when anything
+  grows after the warm-up or a mutation is lost or doubled (``scripts/soak_long.py``).
 
 The fuzz parts are random (not the suite's fixed examples) unless ``--seed`` is given. A failing example is printed
 by hypothesis as the steps that reproduce it. Prints operations, errors, crashes (goal 0 everywhere) and time per
@@ -154,6 +157,25 @@ def run_mirror(n: int, seed: int | None) -> Part:
     return part
 
 
+def run_long(minutes: float) -> Part:
+    import soak_long
+
+    part = Part("long", f"{minutes:g} min: one daemon, {soak_long.MACHINES} machines changing, 20 clients (mutators "
+                        "reconnecting, clients shared by threads, waiters, state contexts, dry runs, a watcher, a "
+                        "slow watcher); RSS and per-session/per-machine sizes each minute", unit="mutations")
+
+    def body() -> None:
+        ok, lines, applied = soak_long.run(minutes, log=lambda line: print(line, flush=True))
+        part.operations = applied
+        part.details.extend(lines)
+        part.what += f" ({'; '.join(lines)})"
+        if not ok:
+            part.lost += 1
+
+    guarded(part, body)
+    return part
+
+
 def _force_seed(seed: int) -> None:
     """Make the random fuzz parts repeatable (what pytest's --hypothesis-seed does)."""
     import hypothesis.core
@@ -229,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--waiters", type=int, default=8, help="waiters per client (default 8)")
     ap.add_argument("--seed", type=int, help="repeatable fuzz (default: random)")
     ap.add_argument("--write", metavar="FILE", help="replace the reliability block of FILE (docs/benchmarks.md)")
+    ap.add_argument("--minutes", type=float, help="run only the long part for this many minutes (see soak_long.py)")
     a = ap.parse_args(argv)
     if a.n < 1 or a.clients < 1 or a.waiters < 1:
         ap.error("N, --clients and --waiters must be at least 1")
@@ -236,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     t0 = time.perf_counter()
     parts: list[Part] = []
+    if a.minutes:
+        parts_wanted = []
+        print("== long", flush=True)
+        parts.append(run_long(a.minutes))
     for name in PARTS:
         if name not in parts_wanted:
             continue

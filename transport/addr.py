@@ -79,18 +79,6 @@ def short(addr: str) -> str:
     return addr[len("tcp://"):] if addr.startswith("tcp://") else addr
 
 
-def write_addr_file(directory: str | os.PathLike[str], mach_id: str, addr: str) -> str:
-    """Write ``<dir>/<id>.addr`` atomically (readers never see half a line); returns its path."""
-    d = os.fspath(directory)
-    os.makedirs(d, exist_ok=True)
-    path = os.path.join(d, f"{mach_id}.addr")
-    tmp = os.path.join(d, f".{mach_id}.addr.tmp")
-    with open(tmp, "w") as f:
-        f.write(short(addr) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
 def read_addr_file(path: str | os.PathLike[str], *, schemes: tuple[str, ...] = ()) -> str:
     """The address in an addr file (its first line, whitespace around it ignored).
 

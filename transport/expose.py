@@ -19,6 +19,8 @@ def expose(
     allow: str | os.PathLike[str] | None = None,
     readonly: str | os.PathLike[str] | None = None,
     insecure: bool = False,
+    history: int = 1000,
+    metrics: str | None = None,
 ) -> Endpoint:
     """Serve one or many machines on one socket; returns the running ``Endpoint``.
 
@@ -26,11 +28,24 @@ def expose(
     (``endpoint.address`` tells which). With ``addr_dir`` each machine gets ``<addr_dir>/<id>.addr``. A
     non-loopback address needs CURVE keys (``curve`` = the server's secret key file, ``allow`` = a directory of
     client public keys; ``readonly`` = a directory of keys whose clients may not mutate) unless
-    ``insecure=True``. Raises TransportError when the address can't be bound or is refused.
+    ``insecure=True``. ``history`` transitions of each machine are kept for clients to read (``hist``; a machine
+    that keeps its own history keeps its size; 0 = none). Raises TransportError when the address can't be bound
+    or is refused. ``metrics="127.0.0.1:9464"`` (or env ``AM_METRICS_ADDR``) serves Prometheus metrics of the
+    endpoint and its machines at ``http://ADDR/metrics`` (extra ``metrics``); ``endpoint.metrics.address``.
     """
     items = [machs] if isinstance(machs, Machine) else list(machs)
-    return Endpoint(items, addr=addr, addr_dir=addr_dir, curve=curve, allow=allow, readonly=readonly,
-                    insecure=insecure)
+    ep = Endpoint(items, addr=addr, addr_dir=addr_dir, curve=curve, allow=allow, readonly=readonly,
+                  insecure=insecure, history=history)
+    maddr = metrics if metrics is not None else os.environ.get("AM_METRICS_ADDR", "").strip() or None
+    if maddr:
+        from .metrics import serve_endpoint_metrics
+
+        try:
+            ep.metrics = serve_endpoint_metrics(ep, maddr)
+        except BaseException:
+            ep.stop()  # a metrics address that can't be served fails the whole expose(), leaving nothing bound
+            raise
+    return ep
 
 
 def expose_env(mach: Machine) -> Endpoint | None:

@@ -26,10 +26,11 @@ PANELS: tuple[tuple[str, str, str, tuple[tuple[str, str], ...]], ...] = (
     ("Active states", "state-timeline", "short", (("{p}_state_active{{$M}}", "{{machine}} {{state}}"),)),
     ("Endpoint sessions", "timeseries", "short", (("sum({p}_endpoint_sessions)", "sessions"),)),
     ("Endpoint requests / s", "timeseries", "reqps", (
-        ("sum by (kind, result) (rate({p}_endpoint_requests_total[1m]))", "{{kind}} {{result}}"),)),
+        ("sum by (kind) (rate({p}_endpoint_requests_total[1m]))", "{{kind}}"),
+        ("sum(rate({p}_endpoint_errors_total[1m]))", "errors"))),
     ("Bad frames and pushes / s", "timeseries", "ops", (
         ("sum(rate({p}_endpoint_bad_frames_total[1m]))", "bad frames"),
-        ("sum(rate({p}_endpoint_pushes_total[1m]))", "pushes"))),
+        ("sum(rate({p}_endpoint_pushes_total[1m]))", "messages sent"))),
     ("Endpoint bytes / s", "timeseries", "Bps", (
         ("sum by (direction) (rate({p}_endpoint_bytes_total[1m]))", "{{direction}}"),)),
 )

@@ -234,13 +234,20 @@ class MetricsServer:
     """A running HTTP endpoint for a registry; ``address`` is ``host:port``, ``stop()`` closes it."""
 
     def __init__(self, server: Any, thread: threading.Thread) -> None:
+        self.tracer: MetricsTracer | None = None  # the machines' tracer, when serve_endpoint_metrics made it
         self._server = server
         self._thread = thread
         host, port = server.server_address[:2]
         self.address = f"{host}:{port}"
 
     def stop(self) -> None:
-        """Close the listening socket and wait for the serving thread (at most 2 s)."""
+        """Close the listening socket and wait for the serving thread (at most 2 s); unbind the tracer."""
+        if self.tracer is not None:
+            for m in list(self.tracer._stats):
+                try:
+                    self.tracer.unwatch(m)
+                except ValueError:
+                    pass
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(2.0)
@@ -266,3 +273,72 @@ def serve_metrics(registry: Any, addr: str = "127.0.0.1:9464") -> MetricsServer:
     except OSError as e:
         raise TransportError(f"cannot serve metrics on {addr}: {e.strerror or e}", "bind") from e
     return MetricsServer(server, thread)
+
+
+class EndpointCollector:
+    """A prometheus_client collector of an endpoint's figures, read at scrape time (the I/O thread keeps plain
+    ints): sessions, requests by kind, bad frames, errors, messages and bytes, and what the sessions hold (reply
+    caches, seq-record gaps, pending when_args, backlog bytes). It also makes ``tracer`` watch every machine the
+    endpoint serves (a machine added later is watched from the next scrape on)."""
+
+    def __init__(self, ep: Any, tracer: MetricsTracer | None = None, prefix: str = "am") -> None:
+        self.ep = ep
+        self.tracer = tracer
+        self.prefix = prefix
+
+    def describe(self) -> Iterable[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        ep, loop, p = self.ep, self.ep._loop, self.prefix
+        if self.tracer is not None:
+            for m in ep.machines:
+                if not m.disposed:
+                    self.tracer.watch(m)
+        addr = [ep.address]
+        sessions = list(loop.sessions.values())
+
+        def gauge(name: str, doc: str, value: float) -> Any:
+            g = GaugeMetricFamily(f"{p}_endpoint_{name}", doc, labels=["address"])
+            g.add_metric(addr, value)
+            return g
+
+        def counter(name: str, doc: str, value: float) -> Any:
+            c = CounterMetricFamily(f"{p}_endpoint_{name}", doc, labels=["address"])
+            c.add_metric(addr, value)
+            return c
+
+        reqs = CounterMetricFamily(f"{p}_endpoint_requests", "Requests by kind", labels=["address", "kind"])
+        for kind, n in sorted(dict(loop.kinds).items()):
+            reqs.add_metric([ep.address, kind], n)
+        byts = CounterMetricFamily(f"{p}_endpoint_bytes", "Frame bytes by direction",
+                                   labels=["address", "direction"])
+        byts.add_metric([ep.address, "in"], loop.bytes_in)
+        byts.add_metric([ep.address, "out"], loop.bytes_out)
+        yield reqs
+        yield byts
+        yield gauge("sessions", "Client sessions", len(sessions))
+        yield gauge("machines", "Machines served", len(ep.machines))
+        yield counter("errors", "Requests answered with an error", loop.errors)
+        yield counter("bad_frames", "Frames that could not be decoded", loop.bad_frames)
+        yield counter("pushes", "Messages sent (replies and pushes)", loop.sent)
+        yield gauge("reply_cache_entries", "Mutation results kept for retries, all sessions",
+                    sum(len(s.replies) for s in sessions))
+        yield gauge("seq_record_gaps", "Gap ranges in the sessions' seq records",
+                    sum(len(s.seqs.gaps) for s in sessions))
+        yield gauge("when_args_waiters", "Pending server-side when_args waiters",
+                    sum(len(s.args_waiters) for s in sessions))
+        yield gauge("backlog_bytes", "Push bytes libzmq still holds for the sessions",
+                    sum(s.backlog.bytes for s in sessions))
+
+
+def serve_endpoint_metrics(ep: Any, addr: str, **tracer_kw: Any) -> MetricsServer:
+    """Serve the metrics of ``ep`` and of every machine it serves at ``http://addr/metrics`` (what
+    ``expose(..., metrics=addr)`` does); the server stops with the endpoint."""
+    tracer = MetricsTracer(**tracer_kw)
+    tracer.registry.register(EndpointCollector(ep, tracer))
+    server = tracer.serve(addr)
+    server.tracer = tracer
+    return server

@@ -8,6 +8,7 @@ handler's span is current while the handler runs, so a machine that a handler mu
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from machine import Machine, Tracer
@@ -96,3 +97,28 @@ class OtelTracer(Tracer):
             span.record_exception(err)
             span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, str(err)[:200]))
         span.end()
+
+
+def propagate(enable: bool = True) -> None:
+    """Carry the trace context in every remote mutation of this process (client side) and continue it in the
+    transitions a daemon of this process runs for its clients (server side): the remote transition's span is then
+    the child of the caller's span. Call it in both processes; ``propagate(False)`` stops it."""
+    from . import tracecontext
+
+    if not enable:
+        tracecontext.inject = tracecontext.attach = None
+        return
+    _require()
+    from opentelemetry import context
+    from opentelemetry import propagate as otel_propagate
+
+    def inject() -> str | None:
+        carrier: dict[str, str] = {}
+        otel_propagate.inject(carrier)
+        return carrier.get("traceparent")
+
+    def attach(tc: str) -> Callable[[], None]:
+        token = context.attach(otel_propagate.extract({"traceparent": tc}))
+        return lambda: context.detach(token)
+
+    tracecontext.inject, tracecontext.attach = inject, attach

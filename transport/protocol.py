@@ -25,13 +25,14 @@ MAX_PENDING = 1000  # requests one client may have queued at the server (ZMQ hig
 HELLO, MACHS, SUB, UNSUB, SYNC, PING, BYE = "hello", "machs", "sub", "unsub", "sync", "ping", "bye"
 ADD, REMOVE, SET, ADD_NS, CAN, ADD_ERR = "add", "rm", "set", "add_ns", "can", "add_err"
 WHEN_ARGS, WHEN_ARGS_CANCEL = "when_args", "when_args_cancel"
+HIST, UNFOLLOW, INFO = "hist", "unfollow", "info"
 # replies and pushes (server -> client)
-OK, ERR, CLK, SCHEMA, ARGS_OK, PAY = "ok", "err", "clk", "schema", "args_ok", "pay"
+OK, ERR, CLK, SCHEMA, ARGS_OK, PAY, HREC = "ok", "err", "clk", "schema", "args_ok", "pay", "hrec"
 
 REQUESTS = frozenset({HELLO, MACHS, SUB, UNSUB, SYNC, PING, BYE, ADD, REMOVE, SET, ADD_NS, CAN, ADD_ERR,
-                      WHEN_ARGS, WHEN_ARGS_CANCEL})
+                      WHEN_ARGS, WHEN_ARGS_CANCEL, HIST, UNFOLLOW, INFO})
 MUTATING = frozenset({ADD, REMOVE, SET, ADD_NS, ADD_ERR})
-NOTIFICATIONS = frozenset({ADD_NS, BYE, UNSUB, WHEN_ARGS_CANCEL})
+NOTIFICATIONS = frozenset({ADD_NS, BYE, UNSUB, WHEN_ARGS_CANCEL, UNFOLLOW})
 
 # error codes
 INVALID_PARAMS = "invalid_params"
@@ -43,6 +44,9 @@ LIMIT = "limit"
 DUPLICATE = "duplicate"  # a retried mutation that was applied, whose result left the reply cache
 STALE_SEQ = "stale_seq"  # a mutation whose seq is older than the session's record tells apart: not applied
 INTERNAL = "internal"
+NO_HISTORY = "no_history"  # history asked of a machine that keeps none
+MAX_HIST_REPLY = 1000  # records in one hist reply
+MAX_FOLLOWS = 64  # machines one session follows the history of
 
 
 class FrameError(ValueError):

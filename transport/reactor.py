@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 from machine.log import LazyLogger
 
+from .zmqio import WakePipe
+
 if TYPE_CHECKING:
     from .client import Client
 
@@ -30,9 +32,8 @@ class Reactor:
 
     def __init__(self) -> None:
         self._ep = select.epoll()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._pipe = WakePipe()
+        self._wake_r = self._pipe.fd
         self._ep.register(self._wake_r, select.EPOLLIN)
         self._lock = threading.Lock()
         self._clients: dict[int, Client] = {}  # by socket fd
@@ -79,10 +80,7 @@ class Reactor:
         self._wake()
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except (BlockingIOError, OSError):
-            pass  # already awake (pipe full)
+        self._pipe.wake()
 
     def _run(self) -> None:
         ep = self._ep
@@ -99,11 +97,7 @@ class Reactor:
                 wake_r = self._wake_r
                 # the pipe emptied before the kicks are read: a kick after this point writes it again
                 if events and any(fd == wake_r for fd, _ in events):
-                    try:
-                        while os.read(wake_r, 4096):
-                            pass
-                    except (BlockingIOError, OSError):
-                        pass
+                    self._pipe.drain()
                 now = time.monotonic()
                 scan = now >= next_sweep or now >= next_beat  # every client now and then, whatever its fd said
                 with self._lock:

@@ -15,7 +15,9 @@ from machine.log import LazyLogger
 from machine.transition import tick_changes
 
 from . import protocol as P
+from . import tracecontext
 from .errors import TransportError
+from .history_client import HistoryReader
 
 if TYPE_CHECKING:
     from .client import Client
@@ -33,7 +35,7 @@ def _result(r: Any) -> int:
     return Result(r) if r < Result.QUEUED else r
 
 
-class RemoteMachine(Machine):
+class RemoteMachine(HistoryReader, Machine):
     """A mirror of a remote machine. Get one with ``client.machine(id)``; ``close()`` ends the subscription."""
 
     __slots__ = ("_client", "_update_cbs", "_args_reg", "_muts", "_tokens")
@@ -46,6 +48,7 @@ class RemoteMachine(Machine):
             raise TransportError("sub reply: schema and names differ", code=P.INTERNAL)
         super().__init__(schema, id=str(info["id"]), parent=info.get("parent_id"), tags=info.get("tags") or ())
         self._client = client
+        self._hist_init()
         self._update_cbs: list[Callable[[dict[str, Any]], Any]] = []
         self._args_reg: dict[int, tuple[str, dict[str, Any], Waiter]] = {}
         self._muts = mutations
@@ -106,6 +109,10 @@ class RemoteMachine(Machine):
         body: dict[str, Any] = {"s": list(called)}
         if a is not None:
             body["a"] = a
+        if tracecontext.inject is not None:     # the caller's span becomes the remote transition's parent
+            tc = tracecontext.inject()
+            if tc:
+                body["tc"] = tc
         res = self._client._call(kind, self._id, body, on_reply=self._on_mut_reply)
         if res[1] is None:
             # the server has no subscription of ours (it restarted or forgot our session): this mirror subscribes
@@ -311,6 +318,7 @@ class RemoteMachine(Machine):
 
     def _resubscribe(self) -> None:
         self._client._call_async(P.SUB, self._id, {"muts": self._muts}, self._on_resub)
+        self._refollow()
         for token, (state, want, _) in list(self._args_reg.items()):
             self._client._call_async(P.WHEN_ARGS, self._id, {"state": state, "args": want, "token": token},
                                      lambda body: None)
@@ -374,3 +382,10 @@ def _steps(names: list[str], before: list[int], after: list[int], muts: Any) -> 
         a, r, k = tick_changes(names, prev, after)
         steps.append({"time": list(after), "added": a, "removed": r, "ticked": k, "mutations": []})
     return steps
+
+
+if TYPE_CHECKING:
+    from machine.api import MachineApi
+
+    def _mirror_is_a_machine_api(m: RemoteMachine) -> MachineApi:
+        return m  # mypy --strict proves that RemoteMachine satisfies the protocol

@@ -12,6 +12,7 @@ from ..errors import ArpcError, Failed, NotConnected, UnknownMachine, UsageError
 from ..filters import Filters
 from ..format import parse_duration
 from ..link import Entry
+from ..session import Session
 
 Deco = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -58,6 +59,14 @@ def filters_of(kw: dict[str, Any], disconn: bool = True) -> Filters:
                    parent=kw["parent"], id_regexp=kw["id_regexp"], id_partial=kw["id_partial"],
                    id_prefix=kw["id_prefix"], id_suffix=kw["id_suffix"], limit=kw["limit"], skip=kw["skip"],
                    disconn=disconn)
+
+
+def listing(session: Session, flt: Filters) -> list[Entry]:
+    """The machines matching ``flt`` (connecting first); a filter state no machine has is an error."""
+    session.ensure_open()
+    entries = session.entries()
+    flt.check_states(entries)
+    return flt.apply(entries)
 
 
 def arg_pairs(names: Sequence[str], vals: Sequence[str]) -> dict[str, str] | None:

@@ -21,7 +21,7 @@ from ..errors import (
     is_transport_error,
 )
 from ..format import Result
-from .registry import COMMANDS, Cx, HelpRequested
+from .registry import ALIASES, COMMANDS, Cx, HelpRequested, lookup
 
 
 def split_line(line: str) -> list[str]:
@@ -34,14 +34,49 @@ def split_line(line: str) -> list[str]:
         raise UsageError(f"cannot parse line: {e}") from None
 
 
+def split_commands(line: str) -> list[str]:
+    """``a; b`` -> ``["a", " b"]``: the commands of a line, split at each ``;`` outside quotes and comments."""
+    parts: list[str] = []
+    start, quote, i = 0, "", 0
+    while i < len(line):
+        c = line[i]
+        if quote:
+            if c == quote:
+                quote = ""
+            elif c == "\\" and quote == '"':
+                i += 1
+        elif c == "\\":
+            i += 1
+        elif c in "'\"":
+            quote = c
+        elif c == "#" and (i == 0 or line[i - 1].isspace()):
+            break  # a comment: shlex drops it, ';' in it included
+        elif c == ";":
+            parts.append(line[start:i])
+            start = i + 1
+        i += 1
+    parts.append(line[start:])
+    return parts
+
+
 def run_line(cx: Cx, line: str) -> int:
-    """Run one command line; its exit code."""
-    try:
-        words = split_line(line)
-    except ArpcError as e:
-        cx.printer.error(e)
-        return e.code
-    return dispatch(cx, words)
+    """Run one line (one command, or several separated by ``;``); the first failure's exit code (0: none).
+
+    Every command of the line runs, as in a shell, unless one is interrupted (Ctrl+C)."""
+    first = OK
+    for part in split_commands(line):
+        if part.strip() == "\\q":  # shlex would read the backslash as an escape
+            raise ExitRepl(OK)
+        try:
+            words = split_line(part)
+        except ArpcError as e:
+            code = _report(cx, e)
+        else:
+            code = dispatch(cx, words)
+        first = first or code
+        if code == INTERRUPTED:
+            break
+    return first
 
 
 def dispatch(cx: Cx, words: Sequence[str]) -> int:
@@ -50,9 +85,10 @@ def dispatch(cx: Cx, words: Sequence[str]) -> int:
         return OK
     name, rest = words[0], list(words[1:])
     try:
-        cmd = COMMANDS.get(name)
+        cmd = lookup(name)
         if cmd is None:
             raise UsageError(f"unknown command: {name}" + _suggest(name))
+        name = cmd.name or name
         try:
             ctx = cmd.make_context(name, rest, obj=cx)
             with ctx:
@@ -72,18 +108,21 @@ def dispatch(cx: Cx, words: Sequence[str]) -> int:
     except ExitRepl:
         raise
     except ArpcError as e:
-        cx.printer.error(e)
-        return e.code
+        return _report(cx, e)
     except KeyboardInterrupt:
-        e2 = Interrupted()
-        cx.printer.error(e2)
-        return INTERRUPTED
+        return _report(cx, Interrupted())
     except BrokenPipeError:
         raise
     except Exception as e:  # noqa: BLE001 - a bad line never kills the REPL
-        err = _map_exception(e)
-        cx.printer.error(err)
-        return err.code
+        return _report(cx, _map_exception(e))
+
+
+def _report(cx: Cx, err: ArpcError) -> int:
+    """Print ``err`` (prefixed with ``FILE:LINE`` inside a script); its exit code."""
+    if cx.where is not None and not isinstance(err, Interrupted):  # Ctrl+C is no fault of the line
+        err.msg = f"{cx.where}: {err.msg}"
+    cx.printer.error(err)
+    return err.code
 
 
 def _map_exception(e: Exception) -> ArpcError:
@@ -102,5 +141,5 @@ def _map_exception(e: Exception) -> ArpcError:
 def _suggest(name: str) -> str:
     import difflib
 
-    close = difflib.get_close_matches(name, list(COMMANDS), n=1)
+    close = difflib.get_close_matches(name.lower(), [*COMMANDS, *ALIASES], n=1)
     return f" (did you mean {close[0]}?)" if close else ""

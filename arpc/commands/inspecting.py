@@ -10,10 +10,10 @@ from typing import Any
 
 import click
 
-from ..errors import NoMatch
+from ..errors import Failed, NoMatch
 from ..format import Result, fmt_args, list_rows, state_string, state_string_all, status_lines, time_string
 from ..link import Entry
-from .common import FILTER_COMPLETE, FILTERS, MACH, call, filters_of, seconds
+from .common import FILTER_COMPLETE, FILTERS, MACH, call, filters_of, listing, seconds
 from .registry import Cx, command
 
 
@@ -71,17 +71,30 @@ def cmd_inspect(cx: Cx, mach: str, states: tuple[str, ...]) -> Result:
     return Result(lines, {"machine": entry.id, "parent_id": entry.parent_id, "tags": entry.tags, "states": info})
 
 
-@command("diagram", "Checking", {"mach": "machine"}, synopsis="MACH",
+@command("diagram", "Checking", {"mach": "machine", "output": "file"}, synopsis="MACH [-o FILE]",
          short_help="the schema as a Mermaid flowchart")
 @MACH
-def cmd_diagram(cx: Cx, mach: str) -> Result:
-    """MACH's schema as a Mermaid flowchart (relations as edges, active states highlighted)."""
+@click.option("-o", "--output", metavar="FILE", help="Write the flowchart to FILE instead.")
+def cmd_diagram(cx: Cx, mach: str, output: str | None) -> Result:
+    """MACH's schema as a Mermaid flowchart (relations as edges, active states highlighted).
+
+    Printed as is (no `=> ` in the REPL), ready to paste; -o FILE writes it to FILE."""
     from machine import diagram
 
     entry = cx.session.resolve(mach)
     m = cx.session.mirror(entry)
     text = call(entry, lambda: diagram(m))
-    return Result(text.rstrip("\n").split("\n"), {"machine": entry.id, "mermaid": text})
+    if not text.endswith("\n"):
+        text += "\n"
+    data = {"machine": entry.id, "mermaid": text}
+    if output is not None:
+        try:
+            with open(output, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as e:
+            raise Failed(f"cannot write {output}: {e.strerror or e}") from None
+        return Result([f"wrote {output}"], {**data, "file": output})
+    return Result(text.rstrip("\n").split("\n"), data, raw=True)
 
 
 def _mach_json(num: int, e: Entry) -> dict[str, Any]:
@@ -104,18 +117,15 @@ def cmd_list(cx: Cx, show_states: bool, states_all: bool, disconn: bool, **kw: A
     """List the machines, sorted by id, with the listing filters.
 
     Two lines each: `N. <id> t<time sum>` and `<C|D>[R|S]: <active states>` (C connected, D not; R when its
-    Ready is active, else S when Start is)."""
-    cx.session.ensure_open()
-    entries = filters_of(kw, disconn).apply(cx.session.entries())
+    Ready is active, else S when Start is). With --states=false one line each: `N. <id> t<time sum> <C|D>[R|S]`."""
+    entries = listing(cx.session, filters_of(kw, disconn))
     lines: list[str] = []
     for num, e in enumerate(entries, 1):
         names, time = e.names, e.time()
-        if states_all:
-            string = state_string_all(names, time)
-        elif show_states:
-            string = state_string(names, time)
-        else:
-            string = ""
+        if not show_states and not states_all:
+            lines.append(f"{num}. {e.id} t{sum(time)} {e.flags()}")
+            continue
+        string = state_string_all(names, time) if states_all else state_string(names, time)
         lines.extend(list_rows(num, e.id, sum(time), e.flags(), string))
     return Result(lines, [_mach_json(n, e) for n, e in enumerate(entries, 1)])
 
@@ -144,8 +154,7 @@ def cmd_watch(cx: Cx, mach: str | None, count: int | None, duration: str | None,
     if mach is not None:
         targets = [cx.session.resolve(mach)]
     else:
-        cx.session.ensure_open()
-        targets = [e for e in filters_of(kw).apply(cx.session.entries()) if e.connected]
+        targets = [e for e in listing(cx.session, filters_of(kw)) if e.connected]
         if not targets:
             raise NoMatch()
     q: queue.SimpleQueue[tuple[str, float, dict[str, Any]]] = queue.SimpleQueue()

@@ -11,7 +11,7 @@ import click
 from ..errors import CANCELED, OK, ArpcError, Failed, NoMatch
 from ..format import Result, result_name
 from ..link import Entry
-from .common import ARG_VAL, FILTER_COMPLETE, FILTERS, MACH, arg_pairs, arpc_error, call, filters_of
+from .common import ARG_VAL, FILTER_COMPLETE, FILTERS, MACH, arg_pairs, arpc_error, call, filters_of, listing
 from .registry import Cx, command
 
 
@@ -80,9 +80,7 @@ def cmd_toggle(cx: Cx, mach: str, states: tuple[str, ...], arg_names: tuple[str,
 
 def _group(cx: Cx, kind: str, states: tuple[str, ...], kw: dict[str, Any]) -> Result:
     args = arg_pairs(kw.pop("arg_names"), kw.pop("arg_vals"))
-    flt = filters_of(kw)
-    cx.session.ensure_open()
-    targets = [e for e in flt.apply(cx.session.entries()) if e.connected and not e.unknown(states)]
+    targets = [e for e in listing(cx.session, filters_of(kw)) if e.connected and not e.unknown(states)]
     if not targets:
         raise NoMatch()
     counts = {"executed": 0, "queued": 0, "canceled": 0}

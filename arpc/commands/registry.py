@@ -21,7 +21,8 @@ class Cx:
         self.session = session
         self.printer = printer
         self.repl = repl
-        self.depth = 0
+        self.depth = 0  # scripts running inside scripts
+        self.where: str | None = None  # FILE:LINE of the line running (errors name it)
 
     def emit(self, result: Result) -> None:
         self.printer.emit(result)
@@ -65,6 +66,13 @@ class ArpcCommand(click.Command):
 
 
 COMMANDS: dict[str, ArpcCommand] = {}
+ALIASES = {"quit": "exit", "\\q": "exit"}  # other names of a command (psql's \q); names are case-insensitive
+
+
+def lookup(name: str) -> ArpcCommand | None:
+    """The command called ``name`` (any case, or an alias)."""
+    key = name.lower()
+    return COMMANDS.get(ALIASES.get(key, key))
 
 
 def command(name: str, group: str, complete: dict[str, str] | None = None, *, short_help: str,

@@ -6,8 +6,9 @@ import click
 
 from ..errors import CONNECTION, INTERRUPTED, OK, ExitRepl, Failed, NotConnected, UsageError
 from ..format import Result, status_lines
+from ..session import parse_address
 from .dispatch import run_line
-from .registry import COMMANDS, Cx, cheatsheet_lines, command, help_lines
+from .registry import Cx, cheatsheet_lines, command, help_lines, lookup
 
 MAX_SCRIPT_DEPTH = 8
 
@@ -29,10 +30,12 @@ def cmd_script(cx: Cx, file: str, keep_going: bool) -> Result:
         raise Failed(f"cannot read script: {file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     first_err = OK
     cx.depth += 1
+    outer = cx.where
     try:
-        for line in lines:
+        for number, line in enumerate(lines, 1):
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
+            cx.where = f"{file}:{number}"
             try:
                 code = run_line(cx, line)
             except ExitRepl:
@@ -43,6 +46,7 @@ def cmd_script(cx: Cx, file: str, keep_going: bool) -> Result:
                 first_err = first_err or code
     finally:
         cx.depth -= 1
+        cx.where = outer
     return Result([], None, first_err)
 
 
@@ -53,24 +57,37 @@ def cmd_cheatsheet(cx: Cx) -> Result:
 
 
 @command("connect", "REPL", {"address": "address"}, synopsis="[ADDR]",
-         short_help="connect ADDR, or retry every disconnected address")
+         short_help="connect ADDR; alone: retry, and list each address with its state")
 @click.argument("address", required=False, metavar="[ADDR]")
 def cmd_connect(cx: Cx, address: str | None) -> Result:
-    """Connect ADDR (host:port or a URI); without it, retry every address that is not connected."""
+    """Connect ADDR (host:port or a URI); an address that does not connect is not kept. Without ADDR, retry every
+    address that is not connected, and list each address with its state and last error."""
     s = cx.session
     if address is not None:
-        link = s.add_address(address)
+        addr = parse_address(address)  # a malformed address: a usage error, nothing kept
+        known = addr in s.addresses
+        link = s.add_address(addr)
         s.reconnect()
         if not link.connected:
-            raise NotConnected(f"cannot connect to {link.address}" + (f": {link.error}" if link.error else ""))
+            if not known:
+                s.remove_address(addr)
+            raise NotConnected(link.failure())
         ids = [i["id"] for i in link.infos]
         return Result([f"connected to {link.address}: {' '.join(ids) or '(no machines)'}"],
                       {"address": link.address, "machines": ids})
     s.opened = True
     st = s.reconnect()
-    return Result(status_lines(st.connected, st.connecting, st.disconnected, st.total),
-                  {"connected": st.connected, "connecting": st.connecting, "disconnected": st.disconnected,
-                   "total": st.total}, OK if st.connected else CONNECTION)
+    links = s.links()
+    lines = status_lines(st.connected, st.connecting, st.disconnected, st.total)
+    for link in links:
+        n = len(link.infos)
+        how = f"{link.state}, {n} machine{'s' if n != 1 else ''}" if link.connected else link.state
+        lines.append(f"{link.address}: {how}" + (f": {link.error}" if link.error and not link.connected else ""))
+    return Result(lines, {"connected": st.connected, "connecting": st.connecting, "disconnected": st.disconnected,
+                          "total": st.total,
+                          "addresses": [{"address": link.address, "state": link.state, "error": link.error}
+                                        for link in links]},
+                  OK if st.connected else CONNECTION)
 
 
 @command("help", "REPL", {"name": "command"}, synopsis="[COMMAND]",
@@ -79,7 +96,7 @@ def cmd_connect(cx: Cx, address: str | None) -> Result:
 def cmd_help(cx: Cx, name: str | None) -> Result:
     """The commands by group, or the help of COMMAND."""
     if name is not None:
-        cmd = COMMANDS.get(name)
+        cmd = lookup(name)
         if cmd is None:
             raise UsageError(f"unknown command: {name}")
         with click.Context(cmd, info_name=name) as ctx:
@@ -87,7 +104,17 @@ def cmd_help(cx: Cx, name: str | None) -> Result:
     return Result.text(help_lines())
 
 
-@command("exit", "REPL", short_help="leave the REPL (Ctrl+D does too)")
+@command("exit", "REPL", short_help="leave the REPL (quit, \\q and Ctrl+D do too)")
 def cmd_exit(cx: Cx) -> Result:
-    """Leave the REPL (Ctrl+D does too)."""
+    """Leave the REPL (quit, \\q and Ctrl+D do too)."""
     raise ExitRepl(OK)
+
+
+@command("completion", "REPL", synopsis="bash|zsh|fish", short_help="print the shell's completion script")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]), metavar="SHELL")
+def cmd_completion(cx: Cx, shell: str) -> Result:
+    """Print the completion script of SHELL, e.g. eval "$(arpc completion bash)" (no connection needed)."""
+    from ..shell_completion import script
+
+    text = script(shell)
+    return Result(text.rstrip("\n").split("\n"), {"shell": shell, "script": text}, raw=True)

@@ -128,7 +128,8 @@ ROOT_CASES: list[tuple[str, list[str | bytes], int, str]] = [
     ("not a ZeroMQ address", ["http://127.0.0.1:80", "--", "list"], 2,
      r"err> invalid address: 'http://127.0.0.1:80': unsupported scheme 'http'"),
     ("a word", ["foo", "--", "list"], 2, r"err> invalid address: 'foo': no port"),
-    ("nobody there", ["127.0.0.1:1", "--connect-timeout", "0.2", "--", "mach", "."], 3, r"err> not connected\n"),
+    ("nobody there", ["127.0.0.1:1", "--connect-timeout", "0.2", "--", "mach", "."], 3,
+     r"err> cannot connect to tcp://127.0.0.1:1: connection refused \(nothing listens on port 1\)\n"),
 ]
 JSON_CASES: list[tuple[str, list[str | bytes], int, str]] = [
     ("json: unknown command", ["frobnicate"], 2, "UsageError"),

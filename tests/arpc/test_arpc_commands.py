@@ -315,7 +315,8 @@ def test_list_filters(cli, x):  # 34
     assert ids(cli("list", "-m", "Bar", "-t", "1")) == []
     r = cli("list", "-l", "1", "-f", "1")
     assert r.lines == ["1. worker1 t0", "   C: ()"]
-    assert cli("list", "--states=false").lines[1] == "   C: "
+    # no empty rows
+    assert cli("list", "--states=false").lines == ["1. worker0 t1 C", "2. worker1 t0 C", "3. worker2 t0 C"]
     assert cli("list", "-Z").lines[1] == "   C: (Foo:1) [Exception:0 ErrOnClient:0 Bar:0 Baz:0 Start:0 Ready:0]"
     assert ids(cli("list", "-s", "2")) == ["worker2"]
     assert ids(cli("list", "-r", "^worker[12]$")) == ["worker1", "worker2"]
@@ -384,7 +385,7 @@ def test_inspect(cli, x):  # 36
 
 def test_not_connected(cli):  # 37
     r = cli.raw("local://dead", "--", "mach", ".")
-    assert (r.code, r.out, r.err) == (CONNECTION, "", "err> not connected\n")
+    assert (r.code, r.out, r.err) == (CONNECTION, "", "err> cannot connect to local://dead\n")
 
 
 def test_partial_connection(cli, x):  # 37
@@ -453,7 +454,7 @@ def test_script(cli, x, tmp_path):  # 40
     f.write_text("add worker2 Foo\n# a comment\n\nwhen worker2 Foo\nadd worker2 Nope\nadd worker2 Bar\n")
     r = cli("script", str(f))
     assert (r.code, r.out) == (FAILED, "executed\n1\n")
-    assert r.err == "err> unknown state: Nope (machine worker2)\n"
+    assert r.err == f"err> {f}:5: unknown state: Nope (machine worker2)\n"  # FILE:LINE of the failing line
     assert not x.machs["worker2"].is_active("Bar")
     r = cli("script", "--keep-going", str(f))
     assert r.code == FAILED
@@ -600,3 +601,86 @@ def test_diagram(cli, x):
     assert any("-->|require|" in line for line in r.lines)  # Ready requires Start
     assert r.lines[-1].startswith("    class ") and r.lines[-1].endswith(" active")
     assert cli("diagram", "nope").code == 1
+
+
+# ------------------------------------------------------------------------------------------------ issue 15
+
+
+def test_connect_does_not_keep_an_address_that_fails(cli, x, tmp_path):
+    f = tmp_path / "s.arpc"
+    f.write_text("connect local://nobody\nconnect\n")
+    r = cli("script", "--keep-going", str(f))
+    assert r.code == CONNECTION
+    assert r.err == f"err> {f}:1: cannot connect to local://nobody\n"
+    assert "local://nobody" not in r.out  # `connect` alone lists the three X addresses only
+    assert [ln for ln in r.lines if ln.startswith("local://")] == [
+        f"local://worker{i}: connected, 1 machine" for i in range(3)]
+    f.write_text("connect nobody\n")
+    r = cli("script", str(f))
+    assert r.code == USAGE and r.err.startswith(f"err> {f}:1: invalid address: 'nobody': no port")
+
+
+def test_script_errors_name_file_and_line(cli, tmp_path):
+    inner, outer = tmp_path / "inner.arpc", tmp_path / "outer.arpc"
+    inner.write_text("# setup\nmach worker0\nfrobnicate\n")
+    outer.write_text(f"script {inner}\n")
+    r = cli("script", str(outer))
+    assert r.code == USAGE
+    assert r.err == f"err> {inner}:3: unknown command: frobnicate\n"
+
+
+def test_list_with_a_state_no_machine_has_is_an_error(cli):
+    for flag in ("-a", "-i", "-m"):
+        r = cli("list", flag, "Nope")
+        assert (r.code, r.out, r.err) == (FAILED, "", "err> unknown state in a filter: Nope (no machine has it)\n")
+    assert cli("group-add", "Foo", "-a", "Nope").code == FAILED
+    assert cli("list", "-a", "Foo").code == OK  # a known state that no machine has active: an empty listing
+
+
+def test_diagram_is_pasteable_and_written_with_o(cli, x, tmp_path, capsys):
+    r = cli("diagram", "worker0")
+    out = tmp_path / "d.mmd"
+    w = cli("diagram", "worker0", "-o", str(out))
+    assert (w.code, w.out) == (OK, f"wrote {out}\n")
+    assert out.read_text() == r.out
+    from arpc.commands import Cx, dispatch
+    from arpc.format import Printer
+    from arpc.session import Session
+
+    with Session(connector=x.net.connect) as s:
+        s.load(x.addrs)
+        capsys.readouterr()
+        assert dispatch(Cx(s, Printer(repl=True), repl=True), ["diagram", "worker0"]) == OK
+        assert capsys.readouterr().out == r.out  # the REPL prints it as is: no "=> " to strip before pasting
+
+
+def test_commands_are_case_insensitive_and_quit_exits(cli, x, tmp_path):
+    assert cli("MACH", "worker0").out == "()\n"
+    assert cli("Add", "worker0", "Foo").out == "executed\n"
+    assert cli("HELP", "When").code == OK
+    f = tmp_path / "s.arpc"
+    for word in ("quit", "QUIT", "\\q", "exit"):
+        f.write_text(f"add worker1 Foo\n{word}\nadd worker1 Bar\n")
+        assert cli("script", str(f)).code == OK
+        assert x.machs["worker1"].is_active("Foo") and not x.machs["worker1"].is_active("Bar"), word
+    r = cli("lst")
+    assert (r.code, r.err) == (USAGE, "err> unknown command: lst (did you mean list?)\n")
+
+
+def test_semicolon_runs_several_commands(cli, x, tmp_path):
+    f = tmp_path / "s.arpc"
+    f.write_text("add worker2 Foo; mach worker2 ;when worker2 Foo # a comment; add worker2 Bar\n"
+                 "add worker2 Bar --arg note --val 'a;b' --arg n --val \"x;\\\"y\"\n")
+    r = cli("script", str(f))
+    assert (r.code, r.lines) == (OK, ["executed", "(Foo:1)", "1", "executed"])
+    assert x.seen("worker2", "Bar") == {"note": "a;b", "n": 'x;"y'}  # a ';' in quotes is text
+    f.write_text("mach nope; mach worker2\n")  # both run, as in a shell; the code is the first failure's
+    r = cli("script", str(f))
+    assert (r.code, r.out) == (FAILED, "(Bar:1)\n")  # Bar removed Foo
+
+
+def test_completion_is_a_command_too(cli):
+    r = cli.raw("--", "completion", "bash")  # needs no address
+    assert r.code == OK and r.out.startswith("# arpc completion for bash") and "complete -o filenames" in r.out
+    r = cli.raw("--", "completion", "tcsh")
+    assert r.code == USAGE and "'tcsh' is not one of 'bash', 'zsh', 'fish'" in r.err

@@ -161,14 +161,23 @@ def test_vi_mode_and_no_color(tmp_path):
 def test_piped_stdin_runs_commands(tmp_path):
     r = arpc_local_piped(tmp_path, "add worker1 Foo\nmach worker1\nadd worker1 Nope\n")
     assert r.returncode == 1
-    assert r.stdout.splitlines() == ["=> executed", "=> (Foo:1)"]
+    assert r.stdout.splitlines() == ["executed", "(Foo:1)"]  # plain output, as a pipe wants it (no "=> ")
     assert "err> unknown state: Nope" in r.stderr
 
 
-def arpc_local_piped(tmp_path, text):
+def test_piped_stdin_stops_at_the_first_failure(tmp_path):
+    text = "add worker1 Foo\nwhen worker1 Bar --timeout 10ms\nadd worker1 Nope\nmach worker1\n"
+    r = arpc_local_piped(tmp_path, text)
+    assert (r.returncode, r.stdout, r.stderr) == (124, "executed\n", "err> timeout\n")
+    r = arpc_local_piped(tmp_path, text, "--keep-going")  # every line; the exit code is the first failure's
+    assert (r.returncode, r.stdout.splitlines()) == (124, ["executed", "(Foo:1)"])
+    assert r.stderr.splitlines() == ["err> timeout", "err> unknown state: Nope (machine worker1)"]
+
+
+def arpc_local_piped(tmp_path, text, *args):
     import subprocess
 
-    return subprocess.run([sys.executable, str(HERE / "arpc_fixture.py")], input=text, capture_output=True,
+    return subprocess.run([sys.executable, str(HERE / "arpc_fixture.py"), *args], input=text, capture_output=True,
                           text=True, env=env(ARPC_HISTORY=str(tmp_path / "h")), timeout=20)
 
 

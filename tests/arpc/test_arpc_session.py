@@ -152,6 +152,26 @@ def test_notices_and_status(net):
     assert notes.count(("disconnected from a, reconnecting", True)) == 2  # one per drop
 
 
+def test_notices_are_summarised_per_address(net):
+    many, few = [mach(f"m{i:02d}") for i in range(21)], [mach("x"), mach("y")]
+    net.serve("local://many", many)
+    net.serve("local://few", few)
+    notes = []
+    s = Session(connector=net.connect, notify=lambda msg, err: notes.append((msg, err)))
+    s.load(["local://many", "local://few"])
+    s.open()
+    for conn in net.conns:
+        conn.set_connected(False)
+    assert notes == [("disconnected from 21 machines at local://many (m00, m01, m02, ...), reconnecting", True),
+                     ("disconnected from x, y, reconnecting", True)]  # one line an address, not 23
+    for conn in net.conns:
+        conn.set_connected(True)
+    until(lambda: len(notes) == 4)
+    assert sorted(notes[2:]) == [("connected to 21 machines at local://many (m00, m01, m02, ...)", False),
+                                 ("connected to x, y", False)]
+    s.close()
+
+
 def test_retry_failed_endpoint(net):
     s = Session(connector=net.connect)
     s.load(["local://late"])

@@ -290,3 +290,23 @@ def test_query_and_eval_errors_whose_repr_raises_do_not_escape() -> None:
         assert mach.add("A") == EXECUTED
     finally:
         mach.dispose()
+
+
+def test_a_mutation_that_drains_a_leftover_queue_returns_its_own_result() -> None:
+    class H:
+        def AState(self, e: Event) -> None:
+            e.machine.add("B")
+            raise _Fatal()
+
+        def BEnter(self, e: Event) -> bool:
+            return False  # the leftover add(B) is canceled
+
+    mach = Machine({"A": State(), "B": State(), "C": State()}, handlers=H())
+    try:
+        with pytest.raises(_Fatal):
+            mach.add("A")
+        assert mach.add("C") == EXECUTED  # its own result, not the leftover's
+        assert mach.add_err(ValueError("x")) == EXECUTED
+        assert mach.active_states() == ["A", "C", "Exception"]
+    finally:
+        mach.dispose()

@@ -64,3 +64,19 @@ def test_a_client_whose_session_the_server_dropped_finds_out_at_its_next_heartbe
             assert d.cmd(f"add {mach_id} Multi").startswith("OK")
             assert w.wait(5), f"{mach_id}: the mirror went stale"
 
+
+
+def test_requests_without_a_waiting_caller_are_forgotten_once_overdue(daemon) -> None:
+    """Resyncs (and resubscriptions) a mirror sends on its own, on a link that dies before they are answered, must
+    not stay pending for good: one per push with a bad checksum, per reconnect, for the life of the client."""
+    d = daemon("--hub")
+    with connect(d.addrs[0], timeout=1.0) as c:
+        rm = c.machine("worker0")
+        os.kill(d.proc.pid, signal.SIGSTOP)
+        try:
+            for _ in range(50):
+                rm._resync()  # what a push failing its checksum makes a mirror do
+            assert len(c._pending) >= 50
+        finally:
+            d.kill()  # never answered
+        assert until(lambda: len(c._pending) <= 2, timeout=10), len(c._pending)

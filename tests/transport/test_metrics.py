@@ -145,12 +145,78 @@ def test_the_grafana_dashboard_queries_only_metrics_that_exist() -> None:
     t.watch(m)
     m.add("A")
     m.add("C")
-    exposed = {name for name, _ in _samples(prom.generate_latest(t.registry).decode())}
+    from transport import connect, expose
+    from transport.metrics import EndpointCollector
+
+    with expose(m, history=0) as ep, connect(ep.address) as c:
+        c.machines()
+        t.registry.register(EndpointCollector(ep))
+        exposed = {name for name, _ in _samples(prom.generate_latest(t.registry).decode())}
     board = json.loads(json.dumps(dashboard(["g1"])))      # JSON-safe
     assert board["templating"]["list"][0]["current"]["value"] == ["g1"]
     exprs = [tg["expr"] for p in board["panels"] for tg in p["targets"]]
-    machine_names = {n for e in exprs for n in re.findall(r"\bam_[a-z_]+", e) if not n.startswith("am_endpoint_")}
-    assert machine_names and machine_names <= exposed, machine_names - exposed
+    names = {n for e in exprs for n in re.findall(r"\bam_[a-z_]+", e)}
+    assert names and names <= exposed, names - exposed
     assert all('machine=~"$machine"' in e for e in exprs if "am_endpoint_" not in e)
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
+
+
+def test_expose_serves_endpoint_and_machine_metrics_from_a_daemon_process(tmp_path: Any) -> None:
+    import sys
+    import textwrap
+
+    from tr_util import readline
+
+    from transport import connect
+
+    script = tmp_path / "d.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        from machine import Machine, State
+        from transport import expose
+        m = Machine({"A": State(), "B": State()}, id="w1")
+        ep = expose(m, metrics="127.0.0.1:0")
+        print(ep.address, ep.metrics.address, flush=True)
+        sys.stdin.readline()
+        ep.stop()
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        addr, maddr = readline(proc.stdout, 10).split()
+        with connect(addr) as c:
+            r = c.machine("w1")
+            _scrape(maddr)            # the first scrape starts watching the served machines
+            r.add("A")
+            r.add("B", args={"x": 1})
+            s = _samples(_scrape(maddr))
+        lab = (("address", addr),)
+        assert s["am_endpoint_sessions", lab] >= 1
+        assert s["am_endpoint_requests_total", (("address", addr), ("kind", "add"))] == 2
+        assert s["am_endpoint_requests_total", (("address", addr), ("kind", "hello"))] >= 1
+        assert s["am_endpoint_bytes_total", (("address", addr), ("direction", "in"))] > 0
+        assert s["am_endpoint_reply_cache_entries", lab] == 2
+        assert s["am_transitions_total", (("machine", "w1"), ("result", "executed"))] == 2
+        assert s["am_state_active", (("machine", "w1"), ("state", "B"))] == 1
+        if shutil.which("promtool"):
+            run = subprocess.run(["promtool", "check", "metrics"], input=_scrape(maddr).encode(),
+                                 capture_output=True, timeout=30)
+            assert run.returncode == 0, run.stdout + run.stderr
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+        proc.wait(10)
+
+
+def test_a_taken_metrics_port_fails_expose_and_frees_its_address() -> None:
+    from transport import expose
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(TransportError) as ei:
+            expose(_mach("x"), addr="tcp://127.0.0.1:0", metrics=f"127.0.0.1:{port}")
+        assert ei.value.code == "bind"

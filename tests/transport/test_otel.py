@@ -72,3 +72,63 @@ def test_a_transition_continues_the_callers_current_span(spans: Any) -> None:
         m.add("A")
     tx = next(s for s in exporter.get_finished_spans() if s.name == "am.transition")
     assert tx.parent.span_id == parent.get_span_context().span_id
+
+
+def test_a_remote_mutation_continues_the_callers_trace_in_a_daemon_process(spans: Any, tmp_path: Any) -> None:
+    import json
+    import subprocess
+    import sys
+    import textwrap
+
+    from tr_util import readline
+
+    from transport import connect
+    from transport.otel import propagate
+
+    script = tmp_path / "d.py"
+    script.write_text(textwrap.dedent("""
+        import json, sys
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from machine import Machine, State
+        from transport import expose
+        from transport.otel import OtelTracer, propagate
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        propagate()
+        m = Machine({"A": State()}, id="w")
+        OtelTracer(tracer_provider=provider).watch(m)
+        ep = expose(m)
+        print(ep.address, flush=True)
+        sys.stdin.readline()
+        print(json.dumps([[s.name, s.context.trace_id, s.parent.span_id if s.parent else 0]
+                          for s in exporter.get_finished_spans()]), flush=True)
+        ep.stop()
+    """))
+    provider, _ = spans
+    proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    propagate()
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        addr = readline(proc.stdout, 10).strip()
+        with connect(addr) as c:
+            r = c.machine("w")
+            with provider.get_tracer("test").start_as_current_span("caller") as caller:
+                r.add("A")
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        remote = json.loads(readline(proc.stdout, 10))
+    finally:
+        propagate(False)
+        proc.wait(10)
+    ctx = caller.get_span_context()
+    (tx,) = [s for s in remote if s[0] == "am.transition"]
+    assert tx[1] == ctx.trace_id and tx[2] == ctx.span_id
+
+
+def test_without_propagation_no_trace_context_is_sent() -> None:
+    from transport import tracecontext
+
+    assert tracecontext.inject is None and tracecontext.attach is None

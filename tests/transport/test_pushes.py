@@ -3,6 +3,7 @@ always reaches them."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -86,3 +87,55 @@ def test_deeply_nested_args_from_a_client_are_applied_and_pushed(served, watcher
     assert until(lambda: rm.tick("Multi") == 1, timeout=3)
     assert until(lambda: len(records(got)) == 1, timeout=3)
     assert records(got)[0][0] == ["Multi"]
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_watcher_that_does_not_read_costs_the_daemon_a_bounded_amount(daemon) -> None:
+    """A watcher subscribed with records that keeps pinging and never reads grew the daemon by ~100 MB/s while
+    the source mutated with 20 KB args; now what it has not taken is bounded in bytes, and it resyncs once it
+    reads again."""
+    d = daemon("--hub")
+    addr = d.addrs[0]
+    slow = RawPeer(addr, rcvhwm=1)
+    try:
+        assert slow.request("hello", 1, None, {"id": "slow", "proto": 1}) is not None
+        assert slow.request("sub", 2, "worker0", {"muts": True}) is not None
+        seq = 10
+        with connect(addr, timeout=30.0) as c:
+            blob = {"blob": "x" * 20_000}
+            c.mutate_many([("worker0", "add", ["Multi"], blob)] * 200)  # warm-up
+            start = _rss(d.proc.pid)
+            deadline = time.monotonic() + 4.0
+            next_ping = 0.0
+            done = 0
+            while time.monotonic() < deadline:
+                res = c.mutate_many([("worker0", "add", ["Multi"], blob)] * 100)
+                done += len(res)
+                if time.monotonic() >= next_ping:  # alive, never reading
+                    seq += 1
+                    slow.send("ping", seq, None, {})
+                    next_ping = time.monotonic() + 0.5
+            grown = _rss(d.proc.pid) - start
+            assert grown < 64 * 1024 * 1024, f"the daemon grew {grown / 2**20:.0f} MiB over {done} mutations"
+            # it reads again: it gets pushes again
+            while slow.recv(0.5) is not None:
+                pass
+            seq += 1
+            slow.send("ping", seq, None, {})
+            c.mutate_many([("worker0", "add", ["Multi"], None)])
+            got = []
+            end = time.monotonic() + 5.0
+            while time.monotonic() < end and not got:
+                msg = slow.recv(0.5)
+                if msg is not None and msg[0] == "clk":
+                    got.append(msg)
+            assert got, "no push after the watcher read its backlog"
+    finally:
+        slow.close()

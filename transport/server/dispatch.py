@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from machine import Ctx, Machine, SchemaError, StateError, Waiter
+from machine.history import SOURCE
 from machine.log import LazyLogger
 
 from .. import protocol as P
+from .. import tracecontext
 from ..errors import RemoteError, TransportError
+from .inspection import Inspection
 from .sessions import Session
 
 if TYPE_CHECKING:
@@ -19,6 +23,8 @@ if TYPE_CHECKING:
 log = LazyLogger("transport.server")
 
 MAX_WHEN_ARGS = 256  # pending server-side waiters per client session
+MAX_CHECKS = 64  # dry runs (can) of one session in progress at once
+CHECK_THREADS = 4  # dry runs of different clients in parallel (each may wait up to 1 s for a busy machine)
 
 _Handler = Callable[[Session, int, "str | None", dict[str, Any]], None]
 
@@ -31,10 +37,13 @@ class Dispatcher:
         self.loop = ep._loop
         self.pushes = ep._pushes
         self.machs = ep._machs
+        self.checks: ThreadPoolExecutor | None = None  # made on the first dry run
         self._handlers: dict[str, _Handler] = {
             P.PING: self._ping, P.HELLO: self._hello, P.MACHS: self._machs, P.SUB: self._sub,
             P.UNSUB: self._unsub, P.SYNC: self._sync, P.CAN: self._can, P.WHEN_ARGS: self._when_args,
             P.WHEN_ARGS_CANCEL: self._when_args_cancel, P.BYE: self._bye}
+        look = Inspection(self)
+        self._handlers.update({P.HIST: look.hist, P.UNFOLLOW: look.unfollow, P.INFO: look.info})
 
     def request(self, sess: Session, kind: str, seq: int, mach_id: str | None, body: Any, first: bool) -> None:
         """Handle one request (``first``: its seq was never seen in this session)."""
@@ -46,24 +55,30 @@ class Dispatcher:
             if handler is None:
                 raise TransportError(f"unknown message kind: {P.clip(kind, 64)}", code=P.INVALID_PARAMS)
             handler(sess, seq, mach_id, _body(body))
-        except StateError as exc:
-            # the names as sent: clipped, like every value from a peer that goes into a reply or a log
-            self.loop.reply_err(sess.identity, seq, mach_id, P.UNKNOWN_STATE, str(exc), "StateError",
-                                {"states": [P.clip(s) for s in exc.states[:20]], "machine": exc.machine_id})
-        except SchemaError as exc:
-            self.loop.reply_err(sess.identity, seq, mach_id, P.INVALID_PARAMS, str(exc), "SchemaError")
-        except TransportError as exc:
-            if exc.code == P.INVALID_PARAMS:
-                log.warning("invalid %s request from %r: %s", P.clip(kind, 32), sess.identity[:32], P.clip(str(exc)))
-            self.loop.reply_err(sess.identity, seq, mach_id, exc.code, str(exc))
-        except (ValueError, TypeError, KeyError) as exc:
-            log.warning("invalid %s request from %r: %s", P.clip(kind, 32), sess.identity[:32], P.clip(str(exc)))
-            self.loop.reply_err(sess.identity, seq, mach_id, P.INVALID_PARAMS, f"{P.clip(kind, 32)}: {exc}")
         except Exception as exc:
+            self._fail(sess.identity, seq, mach_id, kind, exc)
+
+    def _fail(self, identity: bytes, seq: int, mach_id: str | None, kind: str, exc: Exception) -> None:
+        """Answer a request that raised ``exc`` with the error reply its type calls for."""
+        loop = self.loop
+        if isinstance(exc, StateError):
+            # the names as sent: clipped, like every value from a peer that goes into a reply or a log
+            loop.reply_err(identity, seq, mach_id, P.UNKNOWN_STATE, str(exc), "StateError",
+                           {"states": [P.clip(s) for s in exc.states[:20]], "machine": exc.machine_id})
+        elif isinstance(exc, SchemaError):
+            loop.reply_err(identity, seq, mach_id, P.INVALID_PARAMS, str(exc), "SchemaError")
+        elif isinstance(exc, TransportError):
+            if exc.code == P.INVALID_PARAMS:
+                log.warning("invalid %s request from %r: %s", P.clip(kind, 32), identity[:32], P.clip(str(exc)))
+            loop.reply_err(identity, seq, mach_id, exc.code, str(exc))
+        elif isinstance(exc, (ValueError, TypeError, KeyError)):
+            log.warning("invalid %s request from %r: %s", P.clip(kind, 32), identity[:32], P.clip(str(exc)))
+            loop.reply_err(identity, seq, mach_id, P.INVALID_PARAMS, f"{P.clip(kind, 32)}: {exc}")
+        else:
             # the traceback's frames, not its last line: the exception's text may hold what the peer sent
-            log.error("request %s from %r failed: %s: %s\n%s", P.clip(kind, 32), sess.identity[:32],
+            log.error("request %s from %r failed: %s: %s\n%s", P.clip(kind, 32), identity[:32],
                       type(exc).__name__, P.clip(str(exc)), "".join(traceback.format_tb(exc.__traceback__)))
-            self.loop.reply_err(sess.identity, seq, mach_id, P.INTERNAL, f"{type(exc).__name__}: {exc}")
+            loop.reply_err(identity, seq, mach_id, P.INTERNAL, f"{type(exc).__name__}: {exc}")
 
     def _mach(self, mach_id: str | None) -> Machine:
         if mach_id is None:
@@ -98,22 +113,32 @@ class Dispatcher:
             self._ok(sess, seq, m.id, [cached, self.pushes.diff(sess, m)])
             return
         args = _args(b.get("a"))[0]
-        if kind == P.ADD_ERR:
-            state = b.get("state", "Exception")
-            if not isinstance(state, str):
-                raise ValueError("state must be a name")
-            msg, type_name = str(b.get("msg", "")), str(b.get("type", "Exception"))
-            if len(msg) + len(type_name) > P.MAX_ARGS_BYTES:
-                raise TransportError(f"error message larger than {P.MAX_ARGS_BYTES} bytes", code=P.LIMIT)
-            r = m.add_err_state(state, RemoteError(msg, type_name), args)
-        else:
-            states = P.check_names(b.get("s"))
-            if kind == P.REMOVE:
-                r = m.remove(*states, args=args)
-            elif kind == P.SET:
-                r = m.set(*states, args=args)
+        # the history of the machine names the session as the source of the mutation
+        token = SOURCE.set(f"session {sess.client_id}")
+        tc = b.get("tc")
+        detach = (tracecontext.attach(tc) if tracecontext.attach is not None and type(tc) is str
+                  and len(tc) <= tracecontext.MAX_TC else None)
+        try:
+            if kind == P.ADD_ERR:
+                state = b.get("state", "Exception")
+                if not isinstance(state, str):
+                    raise ValueError("state must be a name")
+                msg, type_name = str(b.get("msg", "")), str(b.get("type", "Exception"))
+                if len(msg) + len(type_name) > P.MAX_ARGS_BYTES:
+                    raise TransportError(f"error message larger than {P.MAX_ARGS_BYTES} bytes", code=P.LIMIT)
+                r = m.add_err_state(state, RemoteError(msg, type_name), args)
             else:
-                r = m.add(*states, args=args)
+                states = P.check_names(b.get("s"))
+                if kind == P.REMOVE:
+                    r = m.remove(*states, args=args)
+                elif kind == P.SET:
+                    r = m.set(*states, args=args)
+                else:
+                    r = m.add(*states, args=args)
+        finally:
+            SOURCE.reset(token)
+            if detach is not None:
+                detach()
         r = int(r)
         if not seq:
             return  # add_ns: no reply; the change reaches the client as a push
@@ -123,13 +148,19 @@ class Dispatcher:
     # ------------------------------------------------------------------ the other kinds
 
     def _ping(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
-        self._ok(sess, seq, None, {"boot": self.ep.boot, "session": sess.token})
+        if sess.greeted:
+            self._ok(sess, seq, None, {"boot": self.ep.boot, "session": sess.token})
+        else:
+            # the client's session is gone (expired while it was silent, or dropped) and this ping made a new,
+            # empty one: say so. A client that only compares boot ids sees a new one and says hello again
+            self._ok(sess, seq, None, {"boot": "", "hello": True})
 
     def _hello(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
         proto = b.get("proto")
         if proto != P.PROTO:
             raise TransportError(f"unsupported protocol version {P.clip(proto, 64)} (server speaks {P.PROTO})",
                                  code=P.INVALID_PARAMS)
+        sess.greeted = True
         self._ok(sess, seq, None, {"proto": P.PROTO, "machines": len(self.machs), "readonly": sess.readonly,
                                    "boot": self.ep.boot, "session": sess.token})
 
@@ -157,11 +188,43 @@ class Dispatcher:
         self._ok(sess, seq, m.id, [t, q, mt])
 
     def _can(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
+        """A dry run: it runs the negotiation handlers, and waits (up to 1 s) while the machine runs a
+        transition on another thread, so it runs on a worker thread; the reply is sent from the I/O thread."""
         m = self._mach(mach_id)
         states = P.check_names(b.get("s"))
         args = _args(b.get("a"))[0]
+        if sess.checks >= MAX_CHECKS:
+            raise TransportError(f"too many dry runs in progress (limit {MAX_CHECKS})", code=P.LIMIT)
         fn = m.can_remove if b.get("type") == P.REMOVE else m.can_add
-        self._ok(sess, seq, m.id, int(fn(*states, args=args)))
+        sess.checks += 1
+        loop, identity = self.loop, sess.identity
+
+        def run() -> None:
+            result: int | Exception
+            try:
+                result = int(fn(*states, args=args))
+            except Exception as exc:
+                result = exc
+            loop.post(lambda: done(result))
+
+        def done(r: int | Exception) -> None:
+            sess.checks -= 1
+            if isinstance(r, Exception):
+                self._fail(identity, seq, m.id, P.CAN, r)
+            else:
+                self._ok(sess, seq, m.id, r)  # the session may be gone: the client still waits for it
+
+        self._checks().submit(run)
+
+    def _checks(self) -> ThreadPoolExecutor:
+        if self.checks is None:
+            self.checks = ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="am-endpoint-check")
+        return self.checks
+
+    def stop(self) -> None:
+        """Let the dry-run workers go (those running finish; their replies are not sent)."""
+        if self.checks is not None:
+            self.checks.shutdown(wait=False, cancel_futures=True)
 
     def _when_args(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
         m = self._mach(mach_id)

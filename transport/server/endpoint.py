@@ -13,8 +13,9 @@ from machine import Machine
 from machine.log import LazyLogger
 
 from .. import protocol as P
-from ..addr import is_loopback, normalize, write_addr_file
+from ..addr import is_loopback, normalize
 from ..errors import TransportError
+from .addrfiles import check_dir, check_id, write_addr_file
 from .dispatch import Dispatcher
 from .loop import ServerLoop
 from .pushes import ChangeRecorder, Pushes
@@ -39,6 +40,7 @@ class Endpoint:
         allow: str | os.PathLike[str] | None = None,
         readonly: str | os.PathLike[str] | None = None,
         insecure: bool = False,
+        history: int = 1000,
     ) -> None:
         bind = normalize(addr)
         if curve is None and not is_loopback(bind):
@@ -77,18 +79,33 @@ class Endpoint:
             raise
         self.address: str = s.getsockopt_string(zmq.LAST_ENDPOINT)
         self._addr_dir = addr_dir
+        self._history = history
         self._lock = threading.Lock()
         self._machs: dict[str, Machine] = {}
         self._tracers: dict[str, ChangeRecorder] = {}
         self._files: dict[str, str] = {}
+        self._offs: dict[str, Callable[[], None]] = {}  # replicas' on_update registrations
         self._stopped = False
+        self.metrics: Any = None  # the /metrics server of expose(..., metrics=ADDR)
         self.boot = os.urandom(8).hex()  # changes with every start: a client seeing a new one re-subscribes
         self._loop = ServerLoop(s, curve is not None, readonly_keys, self._close_socket)
         self._pushes = self._loop.pushes = Pushes(self._loop, self._machs)
         self._later = self._pushes.later  # (tests look at it: the machines whose push waits for a record)
         self._loop.dispatcher = Dispatcher(self)
-        for m in machs:
-            self.add(m)
+        try:
+            if addr_dir is not None:
+                check_dir(addr_dir)
+            for m in machs:
+                self.add(m)
+        except BaseException:
+            # a failed expose() (the same machine twice, an id that can't name an addr file) leaves nothing
+            # behind: no port bound, no tracer, no addr file
+            for m in list(self._machs.values()):
+                self.remove(m)
+            self._loop.tasks.clear()
+            self._loop.pipe.close()
+            self._close_socket()
+            raise
         self._thread = threading.Thread(target=self._loop.run, name=f"am-endpoint {self.address}", daemon=True)
         self._thread.start()
 
@@ -130,16 +147,24 @@ class Endpoint:
                 raise TransportError("endpoint stopped", code="stopped")
             if mach.id in self._machs:
                 raise ValueError(f"machine {mach.id} is already exposed on {self.address}")
+            if self._addr_dir is not None:
+                check_id(mach.id)
             self._machs[mach.id] = mach
             tracer = self._tracers[mach.id] = ChangeRecorder(self, mach)
         mach.bind_tracer(tracer)
         from ..remote import RemoteMachine
 
+        if self._history and not isinstance(mach, RemoteMachine) and mach.history is None:
+            mach.keep_history(self._history)  # ops can ask what happened before they connected
         if isinstance(mach, RemoteMachine):
             # a replica: its clock changes come from upstream pushes, not from transitions
-            mach.on_update(tracer.mirror_update)
+            self._offs[mach.id] = mach.on_update(tracer.mirror_update)
         if self._addr_dir is not None:
-            self._files[mach.id] = write_addr_file(self._addr_dir, mach.id, self.address)
+            try:
+                self._files[mach.id] = write_addr_file(self._addr_dir, mach.id, self.address)
+            except BaseException:
+                self.remove(mach)
+                raise
 
     def remove(self, mach: Machine | str) -> None:
         """Stop serving a machine (by object or id); its clients get an ``unknown_machine`` error next."""
@@ -154,7 +179,10 @@ class Endpoint:
                 m.detach_tracer(tracer)
             except ValueError:
                 pass
-        self._post(lambda: self._pushes.forget(mach_id))
+        off = self._offs.pop(mach_id, None)
+        if off is not None:
+            off()
+        self._post(lambda: self._forget(mach_id))
         path = self._files.pop(mach_id, None)
         if path is not None:
             try:
@@ -194,6 +222,9 @@ class Endpoint:
         self._loop.wake()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+        self._loop.dispatcher.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         for m in machs:
             try:
                 self.remove(m)
@@ -215,6 +246,13 @@ class Endpoint:
     def _post(self, fn: Callable[[], None]) -> None:
         """Run ``fn()`` on the I/O thread."""
         self._loop.post(fn)
+
+    def _forget(self, mach_id: str) -> None:
+        self._pushes.forget(mach_id)
+        for sess in self._loop.sessions.values():
+            stop = sess.follows.pop(mach_id, None)
+            if stop is not None:
+                stop()
 
     def _drop_machine(self, mach_id: str) -> None:
         if mach_id in self._machs:

@@ -16,7 +16,7 @@ from machine.log import LazyLogger
 
 from .. import protocol as P
 from ..zmqio import EVENTS, MORE_NB, NB, POLLIN, WakePipe, raw_send
-from .sessions import Session
+from .sessions import Backlog, Session
 
 if TYPE_CHECKING:
     from .dispatch import Dispatcher
@@ -39,6 +39,7 @@ class ServerLoop:
         self.readonly_keys = readonly_keys
         self.on_exit = on_exit  # closes the socket and its context, on the I/O thread once it is done
         self.sessions: dict[bytes, Session] = {}
+        self.backlogs: dict[bytes, Backlog] = {}  # of dropped sessions, while libzmq still holds some of it
         self.tasks: deque[Callable[[], None]] = deque()
         self.pipe = WakePipe()
         self.stopped = False
@@ -46,6 +47,12 @@ class ServerLoop:
         self.sent = 0  # messages sent (so the thread knows when to look at the socket again)
         self.errors = 0  # malformed or refused requests answered with an error
         self.handled = 0  # requests handled
+        # for metrics: requests by kind (only the protocol's kinds: a peer's made-up kinds count as "other"),
+        # frames that could not be decoded, bytes in and out
+        self.kinds: dict[str, int] = {}
+        self.bad_frames = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
         # set by the endpoint once it has made them (they need the loop)
         self.dispatcher: Dispatcher
         self.pushes: Pushes
@@ -136,6 +143,7 @@ class ServerLoop:
             self.sent += 1
             raw_send(sock, sess.identity, MORE_NB)
             raw_send(sock, frame, NB)
+            self.bytes_out += len(frame)
             return True
         except zmq.Again:
             # the client is not reading: drop this message; its next update fails the checksum -> sync
@@ -143,6 +151,22 @@ class ServerLoop:
         except zmq.ZMQError:
             self.drop_session(sess)
             return False
+
+    def send_tracked(self, sess: Session, frame: bytes) -> bool:
+        """``send`` for a large push: counted in the session's backlog until libzmq has handed it to the
+        kernel. The bytes are not copied: every session sent the same frame shares them."""
+        try:
+            self.sent += 1
+            raw_send(self.sock, sess.identity, MORE_NB)
+            tracker = self.sock.send(zmq.Frame(frame, track=True), NB, copy=False, track=True)
+        except zmq.Again:
+            return False
+        except zmq.ZMQError:
+            self.drop_session(sess)
+            return False
+        sess.backlog.add(tracker, len(frame))
+        self.bytes_out += len(frame)
+        return True
 
     def reply_err(self, identity: bytes, seq: int, mach: str | None, code: str, msg: str,
                   type_name: str = "TransportError", extra: dict[str, Any] | None = None) -> None:
@@ -169,9 +193,11 @@ class ServerLoop:
 
     def request(self, identity: bytes, data: bytes, user: str | None) -> None:
         """One request: a client's identity and its one frame."""
+        self.bytes_in += len(data)
         try:
             kind, seq, mach_id, body = P.unpack(data)
         except P.FrameError as exc:
+            self.bad_frames += 1
             log.warning("bad frame from %r: %s", identity[:32], P.clip(str(exc)))
             self.reply_err(identity, exc.seq, exc.mach, exc.code, str(exc))
             return
@@ -183,14 +209,21 @@ class ServerLoop:
         if sess is None:
             readonly = user is not None and user.encode() in self.readonly_keys
             sess = self.sessions[identity] = Session(identity, readonly, user)
+            backlog = self.backlogs.pop(identity, None)
+            if backlog is not None:  # what libzmq still holds for this peer counts against the new session too
+                sess.backlog = backlog
         sess.last_seen = time.monotonic()
         self.handled += 1
+        k = kind if kind in P.REQUESTS else "other"
+        self.kinds[k] = self.kinds.get(k, 0) + 1
         # every request's seq is recorded, whatever its kind or fate: only a mutation is refused when retried
         self.dispatcher.request(sess, kind, seq, mach_id, body, sess.seqs.first_time(seq) if seq else True)
 
     def drop_session(self, sess: Session) -> None:
         if self.sessions.pop(sess.identity, None) is None:
             return
+        if sess.backlog.pending():
+            self.backlogs[sess.identity] = sess.backlog
         for mach_id in list(sess.subs):
             self.pushes.unsubscribe(sess, mach_id)
         sess.cancel_waiters()
@@ -198,6 +231,9 @@ class ServerLoop:
     def sweep(self, now: float) -> None:
         """About once a second: retry undelivered pushes, drop sessions silent for longer than PEER_TIMEOUT."""
         self.pushes.due()
+        for identity, backlog in list(self.backlogs.items()):
+            if not backlog.pending():
+                del self.backlogs[identity]
         for sess in list(self.sessions.values()):
             if now - sess.last_seen > P.PEER_TIMEOUT:
                 log.info("client %s went silent, session dropped", sess.client_id)

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from .loop import ServerLoop
 
 MAX_MUTS = 64  # mutations remembered per machine between two pushes
+MAX_PUSH_MUTS = 4 * 1024 * 1024  # bytes of mutation records in one push (the oldest are dropped past it)
+MAX_BACKLOG = 16 * 1024 * 1024  # bytes of pushes with records a client has not taken yet, per session
 LATER_MAX = 0.05  # seconds a push to watchers may wait for the record of its last mutation
 # a last-sent clock that matches no real one: the next push to that mirror fails its checksum, so it syncs
 _STALE: list[int] = []
@@ -132,7 +134,7 @@ class Pushes:
         """One push per session whose mirror of a dirty machine is behind."""
         dirty = self.dirty
         self.dirty = set()
-        send = self.loop.send
+        send, send_tracked = self.loop.send, self.loop.send_tracked
         for mach_id in dirty:
             m = self.machs.get(mach_id)
             if m is None:
@@ -182,9 +184,18 @@ class Pushes:
                     if with_muts:
                         body.append(muts)
                     frame = P.pack(P.CLK, 0, mach_id, body)
+                    if with_muts and len(frame) > MAX_PUSH_MUTS:
+                        muts = body[5] = _fit(body[5])
+                        frame = P.pack(P.CLK, 0, mach_id, body)
                     frames[key] = (sub.time, frame)
                 sub.time, sub.qtick, sub.mtick = t, q, mt
-                if not send(sess, frame):
+                if with_muts:
+                    # records can be large: what a client has not taken yet is bounded in bytes. Past the bound
+                    # nothing more is queued for it (its records are dropped) and its mirror will resync
+                    ok = sess.backlog.pending() + len(frame) <= MAX_BACKLOG and send_tracked(sess, frame)
+                else:
+                    ok = send(sess, frame)
+                if not ok:
                     # not delivered (the client is not reading): send it again later, as a full resync
                     sub.time = _STALE
                     self.retry.add(mach_id)
@@ -213,3 +224,15 @@ class Pushes:
             self.dirty |= self.retry
             self.retry.clear()
         return bool(self.dirty)
+
+
+def _fit(muts: list[list[Any]]) -> list[list[Any]]:
+    """The newest records that fit in MAX_PUSH_MUTS bytes."""
+    room = MAX_PUSH_MUTS - 1024
+    keep = 0
+    for rec in reversed(muts):
+        room -= P.packed_size(rec)
+        if room < 0:
+            break
+        keep += 1
+    return muts[len(muts) - keep:]

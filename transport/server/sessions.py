@@ -6,8 +6,11 @@ import os
 import time
 from array import array
 from bisect import bisect_left
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
+
+import zmq
 
 from machine import Ctx, Waiter
 
@@ -82,11 +85,34 @@ class SeqRecord:
         return seq <= self.floor
 
 
+class Backlog:
+    """The pushes with mutation records sent to one client that libzmq still holds (its socket has not taken
+    them: the client does not read), and their bytes."""
+
+    __slots__ = ("sent", "bytes")
+
+    def __init__(self) -> None:
+        self.sent: deque[tuple[zmq.MessageTracker, int]] = deque()
+        self.bytes = 0
+
+    def add(self, tracker: zmq.MessageTracker, size: int) -> None:
+        self.sent.append((tracker, size))
+        self.bytes += size
+
+    def pending(self) -> int:
+        """The bytes still held, once those delivered are forgotten (in order: one client's messages leave in
+        the order they were queued)."""
+        sent = self.sent
+        while sent and sent[0][0].done:
+            self.bytes -= sent.popleft()[1]
+        return self.bytes
+
+
 class Session:
     """A connected client, keyed by its socket identity."""
 
     __slots__ = ("identity", "client_id", "last_seen", "subs", "replies", "args_waiters", "args_bytes", "readonly",
-                 "user", "seqs", "token")
+                 "user", "seqs", "backlog", "greeted", "checks", "token", "follows")
 
     def __init__(self, identity: bytes, readonly: bool, user: str | None = None) -> None:
         self.user = user  # the client's CURVE public key (z85), None without CURVE
@@ -96,10 +122,14 @@ class Session:
         self.subs: dict[str, Sub] = {}
         self.replies: OrderedDict[int, Any] = OrderedDict()
         self.seqs = SeqRecord()
+        self.backlog = Backlog()
+        self.checks = 0  # dry runs in progress on the endpoint's workers
+        self.greeted = False  # it said hello: a session made by any other request is one the client lost
         self.args_waiters: dict[Any, tuple[str, Waiter, Ctx, int]] = {}  # token -> (machine, waiter, ctx, bytes)
         self.args_bytes = 0  # the packed args of those waiters, in all
         self.readonly = readonly
         self.token = os.urandom(4).hex()  # in hello and ping replies: a client seeing another knows it was forgotten
+        self.follows: dict[str, Callable[[], None]] = {}  # machine id -> stop following its history
 
     def remember(self, seq: int, result: int) -> None:
         """Keep a mutation's result for a retry of the same seq (the last REPLY_CACHE of them)."""
@@ -119,7 +149,11 @@ class Session:
         return entry
 
     def cancel_waiters(self, mach_id: str | None = None) -> None:
-        """Cancel this session's ``when_args`` waiters (of one machine, or all)."""
+        """Cancel this session's ``when_args`` waiters and history follows (of one machine, or all)."""
+        for mid in [mach_id] if mach_id is not None else list(self.follows):
+            stop = self.follows.pop(mid, None) if mid is not None else None
+            if stop is not None:
+                stop()
         for token, (mid, _, ctx, _) in list(self.args_waiters.items()):
             if mach_id is None or mid == mach_id:
                 self.pop_waiter(token)
