@@ -107,7 +107,7 @@ def _run(o: dict[str, Any]) -> int:
         from .record import Recorder
 
         recorder = Recorder(o["record"], session.addresses)
-    source = LiveSource(session, feed)
+    source = LiveSource(session, feed, backlog=min(o["records"], 1000))
     try:
         source.start()
         return _screen(model, feed, source, recorder, color, "")

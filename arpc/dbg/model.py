@@ -105,6 +105,10 @@ class MachineView:
         self.next_n = 1
         self.last_error_n = 0   # the n of the newest record with an error (0: none seen)
         self.changes = 0        # transitions seen (the list's activity figure)
+        self.from_history = False  # the log is the source's history (else: one record per update)
+        # clocks seen in updates by their sum, which is a history record's ``tick``: gives records their clock
+        self.by_sum: dict[int, tuple[int, ...]] = {}
+        self._max_sums = 4 * max_records
 
     # -- what the list filters read (the same names as arpc.link.Entry) ----------------------------------------
 
@@ -145,17 +149,67 @@ class MachineView:
         return i if 0 <= i < len(self.records) else None
 
     def clock_at(self, n: int | None) -> tuple[int, ...]:
-        """The clock after record ``n`` (the newest known clock at or before it; now when ``n`` is None)."""
-        if n is None:
-            return self.clock_now
-        i = self.index_of(n)
+        """The clock after record ``n`` (now when ``n`` is None or not kept).
+
+        A record from an update has its clock; one from the history gets the update's clock of the same sum,
+        else it is derived from the nearest record that has one, undoing (or applying) the states added and
+        removed in between. Derived clocks have exact active flags; the ticks of multi states re-entered in
+        between may be off."""
+        i = None if n is None else self.index_of(n)
         if i is None:
             return self.clock_now
-        for j in range(i, -1, -1):
-            c = self.records[j].clock
-            if c is not None:
-                return c
+        c = self._known(i)
+        if c is not None:
+            return c
+        recs = self.records
+        for j in range(i + 1, len(recs)):
+            cj = self._known(j)
+            if cj is not None:
+                return self._undo(cj, j, i)
+        last_tick = recs[-1].tick
+        if last_tick is None or sum(self.clock_now) >= last_tick:
+            return self._undo(self.clock_now, len(recs) - 1, i)
+        for j in range(i - 1, -1, -1):
+            cj = self._known(j)
+            if cj is not None:
+                return self._redo(cj, j, i)
         return self.clock_now
+
+    def _known(self, i: int) -> tuple[int, ...] | None:
+        r = self.records[i]
+        if r.clock is None and r.tick is not None and r.note is None:
+            r.clock = self.by_sum.get(r.tick)
+        return r.clock
+
+    def _undo(self, clock: tuple[int, ...], j: int, i: int) -> tuple[int, ...]:
+        """The clock after record ``i``, from ``clock`` (after record ``j``), undoing records j .. i+1."""
+        c = list(clock)
+        pos = {name: k for k, name in enumerate(self.names)}
+        for k in range(j, i, -1):
+            r = self.records[k]
+            for name in (*r.added, *r.removed):
+                if name in pos and c[pos[name]] > 0:
+                    c[pos[name]] -= 1
+        return tuple(c)
+
+    def _redo(self, clock: tuple[int, ...], j: int, i: int) -> tuple[int, ...]:
+        """The clock after record ``i``, from ``clock`` (after record ``j``), applying records j+1 .. i."""
+        c = list(clock)
+        pos = {name: k for k, name in enumerate(self.names)}
+        for k in range(j + 1, i + 1):
+            r = self.records[k]
+            for name in (*r.added, *r.removed):
+                if name in pos:
+                    c[pos[name]] += 1
+        return tuple(c)
+
+    def saw_clock(self, clock: tuple[int, ...]) -> None:
+        """Remember ``clock`` by its sum (bounded): the history records of that tick get it."""
+        self.clock_now = clock
+        self.by_sum[sum(clock)] = clock
+        if len(self.by_sum) > self._max_sums:
+            for k in list(self.by_sum)[: len(self.by_sum) // 2]:
+                del self.by_sum[k]
 
 
 class Model:
@@ -219,11 +273,8 @@ class Model:
             self._on_update(mv, ev, when)
         elif kind == "history":
             rec = ev.get("rec") or {}
-            clock = ev.get("clock")
-            c = tuple(clock) if isinstance(clock, list) else None
-            mv.append(Rec(mv.next_n, float(rec.get("time") or when), clock=c, fields=rec))
-            if c is not None:
-                mv.clock_now = c
+            mv.from_history = True
+            mv.append(Rec(mv.next_n, float(rec.get("time") or when), fields=rec))
         elif kind == "status":
             mv.connected = bool(ev.get("up"))
             self._order = None
@@ -241,11 +292,16 @@ class Model:
         schema = ev.get("schema")
         if isinstance(schema, Mapping):
             mv.relations = relations_of(schema)
-        mv.clock_now = tuple(int(t) for t in ev.get("clock") or ())
+        mv.by_sum.clear()  # (listed again) the source may be a new process, whose sums start again
+        mv.saw_clock(tuple(int(t) for t in ev.get("clock") or ()))
         mv.connected = bool(ev.get("up", True))
 
     def _on_update(self, mv: MachineView, ev: Event, when: float) -> None:
         clock = tuple(int(t) for t in ev.get("clock") or ())
+        mv.changes += 1
+        mv.saw_clock(clock)
+        if ev.get("h") or mv.from_history:  # the history brings this transition's record
+            return
         muts = ev.get("mutations") or []
         m0: Mapping[str, Any] = muts[-1] if muts and isinstance(muts[-1], Mapping) else {}
         fields: dict[str, Any] = {"mutation": m0.get("type"), "called": m0.get("called"), "args": m0.get("args"),
@@ -253,8 +309,6 @@ class Model:
                                   "removed": ev.get("removed"), "tick": sum(clock)}
         if "Exception" in (ev.get("added") or ()):
             fields["error"] = error_from_args(m0.get("args"))
-        mv.clock_now = clock
-        mv.changes += 1
         mv.append(Rec(mv.next_n, when, clock=clock, fields=fields))
 
     def pause(self) -> None:

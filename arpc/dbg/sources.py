@@ -60,48 +60,39 @@ def machine_event(mid: str, mach: Any, up: bool) -> Event:
             "states": list(mach.state_names), "schema": schema, "clock": list(mach.time()), "up": up}
 
 
-def follow(mach: Any, mid: str, put: Callable[[Event], Any]) -> Callable[[], None]:
+def follow(mach: Any, mid: str, put: Callable[[Event], Any], backlog: int = 100) -> Callable[[], None]:
     """Send ``mach``'s transitions to ``put``; returns the unsubscribe function.
 
-    The one place that chooses between the source's history (``on_history``: every transition, canceled ones
-    with their reason, errors with their traceback) and, where the transport or the source has none, the mirror's
-    ``on_update`` (accepted transitions only)."""
+    The one place that chooses the log's source: the source's history (``on_history``: the last ``backlog``
+    records, then every transition, canceled ones with their reason, errors with their traceback) when the
+    mirror has it and the source keeps one, else one record per ``on_update`` (accepted transitions only).
+    ``on_update`` always feeds the board's clock."""
+    offs: list[Callable[[], None]] = []
     on_history = getattr(mach, "on_history", None)
     if on_history is not None:
+        def on_record(rec: dict[str, Any]) -> None:
+            put({"k": "history", "m": mid, "t": _time.time(), "rec": rec})
+
         try:
-            off: Callable[[], None] = history_feed(mach, mid, put, on_history)
-            return off
-        except Exception as e:  # noqa: BLE001 - a source without history: say so, follow updates instead
+            offs.append(on_history(on_record, backlog=backlog))
+        except Exception as e:  # noqa: BLE001 - a source without history: say so, log updates instead
             if getattr(e, "code", None) != "no_history":
                 raise
             put({"k": "note", "m": mid, "t": _time.time(),
                  "text": "no history kept on the source: live transitions only"})
+    hist = 1 if offs else 0
 
     def on_update(u: dict[str, Any]) -> None:
         put({"k": "update", "m": mid, "t": _time.time(), "clock": list(u.get("time") or ()),
              "added": list(u.get("added") or ()), "removed": list(u.get("removed") or ()),
-             "ticked": list(u.get("ticked") or ()), "mutations": list(u.get("mutations") or ())})
+             "ticked": list(u.get("ticked") or ()), "mutations": list(u.get("mutations") or ()), "h": hist})
 
-    unsub: Callable[[], None] = mach.on_update(on_update)
-    return unsub
+    offs.append(mach.on_update(on_update))
 
+    def off() -> None:
+        for fn in offs:
+            _quietly(fn)
 
-def history_feed(mach: Any, mid: str, put: Callable[[Event], Any], on_history: Callable[..., Any]) -> Any:
-    """Follow the source's history records (backlog, then live). The mirror's clock is read with each record:
-    exact for live records, which are pushed after the transition; the backlog gets no clock (the board then
-    shows the clock of the first record that has one)."""
-    backlog = [True]
-    last_seq = [0]
-
-    def on_record(rec: dict[str, Any]) -> None:
-        ev: Event = {"k": "history", "m": mid, "t": _time.time(), "rec": rec}
-        if not backlog[0]:
-            ev["clock"] = list(mach.time())
-        last_seq[0] = int(rec.get("seq") or last_seq[0])
-        put(ev)
-
-    off = on_history(on_record)
-    backlog[0] = False
     return off
 
 
@@ -109,8 +100,9 @@ class LiveSource:
     """Follows every machine of a session: a ``machine`` event when one appears (or comes back), its transitions,
     ``status`` events when its link goes down or up. Reconnection is the session's (retries, addr files)."""
 
-    def __init__(self, session: Session, feed: Feed, *, watch: bool = True) -> None:
+    def __init__(self, session: Session, feed: Feed, *, watch: bool = True, backlog: int = 100) -> None:
         self.session = session
+        self.backlog = backlog
         self.feed = feed
         self.watch = watch
         self._subs: dict[str, tuple[Any, Callable[[], None]]] = {}  # machine id -> (mirror, unsubscribe)
@@ -158,7 +150,7 @@ class LiveSource:
                     _quietly(sub[1])
                 self.feed.put(machine_event(mid, mach, up))
                 try:
-                    self._subs[mid] = (mach, follow(mach, mid, self.feed.put))
+                    self._subs[mid] = (mach, follow(mach, mid, self.feed.put, self.backlog))
                 except Exception as e:  # noqa: BLE001
                     self.error = f"{mid}: {e}"
                     continue
