@@ -201,13 +201,16 @@ class Panes:
 
     def detail_lines(self, width: int, height: int) -> Fragments:
         r = self.model.shown_record()
-        title = " Detail" + (f" #{r.n}" if r is not None else "")
+        title = " Detail" if r is None else detail_head(r)
         out: Fragments = [("class:title", fit(title, width).ljust(width)), ("", "\n")]
         if r is None:
             return out
         lines = detail_text(r)
-        top = self.detail_top = max(0, min(self.detail_top, len(lines) - (height - 1)))
-        for style, line in lines[top:top + height - 1]:
+        body = height - 1
+        if self.detail_top == 0 and len(lines) > body:
+            lines = squeeze_trace(lines, body)
+        top = self.detail_top = max(0, min(self.detail_top, len(lines) - body))
+        for style, line in lines[top:top + body]:
             out.append((style, fit(line, width)))
             out.append(("", "\n"))
         return out
@@ -249,31 +252,58 @@ def relation_summary(state: str, rel: dict[str, tuple[str, ...]]) -> list[str]:
     return [f" {state} {label}: {' '.join(rel[k])}" for k, label in words if rel.get(k)]
 
 
-def detail_text(r: Rec) -> list[tuple[str, str]]:
-    """The detail pane's lines: what, when, args, reason, error and its traceback."""
+def squeeze_trace(lines: list[tuple[str, str]], height: int) -> list[tuple[str, str]]:
+    """``lines`` in ``height`` lines by dropping the oldest frames of the traceback (its end, where the error was
+    raised, is what a glance needs); a marker says how many were dropped (J/K scroll the whole)."""
+    trace = [i for i, (style, _) in enumerate(lines) if style == "class:trace"]
+    drop = len(lines) - height + 1  # + the marker
+    if not trace or drop <= 0 or drop > len(trace):
+        return lines
+    gone = set(trace[:drop])
+    out: list[tuple[str, str]] = []
+    for i, line in enumerate(lines):
+        if i == trace[0]:
+            out.append(("class:dim", f"  ... {drop} traceback lines above (J/K scroll)"))
+        if i not in gone:
+            out.append(line)
+    return out
+
+
+def detail_head(r: Rec) -> str:
+    """The detail's title: when, what, the result, the tick and how long it took."""
     if r.note is not None:
-        return [("", f" {hhmmss(r.time)} {r.note}")]
-    head = f" {hhmmss(r.time)} {r.mutation} {' '.join(r.called)} -> {r.result or '?'}"
+        return f" #{r.n} {hhmmss(r.time)} note"
+    head = f" #{r.n} {hhmmss(r.time)} {r.mutation} {' '.join(r.called)} -> {r.result or '?'}"
     if r.tick is not None:
-        head += f"  tick {r.tick}"
+        head += f" tick {r.tick}"
     if r.duration is not None:
-        head += f"  took {r.duration * 1000:.2f} ms"
-    lines: list[tuple[str, str]] = [("class:bold", head)]
-    lines.append(("", f" source: {r.source or ('local' if r.duration is not None else '-')}"
+        head += f" took {r.duration * 1000:.2f}ms"
+    return head
+
+
+def detail_text(r: Rec) -> list[tuple[str, str]]:
+    """The detail pane's lines, the most telling first: reason, error and traceback, changes, source, args."""
+    if r.note is not None:
+        return [("", f" {r.note}")]
+    lines: list[tuple[str, str]] = []
+    if r.reason:
+        lines.append(("class:canceled", f" reason: {r.reason}"))
+    if r.error:
+        e = r.error
+        what = f"{e.get('type') or 'error'}: {e.get('message') or ''}"
+        where = f" in {e['handler']}" if e.get("handler") else ""
+        lines.append(("class:error", f" error: {what}{where}"))
+        for tl in str(e.get("trace") or "").rstrip().splitlines():
+            # the caret lines under a call and the last line (the error again) tell nothing new
+            if tl.strip() and set(tl.strip()) <= set("^~") or tl == what:
+                continue
+            lines.append(("class:trace", " " + tl))
+    changes = f" added: {' '.join(r.added) or '-'}  removed: {' '.join(r.removed) or '-'}"
+    lines.append(("", f"{changes}  source: {r.source or ('local' if r.duration is not None else '-')}"
                       + ("  (auto)" if r.auto else "")))
-    if r.added or r.removed:
-        lines.append(("", f" added: {' '.join(r.added) or '-'}  removed: {' '.join(r.removed) or '-'}"))
     if r.args:
         args = r.args.items() if isinstance(r.args, dict) else [("", r.args)]
         shown = [f"{k}={v!r}" for k, v in args if k not in ("err", "err_trace")]
         if shown:
             lines.append(("", " args: " + " ".join(shown)))
-    if r.reason:
-        lines.append(("class:canceled", f" reason: {r.reason}"))
-    if r.error:
-        e = r.error
-        where = f" in {e['handler']}" if e.get("handler") else ""
-        lines.append(("class:error", f" error: {e.get('type') or 'error'}: {e.get('message') or ''}{where}"))
-        for tl in str(e.get("trace") or "").rstrip().splitlines():
-            lines.append(("class:trace", " " + tl))
     return lines

@@ -104,6 +104,7 @@ class MachineView:
         self.records: deque[Rec] = deque(maxlen=max_records)
         self.next_n = 1
         self.last_error_n = 0   # the n of the newest record with an error (0: none seen)
+        self._last_error: tuple[Any, ...] = ()
         self.changes = 0        # transitions seen (the list's activity figure)
         self.from_history = False  # the log is the source's history (else: one record per update)
         # clocks seen in updates by their sum, which is a history record's ``tick``: gives records their clock
@@ -139,7 +140,12 @@ class MachineView:
         self.records.append(rec)
         self.next_n = rec.n + 1
         if rec.error is not None:
-            self.last_error_n = rec.n
+            # a raising handler cancels its transition, then Exception is added with the same error: the jump
+            # goes to the first of the two, which names the handler
+            key = (rec.error.get("type"), rec.error.get("message"), rec.error.get("trace"))
+            if key != self._last_error or self.index_of(self.last_error_n) is None:
+                self.last_error_n = rec.n
+                self._last_error = key
 
     def index_of(self, n: int) -> int | None:
         """The index in ``records`` of record number ``n`` (None: not kept, or never made)."""
