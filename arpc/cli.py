@@ -35,6 +35,8 @@ the server's expose(curve=..., allow=...).
 replays a recording (`arpc dbg --help`).
 With no address, ARPC_ADDR (addresses), else AM_REPL_ADDR and AM_REPL_DIR are used.
 `arpc ADDR -r 0 -i 1 -- time .` repeats a command every second until Ctrl+C.
+`arpc config [@NAME]` prints the effective settings and where each came from ($XDG_CONFIG_HOME/arpc/config.toml
+holds [defaults] and [connections.NAME]; `arpc @NAME -- list` connects a named connection).
 `arpc completion bash|zsh|fish` prints the shell's completion script (e.g. eval "$(arpc completion bash)").
 Exit codes: 0 ok, 1 failed, 2 usage, 3 connection, 4 canceled, 124 timeout, 130 interrupted."""
 
@@ -193,6 +195,8 @@ def run(argv: Sequence[str] | None = None, *, connector: Connector | None = None
         from .dbg import run_dbg
 
         return run_dbg(root_args[1:])
+    if root_args[:1] == ["config"] and cmd is None:
+        return _run_config(root_args[1:])
     if root_args[:1] == ["completion"] and cmd is None:
         return _run_completion(root_args[1:])
     demo = bool(root_args) and root_args[0] == "demo"
@@ -202,6 +206,14 @@ def run(argv: Sequence[str] | None = None, *, connector: Connector | None = None
     opts = parsed
     if demo:
         return _run_demo(opts, cmd, connector)
+    if session is None:
+        from .settings import ConfigError, apply_config
+
+        try:
+            apply_config(opts, Options())  # @name and the config file; the environment after them
+        except ConfigError as e:
+            Printer().error(UsageError(str(e)))
+            return USAGE
     repl = cmd is None
     color = repl and not opts.no_color and not os.environ.get("NO_COLOR") and sys.stdout.isatty()
     printer = Printer(repl=repl, json_mode=opts.json, color=color)
@@ -272,6 +284,23 @@ def _curve_connector(server_key: str | None, client_key: str | None) -> Connecto
         return default_connector(address, timeout, server_key=server_key, client_keys=client_key)
 
     return connect
+
+
+def _run_config(args: list[str]) -> int:
+    """``arpc config [@NAME] [FLAGS...]``: the effective settings and where each came from."""
+    from .settings import ConfigError, apply_config, config_path, describe
+
+    printer = Printer()
+    parsed = parse_root(args)
+    if isinstance(parsed, int):
+        return parsed
+    try:
+        settings = apply_config(parsed, Options())
+    except ConfigError as e:
+        printer.error(UsageError(str(e)))
+        return USAGE
+    sys.stdout.write(f"# config file: {config_path()}\n" + "\n".join(describe(settings)) + "\n")
+    return OK
 
 
 def _run_completion(args: list[str]) -> int:

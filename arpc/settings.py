@@ -25,8 +25,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
+
+from .record import field
+from .record import record as dataclass
 
 #: Options a config file may set, with their type (what `[defaults]` and a connection accept).
 OPTIONS: dict[str, type] = {
@@ -41,7 +43,7 @@ class ConfigError(ValueError):
     """The config file is unreadable or invalid, or a named connection does not exist."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Setting:
     """One effective value and where it came from (``flag``, ``@prod (FILE)``, ``env ARPC_ADDR``, ...)."""
 
@@ -219,3 +221,28 @@ def describe(settings: Mapping[str, Setting]) -> list[str]:
         value = " ".join(s.value) if isinstance(s.value, tuple) else s.value
         lines.append(f"{key:<{width}} = {value if value not in (None, '') else '-'}  ({s.source})")
     return lines
+
+
+def take_profile(addrs: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]]:
+    """``@name`` among the addresses: (name, the other addresses). More than one is a ``ConfigError``."""
+    named = [a[1:] for a in addrs if a.startswith("@")]
+    if len(named) > 1:
+        raise ConfigError(f"one named connection at a time (got {', '.join('@' + n for n in named)})")
+    return (named[0] if named else None), tuple(a for a in addrs if not a.startswith("@"))
+
+
+def apply_config(opts: Any, defaults: Any, env: Mapping[str, str] | None = None,
+                 path: str | None = None) -> dict[str, Setting]:
+    """Fill ``opts`` (arpc's Options) from ``@name`` among its addresses and the config file, where a flag left
+    the built-in default (``defaults``: an Options with nothing given). Returns the effective settings."""
+    profile, addrs = take_profile(tuple(opts.addrs))
+    opts.addrs = addrs
+    config = load_config(path, env) if (profile is not None or os.path.exists(path or config_path(env))) \
+        else Config()
+    keys = ("addrs", "dir", "file", *OPTIONS)
+    given = {k: getattr(opts, k) for k in keys if getattr(opts, k) != getattr(defaults, k)}
+    builtin = {k: getattr(defaults, k) for k in keys}
+    out = effective(given, builtin, profile=profile, config=config, env=env)
+    for k, s in out.items():
+        setattr(opts, k, s.value)
+    return out

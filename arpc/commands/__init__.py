@@ -6,11 +6,11 @@ Each command is a click command whose callback gets the :class:`Cx` (session + p
 failure into a one-line error and an exit code; it never raises (except :class:`arpc.errors.ExitRepl`).
 
 Modules: ``registry`` (the table, ``help`` and the cheatsheet generated from it), ``common`` (shared parameters),
-``dispatch``; the commands by group in ``mutations``, ``waiting``, ``inspecting`` and ``shell``. Importing this
-package fills the table (then ordered by group, as ``help`` lists it).
+``dispatch``; the commands by group in ``mutations``, ``waiting``, ``inspecting``, ``history`` and ``shell``.
+Importing this package fills the table (then ordered by group, as ``help`` lists it).
 """
 
-from . import inspecting, mutations, shell, waiting  # noqa: F401 - each module adds its commands to the table
+from . import history, inspecting, mutations, shell, waiting  # noqa: F401 - each module adds its commands to the table
 from .dispatch import dispatch, run_line, split_line
 from .registry import (
                        COMMANDS,

@@ -26,8 +26,21 @@ def cmd_mach(cx: Cx, mach: str, show_all: bool) -> Result:
     entry = cx.session.resolve(mach)
     names, time = entry.names, entry.time()
     line = state_string_all(names, time) if show_all else state_string(names, time)
-    return Result([line], {"machine": entry.id, "active": entry.active(), "clock": dict(zip(names, time, strict=False)),
-                           "connected": entry.connected})
+    data = {"machine": entry.id, "active": entry.active(), "clock": dict(zip(names, time, strict=False)),
+            "connected": entry.connected}
+    err = _last_error(cx, entry)
+    if err:
+        data["last_error"] = err
+    return Result([line, err] if err else [line], data)
+
+
+def _last_error(cx: Cx, entry: Entry) -> str | None:
+    """The last error's line while Exception is active (one round trip, only then)."""
+    if not entry.connected or "Exception" not in entry.active():
+        return None
+    from .history import last_error_line
+
+    return last_error_line(cx.session.mirror(entry))
 
 
 @command("time", "Checking", {"mach": "machine", "states": "states"}, synopsis="MACH [STATE...] [--sum]",
@@ -68,7 +81,11 @@ def cmd_inspect(cx: Cx, mach: str, states: tuple[str, ...]) -> Result:
         info.append({"name": name, "active": bool(clock[name] & 1), "tick": clock[name], "auto": bool(st.auto),
                      "multi": bool(st.multi), "add": list(st.add), "require": list(st.require),
                      "remove": list(st.remove), "after": list(st.after)})
-    return Result(lines, {"machine": entry.id, "parent_id": entry.parent_id, "tags": entry.tags, "states": info})
+    err = _last_error(cx, entry)
+    if err:
+        lines.append(err)
+    return Result(lines, {"machine": entry.id, "parent_id": entry.parent_id, "tags": entry.tags, "states": info,
+                          "last_error": err})
 
 
 @command("diagram", "Checking", {"mach": "machine", "output": "file"}, synopsis="MACH [-o FILE]",

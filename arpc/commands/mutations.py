@@ -26,7 +26,15 @@ def _mutation(cx: Cx, kind: str, mach: str, states: tuple[str, ...], names: Sequ
     data: dict[str, Any] = {"machine": entry.id, "result": name}
     if name == "queued":
         data["queue_tick"] = int(r)
-    return Result([name], data, CANCELED if name == "canceled" else OK)
+    if name != "canceled":
+        return Result([name], data, OK)
+    from .history import cancel_reason  # one more round trip, only for a canceled mutation
+
+    reason = cancel_reason(m, states)
+    if reason is None:  # the machine keeps no history: the result alone
+        return Result([name], data, CANCELED)
+    data["reason"] = reason
+    return Result([f"canceled: {reason}"], data, CANCELED)
 
 
 _ONE = {"mach": "machine", "arg_names": "arg", "arg_vals": "val"}

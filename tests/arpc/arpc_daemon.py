@@ -78,6 +78,9 @@ def main() -> None:
             elif cmd == "args":
                 with handlers[words[1]].lock:
                     print("ok " + json.dumps(handlers[words[1]].seen.get(words[2])), flush=True)
+            elif cmd == "err":  # add_err with a message, as daemon code would
+                r = by_id[words[1]].add_err(RuntimeError(" ".join(words[2:])))
+                print(f"ok {int(r)}", flush=True)
             elif cmd == "sessions":
                 print(f"ok {ep_of[words[1]].sessions}", flush=True)
             elif cmd == "stop":

@@ -68,7 +68,7 @@ def test_mutations_and_reads(daemon):  # 19-25
     assert (r.code, r.err) == (1, "err> unknown machine: nope\n")
     # 25
     r = cli(daemon, "add", "worker0", "Baz", "--arg", "deny", "--val", "1")
-    assert (r.code, r.out) == (4, "canceled\n")
+    assert (r.code, r.out) == (4, "canceled: BazEnter returned False\n")  # issue 13: a canceled mutation says why
     # remove / set / toggle
     assert cli(daemon, "remove", "worker0", "Bar").out == "executed\n"
     assert cli(daemon, "set", "worker0", "Start", "Ready").out == "executed\n"

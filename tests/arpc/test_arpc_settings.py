@@ -106,3 +106,25 @@ def test_describe_prints_value_and_source(tmp_path: Path) -> None:
     assert any(line.startswith("dir") and "/tmp/addrs" in line and "(@local (" in line for line in lines)
     assert any(line.startswith("json") and "= False" in line and "([defaults] (" in line for line in lines)
     assert any(line.startswith("server_key") and "= -" in line and "(default)" in line for line in lines)
+
+
+def test_named_connection_and_arpc_config_from_the_cli(tmp_path: Path) -> None:
+    from arpc_e2e import Daemon, arpc
+
+    d = Daemon(tmp_path / "addrs", "--hub")
+    try:
+        cfg = _cfg(tmp_path, f'[defaults]\nconnect_timeout = 3\n\n[connections.test]\naddr_dir = "{d.dir}"\n'
+                             f'json = true\n')
+        r = arpc("@test", "--", "list", ARPC_CONFIG=cfg)
+        assert r.code == 0, r.err
+        assert [m["machine"] for m in __import__("json").loads(r.out)] == ["worker0", "worker1", "worker2"]
+        r = arpc("config", "@test", ARPC_CONFIG=cfg)
+        assert r.code == 0 and f"dir             = {d.dir}  (@test ({cfg}))" in r.out
+        assert "connect_timeout = 3.0  ([defaults]" in r.out and "json            = True  (@test" in r.out
+        r = arpc("@nope", "--", "list", ARPC_CONFIG=cfg)
+        assert r.code == 2 and "unknown connection @nope" in r.err and "@test" in r.err
+        bad = _cfg(tmp_path, "[defaults]\njson = 3\n")
+        r = arpc("-d", str(d.dir), "--", "list", ARPC_CONFIG=bad)
+        assert r.code == 2 and "json must be bool" in r.err
+    finally:
+        d.stop()
