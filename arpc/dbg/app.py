@@ -97,7 +97,7 @@ class DbgApp:
         self.filter_buf = Buffer(multiline=False, accept_handler=self._accept_filter)
         self.app: Application[int] = Application(
             layout=self._layout(), key_bindings=build_key_bindings(self), style=Style.from_dict(STYLE),
-            full_screen=True, mouse_support=True, min_redraw_interval=1.0 / fps,
+            full_screen=True, mouse_support=True,
             color_depth=ColorDepth.DEPTH_8_BIT if color else ColorDepth.DEPTH_1_BIT,
             output=output, input=input, after_render=self._after_render)
 
@@ -109,7 +109,7 @@ class DbgApp:
         bar = self._bar_window = Window(PaneControl(self._bar), height=1)
         filter_line = VSplit([Window(PaneControl(lambda w, h: [("class:prompt", " filter> ")]), width=9),
                               Window(BufferControl(self.filter_buf), height=1)])
-        top = VSplit([Window(PaneControl(p.list_lines), width=Dimension(min=16, preferred=30, max=40)),
+        top = VSplit([Window(PaneControl(p.list_lines), width=self._list_width),
                       Window(char="│", width=1, style="class:dim"),
                       Window(PaneControl(p.board_lines))], height=Dimension(min=5, weight=4))
         body = HSplit([
@@ -122,6 +122,12 @@ class DbgApp:
         ])
         return Layout(body, focused_element=bar)
 
+    def _list_width(self) -> Dimension:
+        """Wide enough for the longest id (with its marks and tree indent), within 16..40 columns."""
+        longest = max((len(mid) for mid in self.model.machines), default=10)
+        width = min(40, max(16, longest + 10))
+        return Dimension(min=16, preferred=width, max=width)
+
     def _bar(self, width: int, height: int) -> Fragments:
         if self.mode == "confirm" and self.pending_op is not None:
             op, mid, state = self.pending_op
@@ -130,6 +136,8 @@ class DbgApp:
 
     def _status_extra(self) -> str:
         parts = [self.title] if self.title else []
+        if self.source is not None and not self.model.machines:
+            parts.append(f"connecting to {len(self.source.session.addresses)} addresses")
         if self.recorder is not None:
             parts.append(f"rec {self.recorder.count}")
         if self.source is not None and self.source.error and not self.message:
@@ -215,11 +223,15 @@ class DbgApp:
         return self.model.version != self._drawn
 
     async def _pump_loop(self) -> None:
+        # the one place events become redraws: at most fps a second, however many events arrive (keys redraw at
+        # once on their own)
         period = 1.0 / self.fps
+        loop = asyncio.get_running_loop()
         while True:
+            start = loop.time()
             if self.pump():
                 self.app.invalidate()
-            await asyncio.sleep(period)
+            await asyncio.sleep(max(0.005, period - (loop.time() - start)))
 
     def _after_render(self, _app: Any) -> None:
         self._drawn = self.model.version

@@ -93,8 +93,6 @@ class Panes:
         ids = [mv.id for _, mv in rows]
         sel = ids.index(m.selected) if m.selected in ids else 0
         title = f" Machines {len(rows)}/{len(m.machines)}"
-        if m.filter_text:
-            title += f" /{m.filter_text}"
         focus = ".focused" if self.focus == "list" else ""
         out: Fragments = [("class:title" + focus, fit(title, width).ljust(width)), ("", "\n")]
         body = height - 1
@@ -144,7 +142,7 @@ class Panes:
         for i in range(top, min(len(names), top + body)):
             name = names[i]
             tick = clock[i] if i < len(clock) else 0
-            roles = " ".join(label for key, label in ROLES if name in rel.get(key, ()))
+            roles = ", ".join(label for key, label in ROLES if name in rel.get(key, ()))
             text = f"{'>' if i == sel else ' '}{'*' if tick & 1 else ' '} {name:<{namew}} {tick:>5} {roles}"
             style = "class:selected" if i == sel else ("class:active" if tick & 1 else "")
             out.append((style, fit(text, width), clicker(self._pick_state_of(mv.id), i)))
@@ -221,6 +219,8 @@ class Panes:
         m = self.model
         up = sum(1 for mv in m.machines.values() if mv.connected)
         parts = [f"{up}/{len(m.machines)} connected", f"{m.events} events"]
+        if m.filter_text:
+            parts.append(f"filter {m.filter_text}")
         if m.dropped:
             parts.append(f"dropped {m.dropped}")
         if m.refused:

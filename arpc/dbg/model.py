@@ -8,6 +8,7 @@ comes from live connections or from a ``--replay`` file: the two sources cannot 
 from __future__ import annotations
 
 import shlex
+import sys
 import time as _time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -42,12 +43,12 @@ class Rec:
         self.time = when
         self.tick: int | None = f.get("tick")
         self.mutation: str = str(f.get("mutation") or "")
-        self.called: tuple[str, ...] = tuple(f.get("called") or ())
+        self.called: tuple[str, ...] = names(f.get("called"))
         self.args: Any = f.get("args") or None
         self.auto = bool(f.get("auto"))
         self.result: str = str(f.get("result") or "")
-        self.added: tuple[str, ...] = tuple(f.get("added") or ())
-        self.removed: tuple[str, ...] = tuple(f.get("removed") or ())
+        self.added: tuple[str, ...] = names(f.get("added"))
+        self.removed: tuple[str, ...] = names(f.get("removed"))
         self.reason: str | None = f.get("reason")
         err = f.get("error")
         self.error: dict[str, Any] | None = err if isinstance(err, dict) else None
@@ -76,6 +77,13 @@ class Rec:
         if self.error:
             out.append(f"!{self.error.get('type') or 'error'}: {self.error.get('message') or ''}")
         return " ".join(out)
+
+
+def names(seq: Any) -> tuple[str, ...]:
+    """State names as a tuple of interned strings: a thousand machines' logs repeat the same few names."""
+    if not seq:
+        return ()
+    return tuple(sys.intern(n) if isinstance(n, str) else str(n) for n in seq)
 
 
 def relations_of(schema: Mapping[str, Any]) -> dict[str, dict[str, tuple[str, ...]]]:
@@ -109,7 +117,7 @@ class MachineView:
         self.from_history = False  # the log is the source's history (else: one record per update)
         # clocks seen in updates by their sum, which is a history record's ``tick``: gives records their clock
         self.by_sum: dict[int, tuple[int, ...]] = {}
-        self._max_sums = 4 * max_records
+        self._max_sums = 128  # a record waits for its update a few pushes at most; older ones are derived
 
     # -- what the list filters read (the same names as arpc.link.Entry) ----------------------------------------
 

@@ -75,11 +75,12 @@ def follow(mach: Any, mid: str, put: Callable[[Event], Any], backlog: int = 100)
 
         try:
             offs.append(on_history(on_record, backlog=backlog))
-        except Exception as e:  # noqa: BLE001 - a source without history: say so, log updates instead
-            if getattr(e, "code", None) != "no_history":
+        except Exception as e:  # noqa: BLE001 - no history to follow: say why, log updates instead
+            why = {"no_history": "no history kept on the source",
+                   "limit": "not following its history (the daemon's limit per session)"}.get(getattr(e, "code", ""))
+            if why is None:
                 raise
-            put({"k": "note", "m": mid, "t": _time.time(),
-                 "text": "no history kept on the source: live transitions only"})
+            put({"k": "note", "m": mid, "t": _time.time(), "text": f"{why}: live transitions only"})
     hist = 1 if offs else 0
 
     def on_update(u: dict[str, Any]) -> None:
@@ -113,28 +114,31 @@ class LiveSource:
         self.error = ""  # the last failure to follow a machine (the status line shows it)
 
     def start(self) -> None:
-        """Connect (bounded by the session's connect timeout) and follow in a background thread."""
+        """Connect and follow in a background thread (the screen opens at once, machines appear as they come)."""
         self.session.on_change = self._wake.set  # may be called on the I/O thread: only wakes the sync thread
-        self.session.open()
-        self.session.start_background(watch=self.watch)
-        self.sync()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="arpc-dbg-sync")
         self._thread.start()
 
     def _loop(self) -> None:
+        try:
+            self.session.open()
+            self.session.start_background(watch=self.watch)
+        except Exception as e:  # noqa: BLE001 - shown on the status line; the session retries
+            self.error = str(e) or type(e).__name__
         while not self._stop.is_set():
-            self._wake.wait(1.0)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
             try:
                 self.sync()
             except Exception as e:  # noqa: BLE001 - the follower must not die
                 self.error = str(e) or type(e).__name__
+            self._wake.wait(1.0)
+            self._wake.clear()
 
     def sync(self) -> None:
         """Follow new machines (and new mirrors after a reconnect); report links that went down or up."""
+        failed = False
         for entry in self.session.entries():
+            if self._stop.is_set():
+                return
             mid = entry.id
             up = entry.connected
             mach = entry.mirror
@@ -142,7 +146,7 @@ class LiveSource:
                 try:
                     mach = self.session.mirror(entry)
                 except Exception as e:  # noqa: BLE001 - not connected after all: the next round retries
-                    self.error = f"{mid}: {e}"
+                    self.error, failed = f"{mid}: {e}", True
                     mach = None
             sub = self._subs.get(mid)
             if mach is not None and (sub is None or sub[0] is not mach):
@@ -152,7 +156,7 @@ class LiveSource:
                 try:
                     self._subs[mid] = (mach, follow(mach, mid, self.feed.put, self.backlog))
                 except Exception as e:  # noqa: BLE001
-                    self.error = f"{mid}: {e}"
+                    self.error, failed = f"{mid}: {e}", True
                     continue
                 self._up[mid] = up
             elif self._up.get(mid) != up:
@@ -161,6 +165,8 @@ class LiveSource:
                     self.feed.put(machine_event(mid, mach, up))
                 else:
                     self.feed.put({"k": "status", "m": mid, "t": _time.time(), "up": up})
+        if not failed:
+            self.error = ""
 
     def mutate(self, mid: str, op: str, state: str) -> str:
         """``add``/``remove`` ``state`` on machine ``mid``; the result as a word (or the error's message)."""

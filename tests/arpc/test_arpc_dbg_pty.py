@@ -172,7 +172,8 @@ def test_filter_mutation_with_confirmation_and_mouse(tmp_path):
         s.wait("filter>")
         s.type("-p svc-")
         s.keys("Enter")
-        screen = s.wait(r"Machines 2/3 /-p svc-")
+        screen = s.wait(r"Machines 2/3")
+        assert "filter -p svc-" in screen
         assert re.search(r"^>C +svc-a", screen, re.M) and "svc-b" in screen
         s.keys("Tab", "j", "j")  # the board: Start, Ready, Foo
         s.wait(r"│>  Foo ")
