@@ -107,6 +107,7 @@ class Session:
         self.opener: Callable[[], Any] | None = None  # what ensure_open() runs (the CLI's connect + checks)
         self.arg_names: list[str] = []  # --arg names used before, most recent first (for completion)
         self._lock = threading.RLock()
+        self._dot: str | None = None  # the machine `.` names, fixed at its first use
         self._args: list[str] = []  # addresses from argv / connect, in order
         self._directory: str | None = None
         self._file: str | None = None
@@ -377,6 +378,24 @@ class Session:
                         seen[mid] = Entry(link, info)
         return [seen[k] for k in sorted(seen)]
 
+    def dot(self) -> Entry:
+        """``.``: the first machine of the listing when ``.`` was first used, the same one for the rest of the
+        session (a new addr file does not move it); while it is disconnected, ``.`` is reported stale."""
+        with self._lock:
+            pinned = self._dot
+        if pinned is None:
+            e = self.first()
+            with self._lock:
+                if self._dot is None:
+                    self._dot = e.id
+                pinned = self._dot
+        for e in self.entries():
+            if e.id == pinned:
+                if not e.connected:
+                    raise NotConnected(f"`.` is {pinned}, which is disconnected (stale until it is back)")
+                return e
+        raise NotConnected(f"`.` is {pinned}, which is no longer listed (stale)")
+
     def first(self) -> Entry:
         """``.``: the first connected machine of the listing (else the first one)."""
         entries = self.entries()
@@ -390,7 +409,7 @@ class Session:
     def resolve(self, ref: str) -> Entry:
         self.ensure_open()
         if ref == ".":
-            return self.first()
+            return self.dot()
         for e in self.entries():
             if e.id == ref:
                 return e

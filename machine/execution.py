@@ -20,6 +20,7 @@ from .mutation import Mutation, MutationType, Result
 from .resolver import STATE, BoundFin, BoundNeg, Plan, _enters_exits, auto_states, final_handlers, make_plan, resolve
 from .schema import AUTO_CACHE_MAX, EXCEPTION, PLAN_CACHE_MAX
 from .subscriptions import check_subs, match_args, resolve_queue_waiters
+from .tracer import REJECTED_AUTOS
 from .transition import Event, Transition
 from .worker import HandlerWorker, Job
 
@@ -116,7 +117,7 @@ def run_transition(mach: Machine, m: Mutation) -> int:
             viable = bool(auto) and make_plan(c, ADD, auto, active, True, False).accepted
             entry = c.autos[active] = (auto, viable)
         auto, viable = entry
-        if auto and (viable or mach._hooks or mach._log_level >= LogLevel.OPS):
+        if auto and (viable or REJECTED_AUTOS in mach._hooks or mach._log_level >= LogLevel.OPS):
             mach._log(LogLevel.OPS, f"[auto] {' '.join(auto)}")
             mach._log(LogLevel.OPS, f"[prepend:add] {' '.join(auto)}")
             am = Mutation(ADD, auto, None, is_auto=True)

@@ -86,11 +86,13 @@ class History(Tracer):
     else who sent it). Safe to read from any thread.
     """
 
+    sees_rejected_autos = False  # an auto transition its relations turn down is not history
+
     def __init__(self, size: int = 1000, errors_size: int = MAX_ERRORS) -> None:
         if size < 1 or errors_size < 0:
             raise ValueError("history size must be >= 1 (errors_size >= 0)")
         self.size = size
-        self._records: deque[dict[str, Any]] = deque(maxlen=size)
+        self._records: deque[list[Any]] = deque(maxlen=size)  # raw facts: see _record
         self._errors: deque[dict[str, Any]] = deque(maxlen=max(errors_size, 1))
         self._keep_errors = errors_size > 0
         self._lock = threading.Lock()
@@ -115,47 +117,45 @@ class History(Tracer):
         self._t0 = time.perf_counter()
 
     def transition_end(self, tx: Transition) -> None:
+        # on the machine's hot path: keep the raw facts in a tuple; the record (a dict) is made when read
         took = time.perf_counter() - self._t0 if self._t0 else 0.0
         self._t0 = 0.0
         m = tx.mutation
         if m.is_check:
             return                  # a dry run changes nothing: not history
-        mach = tx.machine
-        now = time.time()
-        added: list[str] = []
-        removed: list[str] = []
-        if tx.is_accepted and tx.is_completed:
-            added, removed, _ = tick_changes(mach.state_names, tx.time_before, tx.time_after)
+        accepted = tx.is_accepted
+        if not accepted and m.is_auto and tx.handler is None:
+            return                  # auto states the relations turned down: nothing happened, not history
+        done = accepted and tx.is_completed
         err = tx.error
-        reason = None if tx.is_accepted else tx.reason
-        added_time = tx.time_after if tx.is_accepted and tx.is_completed else tx.time_before
-        rec = {
-            "time": now, "tick": sum(added_time), "mutation": str(m.type), "called": list(m.called),
-            "args": plain(m.args) if m.args else {}, "auto": m.is_auto,
-            "result": "executed" if tx.is_accepted else "canceled", "added": added, "removed": removed,
-            "reason": reason, "error": None, "duration": took, "source": self._source(m),
-        }
-        if err is None and tx.is_accepted and "Exception" in m.called and m.args:
+        if err is None and accepted and m.args and "Exception" in m.called:
             # the error arrives as Exception's args: add_err from code, a raising async handler, or the Exception
             # that follows a raising handler (the same object, recorded once in the errors)
             e = m.args.get("err")
             if isinstance(e, BaseException):
                 err = e
-        if err is not None:
-            rec["error"] = error_record(err, trace_text(err), tx.handler, now)
+        now = time.time()
+        err_rec = error_record(err, trace_text(err), tx.handler, now) if err is not None else None
+        # a canceled transition's reason: a handler's is known; a relation's is worked out when read (from tx)
+        reason = None if accepted else (tx._cancel[0] if tx._cancel else tx)
+        raw = [0, now, took, tx.machine._c.names, tx.time_before, tx.time_after if done else None, accepted, m.type,
+               m.called, plain(m.args) if m.args else None, m.is_auto, reason, err_rec,
+               self._source(m) if self._sources else None]
         with self._lock:
             self._seq += 1
-            rec["seq"] = self._seq
-            self._records.append(rec)
-            if err is not None and self._keep_errors and err is not self._last_err:
-                self._errors.append(rec["error"])
+            raw[0] = self._seq
+            self._records.append(raw)
+            if err_rec is not None and self._keep_errors and err is not self._last_err:
+                self._errors.append(err_rec)
                 self._last_err = err
             listeners = self._listeners
-        for fn in listeners:    # a copy-on-write list: registration replaces it
-            try:
-                fn(rec)
-            except Exception:
-                mach._logger.exception("%shistory listener %r raised", mach._log_prefix, fn)
+        if listeners:    # a copy-on-write list: registration replaces it
+            rec = _record(raw)
+            for fn in listeners:
+                try:
+                    fn(rec)
+                except Exception:
+                    tx.machine._logger.exception("history listener %r raised", fn)
 
     def _source(self, m: Any) -> str | None:
         if not self._sources:
@@ -169,16 +169,16 @@ class History(Tracer):
                 since_seq: int | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """Records oldest first, after the given tick / wall time / record seq; ``limit`` keeps the newest."""
         with self._lock:
-            out = list(self._records)
+            raw = list(self._records)
         if since_seq is not None:
-            out = [r for r in out if r["seq"] > since_seq]
-        if since_tick is not None:
-            out = [r for r in out if r["tick"] > since_tick]
+            raw = [r for r in raw if r[0] > since_seq]
         if since_time is not None:
-            out = [r for r in out if r["time"] >= since_time]
+            raw = [r for r in raw if r[1] >= since_time]
+        if since_tick is not None:
+            raw = [r for r in raw if sum(r[5] if r[5] is not None else r[4]) > since_tick]
         if limit is not None:
-            out = out[-limit:] if limit > 0 else []
-        return out
+            raw = raw[-limit:] if limit > 0 else []
+        return [_record(r) for r in raw]
 
     def errors(self, limit: int | None = None) -> list[dict[str, Any]]:
         """The last errors (type, message, trace, handler, time), oldest first; kept after Exception is gone."""
@@ -192,8 +192,9 @@ class History(Tracer):
         no gap and no duplicate between the two. ``fn`` runs on the machine's thread and must not block.
         Returns ``(backlog, stop)``."""
         with self._lock:
-            backlog = [r for r in self._records if r["seq"] > since_seq]
+            raw = [r for r in self._records if r[0] > since_seq]
             self._listeners = [*self._listeners, fn]
+        backlog = [_record(r) for r in raw]
         if limit is not None:
             backlog = backlog[-limit:] if limit > 0 else []
 
@@ -237,3 +238,21 @@ def keep_history(mach: Machine, size: int = 1000, errors_size: int = MAX_ERRORS)
     elif h.size != size:
         h.resize(size)
     return h
+
+
+_MUTATION = {0: "add", 1: "remove", 2: "set", 3: "eval"}
+
+
+def _record(raw: list[Any]) -> dict[str, Any]:
+    """The record (a plain dict) from the raw facts ``transition_end`` kept."""
+    seq, now, took, names, before, after, accepted, mtype, called, args, auto, reason, err_rec, source = raw
+    if reason is not None and not isinstance(reason, str):
+        reason = raw[11] = reason.reason   # a relation's reason: worked out on first read (it resolves again)
+    added: list[str] = []
+    removed: list[str] = []
+    if after is not None:
+        added, removed, _ = tick_changes(list(names), before, after)
+    return {"seq": seq, "time": now, "tick": sum(after if after is not None else before),
+            "mutation": _MUTATION.get(int(mtype), str(mtype)), "called": list(called), "args": args or {},
+            "auto": auto, "result": "executed" if accepted else "canceled", "added": added, "removed": removed,
+            "reason": reason, "error": err_rec, "duration": took, "source": source}

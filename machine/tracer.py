@@ -17,7 +17,11 @@ class Tracer:
     """No-op hooks, called synchronously on the thread that runs the machine's queue.
 
     A hook must be quick and must not block; an exception raised by a hook is logged and ignored.
+    ``sees_rejected_autos``: when True (the default), the machine runs an auto transition that its relations
+    would reject anyway, so the tracer sees it canceled; a tracer that sets it False spares the machine that work.
     """
+
+    sees_rejected_autos = True
 
     def machine_init(self, mach: Machine) -> None:
         """The machine was built (tracers given to the constructor only; ``bind_tracer`` does not call it)."""
@@ -55,7 +59,8 @@ class Tracer:
 
 NO_TRACERS: list[Tracer] = []  # shared while a machine has none; binding replaces the list
 NO_HOOKS: dict[str, list[Callable[..., Any]]] = {}
-_HOOK_NAMES = tuple(n for n in vars(Tracer) if not n.startswith("_"))
+_HOOK_NAMES = tuple(n for n, v in vars(Tracer).items() if not n.startswith("_") and callable(v))
+REJECTED_AUTOS = " rejected autos"  # a key of the hooks table, not a hook: some tracer wants to see them
 
 
 def hooks_of(tracers: list[Tracer]) -> dict[str, list[Callable[..., Any]]]:
@@ -63,6 +68,8 @@ def hooks_of(tracers: list[Tracer]) -> dict[str, list[Callable[..., Any]]]:
     checks one dict lookup per hook instead of calling every tracer."""
     hooks: dict[str, list[Callable[..., Any]]] = {}
     for t in tracers:
+        if t.sees_rejected_autos:
+            hooks.setdefault(REJECTED_AUTOS, [])
         for name in _HOOK_NAMES:
             if getattr(type(t), name, None) is not getattr(Tracer, name):
                 hooks.setdefault(name, []).append(getattr(t, name))

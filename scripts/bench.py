@@ -852,7 +852,7 @@ def arpc_section(ctx: Ctx) -> Report:
     return rep
 
 
-@section("telemetry", "core transitions/s with the metrics and OpenTelemetry tracers vs none")
+@section("telemetry", "core transitions/s with history, the metrics and the OpenTelemetry tracers vs none")
 def telemetry_section(ctx: Ctx) -> Report:
     import bench_telemetry as bt
 

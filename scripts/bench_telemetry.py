@@ -1,5 +1,5 @@
-"""The cost of telemetry on the core: transitions/s of the 6-state file flow with no tracer, the Prometheus
-metrics tracer, and the OpenTelemetry tracer (SDK provider, spans recorded and dropped; and the API's no-op
+"""The cost of telemetry on the core: transitions/s of the 6-state file flow with no tracer, a kept history, the
+Prometheus metrics tracer, and the OpenTelemetry tracer (SDK provider, spans recorded and dropped; and the API's no-op
 provider, which is what an unconfigured process pays). Called from scripts/bench.py (section `telemetry`)."""
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def variants(workflow: Callable[..., Callable[[int], int]]) -> dict[str, Callabl
     noop = OtelTracer(tracer_provider=NoOpTracerProvider())
     return {
         "no tracer": build(None),
+        "history kept (1000)": build(lambda m: m.keep_history(1000)),
         "metrics (prometheus)": build(metrics.watch),
         "otel, SDK provider": build(sdk.watch),
         "otel, no-op provider": build(noop.watch),

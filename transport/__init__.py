@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .aio import AsyncClient, AsyncRemoteMachine, connect_async
     from .client import Client, connect
     from .errors import RemoteError, TransportError
     from .expose import expose, expose_env
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
     from .server import Endpoint
 
 _MODULES = {"Client": "client", "connect": "client", "RemoteError": "errors", "TransportError": "errors",
-            "expose": "expose", "expose_env": "expose", "RemoteMachine": "remote", "Endpoint": "server"}
+            "expose": "expose", "expose_env": "expose", "RemoteMachine": "remote", "Endpoint": "server",
+            "AsyncClient": "aio", "AsyncRemoteMachine": "aio", "connect_async": "aio"}
 
 
 def __getattr__(name: str) -> Any:
@@ -38,5 +40,5 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_MODULES])
 
 
-__all__ = ["Client", "Endpoint", "RemoteError", "RemoteMachine", "TransportError", "connect", "expose",
-           "expose_env"]
+__all__ = ["AsyncClient", "AsyncRemoteMachine", "Client", "Endpoint", "RemoteError", "RemoteMachine",
+           "TransportError", "connect", "connect_async", "expose", "expose_env"]

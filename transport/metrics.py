@@ -77,6 +77,8 @@ class MetricsTracer(Tracer):
     available as ``.registry``; ``serve(addr)`` serves it over HTTP. Safe to share between machines and threads.
     """
 
+    sees_rejected_autos = False  # counting auto transitions that could never happen would only cost
+
     def __init__(self, *, registry: Any = None, max_machines: int = 1000, aggregate: bool = False,
                  prefix: str = "am") -> None:
         prom = _require()

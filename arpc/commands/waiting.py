@@ -36,6 +36,51 @@ def _wait(entry: Entry, make: Callable[[Any], Any], timeout: float | None) -> No
         ctx.cancel()
 
 
+def arg_text_matches(actual: Any, want: str) -> bool:
+    """An arg as a source set it against a --val typed in a shell: ``2`` matches ``"2"``, ``True`` matches
+    ``true``, a string matches itself."""
+    if isinstance(actual, bool):
+        return want.lower() == str(actual).lower()
+    return actual == want or (not isinstance(actual, str) and str(actual) == want)
+
+
+class _ArgsInHistory:
+    """``when-args`` on a served machine that keeps history: its records are compared by text (see
+    :func:`arg_text_matches`), so ``--val 2`` matches a source's ``job=2``. Quacks like a ``Waiter``."""
+
+    def __init__(self, m: Any, state: str, want: dict[str, str], ctx: Any) -> None:
+        import threading
+
+        self.state, self.want = state, want
+        self.hit = threading.Event()
+        self.done = False
+        self.stop = m.on_history(self._on, backlog=0)
+        ctx.on_done(self.stop)
+
+    def _on(self, r: dict[str, Any]) -> None:
+        if r["result"] != "executed" or not (self.state in r["added"] or self.state in r["called"]):
+            return
+        args = r.get("args") or {}
+        if all(k in args and arg_text_matches(args[k], v) for k, v in self.want.items()):
+            self.done = True
+            self.hit.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.hit.wait(timeout)
+
+
+def _when_args(m: Any, state: str, args: dict[str, str], ctx: Any) -> Any:
+    """Follow the history when the machine keeps one (typed args match their text); else the server's own
+    ``when_args`` (exact equality: only string args match)."""
+    if hasattr(m, "on_history"):
+        try:
+            return _ArgsInHistory(m, state, args, ctx)
+        except Exception as e:
+            if getattr(e, "code", None) != "no_history":
+                raise
+    return m.when_args(state, args, ctx=ctx)
+
+
 def _wait_states(cx: Cx, mach: str, states: tuple[str, ...], timeout: str | None, method: str) -> Result:
     """``when`` / ``when-not``: wait on the mirror's ``method``, then print the ticks."""
     limit = seconds(timeout)
@@ -114,6 +159,6 @@ def cmd_when_args(cx: Cx, mach: str, state: str, arg_names: tuple[str, ...], arg
     entry = cx.session.resolve(mach)
     entry.check_states([state])
     m = cx.session.live(entry)
-    _wait(entry, lambda ctx: m.when_args(state, args, ctx=ctx), limit)
+    _wait(entry, lambda ctx: _when_args(m, state, args, ctx), limit)
     tick = int(m.tick(state))
     return Result([str(tick)], {"machine": entry.id, "clock": {state: tick}, "args": args})

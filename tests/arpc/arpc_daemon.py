@@ -78,6 +78,9 @@ def main() -> None:
             elif cmd == "args":
                 with handlers[words[1]].lock:
                     print("ok " + json.dumps(handlers[words[1]].seen.get(words[2])), flush=True)
+            elif cmd == "addjson":  # add STATE with args given as JSON (typed values: ints, bools)
+                r = by_id[words[1]].add(words[2], args=json.loads(" ".join(words[3:])))
+                print(f"ok {int(r)}", flush=True)
             elif cmd == "err":  # add_err with a message, as daemon code would
                 r = by_id[words[1]].add_err(RuntimeError(" ".join(words[2:])))
                 print(f"ok {int(r)}", flush=True)

@@ -4,6 +4,7 @@ mutation, and the last error in mach/inspect."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,3 +120,30 @@ def test_a_machine_without_history_says_so(tmp_path: Path) -> None:
         p.stdin.write("\n")
         p.stdin.flush()
         p.wait(10)
+
+
+def test_when_args_matches_typed_args_by_their_text(d: Daemon) -> None:
+    import threading
+
+    p = arpc_bg("-d", str(d.dir), "--", "when-args", "worker1", "Foo", "--arg", "job", "--val", "2",
+                "--arg", "ok", "--val", "true", "--timeout", "20s")
+    stop = threading.Event()
+
+    def source() -> None:  # repeats until the command is done (bounded): it may start following at any time
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline:
+            if stop.wait(0.01) or p.poll() is not None:
+                return
+            d.cmd('addjson worker1 Foo {"job": 3, "ok": true}')    # not this one
+            d.cmd('addjson worker1 Foo {"job": 2, "ok": true}')
+            d.cmd("remove worker1 Foo")
+
+    t = threading.Thread(target=source)
+    t.start()
+    try:
+        out, err = p.communicate(timeout=30)
+    finally:
+        stop.set()
+        t.join(30)
+    assert p.returncode == 0, err
+    assert out.strip().isdigit()

@@ -231,3 +231,17 @@ def test_add_address_and_reconnect(net):
     s.reconnect()
     assert ep.connected
     assert [e.id for e in s.entries()] == ["a", "b"]
+
+
+def test_dot_is_fixed_for_the_session_and_stale_while_disconnected():
+    s = Session()
+    link_b = s.add_local([mach("b")], "local://b")
+    assert s.resolve(".").id == "b"
+    s.add_local([mach("a")], "local://a")          # a new machine that sorts first does not move `.`
+    assert s.first().id == "a" and s.resolve(".").id == "b"
+    link_b.conn.set_connected(False)
+    with pytest.raises(NotConnected, match="`.` is b, which is disconnected"):
+        s.resolve(".")
+    link_b.conn.set_connected(True)
+    assert s.resolve(".").id == "b"
+    s.close()
