@@ -72,8 +72,8 @@ def _quote(s: str) -> str:
 class SvcDaemon:
     """This file run as the daemon, in a subprocess."""
 
-    def __init__(self, directory: str, port: int) -> None:
-        self.proc = subprocess.Popen([PY, __file__, "daemon", "--dir", directory, "--port", str(port)],
+    def __init__(self, directory: str, port: int, *args: str) -> None:
+        self.proc = subprocess.Popen([PY, __file__, "daemon", "--dir", directory, "--port", str(port), *args],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env(), bufsize=1)
         assert self.readline(15) == "ready"
 
@@ -222,6 +222,47 @@ def test_survives_a_daemon_that_dies_and_comes_back(tmp_path):
         d.kill()
 
 
+def follow_all(addr_dir: str, want: int) -> list[dict]:
+    """The events a LiveSource (no screen) gets from the machines in ``addr_dir`` until ``want`` are followed."""
+    from arpc.dbg.sources import Feed, LiveSource
+    from arpc.session import Session
+
+    session = Session(connect_timeout=10.0, eager=True)
+    session.load(directory=addr_dir)
+    feed = Feed()
+    src = LiveSource(session, feed)
+    events: list[dict] = []
+    src.start()
+    try:
+        deadline = time.monotonic() + 20
+        while sum(1 for e in events if e["k"] == "machine") < want or len(src._subs) < want:
+            assert time.monotonic() < deadline, f"{len(src._subs)} of {want} followed: {src.error}"
+            events += feed.drain()
+            time.sleep(0.02)  # polling the feed, bounded by the deadline
+        events += feed.drain()
+    finally:
+        src.close()
+    return events
+
+
+@pytest.mark.skipif(not transport_works(), reason="transport not available")
+def test_no_history_and_the_follow_limit_are_log_lines_not_errors(tmp_path):
+    d = SvcDaemon(str(tmp_path / "a"), free_port(), "--history", "0")
+    try:
+        events = follow_all(str(tmp_path / "a"), 3)
+    finally:
+        d.kill()
+    notes = {e["m"]: e["text"] for e in events if e["k"] == "note"}
+    assert notes == dict.fromkeys(["svc", "svc-a", "svc-b"], "no history kept on the source: live transitions only")
+    d = SvcDaemon(str(tmp_path / "b"), free_port(), "--extra", "70")
+    try:
+        events = follow_all(str(tmp_path / "b"), 73)
+    finally:
+        d.kill()
+    notes = [e["text"] for e in events if e["k"] == "note"]
+    assert len(notes) == 73 - 64 and all("limit" in n for n in notes)
+
+
 # ------------------------------------------------------------------------------------------------ the daemon
 
 
@@ -234,6 +275,8 @@ def daemon_main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True)
     ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--history", type=int, default=1000, help="expose(..., history=N); 0: none kept")
+    ap.add_argument("--extra", type=int, default=0, help="more machines, x000 ...")
     a = ap.parse_args(argv)
     schema = {"Start": State(), "Ready": State(require=("Start",)), "Foo": State(remove=("Bar",)),
               "Bar": State(remove=("Foo",)), "Boom": State()}
@@ -245,8 +288,9 @@ def daemon_main(argv: list[str]) -> None:
     machs = [Machine(schema, id="svc", handlers=Handlers()),
              Machine(schema, id="svc-a", parent="svc", handlers=Handlers()),
              Machine(schema, id="svc-b", parent="svc", handlers=Handlers())]
+    machs += [Machine(schema, id=f"x{i:03d}", parent="svc") for i in range(a.extra)]
     by_id = {m.id: m for m in machs}
-    ep = expose(machs, addr=f"tcp://127.0.0.1:{a.port}", addr_dir=a.dir)
+    ep = expose(machs, addr=f"tcp://127.0.0.1:{a.port}", addr_dir=a.dir, history=a.history)
     print("ready", flush=True)
     for line in sys.stdin:
         words = line.split()
