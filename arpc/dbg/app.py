@@ -17,7 +17,7 @@ from prompt_toolkit.formatted_text.utils import split_lines
 from prompt_toolkit.layout import ConditionalContainer, HSplit, Layout, VSplit, Window
 from prompt_toolkit.layout.controls import BufferControl, UIContent, UIControl
 from prompt_toolkit.layout.dimension import Dimension
-from prompt_toolkit.mouse_events import MouseEvent
+from prompt_toolkit.mouse_events import MouseEvent, MouseEventType
 from prompt_toolkit.output import ColorDepth
 from prompt_toolkit.styles import Style
 
@@ -51,8 +51,10 @@ STYLE = {
 class PaneControl(UIControl):
     """A pane drawn by ``render(width, height)``; a click on a line calls that line's handler."""
 
-    def __init__(self, render: Callable[[int, int], Fragments]) -> None:
+    def __init__(self, render: Callable[[int, int], Fragments],
+                 scroll: Callable[[int], None] | None = None) -> None:
         self.render = render
+        self.scroll = scroll  # the wheel: scroll(-1) up, scroll(1) down
         self._lines: list[Fragments] = []
 
     def create_content(self, width: int, height: int) -> UIContent:
@@ -62,6 +64,10 @@ class PaneControl(UIControl):
                          line_count=len(lines), show_cursor=False)
 
     def mouse_handler(self, mouse_event: MouseEvent) -> Any:
+        wheel = {MouseEventType.SCROLL_UP: -1, MouseEventType.SCROLL_DOWN: 1}.get(mouse_event.event_type)
+        if wheel is not None and self.scroll is not None:
+            self.scroll(wheel)
+            return None
         y = mouse_event.position.y
         if 0 <= y < len(self._lines):
             for frag in self._lines[y]:
@@ -109,13 +115,14 @@ class DbgApp:
         bar = self._bar_window = Window(PaneControl(self._bar), height=1)
         filter_line = VSplit([Window(PaneControl(lambda w, h: [("class:prompt", " filter> ")]), width=9),
                               Window(BufferControl(self.filter_buf), height=1)])
-        top = VSplit([Window(PaneControl(p.list_lines), width=self._list_width),
+        m = self.model
+        top = VSplit([Window(PaneControl(p.list_lines, m.move), width=self._list_width),
                       Window(char="│", width=1, style="class:dim"),
-                      Window(PaneControl(p.board_lines))], height=Dimension(min=5, weight=4))
+                      Window(PaneControl(p.board_lines, p.move_state))], height=Dimension(min=5, weight=4))
         body = HSplit([
             top,
-            Window(PaneControl(p.log_lines), height=Dimension(min=3, weight=3)),
-            Window(PaneControl(p.detail_lines), height=Dimension(min=3, weight=3)),
+            Window(PaneControl(p.log_lines, m.travel), height=Dimension(min=3, weight=3)),
+            Window(PaneControl(p.detail_lines, p.scroll_detail), height=Dimension(min=3, weight=3)),
             Window(PaneControl(lambda w, h: p.status_text(w, self._status_extra())), height=1),
             ConditionalContainer(bar, filter=~editing),
             ConditionalContainer(filter_line, filter=editing),

@@ -94,13 +94,11 @@ def build_key_bindings(dbg: DbgApp) -> KeyBindings:
 
     @kb.add("J", filter=normal)
     def _detail_down(event: KeyPressEvent) -> None:
-        panes.detail_top += 3
-        model.version += 1
+        panes.scroll_detail(1)
 
     @kb.add("K", filter=normal)
     def _detail_up(event: KeyPressEvent) -> None:
-        panes.detail_top = max(0, panes.detail_top - 3)
-        model.version += 1
+        panes.scroll_detail(-1)
 
     @kb.add("a", filter=normal)
     def _add(event: KeyPressEvent) -> None:

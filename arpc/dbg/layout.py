@@ -85,6 +85,10 @@ class Panes:
         self.state_sel[mv.id] = mv.names[i]
         self.model.version += 1
 
+    def scroll_detail(self, delta: int) -> None:
+        self.detail_top = max(0, self.detail_top + 3 * delta)
+        self.model.version += 1
+
     # -- machine list -------------------------------------------------------------------------------------------
 
     def list_lines(self, width: int, height: int) -> Fragments:

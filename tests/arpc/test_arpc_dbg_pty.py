@@ -191,6 +191,8 @@ def test_filter_mutation_with_confirmation_and_mouse(tmp_path):
         s.wait(r"│ svc-b t\d+ \[LIVE\]")
         s.keys("Escape")
         s.wait(r"Machines 3/3")
+        s.type("\x1b[<64;5;3M")  # the wheel up over the list: one machine up
+        s.wait(r"│ svc-a t\d+ \[LIVE\]")
         s.keys("q")
         s.wait(r"EXIT=0")
     finally:
