@@ -220,10 +220,18 @@ class DbgApp:
         events = self.feed.drain()
         if events:
             if self.recorder is not None:
-                self.recorder.write(events)
+                try:
+                    self.recorder.write(events)
+                except (OSError, ValueError) as e:  # e.g. disk full: the screen goes on without the recording
+                    self.message = f"recording stopped: {e}"
+                    self.recorder.close()
+                    self.recorder = None
             feed = self.model.feed
             for ev in events:
-                feed(ev)
+                try:
+                    feed(ev)
+                except (TypeError, ValueError, AttributeError, KeyError):  # a malformed event is counted, skipped
+                    self.model.bad += 1
             t = events[-1].get("t")
             if isinstance(t, float) and not self.model.paused:
                 self.newest_t = t

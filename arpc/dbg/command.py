@@ -78,11 +78,14 @@ def _run(o: dict[str, Any]) -> int:
     if o["replay"] is not None:
         if o["addrs"] or o["dir_"] or o["file"] or o["record"]:
             raise UsageError("--replay opens a file offline: no addresses, -d, -f or --record with it")
-        from .record import read_replay
+        from .record import ReplayError, read_replay
 
-        events = read_replay(o["replay"])  # a bad file is refused before the screen opens
-        for ev in events:
-            model.apply(ev)
+        # a bad file is refused before the screen opens
+        for i, ev in enumerate(read_replay(o["replay"])):
+            try:
+                model.apply(ev)
+            except (TypeError, ValueError, AttributeError, KeyError) as e:
+                raise ReplayError(f"{o['replay']}: line {i + 2} is not a valid event ({e})") from None
         return _screen(model, feed, None, None, color, f"replay {os.path.basename(o['replay'])}")
     if not o["addrs"] and o["dir_"] is None and o["file"] is None:
         raise UsageError("no address given (ADDR, -d DIR or -f FILE); `arpc dbg --help` for usage")

@@ -227,6 +227,8 @@ class Panes:
             parts.append(f"filter {m.filter_text}")
         if m.dropped:
             parts.append(f"dropped {m.dropped}")
+        if m.bad:
+            parts.append(f"{m.bad} malformed events")
         if m.refused:
             parts.append(f"{m.refused} machines not followed")
         if m.paused:

@@ -237,6 +237,7 @@ class Model:
         self.refused = 0            # machines not followed (over max_machines)
         self.dropped = 0            # events lost before the model (UI queue full) or while paused
         self.events = 0             # events applied
+        self.bad = 0                # malformed events skipped
         self.filter_text = ""
         self._filter: tuple[Filters, tuple[str, ...], tuple[str, ...]] = (Filters(), (), ())
         self.selected: str | None = None

@@ -187,6 +187,15 @@ def test_bad_replay_files_are_one_line_and_exit_2(tmp_path, capsys, content, msg
     assert msg in err and err.count("\n") == 1
 
 
+def test_a_replay_event_with_bad_fields_is_refused_with_its_line(tmp_path, capsys):
+    p = tmp_path / "bad.jsonl"
+    p.write_text(f'{{"arpc_dbg": {VERSION}}}\n' + json.dumps(machine("w")) + "\n"
+                 + json.dumps({**update("w", (1,)), "clock": ["x"]}) + "\n")
+    assert run(["dbg", "--replay", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "line 3 is not a valid event" in err and err.count("\n") == 1
+
+
 def test_binary_and_missing_replay_files(tmp_path, capsys):
     p = tmp_path / "bin"
     p.write_bytes(b"\xff\xfe\x00garbage\n")
