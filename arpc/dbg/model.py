@@ -234,7 +234,7 @@ class Model:
         self.max_records = max_records
         self.max_machines = max_machines
         self.machines: dict[str, MachineView] = {}
-        self.refused = 0            # machines not followed (over max_machines)
+        self._refused: set[str] = set()  # machines not followed (over max_machines)
         self.dropped = 0            # events lost before the model (UI queue full) or while paused
         self.events = 0             # events applied
         self.bad = 0                # malformed events skipped
@@ -273,7 +273,8 @@ class Model:
             if kind != "machine":
                 return
             if len(self.machines) >= self.max_machines:
-                self.refused += 1
+                if len(self._refused) < self.max_machines:  # ids only, to count each machine once
+                    self._refused.add(mid)
                 return
             mv = self.machines[mid] = MachineView(mid, self.max_records)
             self._order = None
@@ -325,6 +326,11 @@ class Model:
         if "Exception" in (ev.get("added") or ()):
             fields["error"] = error_from_args(m0.get("args"))
         mv.append(Rec(mv.next_n, when, clock=clock, fields=fields))
+
+    @property
+    def refused(self) -> int:
+        """Machines listed but not followed (past ``max_machines``)."""
+        return len(self._refused)
 
     def pause(self) -> None:
         self.paused = True
