@@ -155,6 +155,24 @@ class MachineView:
                 self.last_error_n = rec.n
                 self._last_error = key
 
+    def switch_to_history(self, first_tick: Any) -> None:
+        """The source's history starts (again) at a record of ``first_tick``: drop the records made from updates
+        that it covers (the transitions at or after that tick), so none is logged twice."""
+        self.from_history = True
+        if not isinstance(first_tick, int):
+            return
+        recs = self.records
+        while recs and (recs[-1].note is not None or (recs[-1].tick is not None and recs[-1].tick >= first_tick)):
+            recs.pop()
+        if recs:
+            self.next_n = recs[-1].n + 1
+            if self.last_error_n >= self.next_n:
+                self.last_error_n = 0
+                for r in reversed(recs):
+                    if r.error is not None:
+                        self.last_error_n = r.n
+                        break
+
     def index_of(self, n: int) -> int | None:
         """The index in ``records`` of record number ``n`` (None: not kept, or never made)."""
         if not self.records:
@@ -289,12 +307,17 @@ class Model:
             self._on_update(mv, ev, when)
         elif kind == "history":
             rec = ev.get("rec") or {}
-            mv.from_history = True
+            if not mv.from_history:
+                mv.switch_to_history(rec.get("tick"))
+                if mv.id == self.selected:
+                    self.cursor = None
             mv.append(Rec(mv.next_n, float(rec.get("time") or when), fields=rec))
         elif kind == "status":
             mv.connected = bool(ev.get("up"))
             self._order = None
         elif kind == "note":
+            if ev.get("hist") is False:  # the history is no longer followed: updates make the records again
+                mv.from_history = False
             mv.append(Rec(mv.next_n, when, note=str(ev.get("text") or "")))
 
     def _on_machine(self, mv: MachineView, ev: Event) -> None:
@@ -316,7 +339,7 @@ class Model:
         clock = tuple(int(t) for t in ev.get("clock") or ())
         mv.changes += 1
         mv.saw_clock(clock)
-        if ev.get("h") or mv.from_history:  # the history brings this transition's record
+        if ev.get("h"):  # the history brings this transition's record
             return
         muts = ev.get("mutations") or []
         m0: Mapping[str, Any] = muts[-1] if muts and isinstance(muts[-1], Mapping) else {}
