@@ -214,7 +214,7 @@ def drain(mach: Machine, m: Mutation | None = None) -> int:
     empty, so a mutation appended meanwhile is never left behind.
     """
     first: int | None = None
-    lock, q, subs = mach._lock, mach._queue, mach._subs
+    lock, q = mach._lock, mach._queue
     try:
         while True:
             if m is None:
@@ -237,7 +237,7 @@ def drain(mach: Machine, m: Mutation | None = None) -> int:
                 first = r
             if m.queue_tick:
                 mach._done_tick = m.queue_tick
-                if subs.queue:
+                if mach._subs.queue:  # read each time: the first waiter replaces the shared empty one
                     resolve_queue_waiters(mach)
             m = None
     except BaseException:
