@@ -147,17 +147,19 @@ def add_err(mach: Machine, state: str, err: BaseException | None, args: Mapping[
     return m.result  # a leftover queue ran first: its own result all the same
 
 
-def check(mach: Machine, mtype: MutationType, states: tuple[str, ...], args: Mapping[str, Any] | None) -> int:
-    """A dry run (``can_add``/``can_remove``): prepended, waited for up to 1 s."""
+def check(mach: Machine, mtype: MutationType, states: tuple[str, ...], args: Mapping[str, Any] | None,
+          timed_out: int = CANCELED) -> int:
+    """A dry run (``can_add``/``can_remove``): prepended, waited for up to 1 s; ``timed_out`` is returned when the
+    machine stayed busy that long (``can_*`` answer CANCELED; the transport tells a timeout apart)."""
     called = mach._called(states)
     a = args_dict(args)
     if mach._disposing:
         return CANCELED
     m = Mutation(mtype, called, a, is_check=True)
-    return run_prepended(mach, m, 1.0)
+    return run_prepended(mach, m, 1.0, timed_out)
 
 
-def run_prepended(mach: Machine, m: Mutation, timeout: float) -> int:
+def run_prepended(mach: Machine, m: Mutation, timeout: float, timed_out: int = CANCELED) -> int:
     """Prepend ``m``; run it now when idle, wait for it when another thread runs the queue."""
     with mach._lock:
         if mach._processing:
@@ -183,7 +185,7 @@ def run_prepended(mach: Machine, m: Mutation, timeout: float) -> int:
                 mach._queue.remove(m)
             except ValueError:
                 pass
-        return CANCELED
+        return timed_out
     return m.result
 
 

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from machine import Ctx, Machine, SchemaError, StateError, Waiter
 from machine.history import SOURCE
 from machine.log import LazyLogger
+from machine.mutation import MutationType
+from machine.mutation_queue import check
 
 from .. import protocol as P
 from .. import tracecontext
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 log = LazyLogger("transport.server")
 
 MAX_WHEN_ARGS = 256  # pending server-side waiters per client session
+_BUSY = -1  # what the core's check returns when the machine stayed busy past its wait
 MAX_CHECKS = 64  # dry runs (can) of one session in progress at once
 CHECK_THREADS = 4  # dry runs of different clients in parallel (each may wait up to 1 s for a busy machine)
 
@@ -195,14 +198,17 @@ class Dispatcher:
         args = _args(b.get("a"))[0]
         if sess.checks >= MAX_CHECKS:
             raise TransportError(f"too many dry runs in progress (limit {MAX_CHECKS})", code=P.LIMIT)
-        fn = m.can_remove if b.get("type") == P.REMOVE else m.can_add
+        mtype = MutationType.REMOVE if b.get("type") == P.REMOVE else MutationType.ADD
         sess.checks += 1
         loop, identity = self.loop, sess.identity
 
         def run() -> None:
             result: int | Exception
             try:
-                result = int(fn(*states, args=args))
+                result = int(check(m, mtype, tuple(states), args, timed_out=_BUSY))
+                if result == _BUSY:  # not a refusal: the machine stayed in a transition for the whole second
+                    result = TransportError(f"machine {m.id} was busy for 1 s: the dry run did not run",
+                                            code=P.BUSY)
             except Exception as exc:
                 result = exc
             loop.post(lambda: done(result))
