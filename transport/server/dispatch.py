@@ -186,16 +186,17 @@ class Dispatcher:
         return lane
 
     def _hand_off(self, sess: Session, seq: int, lane: Lane, fn: Callable[[], Any],
-                  answer: Callable[[Any], None]) -> None:
+                  answer: Callable[[Any], None], bounded: bool = True) -> None:
         """Run ``fn`` on the lane's pool thread, after the lane's earlier jobs; ``answer`` its result (or the
         exception it raised) on the I/O thread."""
-        if lane.outstanding >= MAX_LANE:
+        if bounded and lane.outstanding >= MAX_LANE:
             raise TransportError(f"machine {lane.mach.id} has {MAX_LANE} requests waiting; try again later",
                                  code=P.LIMIT)
         lane.outstanding += 1
         if seq:
             sess.inflight.add(seq)
-        loop, mach_id = self.loop, lane.mach.id
+        loop, mach_id, identity = self.loop, lane.mach.id, sess.identity
+        lane.waiting[identity] = lane.waiting.get(identity, 0) + 1
 
         def job() -> None:
             result: Any
@@ -209,6 +210,9 @@ class Dispatcher:
 
         def done(result: Any, slow: bool) -> None:
             lane.outstanding -= 1
+            left = lane.waiting.pop(identity) - 1
+            if left:
+                lane.waiting[identity] = left
             now = time.monotonic()
             if slow:
                 lane.slow_until = now + SLOW_HOLD
@@ -255,6 +259,15 @@ class Dispatcher:
 
     def _sync(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
         m = self._mach(mach_id)
+        lane = self.lanes.get(m.id)
+        if lane is not None and lane.mach is m and lane.waiting.get(sess.identity):
+            # this client's earlier requests still wait on the lane: its clock is read once they are applied
+            # (a sync answers "after every earlier request"); other clients are answered at once
+            self._hand_off(sess, 0, lane, _nothing, lambda r: self._sync_now(sess, seq, m), bounded=False)
+            return
+        self._sync_now(sess, seq, m)
+
+    def _sync_now(self, sess: Session, seq: int, m: Machine) -> None:
         t, q, mt = m.time(), m.queue_tick, m.machine_tick
         sub = sess.subs.get(m.id)
         if sub is not None:
@@ -401,6 +414,10 @@ def _applier(sess: Session, kind: str, m: Machine, b: dict[str, Any]) -> Callabl
             SOURCE.reset(token)
 
     return apply
+
+
+def _nothing() -> None:
+    """A lane job that only keeps a request's place in the machine's order."""
 
 
 def _body(body: Any) -> dict[str, Any]:
