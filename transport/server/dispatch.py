@@ -8,8 +8,9 @@ machine's *lane* (``workers.py``): a FIFO per machine, run by a bounded pool of 
   with requests waiting, and its last transition run for a request was quick. No thread hand-off.
 - On its lane: the machine is busy (another thread runs its queue), or a request for it already waits on the lane
   (so requests for one machine keep their order), or a transition run for a request took more than ``SLOW``
-  (5 ms) in the last ``SLOW_HOLD`` seconds. The pool thread applies it; the result is posted back and the reply
-  (with the session's mirror update) is sent by the I/O thread, in the order the requests came.
+  (5 ms) in the last ``SLOW_HOLD`` seconds and was not followed by ``QUICK_STREAK`` quick ones. The pool thread
+  applies it; the result is posted back and the reply (with the session's mirror update) is sent by the I/O
+  thread, in the order the requests came. A ``sync`` waits there behind the same client's earlier requests.
 - A retry of a seq still on a lane is not answered twice: its one reply goes out when it is applied.
 - Back-pressure: a lane holds at most ``MAX_LANE`` requests; past it the machine's requests answer ``limit``.
 - The one stall left: the first slow transition of a machine not yet known to be slow runs inline.
@@ -45,6 +46,7 @@ MAX_WHEN_ARGS = 256  # pending server-side waiters per client session
 MAX_CHECKS = 64  # dry runs (can) of one session in progress at once
 SLOW = 0.005  # seconds: a request's transition slower than this sends the machine's next requests to its lane
 SLOW_HOLD = 2.0  # seconds a machine counts as slow after its last slow transition
+QUICK_STREAK = 50  # quick transitions in a row on a lane that end a machine's slow time early
 MAX_LANE = 1000  # requests of all clients waiting on one machine's lane; past it they answer limit
 CHECK_THREADS = 4  # dry runs of different clients in parallel (each may wait up to 1 s for a busy machine)
 
@@ -216,7 +218,12 @@ class Dispatcher:
             now = time.monotonic()
             if slow:
                 lane.slow_until = now + SLOW_HOLD
-            elif not lane.outstanding and lane.slow_until <= now and self.lanes.get(mach_id) is lane:
+                lane.quick = 0
+            else:
+                lane.quick += 1
+                if lane.quick >= QUICK_STREAK:
+                    lane.slow_until = 0.0  # it was a pause (a GC, a busy box), not a slow handler: back inline
+            if not lane.outstanding and lane.slow_until <= now and self.lanes.get(mach_id) is lane:
                 del self.lanes[mach_id]
             sess.inflight.discard(seq)
             answer(result)

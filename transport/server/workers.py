@@ -25,7 +25,7 @@ class Lane:
     """One machine's hand-off state. ``jobs`` is shared with the pool (under its lock); ``outstanding`` and
     ``slow_until`` belong to the I/O thread."""
 
-    __slots__ = ("mach", "jobs", "scheduled", "outstanding", "slow_until", "waiting")
+    __slots__ = ("mach", "jobs", "scheduled", "outstanding", "slow_until", "quick", "waiting")
 
     def __init__(self, mach: Machine) -> None:
         self.mach = mach
@@ -33,6 +33,7 @@ class Lane:
         self.scheduled = False  # in the ready queue or running on a pool thread
         self.outstanding = 0  # handed off and not yet answered (the I/O thread's count)
         self.slow_until = 0.0  # monotonic time until which the machine counts as slow
+        self.quick = 0  # quick transitions in a row on this lane since the last slow one
         self.waiting: dict[bytes, int] = {}  # outstanding requests per session identity (the I/O thread's)
 
 
