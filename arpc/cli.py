@@ -31,6 +31,8 @@ With `-- COMMAND ARGS`, runs one command and exits:
 (ARPC_DEMO_SPEED=0.2 makes them five times faster).
 `arpc keygen DIR [--name NAME]` writes a CURVE key pair (NAME.key, NAME.key_secret) for --client-key and
 the server's expose(curve=..., allow=...).
+`arpc dbg [ADDR]... [-d DIR] [--record FILE]` opens a live full-screen inspector; `arpc dbg --replay FILE`
+replays a recording (`arpc dbg --help`).
 With no address, ARPC_ADDR (addresses), else AM_REPL_ADDR and AM_REPL_DIR are used.
 `arpc ADDR -r 0 -i 1 -- time .` repeats a command every second until Ctrl+C.
 `arpc config [@NAME]` prints the effective settings and where each came from ($XDG_CONFIG_HOME/arpc/config.toml
@@ -189,6 +191,10 @@ def run(argv: Sequence[str] | None = None, *, connector: Connector | None = None
     root_args, cmd = split_argv(sys.argv[1:] if argv is None else argv)
     if root_args[:1] == ["keygen"]:
         return _run_keygen(root_args[1:])
+    if root_args[:1] == ["dbg"] and cmd is None:
+        from .dbg import run_dbg
+
+        return run_dbg(root_args[1:])
     if root_args[:1] == ["config"] and cmd is None:
         return _run_config(root_args[1:])
     if root_args[:1] == ["completion"] and cmd is None:

@@ -1,0 +1,212 @@
+"""P11: ``arpc dbg`` following many busy machines. ``python scripts/bench_dbg.py [--machines 1000] [--rate 2000]
+[--seconds 10]``.
+
+A daemon process serves ``--machines`` machines on one endpoint (history on, as ``expose`` does by default) and
+changes them ``--rate`` times a second in total (round robin, Foo and Bar in turn). This process runs the real
+``arpc dbg`` screen (the same Application, model and live source) drawing into an 80x24 terminal that goes to
+/dev/null, and measures for every redraw how far the screen is behind the source: for each transition of the followed
+histories (at most 64 a session: the daemon's limit), the wall time of the first redraw after it reached the model
+minus its wall time on the source (both processes on this host read the same clock). Also: the
+transitions/s the daemon reached, the transitions that reached the screen, RSS (peak).
+
+Targets (issue 13): the screen never more than 100 ms behind, RSS under 300 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def daemon(n: int, rate: float, addr_dir: str) -> None:
+    """The load: ``n`` machines, ``rate`` transitions/s in total, in batches every 10 ms; prints the address, then
+    at stdin EOF the transitions made and the seconds it took."""
+    from machine import Machine, State
+    from transport import expose
+
+    schema = {"Start": State(), "Ready": State(require=("Start",)), "Foo": State(remove=("Bar",)),
+              "Bar": State(remove=("Foo",))}
+    machs = [Machine(schema, id=f"m{i:04d}", parent="bench") for i in range(n)]
+    for m in machs:
+        m.add("Start", "Ready")
+    ep = expose(machs, addr_dir=addr_dir)
+    print(ep.address, flush=True)
+    stop = threading.Event()
+    made = [0]
+    t0 = [0.0]
+
+    def drive() -> None:
+        go = sys.stdin.readline()  # "go": the screen follows every machine by now
+        if not go:
+            return
+        i = 0
+        t0[0] = start = time.perf_counter()
+        while not stop.is_set():
+            due = int((time.perf_counter() - start) * rate)
+            while made[0] < due and not stop.is_set():
+                m = machs[i % n]
+                m.add("Foo" if (i // n) % 2 == 0 else "Bar")
+                i += 1
+                made[0] += 1
+            time.sleep(0.01)
+
+    th = threading.Thread(target=drive, daemon=True)
+    th.start()
+    sys.stdin.readline()  # the second line (or EOF) stops the load
+    stop.set()
+    took = time.perf_counter() - t0[0]
+    print(f"{made[0]} {took:.3f}", flush=True)
+    ep.stop()
+
+
+def rss_mib() -> tuple[float, float]:
+    """(current, peak) resident set size of this process, MiB (Linux /proc)."""
+    cur = peak = 0.0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                cur = int(line.split()[1]) / 1024
+            elif line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) / 1024
+    return cur, peak
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--machines", type=int, default=1000)
+    ap.add_argument("--rate", type=float, default=2000.0, help="transitions per second, all machines together")
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--daemon", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--dir", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.daemon:
+        daemon(a.machines, a.rate, a.dir)
+        return
+
+    from prompt_toolkit.data_structures import Size
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output.vt100 import Vt100_Output
+
+    from arpc.dbg.app import DbgApp
+    from arpc.dbg.model import Model
+    from arpc.dbg.sources import Feed, LiveSource
+    from arpc.session import Session
+
+    tmp = tempfile.mkdtemp(prefix="bench-dbg-")
+    proc = subprocess.Popen([sys.executable, __file__, "--daemon", "--machines", str(a.machines), "--rate",
+                             str(a.rate), "--dir", tmp], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout is not None and proc.stdin is not None
+    address = proc.stdout.readline().strip()
+    print(f"daemon: {a.machines} machines on {address}", file=sys.stderr)
+
+    session = Session(connect_timeout=10.0, eager=True)
+    session.load([address])
+    feed = Feed()
+    model = Model()
+    source = LiveSource(session, feed)
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - closed at the end
+    output = Vt100_Output(devnull, lambda: Size(rows=24, columns=80), term="xterm")
+    lags: list[float] = []
+    wire: list[float] = []  # source -> this process's feed, per record
+    records = [0]
+
+    with create_pipe_input() as inp:
+        dbg = DbgApp(model, feed, source=source, output=output, input=inp)
+        waiting: list[float] = []  # source times of the transitions drained and not drawn yet
+        pump = dbg.pump
+
+        def pump_and_note() -> bool:
+            # the source times of the followed transitions about to be drawn
+            events = feed.drain()
+            for ev in events:
+                if ev.get("k") == "history":
+                    records[0] += 1
+                    src_t = float(ev["rec"].get("time") or 0.0)
+                    if measuring[0]:
+                        wire.append(ev["t"] - src_t)
+                        waiting.append(src_t)
+            for ev in events:
+                model.feed(ev)
+            return pump() or bool(events)
+
+        dbg.pump = pump_and_note  # type: ignore[method-assign]
+        after = dbg._after_render
+
+        def after_render(app: Any) -> None:
+            after(app)
+            now = time.time()
+            lags.extend(now - t for t in waiting)
+            waiting.clear()
+            redraws[0] += 1
+
+        dbg.app.after_render._handlers = [after_render]  # type: ignore[attr-defined]
+        measuring = [False]
+        redraws = [0]
+
+        async def scenario() -> None:
+            t0 = time.monotonic()
+            source.start()
+            while len(source._subs) < a.machines and time.monotonic() - t0 < 120:
+                await asyncio.sleep(0.2)
+            print(f"following {len(source._subs)} machines after {time.monotonic() - t0:.1f}s", file=sys.stderr)
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            await asyncio.sleep(1.0)  # warm-up
+            measuring[0] = True
+            r0, d0 = records[0], redraws[0]
+            t1 = time.monotonic()
+            cpu0 = time.process_time()
+            await asyncio.sleep(a.seconds)
+            measuring[0] = False
+            got = records[0] - r0
+            took = time.monotonic() - t1
+            cpu = (time.process_time() - cpu0) / took
+            proc.stdin.write("stop\n")
+            proc.stdin.flush()
+            made, dt = proc.stdout.readline().split()
+            cur, peak = rss_mib()
+            lag_ms = sorted(x * 1000 for x in lags)
+            print(f"source: {int(made) / float(dt):.0f} transitions/s (target {a.rate:.0f})")
+            print(f"screen: {got / took:.0f} transitions/s of the {min(a.machines, 64)} machines whose history is "
+                  f"followed received, {(redraws[0] - d0) / took:.1f} redraws/s")
+            if lag_ms:
+                p99 = lag_ms[min(len(lag_ms) - 1, int(len(lag_ms) * 0.99))]
+                print(f"source -> on screen, per transition: median {statistics.median(lag_ms):.1f} ms, "
+                      f"p99 {p99:.1f} ms,"
+                      f" max {lag_ms[-1]:.1f} ms (target < 100 ms)")
+            if wire:
+                w = sorted(x * 1000 for x in wire)
+                print(f"of which source -> received: median {statistics.median(w):.1f} ms, "
+                      f"p99 {w[min(len(w) - 1, int(len(w) * 0.99))]:.1f} ms")
+            print(f"this process (screen, model, client I/O): {cpu * 100:.0f}% of one core; load average "
+                  f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+            print(f"RSS {cur:.0f} MiB, peak {peak:.0f} MiB (target < 300 MiB); dropped events {model.dropped}")
+            dbg.app.exit(result=0)
+
+        def pre_run() -> None:
+            dbg.app.create_background_task(dbg._pump_loop())
+            dbg.app.create_background_task(scenario())
+
+        dbg.app.run(pre_run=pre_run)
+    source.close()
+    proc.stdin.close()
+    proc.wait(10)
+    devnull.close()
+
+
+if __name__ == "__main__":
+    main()
