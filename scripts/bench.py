@@ -874,8 +874,9 @@ def telemetry_section(ctx: Ctx) -> Report:
     for name, r in rates.items():
         rep.rows.append([name, si(r.median), si(r.best), f"{r.median / base.median:.2f}x"])
     rep.notes.append("The 6-state file flow of the core section (P2), one machine, the tracer bound with "
-                     "`watch(mach)`; repeats interleaved. The OTel SDK provider has no span processor, so spans "
-                     "are built and dropped: an exporter adds its own cost on top.")
+                     "`watch(mach)` (history: `keep_history(1000)`); repeats interleaved. An OTel tracer with an "
+                     "explicit no-op provider binds nothing and costs nothing. The OTel SDK provider has no span "
+                     "processor, so spans are built and dropped: an exporter adds its own cost on top.")
     return rep
 
 
