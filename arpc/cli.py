@@ -35,6 +35,7 @@ the server's expose(curve=..., allow=...).
 replays a recording (`arpc dbg --help`).
 With no address, ARPC_ADDR (addresses), else AM_REPL_ADDR and AM_REPL_DIR are used.
 `arpc ADDR -r 0 -i 1 -- time .` repeats a command every second until Ctrl+C.
+`arpc grafana [MACH]... [-o FILE]` writes a Grafana dashboard for the metrics of expose(..., metrics=ADDR).
 `arpc config [@NAME]` prints the effective settings and where each came from ($XDG_CONFIG_HOME/arpc/config.toml
 holds [defaults] and [connections.NAME]; `arpc @NAME -- list` connects a named connection).
 `arpc completion bash|zsh|fish` prints the shell's completion script (e.g. eval "$(arpc completion bash)").
@@ -195,6 +196,8 @@ def run(argv: Sequence[str] | None = None, *, connector: Connector | None = None
         from .dbg import run_dbg
 
         return run_dbg(root_args[1:])
+    if root_args[:1] == ["grafana"] and cmd is None:
+        return _run_grafana(root_args[1:])
     if root_args[:1] == ["config"] and cmd is None:
         return _run_config(root_args[1:])
     if root_args[:1] == ["completion"] and cmd is None:
@@ -284,6 +287,46 @@ def _curve_connector(server_key: str | None, client_key: str | None) -> Connecto
         return default_connector(address, timeout, server_key=server_key, client_keys=client_key)
 
     return connect
+
+
+def _run_grafana(args: list[str]) -> int:
+    """``arpc grafana [MACH]... [-o FILE] [--title T] [--datasource UID]``: a Grafana dashboard (JSON) for the
+    metrics that ``expose(..., metrics=ADDR)`` serves; the machines given are selected when it loads."""
+    import json
+
+    from transport.grafana import dashboard
+
+    printer = Printer()
+    opts: dict[str, str] = {}
+    machs: list[str] = []
+    rest = list(args)
+    while rest:
+        a = rest.pop(0)
+        if a in ("-o", "--output", "--title", "--datasource"):
+            if not rest:
+                printer.error(UsageError(f"{a} needs a value"))
+                return USAGE
+            opts[a] = rest.pop(0)
+        elif a.startswith("-"):
+            printer.error(UsageError("usage: arpc grafana [MACH]... [-o FILE] [--title T] [--datasource UID]"))
+            return USAGE
+        else:
+            machs.append(a)
+    board = dashboard(machs, title=opts.get("--title", "asyncmachine"),
+                      datasource=opts.get("--datasource", "Prometheus"))
+    text = json.dumps(board, indent=2) + "\n"
+    out = opts.get("-o") or opts.get("--output")
+    if out is None:
+        sys.stdout.write(text)
+        return OK
+    try:
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        printer.error(ArpcError(f"cannot write {out}: {e.strerror or e}", FAILED))
+        return FAILED
+    print(f"wrote {out}")
+    return OK
 
 
 def _run_config(args: list[str]) -> int:

@@ -27,10 +27,23 @@ class LogLevel(enum.IntEnum):
         return self.name.lower()
 
 
+# os.environ.get goes through the Mapping ABC and encodes the key on every call: a third of a machine's creation.
+# The environ's own dict (CPython keeps it in step with setenv/putenv through os.environ) is one lookup.
+_ENV_DATA: dict[Any, Any] | None = getattr(os.environ, "_data", None)
+_AM_LOG_KEY: Any = os.environ.encodekey("AM_LOG") if hasattr(os.environ, "encodekey") else None
+
+
+def _am_log() -> str:
+    if _ENV_DATA is not None and _AM_LOG_KEY is not None:
+        raw = _ENV_DATA.get(_AM_LOG_KEY)
+        return str(os.environ.decodevalue(raw)) if raw else ""
+    return os.environ.get("AM_LOG", "")
+
+
 def parse_level(value: int | str | LogLevel | None) -> LogLevel:
     """A level from an int, a name (any case) or None (then env ``AM_LOG``, else NOTHING)."""
     if value is None:
-        value = os.environ.get("AM_LOG") or 0
+        value = _am_log() or 0
         if value == 0:
             return LogLevel.NOTHING
     if isinstance(value, str):

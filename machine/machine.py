@@ -25,7 +25,7 @@ from .mutation_queue import dispose as dispose_machine
 from .persistence import set_clock
 from .resolver import Plan
 from .schema import EXCEPTION, State, called_names, check_names, compiled_for, unknown_names
-from .subscriptions import Clock, Subscriptions, new_waiter, when_args, when_query, when_queue, when_time
+from .subscriptions import NO_SUBS, Clock, new_waiter, when_args, when_query, when_queue, when_time
 from .tracer import NO_HOOKS, NO_TRACERS, Tracer, bind_tracer, detach_tracer, emit, hooks_of
 from .transition import Transition
 from .worker import HandlerWorker
@@ -122,7 +122,7 @@ class Machine:
         self._tracers: list[Tracer] = list(tracers) if tracers else NO_TRACERS
         # the tracer methods that are overridden, by hook name: empty when no tracer wants anything
         self._hooks: dict[str, list[Callable[..., Any]]] = hooks_of(self._tracers) if tracers else NO_HOOKS
-        self._subs = Subscriptions(self._lock)
+        self._subs = NO_SUBS  # its own on the first waiter (most machines never get one)
         self._state_ctxs: dict[str, Ctx] = {}
         self._ctx_obj: Ctx | None = None  # created on first use, like the rest below
         self._dispose_cbs: list[Callable[[], Any]] = []
@@ -443,14 +443,14 @@ class Machine:
         """Resolves when all of ``states`` are active together (at once if they are)."""
         self._check_names(states)
         names = tuple(dict.fromkeys(states))
-        return new_waiter(self, self._subs.when, (frozenset(names), ctx), lambda w: (w, names),
+        return new_waiter(self, "when", (frozenset(names), ctx), lambda w: (w, names),
                           lambda: self.is_active(*names), ctx)
 
     def when_not(self, *states: str, ctx: Ctx | None = None) -> Waiter:
         """Resolves when all of ``states`` are inactive (at once if they are)."""
         self._check_names(states)
         names = tuple(dict.fromkeys(states))
-        return new_waiter(self, self._subs.when_not, (frozenset(names), ctx), lambda w: (w, names),
+        return new_waiter(self, "when_not", (frozenset(names), ctx), lambda w: (w, names),
                           lambda: not self.any_active(*names), ctx)
 
     def when_err(self, ctx: Ctx | None = None) -> Waiter:

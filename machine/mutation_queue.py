@@ -147,17 +147,19 @@ def add_err(mach: Machine, state: str, err: BaseException | None, args: Mapping[
     return m.result  # a leftover queue ran first: its own result all the same
 
 
-def check(mach: Machine, mtype: MutationType, states: tuple[str, ...], args: Mapping[str, Any] | None) -> int:
-    """A dry run (``can_add``/``can_remove``): prepended, waited for up to 1 s."""
+def check(mach: Machine, mtype: MutationType, states: tuple[str, ...], args: Mapping[str, Any] | None,
+          timed_out: int = CANCELED) -> int:
+    """A dry run (``can_add``/``can_remove``): prepended, waited for up to 1 s; ``timed_out`` is returned when the
+    machine stayed busy that long (``can_*`` answer CANCELED; the transport tells a timeout apart)."""
     called = mach._called(states)
     a = args_dict(args)
     if mach._disposing:
         return CANCELED
     m = Mutation(mtype, called, a, is_check=True)
-    return run_prepended(mach, m, 1.0)
+    return run_prepended(mach, m, 1.0, timed_out)
 
 
-def run_prepended(mach: Machine, m: Mutation, timeout: float) -> int:
+def run_prepended(mach: Machine, m: Mutation, timeout: float, timed_out: int = CANCELED) -> int:
     """Prepend ``m``; run it now when idle, wait for it when another thread runs the queue."""
     with mach._lock:
         if mach._processing:
@@ -183,7 +185,7 @@ def run_prepended(mach: Machine, m: Mutation, timeout: float) -> int:
                 mach._queue.remove(m)
             except ValueError:
                 pass
-        return CANCELED
+        return timed_out
     return m.result
 
 
@@ -214,7 +216,7 @@ def drain(mach: Machine, m: Mutation | None = None) -> int:
     empty, so a mutation appended meanwhile is never left behind.
     """
     first: int | None = None
-    lock, q, subs = mach._lock, mach._queue, mach._subs
+    lock, q = mach._lock, mach._queue
     try:
         while True:
             if m is None:
@@ -237,7 +239,7 @@ def drain(mach: Machine, m: Mutation | None = None) -> int:
                 first = r
             if m.queue_tick:
                 mach._done_tick = m.queue_tick
-                if subs.queue:
+                if mach._subs.queue:  # read each time: the first waiter replaces the shared empty one
                     resolve_queue_waiters(mach)
             m = None
     except BaseException:

@@ -115,10 +115,23 @@ class Subscriptions:
         return out
 
 
-def new_waiter(mach: Machine, table: dict[Any, Any], key: Any, entry_fn: Callable[[Waiter], Any],
+NO_SUBS = Subscriptions(threading.RLock())  # shared by machines that have no waiter yet: never written
+
+
+def own_subs(mach: Machine) -> Subscriptions:
+    """The machine's own ``Subscriptions``, made on its first waiter (call with ``mach._lock`` held): until then it
+    shares the empty ``NO_SUBS``, which only ever answers that nothing waits."""
+    subs = mach._subs
+    if subs is NO_SUBS:
+        subs = mach._subs = Subscriptions(mach._lock)
+    return subs
+
+
+def new_waiter(mach: Machine, table_name: str, key: Any, entry_fn: Callable[[Waiter], Any],
                ready: Callable[[], bool], ctx: Ctx | None) -> Waiter:
-    """The waiter registered in ``table`` under ``key`` (shared by equal subscriptions), or one already ended:
-    True when ``ready()`` holds now, False on a disposed machine or an ended ``ctx``."""
+    """The waiter registered in the table ``table_name`` (``when``, ``when_not``, ``when_time``, ``when_args``)
+    under ``key`` (shared by equal subscriptions), or one already ended: True when ``ready()`` holds now, False
+    on a disposed machine or an ended ``ctx``."""
     if mach._disposed or mach._disposing:
         return resolved_waiter(False)
     if ctx is not None and ctx.done:
@@ -126,12 +139,14 @@ def new_waiter(mach: Machine, table: dict[Any, Any], key: Any, entry_fn: Callabl
     with mach._lock:  # ticks change under the lock, so ready() and the registration see one clock
         if ready():
             return resolved_waiter(True)
+        subs = own_subs(mach)
+        table: dict[Any, Any] = getattr(subs, table_name)
         existing = table.get(key)
         if existing is not None:
             w: Waiter = existing[0]
             return w
         w = Waiter()
-        mach._subs.register(table, key, entry_fn(w), w, ctx)
+        subs.register(table, key, entry_fn(w), w, ctx)
         return w
 
 
@@ -153,7 +168,7 @@ def when_time(mach: Machine, states: Iterable[str], times: Iterable[int], ctx: C
                 return False
         return True
 
-    return new_waiter(mach, mach._subs.when_time, (names, ts, ctx), lambda w: (w, names, ts), ready, ctx)
+    return new_waiter(mach, "when_time", (names, ts, ctx), lambda w: (w, names, ts), ready, ctx)
 
 
 def when_args(mach: Machine, state: str, args: Mapping[str, Any], ctx: Ctx | None) -> Waiter:
@@ -163,7 +178,7 @@ def when_args(mach: Machine, state: str, args: Mapping[str, Any], ctx: Ctx | Non
         key: Any = (state, frozenset(want.items()), ctx)
     except TypeError:  # unhashable values: no reuse
         key = (state, id(want), ctx)
-    return new_waiter(mach, mach._subs.when_args, key, lambda w: (w, state, want), lambda: False, ctx)
+    return new_waiter(mach, "when_args", key, lambda w: (w, state, want), lambda: False, ctx)
 
 
 def when_query(mach: Machine, fn: Callable[[Clock], bool], ctx: Ctx | None) -> Waiter:
@@ -172,8 +187,9 @@ def when_query(mach: Machine, fn: Callable[[Clock], bool], ctx: Ctx | None) -> W
         return resolved_waiter(False)
     w = Waiter()
     with mach._lock:
-        mach._subs.query[w] = fn
-        w._on_cancel = mach._subs._forget
+        subs = own_subs(mach)
+        subs.query[w] = fn
+        w._on_cancel = subs._forget
         w._end_with(ctx)
     return w
 
@@ -188,8 +204,9 @@ def when_queue(mach: Machine, tick: int) -> Waiter:
         if tick <= mach._done_tick:
             return resolved_waiter(True)
         w = Waiter()
-        mach._subs.queue[w] = tick
-        w._on_cancel = mach._subs._forget
+        subs = own_subs(mach)
+        subs.queue[w] = tick
+        w._on_cancel = subs._forget
     return w
 
 

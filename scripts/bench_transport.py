@@ -159,6 +159,23 @@ def serve_daemon(keys: str | None) -> None:
     ep.stop()
 
 
+def serve_slow(n: int, pause: float) -> None:
+    """n machines b0..b<n-1> on one endpoint; b0's MState sleeps ``pause`` seconds (the slow machine)."""
+    from machine import Machine
+    from transport import expose
+
+    class Slow:
+        def MState(self, e: Any) -> None:
+            time.sleep(pause)
+
+    machs = [Machine(_schema(), id=f"b{i}", handlers=Slow() if i == 0 else None, handler_timeout=None)
+             for i in range(n)]
+    ep = expose(machs)
+    print(ep.address, flush=True)
+    sys.stdin.readline()
+    ep.stop()
+
+
 def _arm(rm: Any, rec: list[float]) -> None:
     """A waiter for the next tick of M; when it resolves, note the time and wait for the one after."""
     w = rm.when_time(["M"], [rm.tick("M") + 1])
@@ -434,6 +451,51 @@ def measure_curve(quick: bool) -> dict[str, Any]:
             _stop(curve)
     return {"plain": (_pct(pl, 0.5), _pct(pl, 0.99)), "curve": (_pct(cl, 0.5), _pct(cl, 0.99)), "n": n}
 
+def measure_isolation(quick: bool, machines: int = 100, pause: float = 0.8) -> dict[str, Any]:
+    """One machine of ``machines`` has a handler that sleeps ``pause`` s and is mutated in a loop by one client;
+    another client's `add` on another machine, `machines()`, and `sync` + history of the slow machine itself."""
+    import threading
+
+    from transport import connect
+
+    server, addr = _spawn("slow", str(machines), str(pause))
+    stop, first = threading.Event(), threading.Event()
+    slow_c = connect(addr, timeout=10)
+
+    def loop() -> None:
+        rm = slow_c.machine("b0")
+        while not stop.is_set():
+            rm.add("M")
+            first.set()
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    res: dict[str, Any] = {"machines": machines, "pause": pause}
+    try:
+        if not first.wait(15):
+            raise RuntimeError("the slow machine never finished a transition")
+        with connect(addr) as c:
+            rm = c.machine("b5")
+            n = 1000 if quick else 5000
+            lat = _lat(lambda: rm.add("M"), n)
+            res["add"] = (_pct(lat, 0.5), _pct(lat, 0.99), max(lat))
+            lst = _lat(c.machines, 20)
+            res["list"] = (_pct(lst, 0.5), max(lst))
+            slow_rm = c.machine("b0")
+
+            def look() -> None:
+                slow_rm.sync()
+                slow_rm.history.records(limit=5)
+
+            lk = _lat(look, 20)
+            res["look"] = (_pct(lk, 0.5), max(lk))
+    finally:
+        stop.set()
+        t.join(pause * 3 + 5)
+        slow_c.close()
+        _stop(server)
+    return res
+
 
 def main() -> None:
     mode = sys.argv[1]
@@ -445,6 +507,8 @@ def main() -> None:
         run_mirrors(sys.argv[2], int(sys.argv[3]))
     elif mode == "floor":
         serve_floor()
+    elif mode == "slow":
+        serve_slow(int(sys.argv[2]), float(sys.argv[3]))
     elif mode == "fanraw":
         serve_fan_raw()
     elif mode == "rawmirrors":

@@ -49,7 +49,9 @@ class OtelTracer(Tracer):
         self._handlers: dict[tuple[int, int], tuple[Any, Any]] = {}
 
     def watch(self, mach: Machine) -> None:
-        """Bind to ``mach``."""
+        """Bind to ``mach``; with a no-op tracer provider nothing is bound (its spans would be dropped anyway)."""
+        if isinstance(self._tracer, self._trace.NoOpTracer):
+            return
         mach.bind_tracer(self)
 
     def transition_init(self, tx: Transition) -> None:

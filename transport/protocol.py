@@ -44,6 +44,7 @@ LIMIT = "limit"
 DUPLICATE = "duplicate"  # a retried mutation that was applied, whose result left the reply cache
 STALE_SEQ = "stale_seq"  # a mutation whose seq is older than the session's record tells apart: not applied
 INTERNAL = "internal"
+BUSY = "busy"  # a dry run whose machine stayed in a transition past the wait: it did not run
 NO_HISTORY = "no_history"  # history asked of a machine that keeps none
 MAX_HIST_REPLY = 1000  # records in one hist reply
 MAX_FOLLOWS = 64  # machines one session follows the history of

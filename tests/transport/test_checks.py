@@ -6,9 +6,10 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from tr_util import RawPeer, until
 
-from transport import connect
+from transport import TransportError, connect
 
 
 def test_dry_runs_on_a_busy_machine_do_not_stall_other_clients(daemon) -> None:
@@ -45,7 +46,12 @@ def test_dry_runs_on_a_busy_machine_do_not_stall_other_clients(daemon) -> None:
                 if msg is not None and msg[0] in ("ok", "err"):
                     replies[msg[1]] = msg
             assert sorted(replies) == [1, 2, 3, 4], replies
-            assert all(r[0] == "ok" for r in replies.values()), replies
+            # issue 12 item 4: a dry run that timed out is its own error, not a "canceled" like a refusal
+            assert all(r[0] == "err" and r[3]["code"] == "busy" for r in replies.values()), replies
+            with pytest.raises(TransportError) as ei:
+                c.machine("worker0").can_add("Bar")
+            assert ei.value.code == "busy"
+            assert c.machine("worker1").can_add("Bar") == 0      # another machine answers at once
     finally:
         peer.close()
         busy.join(15)

@@ -220,3 +220,17 @@ def test_a_taken_metrics_port_fails_expose_and_frees_its_address() -> None:
         with pytest.raises(TransportError) as ei:
             expose(_mach("x"), addr="tcp://127.0.0.1:0", metrics=f"127.0.0.1:{port}")
         assert ei.value.code == "bind"
+
+
+def test_without_the_extras_the_tracers_say_which_to_install() -> None:
+    import sys
+
+    code = ("import sys; sys.modules['prometheus_client'] = None; sys.modules['opentelemetry'] = None\n"
+            "from transport.metrics import MetricsTracer\nfrom transport.otel import OtelTracer\n"
+            "for make in (MetricsTracer, OtelTracer):\n"
+            "    try:\n        make()\n    except ImportError as e:\n        print(e)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        "metrics need the 'metrics' extra: pip install 'asyncmachine[metrics]'",
+        "traces need the 'otel' extra: pip install 'asyncmachine[otel]'"]

@@ -132,3 +132,18 @@ def test_without_propagation_no_trace_context_is_sent() -> None:
     from transport import tracecontext
 
     assert tracecontext.inject is None and tracecontext.attach is None
+
+
+def test_an_exporter_that_raises_never_breaks_a_transition() -> None:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    class Broken(SpanExporter):
+        def export(self, spans: Any) -> Any:
+            raise RuntimeError("collector down")
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(Broken()))
+    m = Machine({"A": State(), "B": State()}, id="m")
+    OtelTracer(tracer_provider=provider).watch(m)
+    assert m.add("A") == 0 and m.add("B") == 0 and m.is_active("A", "B")
+    assert not m.is_err()

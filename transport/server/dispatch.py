@@ -1,21 +1,44 @@
-"""Request dispatch: what each request kind does to the served machines and what it answers."""
+"""Request dispatch: what each request kind does to the served machines and what it answers.
+
+Threading. Requests are decoded, checked and answered on the endpoint's I/O thread. What may run handlers
+(mutations, dry runs, ``when_args`` registration behind a mutation) runs either inline on the I/O thread or on the
+machine's *lane* (``workers.py``): a FIFO per machine, run by a bounded pool of threads, one job of a lane at a time.
+
+- Inline, the fast path: the machine is idle (``_processing`` is false: no thread runs its queue), has no lane
+  with requests waiting, and its last transition run for a request was quick. No thread hand-off.
+- On its lane: the machine is busy (another thread runs its queue), or a request for it already waits on the lane
+  (so requests for one machine keep their order), or a transition run for a request took more than ``SLOW``
+  (5 ms) in the last ``SLOW_HOLD`` seconds and was not followed by ``QUICK_STREAK`` quick ones. The pool thread
+  applies it; the result is posted back and the reply (with the session's mirror update) is sent by the I/O
+  thread, in the order the requests came. A ``sync`` waits there behind the same client's earlier requests.
+- A retry of a seq still on a lane is not answered twice: its one reply goes out when it is applied.
+- Back-pressure: a lane holds at most ``MAX_LANE`` requests; past it the machine's requests answer ``limit``.
+- The one stall left: the first slow transition of a machine not yet known to be slow runs inline.
+- Reads (``machs``, ``sub``, ``sync``, ``info``, ``hist``, ``ping``, ``hello``) never wait on a machine: they read
+  its clock, which a transition replaces whole (never in place) under the machine's lock only for that swap.
+"""
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from machine import Ctx, Machine, SchemaError, StateError, Waiter
 from machine.history import SOURCE
 from machine.log import LazyLogger
+from machine.mutation import MutationType
+from machine.mutation_queue import check
 
 from .. import protocol as P
 from .. import tracecontext
 from ..errors import RemoteError, TransportError
 from .inspection import Inspection
 from .sessions import Session
+from .workers import Lane, Workers
 
 if TYPE_CHECKING:
     from .endpoint import Endpoint
@@ -23,7 +46,12 @@ if TYPE_CHECKING:
 log = LazyLogger("transport.server")
 
 MAX_WHEN_ARGS = 256  # pending server-side waiters per client session
+_BUSY = -1  # what the core's check returns when the machine stayed busy past its wait
 MAX_CHECKS = 64  # dry runs (can) of one session in progress at once
+SLOW = 0.005  # seconds: a request's transition slower than this sends the machine's next requests to its lane
+SLOW_HOLD = 2.0  # seconds a machine counts as slow after its last slow transition
+QUICK_STREAK = 50  # quick transitions in a row on a lane that end a machine's slow time early
+MAX_LANE = 1000  # requests of all clients waiting on one machine's lane; past it they answer limit
 CHECK_THREADS = 4  # dry runs of different clients in parallel (each may wait up to 1 s for a busy machine)
 
 _Handler = Callable[[Session, int, "str | None", dict[str, Any]], None]
@@ -38,6 +66,8 @@ class Dispatcher:
         self.pushes = ep._pushes
         self.machs = ep._machs
         self.checks: ThreadPoolExecutor | None = None  # made on the first dry run
+        self.lanes: dict[str, Lane] = {}  # machines that are busy, slow, or have requests waiting (I/O thread)
+        self.workers = Workers(f"am-endpoint-lane {ep.address}")
         self._handlers: dict[str, _Handler] = {
             P.PING: self._ping, P.HELLO: self._hello, P.MACHS: self._machs, P.SUB: self._sub,
             P.UNSUB: self._unsub, P.SYNC: self._sync, P.CAN: self._can, P.WHEN_ARGS: self._when_args,
@@ -96,13 +126,15 @@ class Dispatcher:
 
     def mutate(self, sess: Session, kind: str, seq: int, mach_id: str | None, body: Any, first: bool) -> None:
         """``add``/``rm``/``set``/``add_ns``/``add_err``: apply once, answer with the result and the session's
-        mirror update."""
+        mirror update; inline when the machine is idle and quick, else on its lane (see the module doc)."""
         b = body if type(body) is dict else _body(body)
         if sess.readonly:
             raise TransportError(f"no access: client {sess.client_id} is read-only", code=P.NO_ACCESS)
         m = self._mach(mach_id)
         if not first:
             # a retried request: answer again, never apply twice
+            if seq in sess.inflight:
+                return  # handed off and not applied yet: its reply goes out when it is
             cached = sess.replies.get(seq)
             if cached is None:
                 if sess.seqs.forgotten(seq):
@@ -112,38 +144,95 @@ class Dispatcher:
                                      code=P.DUPLICATE)
             self._ok(sess, seq, m.id, [cached, self.pushes.diff(sess, m)])
             return
-        args = _args(b.get("a"))[0]
-        # the history of the machine names the session as the source of the mutation
-        token = SOURCE.set(f"session {sess.client_id}")
-        tc = b.get("tc")
-        detach = (tracecontext.attach(tc) if tracecontext.attach is not None and type(tc) is str
-                  and len(tc) <= tracecontext.MAX_TC else None)
-        try:
-            if kind == P.ADD_ERR:
-                state = b.get("state", "Exception")
-                if not isinstance(state, str):
-                    raise ValueError("state must be a name")
-                msg, type_name = str(b.get("msg", "")), str(b.get("type", "Exception"))
-                if len(msg) + len(type_name) > P.MAX_ARGS_BYTES:
-                    raise TransportError(f"error message larger than {P.MAX_ARGS_BYTES} bytes", code=P.LIMIT)
-                r = m.add_err_state(state, RemoteError(msg, type_name), args)
+        apply = _applier(sess, kind, m, b)
+        lane = self._lane_for(m)
+        if lane is None:
+            t0 = perf_counter()
+            r = apply()
+            if perf_counter() - t0 > SLOW:
+                # this machine's handlers can be slow: its next requests go to its lane for a while
+                self._lane(m).slow_until = time.monotonic() + SLOW_HOLD
+            self._answer(sess, seq, m, r)
+            return
+
+        identity = sess.identity
+
+        def answer(r: int | Exception) -> None:
+            if isinstance(r, Exception):
+                self._fail(identity, seq, m.id, kind, r)
             else:
-                states = P.check_names(b.get("s"))
-                if kind == P.REMOVE:
-                    r = m.remove(*states, args=args)
-                elif kind == P.SET:
-                    r = m.set(*states, args=args)
-                else:
-                    r = m.add(*states, args=args)
-        finally:
-            SOURCE.reset(token)
-            if detach is not None:
-                detach()
-        r = int(r)
+                self._answer(sess, seq, m, r)  # the session may be gone: the client still waits for it
+
+        self._hand_off(sess, seq, lane, apply, answer)
+
+    def _answer(self, sess: Session, seq: int, m: Machine, r: int) -> None:
         if not seq:
             return  # add_ns: no reply; the change reaches the client as a push
         sess.remember(seq, r)
         self._ok(sess, seq, m.id, [r, self.pushes.diff(sess, m)])
+
+    # ------------------------------------------------------------------ lanes: where a busy machine's requests wait
+
+    def _lane_for(self, m: Machine) -> Lane | None:
+        """The lane a request for ``m`` goes to, or None to run it inline on the I/O thread."""
+        lane = self.lanes.get(m.id)
+        if lane is None or lane.mach is not m:
+            if not m._processing:
+                return None  # idle and not known to be slow: the fast path
+            return self._lane(m)
+        if lane.outstanding or m._processing or lane.slow_until > time.monotonic():
+            return lane  # once a request waits on the lane, every later one does too: order per machine
+        del self.lanes[m.id]
+        return None
+
+    def _lane(self, m: Machine) -> Lane:
+        lane = self.lanes.get(m.id)
+        if lane is None or (lane.mach is not m and not lane.outstanding):
+            lane = self.lanes[m.id] = Lane(m)
+        return lane
+
+    def _hand_off(self, sess: Session, seq: int, lane: Lane, fn: Callable[[], Any],
+                  answer: Callable[[Any], None], bounded: bool = True) -> None:
+        """Run ``fn`` on the lane's pool thread, after the lane's earlier jobs; ``answer`` its result (or the
+        exception it raised) on the I/O thread."""
+        if bounded and lane.outstanding >= MAX_LANE:
+            raise TransportError(f"machine {lane.mach.id} has {MAX_LANE} requests waiting; try again later",
+                                 code=P.LIMIT)
+        lane.outstanding += 1
+        if seq:
+            sess.inflight.add(seq)
+        loop, mach_id, identity = self.loop, lane.mach.id, sess.identity
+        lane.waiting[identity] = lane.waiting.get(identity, 0) + 1
+
+        def job() -> None:
+            result: Any
+            t0 = perf_counter()
+            try:
+                result = fn()
+            except Exception as exc:
+                result = exc
+            slow = perf_counter() - t0 > SLOW
+            loop.post(lambda: done(result, slow))
+
+        def done(result: Any, slow: bool) -> None:
+            lane.outstanding -= 1
+            left = lane.waiting.pop(identity) - 1
+            if left:
+                lane.waiting[identity] = left
+            now = time.monotonic()
+            if slow:
+                lane.slow_until = now + SLOW_HOLD
+                lane.quick = 0
+            else:
+                lane.quick += 1
+                if lane.quick >= QUICK_STREAK:
+                    lane.slow_until = 0.0  # it was a pause (a GC, a busy box), not a slow handler: back inline
+            if not lane.outstanding and lane.slow_until <= now and self.lanes.get(mach_id) is lane:
+                del self.lanes[mach_id]
+            sess.inflight.discard(seq)
+            answer(result)
+
+        self.workers.submit(lane, job)
 
     # ------------------------------------------------------------------ the other kinds
 
@@ -181,6 +270,15 @@ class Dispatcher:
 
     def _sync(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
         m = self._mach(mach_id)
+        lane = self.lanes.get(m.id)
+        if lane is not None and lane.mach is m and lane.waiting.get(sess.identity):
+            # this client's earlier requests still wait on the lane: its clock is read once they are applied
+            # (a sync answers "after every earlier request"); other clients are answered at once
+            self._hand_off(sess, 0, lane, _nothing, lambda r: self._sync_now(sess, seq, m), bounded=False)
+            return
+        self._sync_now(sess, seq, m)
+
+    def _sync_now(self, sess: Session, seq: int, m: Machine) -> None:
         t, q, mt = m.time(), m.queue_tick, m.machine_tick
         sub = sess.subs.get(m.id)
         if sub is not None:
@@ -195,14 +293,19 @@ class Dispatcher:
         args = _args(b.get("a"))[0]
         if sess.checks >= MAX_CHECKS:
             raise TransportError(f"too many dry runs in progress (limit {MAX_CHECKS})", code=P.LIMIT)
-        fn = m.can_remove if b.get("type") == P.REMOVE else m.can_add
-        sess.checks += 1
+        mtype = MutationType.REMOVE if b.get("type") == P.REMOVE else MutationType.ADD
         loop, identity = self.loop, sess.identity
+
+        def dry() -> int:
+            r = int(check(m, mtype, tuple(states), args, timed_out=_BUSY))
+            if r == _BUSY:  # not a refusal: the machine stayed in a transition for the whole second
+                raise TransportError(f"machine {m.id} was busy for 1 s: the dry run did not run", code=P.BUSY)
+            return r
 
         def run() -> None:
             result: int | Exception
             try:
-                result = int(fn(*states, args=args))
+                result = dry()
             except Exception as exc:
                 result = exc
             loop.post(lambda: done(result))
@@ -214,6 +317,13 @@ class Dispatcher:
             else:
                 self._ok(sess, seq, m.id, r)  # the session may be gone: the client still waits for it
 
+        lane = self.lanes.get(m.id)
+        if lane is not None and lane.outstanding and lane.mach is m:
+            # behind requests still waiting on the machine's lane: it runs there, after them
+            self._hand_off(sess, 0, lane, dry, done)
+            sess.checks += 1
+            return
+        sess.checks += 1
         self._checks().submit(run)
 
     def _checks(self) -> ThreadPoolExecutor:
@@ -222,7 +332,8 @@ class Dispatcher:
         return self.checks
 
     def stop(self) -> None:
-        """Let the dry-run workers go (those running finish; their replies are not sent)."""
+        """Let the lanes and the dry-run workers go (those running finish; their replies are not sent)."""
+        self.workers.stop()
         if self.checks is not None:
             self.checks.shutdown(wait=False, cancel_futures=True)
 
@@ -243,7 +354,25 @@ class Dispatcher:
                                  code=P.LIMIT)
         # an own ctx per token: waiters with equal arguments are shared, and this one may be cancelled alone
         ctx = Ctx()
-        w = m.when_args(state, args, ctx=ctx)
+        lane = self.lanes.get(m.id)
+        if lane is not None and lane.outstanding and lane.mach is m:
+            # registered after the mutations still waiting on the machine's lane, as they were sent before it
+            def registered(w: Waiter | Exception) -> None:
+                if isinstance(w, Exception):
+                    self._fail(sess.identity, seq, m.id, P.WHEN_ARGS, w)
+                elif token in sess.args_waiters or self.loop.sessions.get(sess.identity) is not sess:
+                    ctx.cancel()  # the token was taken meanwhile, or the session is gone
+                    err = ValueError(f"when_args token {P.clip(token)} in use")
+                    self._fail(sess.identity, seq, m.id, P.WHEN_ARGS, err)
+                else:
+                    self._args_registered(sess, seq, m, token, w, ctx, size)
+
+            self._hand_off(sess, 0, lane, lambda: m.when_args(state, args, ctx=ctx), registered)
+            return
+        self._args_registered(sess, seq, m, token, m.when_args(state, args, ctx=ctx), ctx, size)
+
+    def _args_registered(self, sess: Session, seq: int, m: Machine, token: Any, w: Waiter, ctx: Ctx,
+                         size: int) -> None:
         sess.add_waiter(token, m.id, w, ctx, size)
         identity = sess.identity
         loop = self.loop
@@ -271,6 +400,48 @@ class Dispatcher:
 
     def _bye(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
         self.loop.drop_session(sess)
+
+
+def _applier(sess: Session, kind: str, m: Machine, b: dict[str, Any]) -> Callable[[], int]:
+    """Check a mutation request and return what applies it (on whichever thread runs it)."""
+    args = _args(b.get("a"))[0]
+    source = f"session {sess.client_id}"  # the history of the machine names the session as the source
+    if kind == P.ADD_ERR:
+        state = b.get("state", "Exception")
+        if not isinstance(state, str):
+            raise ValueError("state must be a name")
+        msg, type_name = str(b.get("msg", "")), str(b.get("type", "Exception"))
+        if len(msg) + len(type_name) > P.MAX_ARGS_BYTES:
+            raise TransportError(f"error message larger than {P.MAX_ARGS_BYTES} bytes", code=P.LIMIT)
+
+        def call() -> int:
+            return int(m.add_err_state(state, RemoteError(msg, type_name), args))
+    else:
+        states = P.check_names(b.get("s"))
+        fn = m.remove if kind == P.REMOVE else m.set if kind == P.SET else m.add
+
+        def call() -> int:
+            return int(fn(*states, args=args))
+
+    tc = b.get("tc")  # the caller's trace context, continued while the transition runs (transport.otel)
+    if type(tc) is not str or len(tc) > tracecontext.MAX_TC:
+        tc = None
+
+    def apply() -> int:
+        token = SOURCE.set(source)
+        detach = tracecontext.attach(tc) if tc is not None and tracecontext.attach is not None else None
+        try:
+            return call()
+        finally:
+            SOURCE.reset(token)
+            if detach is not None:
+                detach()
+
+    return apply
+
+
+def _nothing() -> None:
+    """A lane job that only keeps a request's place in the machine's order."""
 
 
 def _body(body: Any) -> dict[str, Any]:

@@ -249,6 +249,10 @@ class Endpoint:
 
     def _forget(self, mach_id: str) -> None:
         self._pushes.forget(mach_id)
+        lanes = self._loop.dispatcher.lanes
+        lane = lanes.get(mach_id)
+        if lane is not None and not lane.outstanding and mach_id not in self._machs:
+            del lanes[mach_id]  # (one with requests waiting goes once they are answered)
         for sess in self._loop.sessions.values():
             stop = sess.follows.pop(mach_id, None)
             if stop is not None:

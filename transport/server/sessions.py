@@ -112,7 +112,7 @@ class Session:
     """A connected client, keyed by its socket identity."""
 
     __slots__ = ("identity", "client_id", "last_seen", "subs", "replies", "args_waiters", "args_bytes", "readonly",
-                 "user", "seqs", "backlog", "greeted", "checks", "token", "follows")
+                 "user", "seqs", "backlog", "greeted", "checks", "token", "follows", "inflight")
 
     def __init__(self, identity: bytes, readonly: bool, user: str | None = None) -> None:
         self.user = user  # the client's CURVE public key (z85), None without CURVE
@@ -121,6 +121,7 @@ class Session:
         self.last_seen = time.monotonic()
         self.subs: dict[str, Sub] = {}
         self.replies: OrderedDict[int, Any] = OrderedDict()
+        self.inflight: set[int] = set()  # seqs of mutations waiting on a machine's lane: not applied, not answered
         self.seqs = SeqRecord()
         self.backlog = Backlog()
         self.checks = 0  # dry runs in progress on the endpoint's workers

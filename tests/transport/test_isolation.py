@@ -1,0 +1,222 @@
+"""A busy machine never blocks the daemon: a slow handler on one machine delays only that machine's requests;
+the other machines' clients, and reads of the slow machine itself, are answered meanwhile (issue 19)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tr_util import RawPeer, readline
+
+from transport import connect
+
+ISO_DAEMON = Path(__file__).with_name("iso_daemon.py")
+
+
+class IsoDaemon:
+    """iso_daemon.py in a subprocess: machines m0..m<N-1> on one endpoint, m0 slow."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(ISO_DAEMON), *args], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        line = self._line(10)
+        assert line.startswith("READY "), line
+        self.addr = line.split()[1]
+
+    def _line(self, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        return readline(self.proc.stdout, timeout)
+
+    def cmd(self, line: str, timeout: float = 5) -> str:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self._line(timeout)
+
+    def log(self, mach: str) -> list[list[Any]]:
+        out = self.cmd(f"log {mach}")
+        assert out.startswith("LOG "), out
+        return list(json.loads(out[4:]))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()  # its lanes may hold minutes of slow work: no graceful stop needed
+        self.proc.wait(5)
+
+
+@pytest.fixture
+def iso() -> Iterator[Callable[..., IsoDaemon]]:
+    started: list[IsoDaemon] = []
+
+    def start(*args: str) -> IsoDaemon:
+        d = IsoDaemon(*args)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.stop()
+
+
+class SlowLoop:
+    """One client mutating the slow machine m0 in a loop, on a thread of its own."""
+
+    def __init__(self, addr: str, args: dict[str, Any] | None = None) -> None:
+        self.client = connect(addr, timeout=10)
+        self.stop = threading.Event()
+        self.first = threading.Event()  # its first transition is done
+        self.done = 0
+        self.args = args
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        rm = self.client.machine("m0")
+        while not self.stop.is_set():
+            rm.add("Multi", args=self.args)
+            self.done += 1
+            self.first.set()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        self.client.close()
+
+
+def test_a_slow_machine_does_not_stall_the_other_machines_nor_reads(iso) -> None:
+    """100 machines; m0's handler sleeps 800 ms on every transition and one client mutates it in a loop. Before,
+    the endpoint ran each transition on its I/O thread: every other client waited up to 800 ms per request."""
+    d = iso("--machines", "100", "--slow", "0.8")
+    slow = SlowLoop(d.addr)
+    try:
+        with connect(d.addr) as c:
+            assert slow.first.wait(10)  # the first slow transition ran inline: from now on m0 counts as slow
+            rm = c.machine("m5")
+            lat = []
+            deadline = time.monotonic() + 3.0  # several of m0's transitions
+            while time.monotonic() < deadline or len(lat) < 100:
+                t0 = time.monotonic()
+                rm.add("Multi")
+                lat.append(time.monotonic() - t0)
+            lat.sort()
+            p99 = lat[int(len(lat) * 0.99)]
+            assert p99 < 0.05, f"another machine's add: p99 {p99 * 1000:.1f} ms, max {lat[-1] * 1000:.1f} ms"
+
+            t0 = time.monotonic()
+            machs = c.machines()
+            waited = time.monotonic() - t0
+            assert len(machs) == 100 and waited < 0.4, f"machines() took {waited:.2f}s"
+
+            # the slow machine itself: a mirror, its resync and its history, while its handler sleeps
+            slow_rm = c.machine("m0")
+            for _ in range(5):
+                t0 = time.monotonic()
+                slow_rm.sync()
+                records = slow_rm.history.records(limit=5)
+                info = slow_rm.info()
+                waited = time.monotonic() - t0
+                assert waited < 0.4, f"sync + history + info of the slow machine took {waited:.2f}s"
+                assert records and info["id"] == "m0"
+            assert slow_rm.time()[0] >= 1
+    finally:
+        slow.close()
+    assert slow.done >= 2
+
+
+def test_order_per_client_is_kept_on_a_machine_that_goes_slow_and_back(iso) -> None:
+    """8 clients x 200 pipelined adds on m1, whose handler is slow now and then (so its requests move between
+    the inline path and its lane), while m0 is slow throughout: each client's order kept, none lost or doubled,
+    the tick exact."""
+    d = iso("--machines", "3", "--slow", "0.2")
+    slow = SlowLoop(d.addr)
+    clients = [connect(d.addr, timeout=30) for _ in range(8)]
+    results: dict[int, list[Any]] = {}
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        # every 50th add sleeps 10 ms in the handler: m1 counts as slow for a while after it
+        ops: list[tuple[str, str, list[str], dict[str, Any] | None]] = [
+            ("m1", "add", ["Multi"], {"c": i, "n": n, **({"sleep": 0.01} if n % 50 == 7 else {})})
+            for n in range(200)]
+        try:
+            out: list[Any] = []
+            for k in range(0, 200, 50):  # batches: the next is sent while m0 and other clients' work runs
+                out += clients[i].mutate_many(ops[k:k + 50])
+            results[i] = out
+        except BaseException as exc:
+            errors.append(exc)
+
+    try:
+        assert slow.first.wait(10)
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors
+        for i in range(8):
+            assert results[i] == [0] * 200, (i, [r for r in results[i] if r != 0][:5])
+    finally:
+        slow.close()
+        for c in clients:
+            c.close()
+    log = d.log("m1")
+    assert len(log) == 1600
+    for i in range(8):
+        assert [n for c, n in log if c == i] == list(range(200)), f"client {i} out of order or lost/doubled"
+    ticks = d.cmd("time m1").split()[1:]
+    assert int(ticks[0]) == 2 * 1600 - 1  # Multi: +1 on the first add, +2 on each later one
+
+
+def test_a_machine_with_too_many_waiting_requests_answers_limit_and_others_go_on(iso) -> None:
+    """A lane holds at most 1000 requests: past that, m0's requests answer limit; m1's are answered as usual."""
+    d = iso("--machines", "3", "--slow", "0.3")
+    peer = RawPeer(d.addr)
+    try:
+        peer.send("add", 1, "m0", {"s": ["Multi"]})
+        r = peer.reply(1, 5)  # inline: m0 is not known to be slow yet
+        assert r is not None and r[0] == "ok", r
+        n = 1100
+        for seq in range(2, n + 2):
+            peer.send("add", seq, "m0", {"s": ["Multi"]})
+        peer.send("add", n + 2, "m1", {"s": ["Multi"]})
+        limits = 0
+        other = None
+        deadline = time.monotonic() + 10
+        while other is None and time.monotonic() < deadline:
+            msg = peer.recv(0.5)
+            if msg is None or msg[0] not in ("ok", "err"):
+                continue
+            if msg[1] == n + 2:
+                other = msg
+            elif msg[0] == "err":
+                assert msg[3]["code"] == "limit", msg
+                limits += 1
+        assert other is not None and other[0] == "ok", "m1's add waited behind m0's queue"
+        assert limits >= n - 1000 - 5, limits
+        with connect(d.addr) as c:  # another client of another machine: unaffected
+            assert c.machine("m2").add("Foo") == 0
+    finally:
+        peer.close()
+
+
+def test_sync_answers_after_the_clients_own_requests_still_on_the_lane(iso) -> None:
+    """A sync returns "after every earlier request": pipelined add_ns waiting on the machine's lane are applied
+    before this client's sync is answered (another client's reads are not held up by them)."""
+    d = iso("--machines", "2", "--slow", "0")
+    with connect(d.addr, timeout=10) as c:
+        rm = c.machine("m1")
+        rm.add("Multi", args={"sleep": 0.02})  # a slow transition: m1's next requests go to its lane
+        before = rm.tick("Multi")
+        for n in range(500):
+            rm.add_ns("Multi", args={"c": 0, "n": n, **({"sleep": 0.02} if n % 100 == 0 else {})})
+        rm.sync()
+        assert rm.tick("Multi") == before + 2 * 500
+    assert [n for c_, n in d.log("m1") if c_ == 0] == list(range(500))
