@@ -89,6 +89,7 @@ def main() -> None:
     ap.add_argument("--machines", type=int, default=1000)
     ap.add_argument("--rate", type=float, default=2000.0, help="transitions per second, all machines together")
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--gc-stats", action="store_true", help="print the most numerous objects the GC tracks")
     ap.add_argument("--daemon", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--dir", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -100,7 +101,7 @@ def main() -> None:
     from prompt_toolkit.input import create_pipe_input
     from prompt_toolkit.output.vt100 import Vt100_Output
 
-    from arpc.dbg.app import DbgApp
+    from arpc.dbg.app import FREEZE_AFTER, DbgApp
     from arpc.dbg.model import Model
     from arpc.dbg.sources import Feed, LiveSource
     from arpc.session import Session
@@ -165,7 +166,7 @@ def main() -> None:
             print(f"following {len(source._subs)} machines after {time.monotonic() - t0:.1f}s", file=sys.stderr)
             proc.stdin.write("go\n")
             proc.stdin.flush()
-            await asyncio.sleep(1.0)  # warm-up
+            await asyncio.sleep(1.0 + FREEZE_AFTER)  # warm-up (the screen freezes what lasts meanwhile)
             measuring[0] = True
             r0, d0 = records[0], redraws[0]
             t1 = time.monotonic()
@@ -195,6 +196,12 @@ def main() -> None:
             print(f"this process (screen, model, client I/O): {cpu * 100:.0f}% of one core; load average "
                   f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
             print(f"RSS {cur:.0f} MiB, peak {peak:.0f} MiB (target < 300 MiB); dropped events {model.dropped}")
+            if a.gc_stats:
+                import collections
+                import gc
+
+                counts = collections.Counter(type(o).__name__ for o in gc.get_objects())
+                print(f"GC-tracked objects: {sum(counts.values())}; most numerous: {counts.most_common(8)}")
             dbg.app.exit(result=0)
 
         def pre_run() -> None:

@@ -5,6 +5,7 @@ most ``fps`` times a second (one redraw per round, and only when something chang
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time as _time
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from .layout import Fragments, Panes, help_text
 from .model import Model
 from .record import Recorder
 from .sources import Feed, LiveSource
+
+FREEZE_AFTER = 3.0  # seconds without a machine followed anew before long-lived objects are frozen (manage_gc)
 
 STYLE = {
     "title": "reverse",
@@ -100,6 +103,9 @@ class DbgApp:
         self.lag = 0.0           # the last redraw's age of that event
         self.max_lag = 0.0
         self._drawn = -1
+        self._gc_gen = -1
+        self._gc_due = 0.0
+        self._frozen = False
         self.filter_buf = Buffer(multiline=False, accept_handler=self._accept_filter)
         self.app: Application[int] = Application(
             layout=self._layout(), key_bindings=build_key_bindings(self), style=Style.from_dict(STYLE),
@@ -239,6 +245,24 @@ class DbgApp:
                 self.newest_t = t
         return self.model.version != self._drawn
 
+    def manage_gc(self, now: float) -> None:
+        """Keep the garbage collector's full collections short: once the machines are followed (nothing new for
+        :data:`FREEZE_AFTER` seconds), collect once and freeze what is alive (mirrors, views, the screen); the
+        records come and go as tuples it does not track. Following anew unfreezes first, so that the mirrors
+        replaced after a reconnect can be collected."""
+        gen = self.source.generation if self.source is not None else 0
+        if gen != self._gc_gen:
+            self._gc_gen = gen
+            self._gc_due = now + FREEZE_AFTER
+            if self._frozen:
+                gc.unfreeze()
+                self._frozen = False
+        elif self._gc_due and now >= self._gc_due:
+            self._gc_due = 0.0
+            gc.collect()
+            gc.freeze()
+            self._frozen = True
+
     async def _pump_loop(self) -> None:
         # the one place events become redraws: at most fps a second, however many events arrive (keys redraw at
         # once on their own)
@@ -246,6 +270,7 @@ class DbgApp:
         loop = asyncio.get_running_loop()
         while True:
             start = loop.time()
+            self.manage_gc(start)
             if self.pump():
                 self.app.invalidate()
             await asyncio.sleep(max(0.005, period - (loop.time() - start)))
@@ -266,6 +291,9 @@ class DbgApp:
         try:
             code = self.app.run(pre_run=pre_run)
         finally:
+            if self._frozen:
+                gc.unfreeze()
+                self._frozen = False
             if self.recorder is not None:
                 self.recorder.close()
         return int(code or 0)

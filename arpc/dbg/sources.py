@@ -147,6 +147,7 @@ class LiveSource:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error = ""  # the last failure to follow a machine (the status line shows it)
+        self.generation = 0  # +1 each time a machine is followed (anew): the screen re-freezes what lasts
 
     def start(self) -> None:
         """Connect and follow in a background thread (the screen opens at once, machines appear as they come)."""
@@ -190,6 +191,7 @@ class LiveSource:
                 self.feed.put(machine_event(mid, mach, up))
                 try:
                     sub = self._subs[mid] = Follower(mach, mid, self.feed.put, self.backlog)
+                    self.generation += 1
                     if sub.start_history():
                         self._hist_order.append(mid)
                 except Exception as e:  # noqa: BLE001

@@ -235,3 +235,29 @@ def test_usage_errors(capsys):
     assert run(["dbg", "--bogus"]) == 2
     assert run(["dbg", "--help"]) == 0
     assert "--replay FILE" in capsys.readouterr().out
+
+
+def test_long_lived_objects_are_frozen_once_following_settles_and_thawed_when_it_changes():
+    import gc
+
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from arpc.dbg.app import FREEZE_AFTER, DbgApp
+    from arpc.dbg.sources import LiveSource
+    from arpc.session import Session
+
+    source = LiveSource(Session(), Feed())
+    with create_pipe_input() as inp:
+        app = DbgApp(Model(), source.feed, source=source, output=DummyOutput(), input=inp)
+        try:
+            app.manage_gc(100.0)
+            app.manage_gc(100.0 + FREEZE_AFTER / 2)
+            assert gc.get_freeze_count() == 0
+            app.manage_gc(100.0 + FREEZE_AFTER)
+            assert gc.get_freeze_count() > 0
+            source.generation += 1  # a machine followed anew (e.g. after a reconnect): its old mirror may go
+            app.manage_gc(200.0)
+            assert gc.get_freeze_count() == 0
+        finally:
+            gc.unfreeze()
