@@ -217,6 +217,8 @@ class DbgApp:
 
     def pump(self) -> bool:
         """Move queued events into the model (and the recording); True when the screen must be redrawn."""
+        if self.source is not None:
+            self.source.want_history(self.model.selected)
         events = self.feed.drain()
         if events:
             if self.recorder is not None:

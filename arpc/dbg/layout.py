@@ -10,7 +10,8 @@ from typing import Any
 
 from prompt_toolkit.mouse_events import MouseEvent, MouseEventType
 
-from .model import Model, Rec
+from .model import Model
+from .rec import Rec
 
 Fragments = list[tuple[Any, ...]]
 OnClick = Callable[[int], None]
@@ -308,8 +309,5 @@ def detail_text(r: Rec) -> list[tuple[str, str]]:
     lines.append(("", f"{changes}  source: {r.source or ('local' if r.duration is not None else '-')}"
                       + ("  (auto)" if r.auto else "")))
     if r.args:
-        args = r.args.items() if isinstance(r.args, dict) else [("", r.args)]
-        shown = [f"{k}={v!r}" for k, v in args if k not in ("err", "err_trace")]
-        if shown:
-            lines.append(("", " args: " + " ".join(shown)))
+        lines.append(("", " args: " + " ".join(f"{k}={v}" if k else v for k, v in r.args)))
     return lines

@@ -8,7 +8,6 @@ comes from live connections or from a ``--replay`` file: the two sources cannot 
 from __future__ import annotations
 
 import shlex
-import sys
 import time as _time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -16,6 +15,7 @@ from typing import Any, cast
 
 from ..errors import UsageError
 from ..filters import Filters
+from .rec import Rec, Rows, make_rec
 
 Event = dict[str, Any]
 
@@ -28,62 +28,6 @@ KINDS = ("machine", "update", "history", "status", "note", "gap")
 MAX_RECORDS = 200       # per machine: the log pane and time travel reach this far back
 MAX_MACHINES = 5000     # machines followed; more are counted, not shown
 MAX_PENDING = 50_000    # events held while paused
-
-
-class Rec:
-    """One line of a machine's log: a transition (with the clock after it, for time travel) or a note."""
-
-    __slots__ = ("n", "time", "tick", "mutation", "called", "args", "auto", "result", "added", "removed", "reason",
-                 "error", "duration", "source", "clock", "note")
-
-    def __init__(self, n: int, when: float, *, clock: tuple[int, ...] | None = None, note: str | None = None,
-                 fields: Mapping[str, Any] | None = None) -> None:
-        f = fields or {}
-        self.n = n  # this machine's record number in dbg (survives the ring's wrap)
-        self.time = when
-        self.tick: int | None = f.get("tick")
-        self.mutation: str = str(f.get("mutation") or "")
-        self.called: tuple[str, ...] = names(f.get("called"))
-        self.args: Any = f.get("args") or None
-        self.auto = bool(f.get("auto"))
-        self.result: str = str(f.get("result") or "")
-        self.added: tuple[str, ...] = names(f.get("added"))
-        self.removed: tuple[str, ...] = names(f.get("removed"))
-        self.reason: str | None = f.get("reason")
-        err = f.get("error")
-        self.error: dict[str, Any] | None = err if isinstance(err, dict) else None
-        dur = f.get("duration")
-        self.duration: float | None = float(dur) if isinstance(dur, int | float) else None
-        self.source: str | None = f.get("source")
-        self.clock = clock
-        self.note = note
-
-    def summary(self) -> str:
-        """The record as one log line (without its time)."""
-        if self.note is not None:
-            return f"-- {self.note}"
-        what = f"{self.mutation} {' '.join(self.called)}".strip() or "transition"
-        if self.auto:
-            what = "auto " + what
-        out = [what]
-        if self.result and self.result != "executed":
-            out.append(self.result.upper())
-        if self.added:
-            out.append("+" + " +".join(self.added))
-        if self.removed:
-            out.append("-" + " -".join(self.removed))
-        if self.reason:
-            out.append(f"({self.reason})")
-        if self.error:
-            out.append(f"!{self.error.get('type') or 'error'}: {self.error.get('message') or ''}")
-        return " ".join(out)
-
-
-def names(seq: Any) -> tuple[str, ...]:
-    """State names as a tuple of interned strings: a thousand machines' logs repeat the same few names."""
-    if not seq:
-        return ()
-    return tuple(sys.intern(n) if isinstance(n, str) else str(n) for n in seq)
 
 
 def relations_of(schema: Mapping[str, Any]) -> dict[str, dict[str, tuple[str, ...]]]:
@@ -109,7 +53,7 @@ class MachineView:
         self.relations: dict[str, dict[str, tuple[str, ...]]] = {}
         self.clock_now: tuple[int, ...] = ()
         self.connected = True
-        self.records: deque[Rec] = deque(maxlen=max_records)
+        self.records = Rows(max_records)
         self.next_n = 1
         self.last_error_n = 0   # the n of the newest record with an error (0: none seen)
         self._last_error: tuple[Any, ...] = ()
@@ -147,13 +91,31 @@ class MachineView:
     def append(self, rec: Rec) -> None:
         self.records.append(rec)
         self.next_n = rec.n + 1
-        if rec.error is not None:
+        if rec.err is not None:
             # a raising handler cancels its transition, then Exception is added with the same error: the jump
             # goes to the first of the two, which names the handler
-            key = (rec.error.get("type"), rec.error.get("message"), rec.error.get("trace"))
+            key = rec.err[:3] if rec.err is not None else ()
             if key != self._last_error or self.index_of(self.last_error_n) is None:
                 self.last_error_n = rec.n
                 self._last_error = key
+
+    def switch_to_history(self, first_tick: Any) -> None:
+        """The source's history starts (again) at a record of ``first_tick``: drop the records made from updates
+        that it covers (the transitions at or after that tick), so none is logged twice."""
+        self.from_history = True
+        if not isinstance(first_tick, int):
+            return
+        recs = self.records
+        while recs and (recs[-1].note is not None or (recs[-1].tick is not None and recs[-1].tick >= first_tick)):
+            recs.pop()
+        if recs:
+            self.next_n = recs[-1].n + 1
+            if self.last_error_n >= self.next_n:
+                self.last_error_n = 0
+                for r in reversed(recs):
+                    if r.err is not None:
+                        self.last_error_n = r.n
+                        break
 
     def index_of(self, n: int) -> int | None:
         """The index in ``records`` of record number ``n`` (None: not kept, or never made)."""
@@ -192,7 +154,10 @@ class MachineView:
     def _known(self, i: int) -> tuple[int, ...] | None:
         r = self.records[i]
         if r.clock is None and r.tick is not None and r.note is None:
-            r.clock = self.by_sum.get(r.tick)
+            c = self.by_sum.get(r.tick)
+            if c is not None:
+                self.records.set_clock(i, c)
+            return c
         return r.clock
 
     def _undo(self, clock: tuple[int, ...], j: int, i: int) -> tuple[int, ...]:
@@ -234,7 +199,7 @@ class Model:
         self.max_records = max_records
         self.max_machines = max_machines
         self.machines: dict[str, MachineView] = {}
-        self.refused = 0            # machines not followed (over max_machines)
+        self._refused: set[str] = set()  # machines not followed (over max_machines)
         self.dropped = 0            # events lost before the model (UI queue full) or while paused
         self.events = 0             # events applied
         self.bad = 0                # malformed events skipped
@@ -273,7 +238,8 @@ class Model:
             if kind != "machine":
                 return
             if len(self.machines) >= self.max_machines:
-                self.refused += 1
+                if len(self._refused) < self.max_machines:  # ids only, to count each machine once
+                    self._refused.add(mid)
                 return
             mv = self.machines[mid] = MachineView(mid, self.max_records)
             self._order = None
@@ -288,13 +254,18 @@ class Model:
             self._on_update(mv, ev, when)
         elif kind == "history":
             rec = ev.get("rec") or {}
-            mv.from_history = True
-            mv.append(Rec(mv.next_n, float(rec.get("time") or when), fields=rec))
+            if not mv.from_history:
+                mv.switch_to_history(rec.get("tick"))
+                if mv.id == self.selected:
+                    self.cursor = None
+            mv.append(make_rec(mv.next_n, float(rec.get("time") or when), fields=rec))
         elif kind == "status":
             mv.connected = bool(ev.get("up"))
             self._order = None
         elif kind == "note":
-            mv.append(Rec(mv.next_n, when, note=str(ev.get("text") or "")))
+            if ev.get("hist") is False:  # the history is no longer followed: updates make the records again
+                mv.from_history = False
+            mv.append(make_rec(mv.next_n, when, note=str(ev.get("text") or "")))
 
     def _on_machine(self, mv: MachineView, ev: Event) -> None:
         parent = ev.get("parent")
@@ -315,7 +286,7 @@ class Model:
         clock = tuple(int(t) for t in ev.get("clock") or ())
         mv.changes += 1
         mv.saw_clock(clock)
-        if ev.get("h") or mv.from_history:  # the history brings this transition's record
+        if ev.get("h"):  # the history brings this transition's record
             return
         muts = ev.get("mutations") or []
         m0: Mapping[str, Any] = muts[-1] if muts and isinstance(muts[-1], Mapping) else {}
@@ -324,7 +295,12 @@ class Model:
                                   "removed": ev.get("removed"), "tick": sum(clock)}
         if "Exception" in (ev.get("added") or ()):
             fields["error"] = error_from_args(m0.get("args"))
-        mv.append(Rec(mv.next_n, when, clock=clock, fields=fields))
+        mv.append(make_rec(mv.next_n, when, clock=clock, fields=fields))
+
+    @property
+    def refused(self) -> int:
+        """Machines listed but not followed (past ``max_machines``)."""
+        return len(self._refused)
 
     def pause(self) -> None:
         self.paused = True

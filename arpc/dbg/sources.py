@@ -60,41 +60,74 @@ def machine_event(mid: str, mach: Any, up: bool) -> Event:
             "states": list(mach.state_names), "schema": schema, "clock": list(mach.time()), "up": up}
 
 
-def follow(mach: Any, mid: str, put: Callable[[Event], Any], backlog: int = 100) -> Callable[[], None]:
-    """Send ``mach``'s transitions to ``put``; returns the unsubscribe function.
+HISTORY_WHY = {"no_history": "no history kept on the source",
+               "limit": "its history is not followed (the daemon's limit per session; select it to follow it)"}
 
-    The one place that chooses the log's source: the source's history (``on_history``: the last ``backlog``
-    records, then every transition, canceled ones with their reason, errors with their traceback) when the
-    mirror has it and the source keeps one, else one record per ``on_update`` (accepted transitions only).
-    ``on_update`` always feeds the board's clock."""
-    offs: list[Callable[[], None]] = []
-    on_history = getattr(mach, "on_history", None)
-    if on_history is not None:
-        def on_record(rec: dict[str, Any]) -> None:
-            put({"k": "history", "m": mid, "t": _time.time(), "rec": rec})
 
+class Follower:
+    """One machine's subscriptions: ``on_update`` always (the board's clock), and the source's history when it can
+    be followed (the log: backlog, canceled transitions with their reason, errors with their traceback); without
+    it, the log is one record per update (accepted transitions only).
+
+    The one place that chooses the log's source: :meth:`start_history` and :meth:`stop_history` switch it, and
+    the update events say which one is on (``h``), so the model never logs a transition twice."""
+
+    def __init__(self, mach: Any, mid: str, put: Callable[[Event], Any], backlog: int = 100) -> None:
+        self.mach = mach
+        self.mid = mid
+        self.put = put
+        self.backlog = backlog
+        self.hist = False
+        self.why = ""  # why the history is not followed: no_history, limit (or "")
+        self._off_hist: Callable[[], None] | None = None
+        self._off_upd: Callable[[], None] = mach.on_update(self._on_update)
+
+    def _on_update(self, u: dict[str, Any]) -> None:
+        self.put({"k": "update", "m": self.mid, "t": _time.time(), "clock": list(u.get("time") or ()),
+                  "added": list(u.get("added") or ()), "removed": list(u.get("removed") or ()),
+                  "ticked": list(u.get("ticked") or ()), "mutations": list(u.get("mutations") or ()),
+                  "h": int(self.hist)})
+
+    def _on_record(self, rec: dict[str, Any]) -> None:
+        self.put({"k": "history", "m": self.mid, "t": _time.time(), "rec": rec})
+
+    def start_history(self) -> bool:
+        """Follow the source's history; False (and a note in the log) when it has none or the daemon refuses."""
+        on_history = getattr(self.mach, "on_history", None)
+        if on_history is None or self.hist:
+            return self.hist
+        self.hist = True  # before the call: its backlog may arrive on the I/O thread before it returns
         try:
-            offs.append(on_history(on_record, backlog=backlog))
+            self._off_hist = on_history(self._on_record, backlog=self.backlog)
         except Exception as e:  # noqa: BLE001 - no history to follow: say why, log updates instead
-            why = {"no_history": "no history kept on the source",
-                   "limit": "not following its history (the daemon's limit per session)"}.get(getattr(e, "code", ""))
-            if why is None:
+            self.hist = False
+            code = str(getattr(e, "code", ""))
+            if code not in HISTORY_WHY:
                 raise
-            put({"k": "note", "m": mid, "t": _time.time(), "text": f"{why}: live transitions only"})
-    hist = 1 if offs else 0
+            if code != self.why:
+                self.put({"k": "note", "m": self.mid, "t": _time.time(), "hist": False,
+                          "text": f"{HISTORY_WHY[code]}: live transitions only"})
+            self.why = code
+            return False
+        self.why = ""
+        return True
 
-    def on_update(u: dict[str, Any]) -> None:
-        put({"k": "update", "m": mid, "t": _time.time(), "clock": list(u.get("time") or ()),
-             "added": list(u.get("added") or ()), "removed": list(u.get("removed") or ()),
-             "ticked": list(u.get("ticked") or ()), "mutations": list(u.get("mutations") or ()), "h": hist})
+    def stop_history(self, why: str = "limit") -> None:
+        """Back to one record per update (the daemon follows a limited number of histories per session)."""
+        # updates make records again before the history stops: a transition may be logged twice, never lost
+        was, self.hist = self.hist, False
+        if self._off_hist is not None:
+            _quietly(self._off_hist)
+            self._off_hist = None
+        if was:
+            self.why = why
+            self.put({"k": "note", "m": self.mid, "t": _time.time(), "hist": False,
+                      "text": f"{HISTORY_WHY[why]}: live transitions only"})
 
-    offs.append(mach.on_update(on_update))
-
-    def off() -> None:
-        for fn in offs:
-            _quietly(fn)
-
-    return off
+    def close(self) -> None:
+        if self._off_hist is not None:
+            _quietly(self._off_hist)
+        _quietly(self._off_upd)
 
 
 class LiveSource:
@@ -106,7 +139,9 @@ class LiveSource:
         self.backlog = backlog
         self.feed = feed
         self.watch = watch
-        self._subs: dict[str, tuple[Any, Callable[[], None]]] = {}  # machine id -> (mirror, unsubscribe)
+        self._subs: dict[str, Follower] = {}  # machine id -> its subscriptions
+        self._wanted: str | None = None  # the machine on screen: its history is followed, others give way
+        self._hist_order: list[str] = []  # machines whose history is followed, the least recently wanted first
         self._up: dict[str, bool] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -149,12 +184,14 @@ class LiveSource:
                     self.error, failed = f"{mid}: {e}", True
                     mach = None
             sub = self._subs.get(mid)
-            if mach is not None and (sub is None or sub[0] is not mach):
+            if mach is not None and (sub is None or sub.mach is not mach):
                 if sub is not None:
-                    _quietly(sub[1])
+                    sub.close()
                 self.feed.put(machine_event(mid, mach, up))
                 try:
-                    self._subs[mid] = (mach, follow(mach, mid, self.feed.put, self.backlog))
+                    sub = self._subs[mid] = Follower(mach, mid, self.feed.put, self.backlog)
+                    if sub.start_history():
+                        self._hist_order.append(mid)
                 except Exception as e:  # noqa: BLE001
                     self.error, failed = f"{mid}: {e}", True
                     continue
@@ -165,8 +202,35 @@ class LiveSource:
                     self.feed.put(machine_event(mid, mach, up))
                 else:
                     self.feed.put({"k": "status", "m": mid, "t": _time.time(), "up": up})
+        self._give_history()
         if not failed:
             self.error = ""
+
+    def want_history(self, mid: str | None) -> None:
+        """The machine on screen: follow its history, in place of the least recently shown one if need be."""
+        if mid != self._wanted:
+            self._wanted = mid
+            self._wake.set()
+
+    def _give_history(self) -> None:
+        mid = self._wanted
+        sub = self._subs.get(mid) if mid is not None else None
+        if sub is None or mid is None:
+            return
+        if sub.hist:
+            if mid in self._hist_order:  # most recently wanted: the last to give way
+                self._hist_order.remove(mid)
+                self._hist_order.append(mid)
+            return
+        if sub.why != "limit" or not sub.mach.connected:
+            return
+        others = [m for m in self._hist_order if m != mid and m in self._subs]
+        if others:
+            victim = others[0]
+            self._hist_order.remove(victim)
+            self._subs[victim].stop_history()
+        if sub.start_history():
+            self._hist_order.append(mid)
 
     def mutate(self, mid: str, op: str, state: str) -> str:
         """``add``/``remove`` ``state`` on machine ``mid``; the result as a word (or the error's message)."""
@@ -182,8 +246,8 @@ class LiveSource:
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
-        for _, off in list(self._subs.values()):
-            _quietly(off)
+        for sub in list(self._subs.values()):
+            sub.close()
         self._subs.clear()
         if self._thread is not None:
             self._thread.join(2.0)

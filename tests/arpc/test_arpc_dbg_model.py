@@ -73,6 +73,26 @@ def test_history_records_get_their_clock_from_updates_or_by_undoing_changes():
     assert mv.records[3].summary() == "add Foo CANCELED (BarEnter returned False)"
 
 
+def test_switching_the_log_between_updates_and_history_logs_each_transition_once():
+    m = Model()
+    m.apply(machine("w0"))
+    m.apply(update("w0", (1, 0, 0, 0, 0), added=["Start"]))
+    m.apply(update("w0", (1, 1, 0, 0, 0), added=["Ready"]))
+    m.apply(update("w0", (1, 1, 1, 0, 0), added=["Foo"]))
+    m.travel(-1)
+    # the history is followed now: its backlog starts at "add Ready" (tick 2)
+    m.apply(hist("w0", 2, 2, added=["Ready"]))
+    m.apply(update("w0", (1, 1, 1, 0, 0), added=["Foo"], h=1))
+    m.apply(hist("w0", 3, 3, added=["Foo"]))
+    mv = m.current
+    assert [(r.n, r.called) for r in mv.records] == [(1, ("Start",)), (2, ("Ready",)), (3, ("Foo",))]
+    assert m.cursor is None and mv.clock_at(3) == (1, 1, 1, 0, 0) and mv.clock_at(2) == (1, 1, 0, 0, 0)
+    # given up (another machine is on screen): updates make the records again
+    m.apply({"k": "note", "m": "w0", "t": 9.0, "hist": False, "text": "not followed"})
+    m.apply(update("w0", (1, 1, 2, 1, 0), added=["Bar"], removed=["Foo"]))
+    assert [r.summary() for r in mv.records][-2:] == ["-- not followed", "add Bar +Bar -Foo"]
+
+
 def test_error_records_and_jump_to_the_last_error():
     m = Model()
     m.apply(machine("a"))
@@ -127,8 +147,9 @@ def test_relations_both_ways():
 
 def test_bounds_records_machines_pending_and_the_feed():
     m = Model(max_records=10, max_machines=3, max_pending=5)
-    for i in range(5):
-        m.apply(machine(f"m{i}"))
+    for _ in range(2):  # listed again (a reconnect): counted once
+        for i in range(5):
+            m.apply(machine(f"m{i}"))
     assert len(m.machines) == 3 and m.refused == 2
     for i in range(25):
         m.apply(update("m0", (i, 0, 0, 0, 0), added=["Start"]))
@@ -164,7 +185,8 @@ def test_record_then_replay_gives_the_same_model(tmp_path):
     m = Model()
     for ev in read_replay(path):
         m.apply(ev)
-    assert not m.current.connected and len(m.current.records) == 3
+    # the update and the history record are the same transition: logged once
+    assert not m.current.connected and [r.summary() for r in m.current.records] == ["add Start +Start", "-- x"]
 
 
 @pytest.mark.parametrize("content, msg", [

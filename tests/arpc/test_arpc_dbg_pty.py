@@ -224,8 +224,9 @@ def test_survives_a_daemon_that_dies_and_comes_back(tmp_path):
         d.kill()
 
 
-def follow_all(addr_dir: str, want: int) -> list[dict]:
-    """The events a LiveSource (no screen) gets from the machines in ``addr_dir`` until ``want`` are followed."""
+def follow_all(addr_dir: str, want: int, then=None) -> list[dict]:
+    """The events a LiveSource (no screen) gets from the machines in ``addr_dir`` until ``want`` are followed;
+    ``then(source, events)`` may go on (it returns when done)."""
     from arpc.dbg.sources import Feed, LiveSource
     from arpc.session import Session
 
@@ -236,15 +237,22 @@ def follow_all(addr_dir: str, want: int) -> list[dict]:
     events: list[dict] = []
     src.start()
     try:
-        deadline = time.monotonic() + 20
-        while sum(1 for e in events if e["k"] == "machine") < want or len(src._subs) < want:
-            assert time.monotonic() < deadline, f"{len(src._subs)} of {want} followed: {src.error}"
-            events += feed.drain()
-            time.sleep(0.02)  # polling the feed, bounded by the deadline
+        poll(lambda: sum(1 for e in events if e["k"] == "machine") >= want and len(src._subs) >= want,
+             feed, events, f"{want} machines followed")
+        if then is not None:
+            then(src, feed, events)
         events += feed.drain()
     finally:
         src.close()
     return events
+
+
+def poll(cond, feed, events: list[dict], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        events += feed.drain()
+        time.sleep(0.02)  # polling the feed, bounded by the deadline
 
 
 @pytest.mark.skipif(not transport_works(), reason="transport not available")
@@ -257,12 +265,23 @@ def test_no_history_and_the_follow_limit_are_log_lines_not_errors(tmp_path):
     notes = {e["m"]: e["text"] for e in events if e["k"] == "note"}
     assert notes == dict.fromkeys(["svc", "svc-a", "svc-b"], "no history kept on the source: live transitions only")
     d = SvcDaemon(str(tmp_path / "b"), free_port(), "--extra", "70")
+    given_up: list[str] = []
+
+    def show_one_past_the_limit(src, feed, events):
+        unfollowed = [e["m"] for e in events if e["k"] == "note"]
+        assert len(unfollowed) == 73 - 64 and all(e["text"].startswith("its history is not followed (the daemon's "
+                                                  "limit") for e in events if e["k"] == "note")
+        d.cmd(f"add {unfollowed[0]} Foo")  # a transition before: its record comes with the backlog
+        src.want_history(unfollowed[0])  # on screen: its history is followed, the least recently shown gives way
+        poll(lambda: any(e["k"] == "history" and e["m"] == unfollowed[0] for e in events), feed, events,
+             "the backlog of the machine on screen")
+        given_up.extend(e["m"] for e in events if e["k"] == "note" and e["m"] not in unfollowed)
+
     try:
-        events = follow_all(str(tmp_path / "b"), 73)
+        events = follow_all(str(tmp_path / "b"), 73, show_one_past_the_limit)
     finally:
         d.kill()
-    notes = [e["text"] for e in events if e["k"] == "note"]
-    assert len(notes) == 73 - 64 and all("limit" in n for n in notes)
+    assert len(given_up) == 1 and given_up[0] == "svc"  # the first to be followed
 
 
 # ------------------------------------------------------------------------------------------------ the daemon
