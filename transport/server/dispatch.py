@@ -12,7 +12,8 @@ machine's *lane* (``workers.py``): a FIFO per machine, run by a bounded pool of 
   applies it; the result is posted back and the reply (with the session's mirror update) is sent by the I/O
   thread, in the order the requests came. A ``sync`` waits there behind the same client's earlier requests.
 - A retry of a seq still on a lane is not answered twice: its one reply goes out when it is applied.
-- Back-pressure: a lane holds at most ``MAX_LANE`` requests; past it the machine's requests answer ``limit``.
+- Back-pressure: past ``MAX_LANE`` requests waiting on a lane, the machine's requests answer ``limit``; an
+  ``add_ns`` (no reply to carry it: its error is sent with seq 0) only past ``MAX_LANE_NS``.
 - The one stall left: the first slow transition of a machine not yet known to be slow runs inline.
 - Reads (``machs``, ``sub``, ``sync``, ``info``, ``hist``, ``ping``, ``hello``) never wait on a machine: they read
   its clock, which a transition replaces whole (never in place) under the machine's lock only for that swap.
@@ -52,6 +53,7 @@ SLOW = 0.005  # seconds: a request's transition slower than this sends the machi
 SLOW_HOLD = 2.0  # seconds a machine counts as slow after its last slow transition
 QUICK_STREAK = 50  # quick transitions in a row on a lane that end a machine's slow time early
 MAX_LANE = 1000  # requests of all clients waiting on one machine's lane; past it they answer limit
+MAX_LANE_NS = 20_000  # the same for a notification (add_ns): it has no reply to say limit, so it gets more room
 CHECK_THREADS = 4  # dry runs of different clients in parallel (each may wait up to 1 s for a busy machine)
 
 _Handler = Callable[[Session, int, "str | None", dict[str, Any]], None]
@@ -195,8 +197,11 @@ class Dispatcher:
                   answer: Callable[[Any], None], bounded: bool = True) -> None:
         """Run ``fn`` on the lane's pool thread, after the lane's earlier jobs; ``answer`` its result (or the
         exception it raised) on the I/O thread."""
-        if bounded and lane.outstanding >= MAX_LANE:
-            raise TransportError(f"machine {lane.mach.id} has {MAX_LANE} requests waiting; try again later",
+        # a notification (seq 0, add_ns) has no reply to carry limit back to its caller, only an error push, so
+        # it is refused only past a larger bound; replies say limit past MAX_LANE
+        cap = MAX_LANE if seq else MAX_LANE_NS
+        if bounded and lane.outstanding >= cap:
+            raise TransportError(f"machine {lane.mach.id} has {lane.outstanding} requests waiting; try again later",
                                  code=P.LIMIT)
         lane.outstanding += 1
         if seq:
