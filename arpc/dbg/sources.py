@@ -1,5 +1,6 @@
-"""Where ``arpc dbg``'s events come from: :class:`LiveSource` (the machines behind a :class:`arpc.session.Session`)
-and :func:`replay_events` (a ``--record`` file), both handing events to a :class:`Feed`.
+"""Where ``arpc dbg``'s live events come from: :class:`LiveSource` follows the machines behind a
+:class:`arpc.session.Session`, one :class:`Follower` each, and hands their events to a :class:`Feed` (a replay
+reads them from a file instead: :mod:`arpc.dbg.record`).
 
 Callbacks of the transport run on the process's one client I/O thread and must not block: they only append to the
 feed, a bounded deque the screen drains at its own pace (the oldest events are dropped, and counted, when the screen
@@ -23,19 +24,17 @@ MAX_QUEUE = 20_000
 class Feed:
     """A bounded, thread-safe hand-over of events from I/O threads to the screen."""
 
-    def __init__(self, maxlen: int = MAX_QUEUE, wake: Callable[[], Any] | None = None) -> None:
+    def __init__(self, maxlen: int = MAX_QUEUE) -> None:
         self._q: deque[Event] = deque(maxlen=maxlen)
         self._lock = threading.Lock()
         self.dropped = 0
-        self.wake = wake
 
     def put(self, ev: Event) -> None:
+        """Queue ``ev`` (never blocks; the screen polls the feed at its redraw rate)."""
         with self._lock:
             if len(self._q) == self._q.maxlen:
                 self.dropped += 1
             self._q.append(ev)
-        if self.wake is not None:
-            self.wake()
 
     def drain(self, limit: int = 100_000) -> list[Event]:
         """Up to ``limit`` events, oldest first; a ``gap`` event first when some were dropped since last time."""
