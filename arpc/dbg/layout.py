@@ -133,7 +133,9 @@ class Panes:
         clock = m.board_clock()
         rec = m.shown_record()
         when = "LIVE" if m.cursor is None else f"AT #{m.cursor}" + (f" {hhmmss(rec.time)}" if rec else "")
-        title = f" {mv.id} t{sum(clock)} [{when}]" + ("" if mv.connected else " DISCONNECTED")
+        # the machine's time: the record's own when travelling (the board's ticks may be derived, see clock_at)
+        tick = rec.tick if m.cursor is not None and rec is not None and rec.tick is not None else sum(clock)
+        title = f" {mv.id} t{tick} [{when}]" + ("" if mv.connected else " DISCONNECTED")
         out: Fragments = [("class:title" + focus + (".travel" if m.cursor is not None else ""),
                            fit(title, width).ljust(width)), ("", "\n")]
         sel_state = self.selected_state()

@@ -129,8 +129,8 @@ class MachineView:
 
         A record from an update has its clock; one from the history gets the update's clock of the same sum,
         else it is derived from the nearest record that has one, undoing (or applying) the states added and
-        removed in between. Derived clocks have exact active flags; the ticks of multi states re-entered in
-        between may be off."""
+        removed in between. Derived clocks have exact active flags; a tick may be off where the history does not
+        list a change (e.g. a multi state re-entered)."""
         i = None if n is None else self.index_of(n)
         if i is None:
             return self.clock_now
