@@ -265,8 +265,10 @@ def squeeze_trace(lines: list[tuple[str, str]], height: int) -> list[tuple[str, 
     """``lines`` in ``height`` lines by dropping the oldest frames of the traceback (its end, where the error was
     raised, is what a glance needs); a marker says how many were dropped (J/K scroll the whole)."""
     trace = [i for i, (style, _) in enumerate(lines) if style == "class:trace"]
-    drop = len(lines) - height + 1  # + the marker
-    if not trace or drop <= 0 or drop > len(trace):
+    # keep at least the last frame (its File line and its code), even if the lines after it go below the pane
+    keep = max(min(2, len(trace)), height - (len(lines) - len(trace)) - 1)
+    drop = len(trace) - keep
+    if not trace or drop <= 0 or len(lines) <= height:
         return lines
     gone = set(trace[:drop])
     out: list[tuple[str, str]] = []
