@@ -2,7 +2,8 @@
 ``AsyncRemoteMachine``, whose network calls are awaitable and whose reads and waiters are the mirror's own.
 
 Same results and errors as the sync ``Client`` (it is one underneath). Each round trip runs on a small pool of
-threads of the client's own, so the event loop is never blocked; cancelling an await does not cancel the request
+threads of the client's own, so the event loop never waits for the network (the threads still compete with it for
+the GIL: see ``scripts/bench aio``); cancelling an await does not cancel the request
 already sent (it completes, and a retry is answered from the server's reply cache), so nothing is half applied.
 """
 

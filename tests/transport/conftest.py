@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from tr_util import Daemon
+from tr_util import Daemon, RawPeer
+
+from machine import Machine
+from transport import Endpoint, expose
 
 
 @pytest.fixture
@@ -20,3 +23,20 @@ def daemon() -> Iterator[Callable[..., Daemon]]:
     yield start
     for d in started:
         d.stop()
+
+
+@pytest.fixture
+def served(request: pytest.FixtureRequest) -> Iterator[tuple[Machine, Endpoint]]:
+    """The test module's SCHEMA as machine "m", exposed on a free loopback port."""
+    m = Machine(request.module.SCHEMA, id="m")
+    ep = expose(m)
+    yield m, ep
+    ep.stop()
+
+
+@pytest.fixture
+def raw(served: tuple[Machine, Endpoint]) -> Iterator[RawPeer]:
+    """A raw DEALER on the served endpoint (frames as the test writes them)."""
+    peer = RawPeer(served[1].address)
+    yield peer
+    peer.close()

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from tr_util import RawPeer, can_bind, free_port, pack, readline, until
 
 from machine import Machine, Result, State
-from transport import Endpoint, TransportError, connect, expose, expose_env
+from transport import TransportError, connect, expose, expose_env
 from transport import protocol as P
 from transport.addr import read_addr_file
 
@@ -34,21 +34,6 @@ SCHEMA = {
     "Multi": State(multi=True),
 }
 INV, UNK_M, UNK_S, LIMIT = P.INVALID_PARAMS, P.UNKNOWN_MACHINE, P.UNKNOWN_STATE, P.LIMIT
-
-
-@pytest.fixture
-def served() -> Iterator[tuple[Machine, Endpoint]]:
-    m = Machine(SCHEMA, id="m")
-    ep = expose(m)
-    yield m, ep
-    ep.stop()
-
-
-@pytest.fixture
-def raw(served: tuple[Machine, Endpoint]) -> Iterator[RawPeer]:
-    peer = RawPeer(served[1].address)
-    yield peer
-    peer.close()
 
 
 def clock(m: Machine) -> tuple[list[int], int]:

@@ -4,8 +4,6 @@ the other machines' clients, and reads of the slow machine itself, are answered 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,32 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tr_util import RawPeer, readline
+from tr_util import Daemon, RawPeer
 
 from transport import connect
 
 ISO_DAEMON = Path(__file__).with_name("iso_daemon.py")
 
 
-class IsoDaemon:
+class IsoDaemon(Daemon):
     """iso_daemon.py in a subprocess: machines m0..m<N-1> on one endpoint, m0 slow."""
 
     def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(ISO_DAEMON), *args], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
-        line = self._line(10)
-        assert line.startswith("READY "), line
-        self.addr = line.split()[1]
-
-    def _line(self, timeout: float) -> str:
-        assert self.proc.stdout is not None
-        return readline(self.proc.stdout, timeout)
-
-    def cmd(self, line: str, timeout: float = 5) -> str:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        return self._line(timeout)
+        super().__init__(*args, script=ISO_DAEMON, endpoints=1)
+        self.addr = self.addrs[0]
 
     def log(self, mach: str) -> list[list[Any]]:
         out = self.cmd(f"log {mach}")

@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tr_util import RawPeer
 
-from machine import Machine, State
-from transport import Endpoint, expose
+from machine import State
 from transport import protocol as P
 
 SCHEMA = {"Exception": State(multi=True), "Foo": State(), "Multi": State(multi=True)}
 BIG = "x" * (P.MAX_ARGS_BYTES + 10)
-
-
-@pytest.fixture
-def served() -> Iterator[tuple[Machine, Endpoint]]:
-    m = Machine(SCHEMA, id="m")
-    ep = expose(m)
-    yield m, ep
-    ep.stop()
-
-
-@pytest.fixture
-def raw(served: tuple[Machine, Endpoint]) -> Iterator[RawPeer]:
-    peer = RawPeer(served[1].address)
-    yield peer
-    peer.close()
 
 
 def code(reply: list[Any] | None) -> str:

@@ -12,17 +12,9 @@ import pytest
 from tr_util import RawPeer, until
 
 from machine import Machine, State
-from transport import Endpoint, RemoteMachine, connect, expose
+from transport import Endpoint, RemoteMachine, connect
 
 SCHEMA = {"Exception": State(multi=True), "Foo": State(), "Bar": State(), "Multi": State(multi=True)}
-
-
-@pytest.fixture
-def served() -> Iterator[tuple[Machine, Endpoint]]:
-    m = Machine(SCHEMA, id="m")
-    ep = expose(m)
-    yield m, ep
-    ep.stop()
 
 
 @pytest.fixture

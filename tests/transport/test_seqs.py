@@ -12,20 +12,12 @@ import pytest
 from tr_util import RawPeer
 
 from machine import Machine, Result, State
-from transport import Endpoint, connect, expose
+from transport import Endpoint, connect
 from transport import protocol as P
 from transport.server.sessions import MAX_GAPS
 
 SCHEMA = {"Exception": State(multi=True), "Multi": State(multi=True)}
 MULTI = {"s": ["Multi"]}
-
-
-@pytest.fixture
-def served() -> Iterator[tuple[Machine, Endpoint]]:
-    m = Machine(SCHEMA, id="m")
-    ep = expose(m)
-    yield m, ep
-    ep.stop()
 
 
 def code(reply: list[Any] | None) -> str:

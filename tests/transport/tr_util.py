@@ -20,13 +20,13 @@ DAEMON = Path(__file__).with_name("daemon.py")
 class Daemon:
     """A daemon subprocess speaking the line protocol of daemon.py."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, script: Path = DAEMON, endpoints: int | None = None) -> None:
         self.args = args
         self.proc = subprocess.Popen(
-            [sys.executable, str(DAEMON), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            [sys.executable, str(script), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         self.addrs: list[str] = []
-        n = 1 if "--hub" in args else 3
+        n = endpoints if endpoints is not None else 1 if "--hub" in args else 3
         for _ in range(n):
             line = self._line(10)
             assert line.startswith("READY "), line

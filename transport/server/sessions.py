@@ -151,8 +151,8 @@ class Session:
 
     def cancel_waiters(self, mach_id: str | None = None) -> None:
         """Cancel this session's ``when_args`` waiters and history follows (of one machine, or all)."""
-        for mid in [mach_id] if mach_id is not None else list(self.follows):
-            stop = self.follows.pop(mid, None) if mid is not None else None
+        for mid in list(self.follows) if mach_id is None else [mach_id]:
+            stop = self.follows.pop(mid, None)
             if stop is not None:
                 stop()
         for token, (mid, _, ctx, _) in list(self.args_waiters.items()):
