@@ -24,8 +24,8 @@ if str(ROOT) not in sys.path:
 ARPC = str(Path(sys.executable).with_name("arpc"))
 
 
-def serve_many(n: int, addr_dir: str) -> None:
-    """A daemon with n small machines on one endpoint, one addr file each; serves until stdin closes."""
+def fleet(n: int, addr_dir: str) -> tuple[list[Any], Any]:
+    """n small machines (m0000...) in Start and Ready on one endpoint, one addr file each; prints the address."""
     from machine import Machine, State
     from transport import expose
 
@@ -36,6 +36,12 @@ def serve_many(n: int, addr_dir: str) -> None:
         m.add("Start", "Ready")
     ep = expose(machs, addr_dir=addr_dir)
     print(ep.address, flush=True)
+    return machs, ep
+
+
+def serve_many(n: int, addr_dir: str) -> None:
+    """A daemon with n small machines on one endpoint, one addr file each; serves until stdin closes."""
+    _, ep = fleet(n, addr_dir)
     sys.stdin.read()
     ep.stop()
 

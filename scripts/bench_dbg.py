@@ -34,16 +34,9 @@ if str(ROOT) not in sys.path:
 def daemon(n: int, rate: float, addr_dir: str) -> None:
     """The load: ``n`` machines, ``rate`` transitions/s in total, in batches every 10 ms; prints the address, then
     at stdin EOF the transitions made and the seconds it took."""
-    from machine import Machine, State
-    from transport import expose
+    from bench_arpc import fleet
 
-    schema = {"Start": State(), "Ready": State(require=("Start",)), "Foo": State(remove=("Bar",)),
-              "Bar": State(remove=("Foo",))}
-    machs = [Machine(schema, id=f"m{i:04d}", parent="bench") for i in range(n)]
-    for m in machs:
-        m.add("Start", "Ready")
-    ep = expose(machs, addr_dir=addr_dir)
-    print(ep.address, flush=True)
+    machs, ep = fleet(n, addr_dir)
     stop = threading.Event()
     made = [0]
     t0 = [0.0]
