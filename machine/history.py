@@ -252,7 +252,8 @@ def _record(raw: list[Any]) -> dict[str, Any]:
     removed: list[str] = []
     if after is not None:
         added, removed, _ = tick_changes(list(names), before, after)
-    return {"seq": seq, "time": now, "tick": sum(after if after is not None else before),
+    clock = after if after is not None else before
+    return {"seq": seq, "time": now, "tick": sum(clock), "ticks": list(clock),
             "mutation": _MUTATION.get(int(mtype), str(mtype)), "called": list(called), "args": args or {},
             "auto": auto, "result": "executed" if accepted else "canceled", "added": added, "removed": removed,
             "reason": reason, "error": err_rec, "duration": took, "source": source}

@@ -52,6 +52,8 @@ class _ArgsInHistory:
         import threading
 
         self.state, self.want = state, want
+        self.index = m.index(state)
+        self.tick: int | None = None
         self.hit = threading.Event()
         self.done = False
         self.stop = m.on_history(self._on, backlog=0)
@@ -62,6 +64,7 @@ class _ArgsInHistory:
             return
         args = r.get("args") or {}
         if all(k in args and arg_text_matches(args[k], v) for k, v in self.want.items()):
+            self.tick = r["ticks"][self.index]  # the state's tick at that transition, not the mirror's later one
             self.done = True
             self.hit.set()
 
@@ -159,6 +162,13 @@ def cmd_when_args(cx: Cx, mach: str, state: str, arg_names: tuple[str, ...], arg
     entry = cx.session.resolve(mach)
     entry.check_states([state])
     m = cx.session.live(entry)
-    _wait(entry, lambda ctx: _when_args(m, state, args, ctx), limit)
-    tick = int(m.tick(state))
+    made: list[Any] = []
+
+    def make(ctx: Any) -> Any:
+        made.append(_when_args(m, state, args, ctx))
+        return made[0]
+
+    _wait(entry, make, limit)
+    tick = getattr(made[0], "tick", None)
+    tick = int(m.tick(state)) if tick is None else int(tick)
     return Result([str(tick)], {"machine": entry.id, "clock": {state: tick}, "args": args})

@@ -10,6 +10,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -51,13 +52,15 @@ def until(cond, timeout: float = 5.0, what: str = "condition") -> None:
 class Daemon:
     """``arpc_daemon.py`` in a subprocess: fixture X exposed with ``addr_dir``; commands on its stdin."""
 
-    def __init__(self, directory: Path, *args: str) -> None:
+    def __init__(self, directory: Path, *args: str, argv: list[str] | None = None, stderr: Any = subprocess.PIPE,
+                 start_timeout: float = 10.0) -> None:
+        """``argv``: another daemon speaking the same line protocol (``ready``, then ``ok ...`` per command)."""
         self.dir = directory
         self.args = args
-        self.proc = subprocess.Popen([PY, str(HERE / "arpc_daemon.py"), "--dir", str(directory), *args],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        self.proc = subprocess.Popen(argv or [PY, str(HERE / "arpc_daemon.py"), "--dir", str(directory), *args],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
                                      text=True, env=env(), bufsize=1)
-        line = self.readline(10.0)
+        line = self.readline(start_timeout)
         assert line == "ready", f"daemon did not start: {line!r} {self.stderr_tail()}"
 
     def readline(self, timeout: float = 5.0) -> str:

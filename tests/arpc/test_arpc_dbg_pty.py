@@ -16,13 +16,14 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from arpc_e2e import PY, ROOT, env, transport_works  # noqa: E402
+from arpc_e2e import PY, ROOT, Daemon, env, transport_works  # noqa: E402
 
 needs = pytest.mark.skipif(shutil.which("tmux") is None or not transport_works(), reason="needs tmux and transport")
 
@@ -69,37 +70,12 @@ def _quote(s: str) -> str:
     return "'" + s.replace("'", "'\"'\"'") + "'"
 
 
-class SvcDaemon:
-    """This file run as the daemon, in a subprocess."""
+class SvcDaemon(Daemon):
+    """This file run as the daemon, in a subprocess (its stderr, where raising handlers are logged, is ours)."""
 
     def __init__(self, directory: str, port: int, *args: str) -> None:
-        self.proc = subprocess.Popen([PY, __file__, "daemon", "--dir", directory, "--port", str(port), *args],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env(), bufsize=1)
-        assert self.readline(15) == "ready"
-
-    def readline(self, timeout: float = 10.0) -> str:
-        import select
-
-        assert self.proc.stdout is not None
-        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        assert r, "daemon silent"
-        return self.proc.stdout.readline().strip()
-
-    def cmd(self, line: str) -> str:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        out = self.readline()
-        assert out.startswith("ok"), out
-        return out
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        for f in (self.proc.stdin, self.proc.stdout):
-            if f is not None:
-                f.close()
+        super().__init__(Path(directory), *args, stderr=None, start_timeout=15.0,
+                         argv=[PY, __file__, "daemon", "--dir", directory, "--port", str(port), *args])
 
 
 def free_port() -> int:

@@ -410,7 +410,7 @@ class Dispatcher:
 def _applier(sess: Session, kind: str, m: Machine, b: dict[str, Any]) -> Callable[[], int]:
     """Check a mutation request and return what applies it (on whichever thread runs it)."""
     args = _args(b.get("a"))[0]
-    source = f"session {sess.client_id}"  # the history of the machine names the session as the source
+    source = sess.source
     if kind == P.ADD_ERR:
         state = b.get("state", "Exception")
         if not isinstance(state, str):

@@ -112,12 +112,13 @@ class Session:
     """A connected client, keyed by its socket identity."""
 
     __slots__ = ("identity", "client_id", "last_seen", "subs", "replies", "args_waiters", "args_bytes", "readonly",
-                 "user", "seqs", "backlog", "greeted", "checks", "token", "follows", "inflight")
+                 "user", "seqs", "backlog", "greeted", "checks", "token", "follows", "source", "inflight")
 
     def __init__(self, identity: bytes, readonly: bool, user: str | None = None) -> None:
         self.user = user  # the client's CURVE public key (z85), None without CURVE
         self.identity = identity
         self.client_id = identity.decode(errors="replace")
+        self.source = f"session {self.client_id}"  # what the history of a machine names as a mutation's source
         self.last_seen = time.monotonic()
         self.subs: dict[str, Sub] = {}
         self.replies: OrderedDict[int, Any] = OrderedDict()
