@@ -75,6 +75,20 @@ def machine_logger(mach_id: str, level: LogLevel) -> logging.Logger:
     return logger
 
 
+def release_logger(logger: logging.Logger) -> None:
+    """Drop a disposed machine's logger from ``logging``'s registry unless the user configured it.
+
+    The registry keeps every logger for ever: a daemon that makes a machine per job (fresh ids) would grow it
+    without end. A logger with handlers, filters, a level or ``propagate`` off is the user's and stays.
+    """
+    import logging
+
+    reg = logging.Logger.manager.loggerDict
+    if (reg.get(logger.name) is logger and not logger.handlers and not logger.filters
+            and logger.level == logging.NOTSET and logger.propagate):
+        reg.pop(logger.name, None)  # one atomic dict operation; a getLogger later makes a fresh one
+
+
 class LazyLogger:
     """A stand-in for ``logging.getLogger(name)`` that imports logging on first use."""
 

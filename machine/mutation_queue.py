@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import is_cancel, trace_text
 from .execution import run_transition
-from .log import LogLevel, fmt_args, safe_repr
+from .log import LogLevel, fmt_args, release_logger, safe_repr
 from .mutation import Mutation, MutationType, Result
 from .schema import EXCEPTION
 from .subscriptions import resolve_queue_waiters
@@ -350,4 +350,6 @@ def finish_dispose(mach: Machine) -> None:
         mach._ctx_obj.cancel()
     if mach._disposed_waiter_obj is not None:
         mach._disposed_waiter_obj._resolve(True)
+    if mach._logger_obj is not None:
+        release_logger(mach._logger_obj)
 

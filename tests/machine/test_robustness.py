@@ -310,3 +310,51 @@ def test_a_mutation_that_drains_a_leftover_queue_returns_its_own_result() -> Non
         assert mach.active_states() == ["A", "C", "Exception"]
     finally:
         mach.dispose()
+
+
+def test_machine_loggers_are_not_kept_after_their_machines() -> None:
+    # a daemon that makes a machine per job must not grow logging's registry of loggers without end
+    import gc
+    import logging
+
+    reg = logging.Logger.manager.loggerDict
+    before = sum(1 for n in reg if n.startswith("machine.leakjob"))
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    parent = logging.getLogger("machine")
+    h = Keep(logging.INFO)
+    parent.addHandler(h)
+    level = parent.level
+    parent.setLevel(logging.INFO)
+    try:
+        for i in range(200):
+            m = Machine({"A": State()}, id=f"leakjob{i}", log_level=1)
+            m.log("job %d", i)
+            m.dispose()
+        gc.collect()
+    finally:
+        parent.removeHandler(h)
+        parent.setLevel(level)
+    assert sum(1 for n in reg if n.startswith("machine.leakjob")) == before
+    assert len([r for r in seen if r.name.startswith("machine.leakjob")]) >= 200  # still logged through `machine`
+
+
+def test_a_logger_the_user_made_for_one_machine_is_used() -> None:
+    import logging
+
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    own = logging.getLogger("machine.mine1")
+    own.addHandler(Keep())
+    own.setLevel(logging.INFO)
+    m = Machine({"A": State()}, id="mine1", log_level=1)
+    m.log("hello %s", "there")
+    assert [r.getMessage() for r in seen][-1].endswith("hello there")
