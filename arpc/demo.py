@@ -16,6 +16,7 @@ import argparse
 import itertools
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -126,6 +127,9 @@ class Ticker:
     def __init__(self, speed: float) -> None:
         self.speed = speed
 
+    def StartState(self, e: Event) -> None:
+        e.machine.add("Tick")
+
     def TickState(self, e: Event) -> None:
         m = e.machine
         later(m, "Tick", 1.0 * self.speed, lambda: m.add("Tick"))
@@ -144,8 +148,37 @@ def demo_machines(speed: float = 1.0) -> list[Machine]:
     machs.append(Machine(TICKER, id="ticker", parent="demo", handlers=Ticker(speed)))
     for m in machs:
         m.add("Start", "Ready")
-    machs[-1].add("Tick")
+    threading.Thread(target=supervise, args=(machs, speed), name="arpc-demo supervisor", daemon=True).start()
     return machs
+
+
+STALL = 8.0  # seconds (times speed) without a transition after which a chain counts as stopped; its longest step is 5
+
+
+def supervise(machs: list[Machine], speed: float) -> None:
+    """Restart a machine whose timer chain stopped: a chain ends for good when a step's handler fails or times out
+    (a starved box) or someone removes the running step by hand; a demo must keep moving. ``expense-2`` and
+    ``expense-3`` waiting for a person's approval are not stopped. Ends when every machine is disposed."""
+    stop = threading.Event()
+    seen = {m.id: (sum(m.time()), time.monotonic()) for m in machs}
+    while not stop.wait(max(0.01, speed)):
+        if all(m.disposed for m in machs):
+            return
+        now = time.monotonic()
+        for m in machs:
+            if m.disposed:
+                continue
+            t = sum(m.time())
+            last, since = seen[m.id]
+            if t != last:
+                seen[m.id] = (t, now)
+                if not m.is_err():
+                    continue
+            waiting = m.id != "expense-1" and m.is_active("WaitingForApproval") and not m.is_err()
+            if m.is_err() or (not waiting and now - since > STALL * speed):
+                m.set()  # everything off, then the chain from its start
+                m.add("Start", "Ready")
+                seen[m.id] = (sum(m.time()), now)
 
 
 def serve(addr: str = "tcp://127.0.0.1:*", addr_dir: str | None = None, speed: float = 1.0) -> Endpoint:

@@ -94,3 +94,25 @@ def test_a_background_job_of_an_interactive_shell_keeps_serving(tmp_path: Path) 
     finally:
         sh.sendline("kill -KILL %1 2>/dev/null; exit")
         sh.close(force=True)
+
+
+def test_a_stopped_chain_is_restarted() -> None:
+    # a chain ends for good when a step's handler fails or times out (a starved box) or its running step is
+    # removed by hand; the demo's supervisor starts it again, so the demo keeps moving
+    from arpc.demo import demo_machines
+
+    machs = demo_machines(speed=0.01)
+    try:
+        ticker = next(m for m in machs if m.id == "ticker")
+        files = next(m for m in machs if m.id == "files-1")
+        assert ticker.when_ticks("Tick", 4).wait(10)
+        ticker.remove("Tick")  # its timer sees the state's context done: the chain is over
+        files.add_err(RuntimeError("disk full"))
+        ticks = ticker.tick("Tick")
+        assert ticker.when_ticks("Tick", ticks + 4).wait(10), "the ticker was not restarted"
+        assert files.when_not("Exception").wait(10)
+        done = files.tick("FileUploaded")
+        assert files.when_ticks("FileUploaded", done + 2).wait(10), "files-1 was not restarted"
+    finally:
+        for m in machs:
+            m.dispose()
