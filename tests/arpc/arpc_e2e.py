@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import select
 import subprocess
 import sys
 import tempfile
@@ -11,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.piperead import readline
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -65,10 +66,10 @@ class Daemon:
 
     def readline(self, timeout: float = 5.0) -> str:
         assert self.proc.stdout is not None
-        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not r:
-            raise AssertionError(f"daemon silent for {timeout}s")
-        return self.proc.stdout.readline().strip()
+        try:
+            return readline(self.proc.stdout, timeout)
+        except TimeoutError:
+            raise AssertionError(f"daemon silent for {timeout}s") from None
 
     def cmd(self, line: str) -> str:
         assert self.proc.stdin is not None

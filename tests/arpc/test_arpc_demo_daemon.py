@@ -4,7 +4,6 @@ as on Ctrl+C. Real processes."""
 
 from __future__ import annotations
 
-import select
 import signal
 import subprocess
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pexpect
 import pytest
-from arpc_e2e import PY, ROOT, env, transport_works, until
+from arpc_e2e import PY, ROOT, env, readline, transport_works, until
 
 pytestmark = pytest.mark.skipif(not transport_works(), reason="transport (pyzmq) not available")
 
@@ -25,9 +24,7 @@ def start(addr_dir: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env=env(), cwd=str(ROOT), start_new_session=True)
     assert p.stdout is not None
-    ready, _, _ = select.select([p.stdout], [], [], 15)
-    assert ready, "the demo printed no address"
-    return p, p.stdout.readline().strip()
+    return p, readline(p.stdout, 15)
 
 
 def arpc(*args: str) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from arpc_e2e import Daemon, arpc, arpc_bg
+from arpc_e2e import Daemon, arpc, arpc_bg, readline
 
 
 @pytest.fixture
@@ -56,12 +56,12 @@ def test_log_follow_goes_on_live_without_a_gap(d: Daemon) -> None:
     p = arpc_bg("-d", str(d.dir), "--", "log", "worker2", "--follow")
     try:
         assert p.stdout is not None
-        first = p.stdout.readline()
+        first = readline(p.stdout, 15)
         assert "add Start executed" in first
         d.cmd("add worker2 Foo")
         d.cmd("add worker2 Bar")
-        assert "add Foo executed" in p.stdout.readline()
-        assert "add Bar executed +Bar -Foo" in p.stdout.readline()
+        assert "add Foo executed" in readline(p.stdout, 10)
+        assert "add Bar executed +Bar -Foo" in readline(p.stdout, 10)
     finally:
         p.terminate()
         p.wait(10)
@@ -112,7 +112,7 @@ def test_a_machine_without_history_says_so(tmp_path: Path) -> None:
     """))
     p = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        assert p.stdout is not None and readline(p.stdout, 15) == "ready"
         r = arpc("-d", str(tmp_path / "a"), "--", "log", "plain")
         assert r.code == 1 and "keeps no history" in r.err
     finally:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import selectors
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import msgpack
 import zmq
+
+# this tree's root: tr_util is also imported by tests run as scripts (in a child process), where it is not on the path
+if str(Path(__file__).resolve().parents[2]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.piperead import readline as readline  # noqa: E402  (re-exported: the transport tests import it from here)
 
 DAEMON = Path(__file__).with_name("daemon.py")
 
@@ -72,18 +76,6 @@ def until(cond: Callable[[], bool], timeout: float = 5.0, step: float = 0.01) ->
             return True
         time.sleep(step)
     return cond()
-
-
-def readline(stream: IO[str], timeout: float) -> str:
-    """One line from a child's pipe, or TimeoutError when it says nothing within ``timeout`` seconds."""
-    sel = selectors.DefaultSelector()
-    sel.register(stream, selectors.EVENT_READ)
-    try:
-        if not sel.select(timeout):
-            raise TimeoutError(f"process said nothing in {timeout}s")
-    finally:
-        sel.close()
-    return stream.readline().strip()
 
 
 def can_bind(port: int) -> bool:
