@@ -129,7 +129,8 @@ def negotiation_handlers(m: Machine, obj: object) -> list[str]:
 
 def has_replay_listeners(m: Machine) -> bool:
     """True when a replayed transition would reach someone (handlers bound, or a tracer with a transition hook)."""
-    return bool(m._bindings) or any(h in m._hooks for h in _REPLAY_HOOKS)
+    hooks = m._hooks
+    return bool(m._bindings) or (bool(hooks) and any(h in hooks for h in _REPLAY_HOOKS))
 
 
 def replay(m: Machine, owner: object, step: Step) -> None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 _RESULTS = (Result.EXECUTED, Result.CANCELED)  # looked up: Result(r) goes through the enum machinery each call
 EXCEPTION = "Exception"
+_MUT_TYPES = {P.ADD: "add", P.REMOVE: "remove", P.SET: "set"}  # as the source's records name them
 
 
 def _result(r: Any) -> int:
@@ -276,7 +277,10 @@ class RemoteMachine(HistoryReader, MirrorLink):
             tc = tracecontext.inject()
             if tc:
                 body["tc"] = tc
-        res = self._client._call(kind, self._id, body, on_reply=self._on_mut_reply)
+        # the reply's diff is this mutation's (summed with what the source did before replying, e.g. auto
+        # states): its record goes with it, so handlers and on_update callbacks get its states and args
+        rec = [_MUT_TYPES[kind], list(called), a or {}]
+        res = self._client._call(kind, self._id, body, on_reply=lambda reply: self._on_mut_reply(reply, rec))
         if res[1] is None:
             # the server has no subscription of ours (it restarted or forgot our session): this mirror subscribes
             # again before returning, the client's other mirrors right after

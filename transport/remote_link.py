@@ -38,11 +38,11 @@ class MirrorLink:
         self._steps_lock = threading.Lock()
         self._draining = False
 
-    def _on_mut_reply(self, body: Any) -> None:
+    def _on_mut_reply(self, body: Any, rec: list[Any] | None = None) -> None:
         if not isinstance(body, list) or len(body) != 2:
             raise ValueError("a mutation reply is [result, update]")
         if body[1] is not None:
-            self._apply_update(body[1], None)
+            self._apply_update(body[1], [rec] if rec is not None and body[0] == 0 else None)
 
     def _on_clk(self, body: Any) -> None:
         if not isinstance(body, list) or len(body) < 5:
