@@ -187,3 +187,14 @@ def test_what_a_mirror_cannot_do_raises_and_says_what_to_do(daemon) -> None:
             rm.import_data(rm.export())
         rm.add("Foo")
         assert rm.queue_len == 0   # the source's, one round trip
+
+
+def test_a_dry_run_through_a_replica_runs_the_sources_negotiation_handlers(daemon) -> None:
+    from transport import expose
+
+    d = daemon("--hub")
+    with connect(d.addrs[0]) as c, expose(c.machine("worker0")) as ep, connect(ep.address) as leaf_client:
+        leaf = leaf_client.machine("worker0")
+        # the source's BazEnter refuses deny=1; the replica's copy has no handlers, so it must ask its source
+        assert leaf.can_add("Baz", args={"deny": "1"}) == 1
+        assert leaf.can_add("Baz") == 0 and not leaf.is_active("Baz")
