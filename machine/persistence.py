@@ -1,8 +1,8 @@
 """Clocks and schemas from outside a transition: ``export``, ``import_data``, ``set_schema`` and a mirror's
-``_set_clock``.
+``set_clock`` (called through ``machine.mirror``).
 
 Writes the machine's ``_time``, ``_active``, ``_machine_tick``, ``_c`` and the binding caches, only while no
-transition runs (checked under the lock); ``_set_clock`` also sets the queue ticks a mirror copies from its source.
+transition runs (checked under the lock); ``set_clock`` also sets the queue ticks a mirror copies from its source.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def test_transport_uses_no_private_name_of_the_core() -> None:
 
 def test_the_check_sees_the_reach_ins_it_forbids() -> None:
     core = _private_names([machine.Machine, ctx_waiter.Waiter, ctx_waiter.Ctx])
-    for name in ("_time", "_set_clock", "_on_cancel", "_add_callback", "_processing"):
+    for name in ("_time", "_on_cancel", "_add_callback", "_processing", "_called"):
         assert name in core
     tree = ast.parse("def f(m, w):\n    return m._time, w._on_cancel, self._x\n")
     assert [(n, s) for _, n, s in _attrs(tree)] == [("_time", False), ("_on_cancel", False), ("_x", True)]
