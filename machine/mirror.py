@@ -23,12 +23,14 @@ from .schema import State, called_names, check_names
 from .transition import Event, Transition, tick_changes
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .machine import Machine
 
 __all__ = [
     "Step", "cancel_with", "check_args", "check_called", "check_states", "clock_view", "close", "follow_schema",
     "has_replay_listeners", "is_busy", "negotiation_handlers", "new_mirror", "pending_waiter", "replay",
-    "resolve_waiter", "set_clock", "set_err",
+    "resolve_waiter", "set_clock", "set_err", "set_loop",
 ]
 
 _log = LazyLogger("machine")
@@ -70,6 +72,11 @@ def follow_schema(m: Machine, schema: Mapping[str, State | Mapping[str, Any]], o
     """Take the source's larger schema (``Machine.set_schema``'s rules and errors); tracers' ``schema_change``
     gets ``owner`` (the mirror object users hold) as the machine."""
     set_schema(m, schema, owner)
+
+
+def set_loop(m: Machine, loop: asyncio.AbstractEventLoop) -> None:
+    """Run the mirror's async final handlers on ``loop`` (a local machine uses the loop it was created in)."""
+    m._loop = loop
 
 
 def set_err(m: Machine, err: BaseException) -> None:

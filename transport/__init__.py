@@ -1,7 +1,7 @@
 """Remote machines over ZeroMQ + msgpack, with the same API as local ones.
 
 ``expose(machs)`` serves machines on one ROUTER socket; ``connect(addr)`` gives a ``Client`` whose
-``machine(id)`` is a ``RemoteMachine``: a mirror with the ``Machine`` API whose reads and waits are local and
+``machine(id)`` is a ``RemoteMachine``: a mirror with the ``machine.MachineApi`` whose reads and waits are local and
 whose mutations are one round trip; what a mirror cannot do raises ``MirrorLimitError``. See docs/protocol.md
 for the wire format.
 

@@ -21,6 +21,8 @@ from .history_client import HistoryReader
 from .remote_link import MirrorLink
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .client import Client
 
 _RESULTS = (Result.EXECUTED, Result.CANCELED)  # looked up: Result(r) goes through the enum machinery each call
@@ -88,6 +90,10 @@ class RemoteMachine(HistoryReader, MirrorLink):
                 pass
 
         return off
+
+    def _use_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Async final handlers bound to this mirror run on ``loop`` (the asyncio client's)."""
+        mirror.set_loop(self._m, loop)
 
     def _want_muts(self, then: Callable[[], Any]) -> None:
         """Subscribe with mutation records (each transition's clock and args), then call ``then`` (from this

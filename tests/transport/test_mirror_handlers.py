@@ -198,3 +198,27 @@ def test_a_dry_run_through_a_replica_runs_the_sources_negotiation_handlers(daemo
         # the source's BazEnter refuses deny=1; the replica's copy has no handlers, so it must ask its source
         assert leaf.can_add("Baz", args={"deny": "1"}) == 1
         assert leaf.can_add("Baz") == 0 and not leaf.is_active("Baz")
+
+
+def test_async_final_handlers_of_an_asyncio_mirror_run_on_its_loop(daemon) -> None:
+    import asyncio
+
+    from transport import connect_async
+
+    d = daemon("--hub")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ran: asyncio.Future[tuple[bool, Any]] = loop.create_future()
+
+        async def foo_state(e: Event) -> None:
+            if not ran.done():
+                ran.set_result((asyncio.get_running_loop() is loop, e.args.get("k")))
+
+        async with connect_async(d.addrs[0]) as c:
+            remote = await c.machine("worker0", mutations=True)
+            remote.bind_handlers({"FooState": foo_state})
+            assert await remote.add("Foo", args={"k": "v"}) == 0
+            assert await asyncio.wait_for(ran, 5) == (True, "v")
+
+    asyncio.run(asyncio.wait_for(main(), 30))
