@@ -150,6 +150,8 @@ def replay(m: Machine, owner: object, step: Step) -> None:
     before_t, after_t, rec = step
     c = m._c
     names, index = c.names, c.index
+    if len(after_t) != len(names) or m.disposed:
+        return  # a step queued before a schema change (its clock is shown anyway), or a closed mirror
     added, removed, ticked = tick_changes(list(names), before_t, after_t)
     # a multi state entered again (ticked and active): State again; one on and off within a summed step: neither
     enters = tuple(added + [s for s in ticked if after_t[index[s]] & 1])
