@@ -344,7 +344,10 @@ class RemoteMachine(HistoryReader, MirrorLink):
         body: dict[str, Any] = {"state": state, "type": type(err).__name__, "msg": str(err)}
         if a is not None:
             body["a"] = P.sanitize(a)
-        res = self._client._call(P.ADD_ERR, self._id, body, on_reply=self._on_mut_reply)
+        # as the source records it: the states with Exception, the args with the error (here the caller's own)
+        called = [state] if state == EXCEPTION or not self._m.has(EXCEPTION) else [state, EXCEPTION]
+        rec = ["add", called, {**(a or {}), "err": err}]
+        res = self._client._call(P.ADD_ERR, self._id, body, on_reply=lambda reply: self._on_mut_reply(reply, rec))
         return _result(res[0])
 
     def can_add(self, *states: str, args: Mapping[str, Any] | None = None) -> int:

@@ -106,11 +106,14 @@ def test_time_checks_and_text(s: Subject) -> None:
 @covers("add_err", "add_err_state", "err", "is_err", "when_err")
 def test_errors(s: Subject) -> None:
     m = s.m
+    seen: list[tuple[list[str], Any]] = []
+    m.bind_handlers({"ErrOnClientState": lambda e: seen.append((e.transition.called_states, e.args.get("err")))})
     w = m.when_err()
     assert not m.is_err() and m.err is None
     err = ValueError("bad input")
     assert m.add_err_state("ErrOnClient", err) == Result.EXECUTED
     assert w.wait(W) and m.is_err() and m.is_active("ErrOnClient") and m.err is err
+    assert seen == [(["ErrOnClient", "Exception"], err)]  # ran before the call returned (nothing else in flight)
     assert m.add_err(None) == Result.CANCELED
     assert m.add_err(RuntimeError("again")) == Result.EXECUTED and m.tick("Exception") == 3
 
