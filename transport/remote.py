@@ -285,8 +285,8 @@ class RemoteMachine(HistoryReader, MirrorLink):
                 body["tc"] = tc
         # the reply's diff is this mutation's (summed with what the source did before replying, e.g. auto
         # states): its record goes with it, so handlers and on_update callbacks get its states and args
-        rec = [_MUT_TYPES[kind], list(called), a or {}]
-        res = self._client._call(kind, self._id, body, on_reply=lambda reply: self._on_mut_reply(reply, rec))
+        res = self._client._call(kind, self._id, body,
+                                 on_reply=self._mut_reply_handler(_MUT_TYPES[kind], called, a))
         if res[1] is None:
             # the server has no subscription of ours (it restarted or forgot our session): this mirror subscribes
             # again before returning, the client's other mirrors right after
@@ -294,6 +294,13 @@ class RemoteMachine(HistoryReader, MirrorLink):
             if self._client.connected:
                 self._client._session_lost("has no subscription of ours")
         return _result(res[0])
+
+    def _mut_reply_handler(self, kind: str, called: Iterable[str],
+                           args: Mapping[str, Any] | None) -> Callable[[Any], None]:
+        """What applies the reply to mutation ``kind`` (add, remove, set) of
+        ``called`` with ``args`` to this mirror, with that mutation's record."""
+        rec = [kind, list(called), dict(args or {})]
+        return lambda reply: self._on_mut_reply(reply, rec)
 
     def add(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
         """Add on the server; returns its result with the mirror updated. Raises TransportError on failure."""

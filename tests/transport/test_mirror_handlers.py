@@ -222,3 +222,13 @@ def test_async_final_handlers_of_an_asyncio_mirror_run_on_its_loop(daemon) -> No
             assert await asyncio.wait_for(ran, 5) == (True, "v")
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_mutations_of_a_batch_reach_the_mirrors_handlers_with_their_args(daemon) -> None:
+    d = daemon("--hub")
+    with connect(d.addrs[0]) as c:
+        rm = c.machine("worker0")
+        got: list[Any] = []
+        rm.bind_handlers({"MultiState": lambda e: got.append(e.args.get("n"))})
+        assert c.mutate_many([("worker0", "add", ["Multi"], {"n": i}) for i in range(3)]) == [0, 0, 0]
+        assert rm.tick("Multi") == 5 and got == [0, 1, 2]
