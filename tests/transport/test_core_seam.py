@@ -1,6 +1,7 @@
 """Transport reaches the core only through public names and the mirror interface (machine/mirror.py): no
 ``obj._name`` where ``_name`` is a private member of a core class and not one of transport's own, and no
-``from machine... import _name``."""
+``from machine... import _name``. Without types, a name both define (``_id``, ``_lock``, ``_loop``, ``_tx``, ...)
+can't be told apart: those are left to review."""
 
 from __future__ import annotations
 
