@@ -18,7 +18,12 @@ if TYPE_CHECKING:
 
 @runtime_checkable
 class MachineApi(Protocol):
-    """The machine API shared by ``machine.Machine`` and ``transport.RemoteMachine``."""
+    """The machine API shared by ``machine.Machine`` and ``transport.RemoteMachine``.
+
+    Each member means the same on both. A mirror raises ``transport.MirrorLimitError`` (a ``NotImplementedError``)
+    for what only the source can do: ``eval``, ``will_be``, binding negotiation handlers (its final handlers and
+    tracers run for each transition the source pushes).
+    """
 
     # -- identity and getters
     @property

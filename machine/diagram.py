@@ -8,23 +8,23 @@ from typing import TYPE_CHECKING, Any
 from .schema import State, compiled_for
 
 if TYPE_CHECKING:
+    from .api import MachineApi
     from .machine import Machine
 
 # relation -> Mermaid edge: require solid, add thick, remove crossed, after dotted
 _EDGES = (("require", "-->"), ("add", "==>"), ("remove", "--x"), ("after", "-.->"))
 
 
-def diagram(source: Machine | Mapping[str, State | Mapping[str, Any]]) -> str:
+def diagram(source: MachineApi | Mapping[str, State | Mapping[str, Any]]) -> str:
     """A Mermaid ``flowchart`` of the states and their relations (parsed, as the machine uses them).
 
-    Auto and multi states say so in their label; given a machine, its active states are highlighted.
+    Auto and multi states say so in their label; given a machine (local or a mirror), its active states are
+    highlighted.
     """
-    from .machine import Machine
-
-    if isinstance(source, Machine):
-        schema, active = source.schema, set(source.active_states())
-    else:
+    if isinstance(source, Mapping):
         schema, active = compiled_for(source).schema, set()
+    else:
+        schema, active = source.schema, set(source.active_states())
     ids = {name: f"s{i}" for i, name in enumerate(schema)}
     lines = ["flowchart LR"]
     for name, st in schema.items():

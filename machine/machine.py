@@ -20,9 +20,8 @@ from .handlers import Binding, bind_handlers, detach_handlers
 from .history import History, find_history, keep_history
 from .log import LogLevel, machine_logger, parse_level
 from .mutation import Mutation, MutationType
-from .mutation_queue import add_err, args_dict, check, eval_fn, mutate, will_be
+from .mutation_queue import add_err, check, eval_fn, mutate, will_be
 from .mutation_queue import dispose as dispose_machine
-from .persistence import set_clock
 from .resolver import Plan
 from .schema import EXCEPTION, State, called_names, check_names, compiled_for, unknown_names
 from .subscriptions import NO_SUBS, Clock, new_waiter, when_args, when_query, when_queue, when_time
@@ -245,7 +244,7 @@ class Machine:
         """The transition being applied, or None when idle."""
         return self._tx
 
-    # ------------------------------------------------------------------ name checks (transport's mirror uses them)
+    # ------------------------------------------------------------------ name checks
 
     _called = called_names
     _unknown = unknown_names
@@ -407,8 +406,6 @@ class Machine:
             return mutate(self, REMOVE, states, args)
         return mutate(self, ADD, states, args)
 
-    _args = staticmethod(args_dict)  # transport's mirror checks args the same way
-
     def add_err(self, err: BaseException | None, args: Mapping[str, Any] | None = None) -> int:
         """Record ``err`` and add Exception with ``err`` and ``err_trace`` in the args."""
         return self.add_err_state(EXCEPTION, err, args)
@@ -567,9 +564,6 @@ class Machine:
         dispose_machine(self, timeout, stop_start)
 
     # ------------------------------------------------------------------ clocks, export, import, schema
-
-    # a mirror's clock (transport calls it on every push): the module function is the method, no extra call
-    _set_clock = set_clock
 
     def export(self) -> dict[str, Any]:
         """``{"id", "state_names", "time", "queue_tick", "machine_tick"}``: msgpack- and JSON-safe."""

@@ -1,8 +1,8 @@
 """Clocks and schemas from outside a transition: ``export``, ``import_data``, ``set_schema`` and a mirror's
-``_set_clock``.
+``set_clock`` (called through ``machine.mirror``).
 
 Writes the machine's ``_time``, ``_active``, ``_machine_tick``, ``_c`` and the binding caches, only while no
-transition runs (checked under the lock); ``_set_clock`` also sets the queue ticks a mirror copies from its source.
+transition runs (checked under the lock); ``set_clock`` also sets the queue ticks a mirror copies from its source.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ def import_data(mach: Machine, data: Mapping[str, Any]) -> None:
         mach.add("MachineRestored")
 
 
-def set_schema(mach: Machine, schema: Mapping[str, State | Mapping[str, Any]]) -> None:
-    """See ``Machine.set_schema``."""
+def set_schema(mach: Machine, schema: Mapping[str, State | Mapping[str, Any]], owner: object = None) -> None:
+    """See ``Machine.set_schema``; tracers get ``owner`` as the machine when given (a mirror's holder)."""
     new = normalize(schema, add_exception=False)
     old_names = mach._c.names
     if len(new) <= len(old_names):
@@ -89,7 +89,7 @@ def set_schema(mach: Machine, schema: Mapping[str, State | Mapping[str, Any]]) -
         mach._bound = {}
         mach._bindings = [Binding(b.obj, b.seq, compiled.index) for b in mach._bindings]
         mach._bind_version += 1
-    mach._emit("schema_change", mach, old_schema)
+    mach._emit("schema_change", mach if owner is None else owner, old_schema)
 
 
 def set_clock(mach: Machine, new_time: list[int], queue_tick: int | None = None,

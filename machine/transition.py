@@ -173,7 +173,8 @@ class Event:
     def is_valid(self) -> bool:
         """True while the transition is the machine's current one, not completed and still accepted."""
         tx = self.transition
-        return tx._mach._tx is tx and not tx.is_completed and tx.is_accepted
+        # the public property: on a mirror, ``_mach`` is the mirror object users hold (see machine.mirror)
+        return tx._mach.transition is tx and not tx.is_completed and tx.is_accepted
 
     def __repr__(self) -> str:
         return f"<Event {self.name}>"

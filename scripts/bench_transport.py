@@ -282,6 +282,8 @@ def measure(quick: bool) -> dict[str, Any]:
             d.send(msgpack.packb(["add", seq[0], "b0", frame_body], use_bin_type=True))
             msgpack.unpackb(d.recv(), raw=False)
 
+        from machine import mirror as mirror_api
+
         mirror = Machine(_schema(), id="b0")
 
         def floor_rtt() -> None:
@@ -289,10 +291,10 @@ def measure(quick: bool) -> dict[str, Any]:
             seq[0] += 1
             fd.send(msgpack.packb(["add", seq[0], "b0", frame_body], use_bin_type=True))
             _, _, _, (_, (idxs, deltas, q, mt, _)) = msgpack.unpackb(fd.recv(), raw=False)
-            new = mirror._time[:]
+            new = mirror_api.clock_view(mirror)[:]
             for i, dt in zip(idxs, deltas, strict=True):
                 new[i] += dt
-            mirror._set_clock(new, q, mt, idxs)
+            mirror_api.set_clock(mirror, new, q, mt, idxs)
 
         c = connect(daddr)
         rm = c.machine("b0")

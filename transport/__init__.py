@@ -1,8 +1,9 @@
 """Remote machines over ZeroMQ + msgpack, with the same API as local ones.
 
 ``expose(machs)`` serves machines on one ROUTER socket; ``connect(addr)`` gives a ``Client`` whose
-``machine(id)`` is a ``RemoteMachine``: a mirror with the ``Machine`` API whose reads and waits are local and
-whose mutations are one round trip. See docs/protocol.md for the wire format.
+``machine(id)`` is a ``RemoteMachine``: a mirror with the ``machine.MachineApi`` whose reads and waits are local and
+whose mutations are one round trip; what a mirror cannot do raises ``MirrorLimitError``. See docs/protocol.md
+for the wire format.
 
 The names below load their module on first use, so ``transport.addr`` (the address parser the arpc shell uses
 before it connects) can be imported without pyzmq.
@@ -15,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .aio import AsyncClient, AsyncRemoteMachine, connect_async
     from .client import Client, connect
-    from .errors import RemoteError, TransportError
+    from .errors import MirrorLimitError, RemoteError, TransportError
     from .expose import expose, expose_env
     from .remote import RemoteMachine
     from .server import Endpoint
 
 _MODULES = {"Client": "client", "connect": "client", "RemoteError": "errors", "TransportError": "errors",
+            "MirrorLimitError": "errors",
             "expose": "expose", "expose_env": "expose", "RemoteMachine": "remote", "Endpoint": "server",
             "AsyncClient": "aio", "AsyncRemoteMachine": "aio", "connect_async": "aio"}
 
@@ -40,5 +42,5 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_MODULES])
 
 
-__all__ = ["AsyncClient", "AsyncRemoteMachine", "Client", "Endpoint", "RemoteError", "RemoteMachine",
-           "TransportError", "connect", "connect_async", "expose", "expose_env"]
+__all__ = ["AsyncClient", "AsyncRemoteMachine", "Client", "Endpoint", "MirrorLimitError", "RemoteError",
+           "RemoteMachine", "TransportError", "connect", "connect_async", "expose", "expose_env"]

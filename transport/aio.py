@@ -57,6 +57,7 @@ class AsyncClient:
     async def machine(self, mach_id: str, *, mutations: bool = False) -> AsyncRemoteMachine:
         """A mirror of ``mach_id`` (``TransportError`` for an unknown id)."""
         rm = await self._run(self.sync_client.machine, mach_id, mutations=mutations)
+        rm._use_loop(asyncio.get_running_loop())  # its async final handlers run on this loop
         return AsyncRemoteMachine(rm, self)
 
     async def mutate_many(self, ops: Any, *, timeout: float | None = None) -> list[int | BaseException]:

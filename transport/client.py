@@ -237,8 +237,8 @@ class Client(Caller):
             # a reply carries the update for a mirror this client holds: apply it, as a mirror's own call would
             with self._lock:
                 rm = self._mirrors.get(mach_id)
-            calls.append(self._new_call(kinds[kind], mach_id, body, rm._on_mut_reply if rm is not None else None,
-                                        seq + len(calls)))
+            on_reply = rm._mut_reply_handler(kind, states, args) if rm is not None else None
+            calls.append(self._new_call(kinds[kind], mach_id, body, on_reply, seq + len(calls)))
         if calls:
             self._run_calls(calls, self.timeout if timeout is None else timeout)
         out: list[int | BaseException] = []

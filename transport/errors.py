@@ -21,3 +21,8 @@ class RemoteError(Exception):
     def __init__(self, msg: str, type_name: str = "Exception") -> None:
         super().__init__(msg)
         self.type_name = type_name
+
+
+class MirrorLimitError(NotImplementedError):
+    """A member of the machine API that a mirror cannot honour (it would run in the source's process, or read
+    what only the source knows); the message says what to do instead."""

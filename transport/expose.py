@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from machine import Machine
 
 from .server import Endpoint
 
+if TYPE_CHECKING:
+    from .remote import RemoteMachine
+
 
 def expose(
-    machs: Machine | Iterable[Machine],
+    machs: Machine | RemoteMachine | Iterable[Machine | RemoteMachine],
     *,
     addr: str = "tcp://127.0.0.1:*",
     addr_dir: str | os.PathLike[str] | None = None,
@@ -33,7 +37,9 @@ def expose(
     or is refused. ``metrics="127.0.0.1:9464"`` (or env ``AM_METRICS_ADDR``) serves Prometheus metrics of the
     endpoint and its machines at ``http://ADDR/metrics`` (extra ``metrics``); ``endpoint.metrics.address``.
     """
-    items = [machs] if isinstance(machs, Machine) else list(machs)
+    from .remote import RemoteMachine
+
+    items = [machs] if isinstance(machs, (Machine, RemoteMachine)) else list(machs)
     ep = Endpoint(items, addr=addr, addr_dir=addr_dir, curve=curve, allow=allow, readonly=readonly,
                   insecure=insecure, history=history)
     maddr = metrics if metrics is not None else os.environ.get("AM_METRICS_ADDR", "").strip() or None

@@ -1,31 +1,33 @@
-"""``RemoteMachine``: a local mirror of a machine served by an endpoint, with the ``Machine`` API.
+"""``RemoteMachine``: a local mirror of a machine served by an endpoint, with the ``MachineApi``.
 
-Reads and waits run on the mirror (no I/O). Mutations are one round trip and return with the mirror already
-updated; pushes from the server keep it current. ``when_args`` is evaluated on the server.
+It holds a private ``Machine`` with the source's schema and clock, kept current by the server's pushes through
+the core's mirror interface (``machine.mirror``). Reads and waits run on that mirror (no I/O). Mutations are one
+round trip and return with the mirror already updated. ``when_args`` is evaluated on the server. What only the
+source can do (``eval``, ``will_be``, negotiation handlers, ...) raises ``MirrorLimitError`` saying what to do.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from machine import Ctx, Machine, Result, SchemaError, State, Waiter
-from machine.log import LazyLogger
-from machine.transition import tick_changes
+from machine import Ctx, LogLevel, Machine, Result, SchemaError, State, Tracer, Transition, Waiter, mirror
 
 from . import protocol as P
 from . import tracecontext
-from .errors import TransportError
+from .errors import MirrorLimitError, TransportError
 from .history_client import HistoryReader
+from .remote_link import MirrorLink
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .client import Client
 
-log = LazyLogger("transport.remote")  # logging is imported on first use
-
-
 _RESULTS = (Result.EXECUTED, Result.CANCELED)  # looked up: Result(r) goes through the enum machinery each call
+EXCEPTION = "Exception"
+_MUT_TYPES = {P.ADD: "add", P.REMOVE: "remove", P.SET: "set"}  # as the source's records name them
 
 
 def _result(r: Any) -> int:
@@ -35,10 +37,11 @@ def _result(r: Any) -> int:
     return Result(r) if r < Result.QUEUED else r
 
 
-class RemoteMachine(HistoryReader, Machine):
-    """A mirror of a remote machine. Get one with ``client.machine(id)``; ``close()`` ends the subscription."""
+class RemoteMachine(HistoryReader, MirrorLink):
+    """A mirror of a remote machine. Get one with ``client.machine(id)``; ``close()`` ends the subscription.
 
-    __slots__ = ("_client", "_update_cbs", "_args_reg", "_muts", "_tokens")
+    Not a ``Machine``: it satisfies ``machine.MachineApi`` by composition over a private local machine.
+    """
 
     def __init__(self, client: Client, info: Any, mutations: bool = False) -> None:
         if not isinstance(info, dict):
@@ -46,21 +49,23 @@ class RemoteMachine(HistoryReader, Machine):
         schema = P.schema_from_wire(info.get("schema"))
         if list(schema) != info.get("names"):
             raise TransportError("sub reply: schema and names differ", code=P.INTERNAL)
-        super().__init__(schema, id=str(info["id"]), parent=info.get("parent_id"), tags=info.get("tags") or ())
+        self._id = str(info["id"])
+        self._m = mirror.new_mirror(schema, self._id, info.get("parent_id"), info.get("tags") or ())
         self._client = client
         self._hist_init()
+        self._link_init()
         self._update_cbs: list[Callable[[dict[str, Any]], Any]] = []
         self._args_reg: dict[int, tuple[str, dict[str, Any], Waiter]] = {}
         self._muts = mutations
         self._tokens = itertools.count(1)
-        self._set_clock(list(info["time"]), int(info["qtick"]), int(info["mtick"]))
+        mirror.set_clock(self._m, list(info["time"]), int(info["qtick"]), int(info["mtick"]))
 
     # ------------------------------------------------------------------ status
 
     @property
     def connected(self) -> bool:
         """True while the client's link to the server is up."""
-        return self._client.connected and not self._disposed
+        return self._client.connected and not self._m.disposed
 
     @property
     def client(self) -> Client:
@@ -76,20 +81,7 @@ class RemoteMachine(HistoryReader, Machine):
         into the first); the mirror already shows the push's last clock. Called on the thread that read the
         push: the process's one client I/O thread, shared by every client, so ``fn`` must not block.
         """
-        if self._muts:
-            self._update_cbs.append(fn)
-        else:
-            def subscribed(info: Any) -> None:
-                self._on_resub(info)
-                # from this clock on every push carries its mutations: no summed step reaches fn first
-                self._update_cbs.append(fn)
-
-            self._muts = True
-            try:
-                self._client._call(P.SUB, self._id, {"muts": True}, on_reply=subscribed)
-            except BaseException:
-                self._muts = False
-                raise
+        self._want_muts(lambda: self._update_cbs.append(fn))
 
         def off() -> None:
             try:
@@ -99,12 +91,190 @@ class RemoteMachine(HistoryReader, Machine):
 
         return off
 
+    def _use_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Async final handlers bound to this mirror run on ``loop`` (the asyncio client's)."""
+        mirror.set_loop(self._m, loop)
+
+    def _want_muts(self, then: Callable[[], Any]) -> None:
+        """Subscribe with mutation records (each transition's clock and args), then call ``then`` (from this
+        clock on every push carries its mutations: no summed step reaches what ``then`` adds first)."""
+        if self._muts:
+            then()
+            return
+
+        def subscribed(info: Any) -> None:
+            self._on_resub(info)
+            then()
+
+        self._muts = True
+        try:
+            self._client._call(P.SUB, self._id, {"muts": True}, on_reply=subscribed)
+        except BaseException:
+            self._muts = False
+            raise
+
+    # ------------------------------------------------------------------ identity and getters (the mirror's)
+
+    @property
+    def id(self) -> str:
+        """The source's id."""
+        return self._id
+
+    @property
+    def parent_id(self) -> str | None:
+        """The source's parent id, or None."""
+        return self._m.parent_id
+
+    @property
+    def tags(self) -> list[str]:
+        """The source's tags (a copy)."""
+        return self._m.tags
+
+    @property
+    def state_names(self) -> list[str]:
+        """The source's schema's names in index order."""
+        return self._m.state_names
+
+    @property
+    def schema(self) -> dict[str, State]:
+        """A copy of the source's schema."""
+        return self._m.schema
+
+    @property
+    def err(self) -> BaseException | None:
+        """The last error this mirror sent with ``add_err*`` (the source's own errors: ``errors()``)."""
+        return self._m.err
+
+    @property
+    def machine_tick(self) -> int:
+        """The source's machine tick."""
+        return self._m.machine_tick
+
+    @property
+    def queue_tick(self) -> int:
+        """The source's queue tick, as last pushed."""
+        return self._m.queue_tick
+
+    @property
+    def queue_len(self) -> int:
+        """Mutations waiting in the source's queue: one round trip (``info()``), unlike the other getters."""
+        return int(self.info()["queue_len"])
+
+    @property
+    def disposed(self) -> bool:
+        """True once the mirror is closed (or its source was disposed)."""
+        return self._m.disposed
+
+    @property
+    def ctx(self) -> Ctx:
+        """Done when the mirror is closed or its source disposed."""
+        return self._m.ctx
+
+    @property
+    def transition(self) -> Transition | None:
+        """The source's transition being replayed to this mirror's handlers, or None."""
+        return self._m.transition
+
+    @property
+    def log_level(self) -> LogLevel:
+        """The mirror's own log level (the source logs on its side)."""
+        return self._m.log_level
+
+    @log_level.setter
+    def log_level(self, value: int | str | LogLevel) -> None:
+        self._m.log_level = value
+
+    def active_states(self, *states: str) -> list[str]:
+        """Active states in index order, optionally only those among ``states``."""
+        return self._m.active_states(*states)
+
+    def tick(self, state: str) -> int:
+        """The state's tick (odd = active); 0 for an unknown state."""
+        return self._m.tick(state)
+
+    def time(self, *states: str) -> list[int]:
+        """Ticks of ``states`` (default: all, in index order)."""
+        return self._m.time(*states)
+
+    def clock(self, *states: str) -> dict[str, int]:
+        """``{state: tick}`` for ``states`` (default: all)."""
+        return self._m.clock(*states)
+
+    def index(self, state: str) -> int:
+        """The state's position in the schema; -1 when unknown."""
+        return self._m.index(state)
+
+    def switch(self, *states: str) -> str | None:
+        """The first of ``states`` that is active, or None."""
+        return self._m.switch(*states)
+
+    def string_all(self) -> str:
+        """``(Foo:1) [Bar:0 Baz:2]``: active states, then the inactive ones, with ticks."""
+        return self._m.string_all()
+
+    def inspect(self, *states: str) -> str:
+        """A block per state: active flag and name, tick, flags and relations."""
+        return self._m.inspect(*states)
+
+    def export(self) -> dict[str, Any]:
+        """The mirror's clock as ``Machine.export`` gives it (the source's, as last pushed)."""
+        return self._m.export()
+
+    def __str__(self) -> str:
+        return str(self._m)
+
+    def __repr__(self) -> str:
+        return f"<RemoteMachine {self._id} {self._m}>"
+
+    # ------------------------------------------------------------------ checks (the mirror's)
+
+    def is_active(self, *states: str) -> bool:
+        """True when all of ``states`` are active (an unknown state is inactive)."""
+        return self._m.is_active(*states)
+
+    def any_active(self, *states: str) -> bool:
+        """True when at least one of ``states`` is active."""
+        return self._m.any_active(*states)
+
+    def not_active(self, *states: str) -> bool:
+        """True when none of ``states`` is active. Raises StateError for unknown states."""
+        return self._m.not_active(*states)
+
+    def has(self, *states: str) -> bool:
+        """True when all of ``states`` are in the schema."""
+        return self._m.has(*states)
+
+    def is_err(self) -> bool:
+        """True while Exception is active."""
+        return self._m.is_err()
+
+    def is_time(self, time: Iterable[int], states: Iterable[str] | None = None) -> bool:
+        """True when the ticks of ``states`` equal ``time``."""
+        return self._m.is_time(time, states)
+
+    def was_time(self, time: Iterable[int], states: Iterable[str] | None = None) -> bool:
+        """True when each tick of ``states`` is >= the matching value of ``time``."""
+        return self._m.was_time(time, states)
+
+    def is_clock(self, clock: Mapping[str, int]) -> bool:
+        """True when every state's tick equals ``clock[state]``."""
+        return self._m.is_clock(clock)
+
+    def was_clock(self, clock: Mapping[str, int]) -> bool:
+        """True when every state's tick is >= ``clock[state]``."""
+        return self._m.was_clock(clock)
+
+    def will_be(self, *states: str) -> NoReturn:
+        """Not on a mirror: the source's queue is not mirrored."""
+        raise MirrorLimitError(f"will_be() reads the queue of {self._id}, which lives in its source's process; "
+                               "use can_add() for a dry run on the source, or when(...) to wait for the states")
+
     # ------------------------------------------------------------------ mutations over the wire
 
     def _remote(self, kind: str, states: tuple[str, ...], args: Mapping[str, Any] | None) -> int:
-        called = self._called(states)
-        a = self._args(args)
-        if self._disposing:
+        called = mirror.check_called(self._m, states)
+        a = mirror.check_args(args)
+        if self._m.disposed:
             return Result.CANCELED
         body: dict[str, Any] = {"s": list(called)}
         if a is not None:
@@ -113,7 +283,10 @@ class RemoteMachine(HistoryReader, Machine):
             tc = tracecontext.inject()
             if tc:
                 body["tc"] = tc
-        res = self._client._call(kind, self._id, body, on_reply=self._on_mut_reply)
+        # the reply's diff is this mutation's (summed with what the source did before replying, e.g. auto
+        # states): its record goes with it, so handlers and on_update callbacks get its states and args
+        res = self._client._call(kind, self._id, body,
+                                 on_reply=self._mut_reply_handler(_MUT_TYPES[kind], called, a))
         if res[1] is None:
             # the server has no subscription of ours (it restarted or forgot our session): this mirror subscribes
             # again before returning, the client's other mirrors right after
@@ -121,6 +294,13 @@ class RemoteMachine(HistoryReader, Machine):
             if self._client.connected:
                 self._client._session_lost("has no subscription of ours")
         return _result(res[0])
+
+    def _mut_reply_handler(self, kind: str, called: Iterable[str],
+                           args: Mapping[str, Any] | None) -> Callable[[Any], None]:
+        """What applies the reply to mutation ``kind`` (add, remove, set) of
+        ``called`` with ``args`` to this mirror, with that mutation's record."""
+        rec = [kind, list(called), dict(args or {})]
+        return lambda reply: self._on_mut_reply(reply, rec)
 
     def add(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
         """Add on the server; returns its result with the mirror updated. Raises TransportError on failure."""
@@ -136,15 +316,15 @@ class RemoteMachine(HistoryReader, Machine):
 
     def toggle(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
         """Remove when all of ``states`` are active on the mirror, else add."""
-        self._called(states)
+        mirror.check_called(self._m, states)
         if states and self.is_active(*states):
             return self.remove(*states, args=args)
         return self.add(*states, args=args)
 
     def add_ns(self, *states: str, args: Mapping[str, Any] | None = None) -> None:
         """Add without waiting for a reply (pipelining); call ``sync()`` after a batch to see the result."""
-        called = self._called(states)
-        a = self._args(args)
+        called = mirror.check_called(self._m, states)
+        a = mirror.check_args(args)
         body: dict[str, Any] = {"s": list(called)}
         if a is not None:
             body["a"] = a
@@ -154,20 +334,27 @@ class RemoteMachine(HistoryReader, Machine):
         """Fetch the full clock; returns once the mirror has it (after every earlier request was handled)."""
         self._client._call(P.SYNC, self._id, {}, on_reply=self._on_sync)
 
+    def add_err(self, err: BaseException | None, args: Mapping[str, Any] | None = None) -> int:
+        """Add Exception on the server with ``err`` (see ``add_err_state``)."""
+        return self.add_err_state(EXCEPTION, err, args)
+
     def add_err_state(self, state: str, err: BaseException | None,
                       args: Mapping[str, Any] | None = None) -> int:
         """Add ``state`` and Exception on the server; the error travels as its class name and message."""
-        self._called((state,))
-        a = self._args(args)
-        if err is None or self._disposing:
+        mirror.check_called(self._m, (state,))
+        a = mirror.check_args(args)
+        if err is None or self._m.disposed:
             return Result.CANCELED
         if not isinstance(err, BaseException):
             raise TypeError(f"err must be an exception, got {type(err).__name__}")
-        self._err = err
+        mirror.set_err(self._m, err)
         body: dict[str, Any] = {"state": state, "type": type(err).__name__, "msg": str(err)}
         if a is not None:
             body["a"] = P.sanitize(a)
-        res = self._client._call(P.ADD_ERR, self._id, body, on_reply=self._on_mut_reply)
+        # as the source records it: the states with Exception, the args with the error (here the caller's own)
+        called = [state] if state == EXCEPTION or not self._m.has(EXCEPTION) else [state, EXCEPTION]
+        rec = ["add", called, {**(a or {}), "err": err}]
+        res = self._client._call(P.ADD_ERR, self._id, body, on_reply=lambda reply: self._on_mut_reply(reply, rec))
         return _result(res[0])
 
     def can_add(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
@@ -179,54 +366,140 @@ class RemoteMachine(HistoryReader, Machine):
         return self._can(P.REMOVE, states, args)
 
     def _can(self, kind: str, states: tuple[str, ...], args: Mapping[str, Any] | None) -> int:
-        called = self._called(states)
-        a = self._args(args)
+        called = mirror.check_called(self._m, states)
+        a = mirror.check_args(args)
         body: dict[str, Any] = {"type": kind, "s": list(called)}
         if a is not None:
             body["a"] = a
         return _result(self._client._call(P.CAN, self._id, body))
 
-    def set_schema(self, schema: Mapping[str, State | Mapping[str, Any]]) -> None:
+    def eval(self, fn: Callable[[], Any], timeout: float = 1.0) -> NoReturn:
+        """Not on a mirror: ``fn`` is a local function and the transitions run in the source's process."""
+        raise MirrorLimitError(f"eval() runs a function serialised with the transitions of {self._id}, which "
+                               "run in its source's process; call eval() there (e.g. behind a state that a "
+                               "handler on the source serves), or mutate with add/remove/set")
+
+    def set_schema(self, schema: Mapping[str, State | Mapping[str, Any]]) -> NoReturn:
         """Not possible on a mirror: its schema follows the source's."""
         raise SchemaError(f"schema error: {self._id} is a remote machine; change the schema on its source")
 
-    # ------------------------------------------------------------------ waiting on the server
+    def import_data(self, data: Mapping[str, Any]) -> NoReturn:
+        """Not on a mirror: its clock follows the source's."""
+        raise MirrorLimitError(f"import_data() on the mirror of {self._id}: import on the source")
+
+    @classmethod
+    def from_export(cls, data: Mapping[str, Any], schema: Mapping[str, State | Mapping[str, Any]],
+                    **kwargs: Any) -> NoReturn:
+        """Not for mirrors: get one with ``client.machine(id)``; ``Machine.from_export`` builds a local one."""
+        raise MirrorLimitError("a mirror comes from client.machine(id); Machine.from_export builds a local machine")
+
+    def keep_history(self, size: int = 1000) -> NoReturn:
+        """Not on a mirror: the source keeps the history (``expose(..., history=N)``); read it with ``history``."""
+        raise MirrorLimitError(f"the history of {self._id} is kept by its source (expose(..., history=N)); "
+                               "read it with .history, .errors() or on_history(fn)")
+
+    # ------------------------------------------------------------------ waiting (the mirror's, when_args the server's)
+
+    def when(self, *states: str, ctx: Ctx | None = None) -> Waiter:
+        """Resolves when all of ``states`` are active together (at once if they are)."""
+        return self._m.when(*states, ctx=ctx)
+
+    def when_not(self, *states: str, ctx: Ctx | None = None) -> Waiter:
+        """Resolves when all of ``states`` are inactive (at once if they are)."""
+        return self._m.when_not(*states, ctx=ctx)
+
+    def when_err(self, ctx: Ctx | None = None) -> Waiter:
+        """Resolves when Exception is active."""
+        return self._m.when_err(ctx=ctx)
+
+    def when_time(self, states: Iterable[str], times: Iterable[int], ctx: Ctx | None = None) -> Waiter:
+        """Resolves when ``tick(states[i]) >= times[i]`` for every i."""
+        return self._m.when_time(states, times, ctx)
+
+    def when_ticks(self, state: str, n: int, ctx: Ctx | None = None) -> Waiter:
+        """Resolves when ``state`` ticked ``n`` more times."""
+        return self._m.when_ticks(state, n, ctx)
+
+    def when_query(self, fn: Callable[[dict[str, int]], bool], ctx: Ctx | None = None) -> Waiter:
+        """Resolves when ``fn(clock)`` returns True after a clock change of the mirror."""
+        return self._m.when_query(fn, ctx)
+
+    def when_queue(self, tick: int) -> Waiter:
+        """Resolves once the source dequeued the mutation with queue tick ``tick`` (as pushed)."""
+        return self._m.when_queue(tick)
+
+    def when_disposed(self) -> Waiter:
+        """Resolves when the mirror is closed or its source disposed."""
+        return self._m.when_disposed()
+
+    def state_ctx(self, state: str) -> Ctx:
+        """A context that ends at the state's next tick change on the mirror."""
+        return self._m.state_ctx(state)
 
     def when_args(self, state: str, args: Mapping[str, Any], ctx: Ctx | None = None) -> Waiter:
         """Resolves when ``state`` is entered on the server by a mutation whose args include ``args``."""
-        self._check_names((state,))
+        mirror.check_states(self._m, (state,))
         want = dict(args)
-        if self._disposed or (ctx is not None and ctx.done):
+        if self._m.disposed or (ctx is not None and ctx.done):
             w = Waiter()
             w.cancel()
             return w
         token = next(self._tokens)
-        w = Waiter()
-        self._args_reg[token] = (state, want, w)
 
         def forget(_: Waiter) -> None:
-            if self._args_reg.pop(token, None) is not None and not self._disposed:
+            if self._args_reg.pop(token, None) is not None and not self._m.disposed:
                 try:
                     self._client._notify(P.WHEN_ARGS_CANCEL, self._id, {"token": token})
                 except TransportError:
                     pass
 
-        w._on_cancel = forget
+        w = mirror.pending_waiter(forget, None)
+        self._args_reg[token] = (state, want, w)
         try:
             self._client._call(P.WHEN_ARGS, self._id, {"state": state, "args": want, "token": token})
         except BaseException:
             self._args_reg.pop(token, None)
             raise
-        if ctx is not None:
-            w._ctx, w._ctx_cb = ctx, w.cancel
-            ctx._add_callback(w.cancel)
+        mirror.cancel_with(w, ctx)
         return w
+
+    # ------------------------------------------------------------------ handlers and tracers (replayed pushes)
+
+    def bind_handlers(self, obj: object) -> None:
+        """Run ``obj``'s final handlers (``<S>State``, ``<S>End``, ``AnyState``) for each transition the source
+        pushes, in order, with that transition's clock and args, on the thread that read the push (they must not
+        block). Negotiation handlers (Enter, Exit, self, pair, AnyEnter) can only run on the source: an object
+        with any raises ``MirrorLimitError``. A handler that raises is logged; the mirror goes on."""
+        neg = mirror.negotiation_handlers(self._m, obj)
+        if neg:
+            raise MirrorLimitError(f"{', '.join(neg)}: negotiation handlers can cancel a transition, which only "
+                                   f"the source of {self._id} runs; bind them on the source, and only final "
+                                   "handlers (State, End, AnyState) on a mirror")
+        self._want_muts(lambda: self._m.bind_handlers(obj))
+
+    def detach_handlers(self, obj: object) -> None:
+        """Unbind a previously bound object. Raises ValueError if it is not bound."""
+        self._m.detach_handlers(obj)
+
+    def bind_tracer(self, tracer: Tracer) -> None:
+        """Add a tracer: it gets each transition the source pushes (``transition_init`` to ``transition_end``,
+        ``handler_*`` of the mirror's handlers), ``schema_change`` and ``machine_dispose``; never
+        ``mutation_queued`` nor ``queue_end`` (a mirror has no queue)."""
+        self._want_muts(lambda: self._m.bind_tracer(tracer))
+
+    def detach_tracer(self, tracer: Tracer) -> None:
+        """Remove a tracer. Raises ValueError if it is not bound."""
+        self._m.detach_tracer(tracer)
 
     # ------------------------------------------------------------------ lifecycle
 
+    def on_dispose(self, fn: Callable[[], Any]) -> None:
+        """Call ``fn()`` when the mirror is closed or its source disposed (at once if it is)."""
+        self._m.on_dispose(fn)
+
     def close(self) -> None:
         """End the subscription and dispose the mirror (the source is untouched)."""
-        if self._disposed:
+        if self._m.disposed:
             return
         try:
             if self._client.connected:
@@ -246,142 +519,17 @@ class RemoteMachine(HistoryReader, Machine):
         for _, _, w in list(self._args_reg.values()):
             w.cancel()
         self._args_reg.clear()
-        # local only: no Start removal, which on a mirror would be a remote call changing the source
-        self._dispose(1.0, stop_start=False)
-
-    # ------------------------------------------------------------------ called on the client's I/O thread
-
-    def _on_mut_reply(self, body: Any) -> None:
-        if not isinstance(body, list) or len(body) != 2:
-            raise ValueError("a mutation reply is [result, update]")
-        if body[1] is not None:
-            self._apply_update(body[1], None)
-
-    def _on_clk(self, body: Any) -> None:
-        if not isinstance(body, list) or len(body) < 5:
-            raise ValueError("a clock push is [idxs, deltas, qtick, mtick, checksum, muts?]")
-        self._apply_update(body[:5], body[5] if len(body) > 5 else None)
-
-    def _apply_update(self, upd: list[Any], muts: Any) -> None:
-        if self._disposed:
-            return
-        idxs, deltas, q, mt, csum = upd
-        new = self._time[:]
-        n = len(new)
-        changed: list[int] | None = []
-        last = -1
-        try:
-            for i, d in zip(idxs, deltas, strict=True):
-                if not -1 < i < n:
-                    raise IndexError(i)
-                new[i] += d
-                if i <= last:
-                    changed = None  # not ascending (no server of ours sends that): compare every tick instead
-                elif changed is not None and d:
-                    changed.append(i)
-                    last = i
-        except (IndexError, TypeError, ValueError):
-            self._resync()
-            return
-        if P.checksum(new, q, mt) != csum:
-            # a missed update: fetch the full clock instead of guessing
-            log.info("%s: checksum mismatch, syncing", self._id)
-            self._resync()
-            return
-        self._update(new, q, mt, muts, changed)
-
-    def _update(self, new: list[int], q: int, mt: int, muts: Any, changed: list[int] | None = None) -> None:
-        before = self._time
-        # the push's clock at once: a callback below that mutates gets its reply's diff against this clock
-        self._set_clock(new, q, mt, changed)
-        if not self._update_cbs:
-            return
-        for update in _steps(self.state_names, before, new, muts):
-            if not (update["added"] or update["removed"] or update["ticked"] or update["mutations"]):
-                continue
-            for fn in list(self._update_cbs):
-                try:
-                    fn(update)
-                except Exception:
-                    log.exception("on_update callback failed")
-
-    def _resync(self) -> None:
-        self._client._call_async(P.SYNC, self._id, {}, self._on_sync)
-
-    def _on_sync(self, body: Any) -> None:
-        if not isinstance(body, list) or len(body) != 3:
-            raise ValueError("a sync reply is [time, qtick, mtick]")
-        t, q, mt = body
-        if self._disposed or len(t) != len(self._time):
-            return
-        self._update(list(t), int(q), int(mt), None)
-
-    def _resubscribe(self) -> None:
-        self._client._call_async(P.SUB, self._id, {"muts": self._muts}, self._on_resub)
-        self._refollow()
-        for token, (state, want, _) in list(self._args_reg.items()):
-            self._client._call_async(P.WHEN_ARGS, self._id, {"state": state, "args": want, "token": token},
-                                     lambda body: None)
-
-    def _on_resub(self, info: Any) -> None:
-        if self._disposed or not isinstance(info, dict):
-            return
-        if info.get("names") != self.state_names:
-            self._on_schema(info)
-            return
-        self._update(list(info["time"]), int(info["qtick"]), int(info["mtick"]), None)
-
-    def _on_schema(self, info: Any) -> None:
-        if self._disposed or not isinstance(info, dict):
-            return
-        schema = P.schema_from_wire(info.get("schema"))
-        if list(schema) != self.state_names:
-            try:
-                Machine.set_schema(self, schema)
-            except SchemaError as exc:
-                log.warning("%s: cannot follow the source's schema: %s", self._id, exc)
-                return
-        self._update(list(info["time"]), int(info["qtick"]), int(info["mtick"]), None)
-
-    def _on_args_ok(self, body: Any) -> None:
-        if not isinstance(body, list) or len(body) != 2:
-            return
-        token, ok = body
-        entry = self._args_reg.pop(token, None)
-        if entry is not None:
-            entry[2]._resolve(bool(ok))
+        mirror.close(self._m)
 
 
-def _steps(names: list[str], before: list[int], after: list[int], muts: Any) -> list[dict[str, Any]]:
-    """One update per source transition when the push carries each one's clock, else one update for the sum;
-    the last one always ends at ``after``."""
-    steps: list[dict[str, Any]] = []
-    loose: list[dict[str, Any]] = []  # 3-element records, without a clock of their own (the protocol allows them)
-    prev = before
-    if isinstance(muts, list):
-        for m in muts:
-            if not isinstance(m, list) or len(m) < 3:
-                continue
-            mut = {"type": m[0], "called": m[1], "args": m[2]}
-            t = m[3] if len(m) > 3 else None
-            if not (isinstance(t, list) and len(t) == len(names) and all(type(x) is int for x in t)):
-                (steps[-1]["mutations"] if steps else loose).append(mut)
-                continue
-            if t == prev or any(x < y for x, y in zip(t, prev, strict=True)) \
-                    or any(x > y for x, y in zip(t, after, strict=True)):
-                continue  # changed nothing, already shown (this client's own mutation), or out of step
-            a, r, k = tick_changes(names, prev, t)
-            steps.append({"time": list(t), "added": a, "removed": r, "ticked": k, "mutations": [mut]})
-            prev = t
-    if loose and steps:
-        steps[0]["mutations"][:0] = loose
-    if loose and not steps:  # no per-transition clocks at all: one update for the sum, as before
-        a, r, k = tick_changes(names, before, after)
-        return [{"time": list(after), "added": a, "removed": r, "ticked": k, "mutations": loose}]
-    if prev != after or not steps:  # what the mutations kept do not explain (e.g. an auto state, a sync)
-        a, r, k = tick_changes(names, prev, after)
-        steps.append({"time": list(after), "added": a, "removed": r, "ticked": k, "mutations": []})
-    return steps
+def served_clock(m: Machine | RemoteMachine) -> list[int]:
+    """The ticks of a machine an endpoint serves, not copied (a replica's: its mirror's)."""
+    return mirror.clock_view(m._m if isinstance(m, RemoteMachine) else m)
+
+
+def served_busy(m: Machine | RemoteMachine) -> bool:
+    """True while a served machine runs a transition (a replica runs none: its source does)."""
+    return not isinstance(m, RemoteMachine) and mirror.is_busy(m)
 
 
 if TYPE_CHECKING:

@@ -37,6 +37,7 @@ from machine.mutation_queue import check
 from .. import protocol as P
 from .. import tracecontext
 from ..errors import RemoteError, TransportError
+from ..remote import served_busy
 from .inspection import Inspection
 from .sessions import Session
 from .workers import Lane, Workers
@@ -179,10 +180,10 @@ class Dispatcher:
         """The lane a request for ``m`` goes to, or None to run it inline on the I/O thread."""
         lane = self.lanes.get(m.id)
         if lane is None or lane.mach is not m:
-            if not m._processing:
+            if not served_busy(m):
                 return None  # idle and not known to be slow: the fast path
             return self._lane(m)
-        if lane.outstanding or m._processing or lane.slow_until > time.monotonic():
+        if lane.outstanding or served_busy(m) or lane.slow_until > time.monotonic():
             return lane  # once a request waits on the lane, every later one does too: order per machine
         del self.lanes[m.id]
         return None
@@ -302,6 +303,8 @@ class Dispatcher:
         loop, identity = self.loop, sess.identity
 
         def dry() -> int:
+            if not isinstance(m, Machine):  # a replica (a RemoteMachine): its source answers, one round trip
+                return (m.can_remove if mtype == MutationType.REMOVE else m.can_add)(*states, args=args)
             r = int(check(m, mtype, tuple(states), args, timed_out=_BUSY))
             if r == _BUSY:  # not a refusal: the machine stayed in a transition for the whole second
                 raise TransportError(f"machine {m.id} was busy for 1 s: the dry run did not run", code=P.BUSY)

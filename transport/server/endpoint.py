@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import zmq
 
@@ -18,7 +18,10 @@ from ..errors import TransportError
 from .addrfiles import check_dir, check_id, write_addr_file
 from .dispatch import Dispatcher
 from .loop import ServerLoop
-from .pushes import ChangeRecorder, Pushes
+
+if TYPE_CHECKING:
+    from ..remote import RemoteMachine
+from .pushes import ChangeRecorder, Pushes, ReplicaRecorder
 
 log = LazyLogger("transport.server")
 
@@ -32,7 +35,7 @@ class Endpoint:
 
     def __init__(
         self,
-        machs: Iterable[Machine],
+        machs: Iterable[Machine | RemoteMachine],
         *,
         addr: str = "tcp://127.0.0.1:*",
         addr_dir: str | os.PathLike[str] | None = None,
@@ -82,7 +85,7 @@ class Endpoint:
         self._history = history
         self._lock = threading.Lock()
         self._machs: dict[str, Machine] = {}
-        self._tracers: dict[str, ChangeRecorder] = {}
+        self._tracers: dict[str, ChangeRecorder | ReplicaRecorder] = {}
         self._files: dict[str, str] = {}
         self._offs: dict[str, Callable[[], None]] = {}  # replicas' on_update registrations
         self._stopped = False
@@ -138,9 +141,11 @@ class Endpoint:
         """Requests handled."""
         return self._loop.handled
 
-    def add(self, mach: Machine) -> None:
+    def add(self, mach: Machine | RemoteMachine) -> None:
         """Serve one more machine (its id must be unique on this endpoint)."""
-        if not isinstance(mach, Machine):
+        from ..remote import RemoteMachine
+
+        if not isinstance(mach, (Machine, RemoteMachine)):
             raise TypeError(f"expose() takes machines, got {type(mach).__name__}")
         with self._lock:
             if self._stopped:
@@ -149,15 +154,15 @@ class Endpoint:
                 raise ValueError(f"machine {mach.id} is already exposed on {self.address}")
             if self._addr_dir is not None:
                 check_id(mach.id)
-            self._machs[mach.id] = mach
-            tracer = self._tracers[mach.id] = ChangeRecorder(self, mach)
+            # a replica is served through the members it shares with a Machine (see remote.served_clock)
+            self._machs[mach.id] = cast(Machine, mach)
+            # a replica's clock changes come from upstream pushes (on_update below), not from transitions
+            tracer = self._tracers[mach.id] = (ReplicaRecorder(self, mach) if isinstance(mach, RemoteMachine)
+                                               else ChangeRecorder(self, mach))
         mach.bind_tracer(tracer)
-        from ..remote import RemoteMachine
-
         if self._history and not isinstance(mach, RemoteMachine) and mach.history is None:
             mach.keep_history(self._history)  # ops can ask what happened before they connected
         if isinstance(mach, RemoteMachine):
-            # a replica: its clock changes come from upstream pushes, not from transitions
             self._offs[mach.id] = mach.on_update(tracer.mirror_update)
         if self._addr_dir is not None:
             try:
@@ -166,9 +171,9 @@ class Endpoint:
                 self.remove(mach)
                 raise
 
-    def remove(self, mach: Machine | str) -> None:
+    def remove(self, mach: Machine | RemoteMachine | str) -> None:
         """Stop serving a machine (by object or id); its clients get an ``unknown_machine`` error next."""
-        mach_id = mach.id if isinstance(mach, Machine) else mach
+        mach_id = mach if isinstance(mach, str) else mach.id
         with self._lock:
             m = self._machs.pop(mach_id, None)
             tracer = self._tracers.pop(mach_id, None)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from machine import Machine, Tracer, Transition
 
 from .. import protocol as P
+from ..remote import served_clock
 from .sessions import Session, Sub
 
 if TYPE_CHECKING:
@@ -59,6 +60,23 @@ class ChangeRecorder(Tracer):
 
     def machine_dispose(self, mach_id: str) -> None:
         self.ep._post(lambda: self.ep._drop_machine(mach_id))
+
+
+class ReplicaRecorder(Tracer):
+    """``ChangeRecorder`` for a served mirror (a replica): its changes arrive as ``mirror_update``s from its
+    ``on_update``, so the transitions replayed to its tracers are not recorded a second time."""
+
+    def __init__(self, ep: Endpoint, mach: Any) -> None:
+        self.rec = ChangeRecorder(ep, mach)
+
+    def mirror_update(self, update: dict[str, Any]) -> None:
+        self.rec.mirror_update(update)
+
+    def schema_change(self, mach: Machine, old_schema: dict[str, Any]) -> None:
+        self.rec.schema_change(mach, old_schema)
+
+    def machine_dispose(self, mach_id: str) -> None:
+        self.rec.machine_dispose(mach_id)
 
 
 def export(m: Machine, t: list[int], q: int, mt: int) -> dict[str, Any]:
@@ -122,7 +140,7 @@ class Pushes:
         sub = sess.subs.get(m.id)
         if sub is None:
             return None
-        t, q, mt = m._time, m.queue_tick, m.machine_tick  # _time is replaced, never changed in place
+        t, q, mt = served_clock(m), m.queue_tick, m.machine_tick  # replaced, never changed in place
         idxs, deltas = P.diff(sub.time, t) if len(t) == len(sub.time) else ([], [])
         upd = [idxs, deltas, q, mt, P.checksum(t, q, mt)]
         sub.time, sub.qtick, sub.mtick = t, q, mt
@@ -141,7 +159,7 @@ class Pushes:
                 self.later.pop(mach_id, None)
                 self.held.pop(mach_id, None)
                 continue
-            t = m._time  # replaced, never changed in place: a consistent snapshot without a copy
+            t = served_clock(m)  # replaced, never changed in place: a consistent snapshot without a copy
             q, mt = m.queue_tick, m.machine_tick
             if len(t) == 0:
                 continue
