@@ -117,7 +117,7 @@ class State:
     """
 
     # a plain class rather than a dataclass: importing dataclasses (and inspect) costs the shell's cold start
-    __slots__ = ("require", "remove", "add", "after", "auto", "multi", "tags", "args", "_args_key", "_hash")
+    __slots__ = ("require", "remove", "add", "after", "auto", "multi", "tags", "_args_key", "_hash")
     require: tuple[str, ...]
     remove: tuple[str, ...]
     add: tuple[str, ...]
@@ -125,7 +125,6 @@ class State:
     auto: bool
     multi: bool
     tags: tuple[str, ...]
-    args: Mapping[str, Arg]
     _args_key: tuple[tuple[str, Arg], ...]
     _hash: int
 
@@ -148,11 +147,15 @@ class State:
         sa(self, "auto", bool(auto))
         sa(self, "multi", bool(multi))
         sa(self, "tags", _names(tags))
-        decl = check_args(args)
-        sa(self, "args", decl)
-        sa(self, "_args_key", tuple(decl.items()))
+        # most states declare no args: one attribute, no call (``args`` is built when read)
+        sa(self, "_args_key", tuple(check_args(args).items()) if args else ())
         # schemas are dict keys of the compiled-schema cache: hash once
         sa(self, "_hash", hash(self._key()))
+
+    @property
+    def args(self) -> Mapping[str, Arg]:
+        """The declared args, a read-only ``{name: Arg}`` (section "Declared args" of the manual)."""
+        return MappingProxyType(dict(self._args_key)) if self._args_key else _NO_ARGS
 
     def _key(self) -> tuple[Any, ...]:
         return (self.require, self.remove, self.add, self.after, self.auto, self.multi, self.tags, self._args_key)
@@ -274,7 +277,7 @@ def merged_args(schema: Mapping[str, State]) -> dict[str, Arg]:
     out: dict[str, Arg] = {}
     where: dict[str, str] = {}
     for state_name, st in schema.items():
-        for name, decl in st.args.items():
+        for name, decl in st._args_key:
             seen = out.get(name)
             if seen is None:
                 out[name], where[name] = decl, state_name
