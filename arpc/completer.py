@@ -62,6 +62,16 @@ def _multi(entry: Entry) -> set[str]:
         return set()
 
 
+def _named_connections() -> list[str]:
+    """``@name`` of each connection in the config file (none when it is missing or broken)."""
+    try:
+        from .settings import load_config
+
+        return [f"@{n}" for n in load_config().connections]
+    except Exception:  # noqa: BLE001 - completion never fails loudly
+        return []
+
+
 def _declared(session: Session, mach: str | None) -> dict[str, object]:
     """The args declared by the line's machine, or by any listed machine when the command has none."""
     try:
@@ -90,7 +100,7 @@ def _values(session: Session, hint: str, mach: str | None, typed: Iterable[str])
     if hint == "parent":
         return sorted({p for e in session.entries() if (p := e.parent_id)})
     if hint == "address":
-        return session.addresses
+        return [*session.addresses, *_named_connections()]
     if hint == "arg":
         names = [*_declared(session, mach), *session.arg_names]
         return [n for n in dict.fromkeys(names) if n not in typed]
