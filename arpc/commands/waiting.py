@@ -9,7 +9,6 @@ from typing import Any
 
 import click
 
-from ..argvals import same, text_matches
 from ..errors import Failed, UsageError, WaitTimeout
 from ..format import Result, time_string
 from ..link import Entry
@@ -45,6 +44,9 @@ class _ArgsInHistory:
     def __init__(self, m: Any, state: str, want: dict[str, Any], by_text: set[str], ctx: Any) -> None:
         import threading
 
+        from ..argvals import same, text_matches  # only when waiting for args: off the cold start's path
+
+        self.same, self.text_matches = same, text_matches
         self.state, self.want, self.by_text = state, want, by_text
         self.index = m.index(state)
         self.tick: int | None = None
@@ -57,7 +59,7 @@ class _ArgsInHistory:
         if r["result"] != "executed" or not (self.state in r["added"] or self.state in r["called"]):
             return
         args = r.get("args") or {}
-        if all(k in args and (text_matches(args[k], v) if k in self.by_text else same(args[k], v))
+        if all(k in args and (self.text_matches(args[k], v) if k in self.by_text else self.same(args[k], v))
                for k, v in self.want.items()):
             self.tick = r["ticks"][self.index]  # the state's tick at that transition, not the mirror's later one
             self.done = True
