@@ -5,11 +5,13 @@ the declared type (a bad value is exit 2 naming the arg, nothing changes), ``--j
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pexpect
 import pytest
 from arpc_e2e import Daemon, arpc, arpc_bg
 from prompt_toolkit.completion import CompleteEvent
@@ -157,3 +159,23 @@ def test_repl_completion_offers_the_declared_args(d: Daemon) -> None:
         assert "--json-val" in [t for t, _ in complete("add worker0 Foo --")]
     finally:
         s.close()
+
+
+def test_in_the_repl_tab_completes_a_declared_arg_and_a_bad_value_names_it(d: Daemon, tmp_path: Path) -> None:
+    from test_arpc_repl_pty import ERR, PROMPT, RESULT, spawn
+
+    p = spawn(["-m", "arpc", "--connect-timeout", "2", d.addr("worker0")], tmp_path, NO_COLOR="1")
+    try:
+        p.expect(PROMPT)
+        p.send("add worker0 Foo --arg jo\t")  # completes to `job` (declared; nothing typed before)
+        p.send(" --val two\r")
+        p.expect(ERR + re.escape("--val of arg job: not an int: 'two'"))
+        p.expect(PROMPT)
+        p.sendline("add worker0 Foo --arg job --val 7")
+        p.expect(RESULT + "executed")
+        p.expect(PROMPT)
+        p.sendline("exit")
+        p.expect(pexpect.EOF)
+    finally:
+        p.close(force=True)
+    assert json.loads(d.cmd("argtypes worker0 Foo")) == {"job": ["int", "7"]}
