@@ -3,8 +3,9 @@
 :func:`candidates` is the logic (pure, testable); :class:`ArpcCompleter` adapts it to prompt_toolkit. Which
 values a parameter takes comes from the ``complete`` hints of the command table (:mod:`arpc.commands`):
 after ``add MACH`` only inactive or multi states are offered, after ``remove MACH`` only active ones, states
-already on the line are left out; after ``--arg NAME`` only ``--val``. ``--arg`` names come from the lines run
-before (this session and the history), as no server declares its args.
+already on the line are left out; after ``--arg NAME`` only ``--val``. ``--arg`` names are the args the machine
+declares (with their type and help as the menu's note), then those of the lines run before (this session and the
+history); ``--val`` of a declared bool offers ``true``/``false``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Candidates:
     word: str  # the word being completed (replaced by a completion)
     items: list[str]
     kind: str = ""  # "file": complete a path instead
+    meta: dict[str, str] | None = None  # a note per item (a declared arg's type and help)
 
 
 def _tokens(text: str) -> tuple[list[str], str]:
@@ -60,6 +62,35 @@ def _multi(entry: Entry) -> set[str]:
         return set()
 
 
+def _named_connections() -> list[str]:
+    """``@name`` of each connection in the config file (none when it is missing or broken)."""
+    try:
+        from .settings import load_config
+
+        return [f"@{n}" for n in load_config().connections]
+    except Exception:  # noqa: BLE001 - completion never fails loudly
+        return []
+
+
+def _declared(session: Session, mach: str | None) -> dict[str, object]:
+    """The args declared by the line's machine, or by any listed machine when the command has none."""
+    try:
+        if mach is not None:
+            entry = _entry(session, mach)
+            return dict(entry.args) if entry is not None else {}
+        out: dict[str, object] = {}
+        for e in session.entries():
+            for name, a in e.args.items():
+                out.setdefault(name, a)
+        return out
+    except Exception:  # noqa: BLE001 - completion never fails loudly
+        return {}
+
+
+def _arg_meta(declared: dict[str, object]) -> dict[str, str]:
+    return {n: f"{getattr(a, 'type', '')}: {getattr(a, 'help', '')}".rstrip(": ") for n, a in declared.items()}
+
+
 def _values(session: Session, hint: str, mach: str | None, typed: Iterable[str]) -> list[str]:
     typed = set(typed)
     if hint == "machine":
@@ -69,9 +100,10 @@ def _values(session: Session, hint: str, mach: str | None, typed: Iterable[str])
     if hint == "parent":
         return sorted({p for e in session.entries() if (p := e.parent_id)})
     if hint == "address":
-        return session.addresses
+        return [*session.addresses, *_named_connections()]
     if hint == "arg":
-        return [n for n in session.arg_names if n not in typed]
+        names = [*_declared(session, mach), *session.arg_names]
+        return [n for n in dict.fromkeys(names) if n not in typed]
     if hint == "all-states":
         return [s for s in session.state_union() if s not in typed]
     if hint.startswith("states"):
@@ -145,7 +177,7 @@ def candidates(session: Session, text: str) -> Candidates:
             if p is not None:
                 if p.name == "arg_names":
                     n_arg += 1
-                elif p.name == "arg_vals":
+                elif p.name in ("arg_vals", "json_vals"):
                     n_val += 1
                 if "=" not in w and _takes_value(p):
                     expecting = p
@@ -158,7 +190,14 @@ def candidates(session: Session, text: str) -> Candidates:
         if hint == "file":
             return Candidates(cur, [], "file")
         mach = positional[0] if positional and arguments and arguments[0].name == "mach" else None
-        return Candidates(cur, _values(session, hint, mach, typed_args if hint == "arg" else typed))
+        if hint == "arg":
+            return Candidates(cur, _values(session, hint, mach, typed_args),
+                              meta=_arg_meta(_declared(session, mach)))
+        if expecting.name == "arg_vals" and typed_args:
+            decl = _declared(session, mach).get(typed_args[-1])
+            if getattr(decl, "type", None) == "bool":
+                return Candidates(cur, ["true", "false"])
+        return Candidates(cur, _values(session, hint, mach, typed))
     if has_args and n_arg > n_val:
         return Candidates(cur, ["--val"])
     if cur.startswith("-"):
@@ -221,7 +260,8 @@ class ArpcCompleter(Completer):
             if item in seen or not item.lower().startswith(low):
                 continue
             seen.add(item)
-            yield Completion(item, start_position=-len(cand.word))
+            meta = cand.meta.get(item) if cand.meta else None
+            yield Completion(item, start_position=-len(cand.word), display_meta=meta or None)
 
 
 __all__ = ["ArpcCompleter", "Candidates", "candidates"]

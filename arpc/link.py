@@ -67,6 +67,21 @@ class Entry:
         m = self.mirror
         return list(m.state_names) if m is not None else list(self.info.get("states") or [])
 
+    @property
+    def args(self) -> dict[str, Any]:
+        """The args this machine declares, ``{name: machine.Arg}``: from its mirror, else from the listing."""
+        m = self.mirror
+        if m is not None:
+            from machine import declared_args
+
+            return declared_args(m)
+        wire = self.info.get("args")
+        if not wire:
+            return {}
+        from transport.protocol import args_from_wire
+
+        return dict(args_from_wire(wire))
+
     def time(self) -> list[int]:
         m = self.mirror
         return list(m.time()) if m is not None else list(self.info.get("time") or [])

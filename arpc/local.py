@@ -33,8 +33,19 @@ class LocalConn:
             raise ConnectionError(f"{self.address}: not connected")
         with self._lock:
             machs = list(self._machs.values())
-        return [{"id": m.id, "parent_id": m.parent_id, "tags": list(m.tags), "time": m.time(),
-                 "states": m.state_names} for m in machs if not m.disposed]
+        from machine import declared_args
+
+        out = []
+        for m in machs:
+            if m.disposed:
+                continue
+            d = {"id": m.id, "parent_id": m.parent_id, "tags": list(m.tags), "time": m.time(),
+                 "states": m.state_names}
+            args = declared_args(m)
+            if args:  # as a served machine's listing has them
+                d["args"] = {n: {"type": a.type, "help": a.help} for n, a in args.items()}
+            out.append(d)
+        return out
 
     def machine(self, mach_id: str) -> Any:
         with self._lock:

@@ -104,6 +104,7 @@ class Session:
         self.notify: Notify | None = notify
         self.opened = False
         self.curve = False  # the connector speaks CURVE (said in connection errors)
+        self.keys: dict[str, tuple[str | None, str | None]] = {}  # address -> its own (server, client) key files
         self.opener: Callable[[], Any] | None = None  # what ensure_open() runs (the CLI's connect + checks)
         self.arg_names: list[str] = []  # --arg names used before, most recent first (for completion)
         self._lock = threading.RLock()
@@ -255,15 +256,19 @@ class Session:
             if link.state != CONNECTED:
                 link.state = CONNECTING
         conn = None
+        keys = self.keys.get(link.address)  # a named connection's key files (`connect @prod`)
         try:
-            conn = self.connector(link.address, timeout)
+            if keys is None:
+                conn = self.connector(link.address, timeout)
+            else:
+                conn = default_connector(link.address, timeout, server_key=keys[0], client_keys=keys[1])
             infos = list(conn.machines())
         except Exception as e:  # noqa: BLE001 - any failure is "cannot connect"
             if conn is not None:
                 _close_quietly(conn)
             from .diagnose import explain
 
-            reason = explain(link.address, e, timeout, curve=self.curve)
+            reason = explain(link.address, e, timeout, curve=self.curve or keys is not None)
             with self._lock:
                 link.busy = False
                 link.state = FAILED

@@ -246,3 +246,27 @@ def apply_config(opts: Any, defaults: Any, env: Mapping[str, str] | None = None,
     for k, s in out.items():
         setattr(opts, k, s.value)
     return out
+
+
+def named_connection(name: str, env: Mapping[str, str] | None = None,
+                     path: str | None = None) -> tuple[list[str], dict[str, Setting]]:
+    """``connect @name`` in the REPL: the connection's addresses (its ``addresses``, then what its ``addr_file``
+    and the ``*.addr`` files of its ``addr_dir`` hold now) and its effective settings, as ``arpc @name`` would
+    have them. A missing connection or file is a ``ConfigError``."""
+    from .session import read_addr_file, scan_dir
+
+    keys = ("server_key", "client_key")
+    config = load_config(path, env)
+    builtin: dict[str, Any] = {"addrs": (), "dir": None, "file": None, **dict.fromkeys(keys)}
+    settings = effective({}, builtin, profile=name, config=config, env=env)
+    addrs = list(settings["addrs"].value)
+    try:
+        if settings["file"].value:
+            addrs.append(read_addr_file(os.path.expanduser(settings["file"].value)))
+        if settings["dir"].value:
+            addrs.extend(read_addr_file(p) for p in scan_dir(os.path.expanduser(settings["dir"].value)))
+    except Exception as e:  # noqa: BLE001 - an unreadable addr file or dir, in the error's own words
+        raise ConfigError(f"@{name}: {getattr(e, 'msg', None) or e}") from None
+    if not addrs:
+        raise ConfigError(f"@{name} ({config.path}) names no address (addresses, addr_file or addr_dir)")
+    return list(dict.fromkeys(addrs)), settings

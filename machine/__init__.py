@@ -12,12 +12,12 @@ from .history import History
 from .log import LogLevel
 from .machine import Machine
 from .mutation import Mutation, MutationType, Result
-from .schema import State, StateNames
+from .schema import Arg, State, StateNames, declared_args
 from .tracer import Tracer
 from .transition import Event, Transition
 
 __all__ = [
-    "Ctx", "Event", "HandlerTimeoutError", "History", "LogLevel", "Machine", "MachineApi", "Mutation",
+    "Arg", "Ctx", "Event", "HandlerTimeoutError", "History", "LogLevel", "Machine", "MachineApi", "Mutation",
     "MutationType", "Result", "SchemaError", "State", "StateError", "StateNames", "Tracer", "Transition", "Waiter",
-    "diagram",
+    "declared_args", "diagram",
 ]

@@ -4,6 +4,7 @@ the checks of state names against a machine's schema."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from .errors import SchemaError, StateError
@@ -22,7 +23,91 @@ def _names(value: Iterable[str] | str) -> tuple[str, ...]:
     return tuple(value)
 
 
-_FIELDS = ("require", "remove", "add", "after", "auto", "multi", "tags")
+_FIELDS = ("require", "remove", "add", "after", "auto", "multi", "tags", "args")
+
+# Declared args (``State(args=...)``): the value types a shell can convert text to, and the bounds that keep a
+# declaration small on the wire.
+ARG_TYPES = ("int", "float", "bool", "str", "bytes", "json")
+_PY_TYPES: dict[Any, str] = {int: "int", float: "float", bool: "bool", str: "str", bytes: "bytes"}
+MAX_ARGS = 32  # per state
+MAX_ARG_NAME = 64
+MAX_ARG_HELP = 200
+
+
+class Arg:
+    """The declaration of one mutation arg: its value type and a line of help. Immutable and hashable.
+
+    ``type`` is one of ``int``, ``float``, ``bool``, ``str``, ``bytes`` (the Python types or their names) or
+    ``"json"`` (any JSON value); ``arg.type`` is always the name. Raises SchemaError for anything else.
+    """
+
+    __slots__ = ("type", "help")
+    type: str
+    help: str
+
+    def __init__(self, type: Any = "str", help: str = "") -> None:  # noqa: A002 - the declaration's words
+        try:
+            name = type.lower() if isinstance(type, str) else _PY_TYPES.get(type)
+        except TypeError:  # unhashable
+            name = None
+        if name not in ARG_TYPES:
+            shown = repr(type)
+            shown = shown if len(shown) <= 60 else shown[:60] + "..."
+            raise SchemaError(f"schema error: arg type {shown} is not one of {', '.join(ARG_TYPES)}")
+        if not isinstance(help, str) or len(help) > MAX_ARG_HELP:
+            raise SchemaError(f"schema error: arg help must be a str of at most {MAX_ARG_HELP} characters")
+        object.__setattr__(self, "type", name)
+        object.__setattr__(self, "help", help)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Arg is immutable: cannot set {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Arg):
+            return NotImplemented
+        return self.type == other.type and self.help == other.help
+
+    def __hash__(self) -> int:
+        return hash((self.type, self.help))
+
+    def __repr__(self) -> str:
+        return f"Arg({self.type!r}, {self.help!r})" if self.help else f"Arg({self.type!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Arg, (self.type, self.help))
+
+
+_NO_ARGS: Mapping[str, Arg] = MappingProxyType({})
+
+
+def check_args(args: Any, where: str = "") -> Mapping[str, Arg]:
+    """A state's ``args`` declaration as a read-only ``{name: Arg}``; SchemaError naming what is wrong.
+
+    Accepts a mapping (or pairs) of name -> ``Arg``, a type, or a type name; names are identifiers of at most
+    64 characters, at most 32 args a state.
+    """
+    if not args:
+        return _NO_ARGS
+    at = f" of state {where}" if where else ""
+    try:
+        pairs = list(args.items() if isinstance(args, Mapping) else args)
+    except (TypeError, ValueError):
+        raise SchemaError(f"schema error: args{at} must be a dict of name -> Arg") from None
+    if len(pairs) > MAX_ARGS:
+        raise SchemaError(f"schema error: {len(pairs)} args{at}, at most {MAX_ARGS}")
+    out: dict[str, Arg] = {}
+    for pair in pairs:
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise SchemaError(f"schema error: args{at} must be a dict of name -> Arg")
+        name, decl = pair
+        if not isinstance(name, str) or not name.isidentifier() or len(name) > MAX_ARG_NAME:
+            raise SchemaError(f"schema error: arg name {name!r}{at} must be an identifier of at most "
+                              f"{MAX_ARG_NAME} characters")
+        try:
+            out[name] = decl if isinstance(decl, Arg) else Arg(decl)
+        except SchemaError as e:
+            raise SchemaError(f"{e} (arg {name}{at})") from None
+    return MappingProxyType(out)
 
 
 class State:
@@ -32,7 +117,7 @@ class State:
     """
 
     # a plain class rather than a dataclass: importing dataclasses (and inspect) costs the shell's cold start
-    __slots__ = ("require", "remove", "add", "after", "auto", "multi", "tags", "_hash")
+    __slots__ = ("require", "remove", "add", "after", "auto", "multi", "tags", "_args_key", "_hash")
     require: tuple[str, ...]
     remove: tuple[str, ...]
     add: tuple[str, ...]
@@ -40,6 +125,7 @@ class State:
     auto: bool
     multi: bool
     tags: tuple[str, ...]
+    _args_key: tuple[tuple[str, Arg], ...]
     _hash: int
 
     def __init__(
@@ -51,6 +137,7 @@ class State:
         auto: bool = False,
         multi: bool = False,
         tags: Iterable[str] | str = (),
+        args: Mapping[str, Any] | Iterable[tuple[str, Any]] = (),
     ) -> None:
         sa = object.__setattr__
         sa(self, "require", _names(require))
@@ -60,11 +147,18 @@ class State:
         sa(self, "auto", bool(auto))
         sa(self, "multi", bool(multi))
         sa(self, "tags", _names(tags))
+        # most states declare no args: one attribute, no call (``args`` is built when read)
+        sa(self, "_args_key", tuple(check_args(args).items()) if args else ())
         # schemas are dict keys of the compiled-schema cache: hash once
         sa(self, "_hash", hash(self._key()))
 
+    @property
+    def args(self) -> Mapping[str, Arg]:
+        """The declared args, a read-only ``{name: Arg}`` (section "Declared args" of the manual)."""
+        return MappingProxyType(dict(self._args_key)) if self._args_key else _NO_ARGS
+
     def _key(self) -> tuple[Any, ...]:
-        return (self.require, self.remove, self.add, self.after, self.auto, self.multi, self.tags)
+        return (self.require, self.remove, self.add, self.after, self.auto, self.multi, self.tags, self._args_key)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"State is immutable: cannot set {name!r} (use State.replace)")
@@ -81,7 +175,10 @@ class State:
         return self._hash
 
     def __repr__(self) -> str:
-        return "State(" + ", ".join(f"{f}={getattr(self, f)!r}" for f in _FIELDS) + ")"
+        shown = [f"{f}={getattr(self, f)!r}" for f in _FIELDS[:-1]]
+        if self.args:
+            shown.append(f"args={dict(self.args)!r}")
+        return "State(" + ", ".join(shown) + ")"
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (State, self._key())
@@ -107,6 +204,7 @@ class State:
             auto=self.auto or other.auto,
             multi=self.multi or other.multi,
             tags=merge(self.tags, other.tags),
+            args={**self.args, **other.args},
         )
 
 
@@ -163,11 +261,38 @@ def normalize(schema: Mapping[str, State | Mapping[str, Any]], *, add_exception:
                 out[name] = State(**st)
             except TypeError as exc:
                 raise SchemaError(f"schema error: state {name}: {exc}") from None
+            except SchemaError as exc:
+                raise SchemaError(f"{exc} (state {name})") from None
         else:
             raise SchemaError(f"schema error: state {name} must be a State, got {type(st).__name__}")
     if add_exception and EXCEPTION not in out:
         out[EXCEPTION] = State(multi=True)
+    merged_args(out)  # one type per arg name
     return out
+
+
+def merged_args(schema: Mapping[str, State]) -> dict[str, Arg]:
+    """Every arg the states of ``schema`` declare (first declaration wins for the help); SchemaError when two
+    states give one name different types."""
+    out: dict[str, Arg] = {}
+    where: dict[str, str] = {}
+    for state_name, st in schema.items():
+        for name, decl in st._args_key:
+            seen = out.get(name)
+            if seen is None:
+                out[name], where[name] = decl, state_name
+            elif seen.type != decl.type:
+                raise SchemaError(f"schema error: arg {name} is {seen.type} in state {where[name]} but "
+                                  f"{decl.type} in state {state_name}")
+    return out
+
+
+def declared_args(mach_or_schema: Machine | Mapping[str, State]) -> dict[str, Arg]:
+    """The args a machine (a mirror too) or a schema declares, merged over its states: ``{name: Arg}``."""
+    c = getattr(mach_or_schema, "_c", None)
+    if c is not None:
+        return dict(c.args)
+    return merged_args(mach_or_schema)  # type: ignore[arg-type]
 
 
 def parse(schema: dict[str, State]) -> tuple[dict[str, State], list[str]]:
@@ -244,7 +369,7 @@ class Compiled:
 
     __slots__ = (
         "schema", "names", "index", "require", "remove", "add", "after", "auto", "multi", "topo",
-        "auto_names", "errors", "cycle", "plans", "autos",
+        "auto_names", "errors", "cycle", "plans", "autos", "args",
     )
 
     def __init__(self, schema: dict[str, State], prev_topo: dict[str, int] | None = None) -> None:
@@ -260,6 +385,7 @@ class Compiled:
         self.auto = frozenset(n for n, s in clean.items() if s.auto)
         self.multi = frozenset(n for n, s in clean.items() if s.multi)
         self.auto_names = tuple(n for n in self.names if n in self.auto)
+        self.args = merged_args(clean)  # SchemaError when two states type one arg differently
         topo, cycle = _require_topology(self.names, self.require)
         self.cycle = cycle
         # a require cycle keeps the previous topology (spec 5.1)

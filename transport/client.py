@@ -107,7 +107,8 @@ class Client(Caller):
         return self._connected and not self._closed
 
     def machines(self) -> list[dict[str, Any]]:
-        """The machines behind the address: dicts with ``id``, ``parent_id``, ``tags``, ``time``, ``states``."""
+        """The machines behind the address: dicts with ``id``, ``parent_id``, ``tags``, ``time``, ``states``, and
+        ``args`` for a machine that declares args (``{name: {"type", "help"}}``, see ``P.args_from_wire``)."""
         out = self._call(P.MACHS, None, {})
         if not isinstance(out, list):
             raise TransportError("malformed machs reply", code=P.INTERNAL)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import reprlib
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import msgpack
 
-from machine import State
+from machine import Arg, SchemaError, State
+from machine.schema import MAX_ARGS
 
 PROTO = 1
 MAX_MSG = 16 * 1024 * 1024  # bytes; ZMQ_MAXMSGSIZE on both sockets
@@ -177,7 +179,31 @@ def schema_to_wire(schema: dict[str, State]) -> dict[str, dict[str, Any]]:
             d["auto"] = True
         if st.multi:
             d["multi"] = True
+        if st.args:
+            d["args"] = args_to_wire(st.args)
         out[name] = d
+    return out
+
+
+def args_to_wire(args: Mapping[str, Arg]) -> dict[str, dict[str, str]]:
+    """Declared args as plain maps: ``{name: {"type": "int", "help": "..."}}`` (help only when set)."""
+    return {n: {"type": a.type, "help": a.help} if a.help else {"type": a.type} for n, a in args.items()}
+
+
+def args_from_wire(data: Any) -> dict[str, Arg]:
+    """The inverse of ``args_to_wire``, lenient: an entry this side cannot read (a type it does not know, a bad
+    name, past the bounds) is left out, so a newer peer's declarations never break a mirror."""
+    out: dict[str, Arg] = {}
+    if not isinstance(data, dict):
+        return out
+    for name, d in list(data.items())[:MAX_ARGS]:
+        if not isinstance(d, dict) or not isinstance(name, str) or len(name) > 64 or not name.isidentifier():
+            continue
+        help_text = d.get("help", "")
+        try:
+            out[name] = Arg(d.get("type"), help_text[:200] if isinstance(help_text, str) else "")
+        except SchemaError:
+            continue
     return out
 
 
@@ -197,6 +223,8 @@ def schema_from_wire(data: Any) -> dict[str, State]:
             kw[field] = v
         kw["auto"] = bool(d.get("auto", False))
         kw["multi"] = bool(d.get("multi", False))
+        if "args" in d:
+            kw["args"] = args_from_wire(d["args"])
         out[name] = State(**kw)
     return out
 

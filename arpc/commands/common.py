@@ -3,7 +3,7 @@ exceptions to arpc errors."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import click
@@ -13,6 +13,7 @@ from ..filters import Filters
 from ..format import parse_duration
 from ..link import Entry
 from ..session import Session
+from .registry import VAL_ORDER
 
 Deco = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -29,7 +30,10 @@ def _stack(*decos: Deco) -> Deco:
 MACH = click.argument("mach", metavar="MACH")
 ARG_VAL = _stack(
     click.option("--arg", "arg_names", multiple=True, metavar="NAME", help="Argument name (pairs with --val)."),
-    click.option("--val", "arg_vals", multiple=True, metavar="VALUE", help="Argument value (a string)."),
+    click.option("--val", "arg_vals", multiple=True, metavar="VALUE",
+                 help="Argument value: of the type the machine declares for the arg, else a string."),
+    click.option("--json-val", "json_vals", multiple=True, metavar="JSON",
+                 help="Argument value as JSON (instead of a --val)."),
 )
 TIMEOUT = click.option("--timeout", metavar="DUR", help="Give up after DUR (500ms, 5s, 1m); exit 124.")
 FILTERS = _stack(
@@ -69,20 +73,33 @@ def listing(session: Session, flt: Filters) -> list[Entry]:
     return flt.apply(entries)
 
 
-def arg_pairs(names: Sequence[str], vals: Sequence[str]) -> dict[str, str] | None:
-    """The ``--arg``/``--val`` pairs as a dict (None: no pairs); a usage error when they do not pair up."""
-    if len(names) != len(vals):
+def typed_pairs(names: Sequence[str], vals: Sequence[str], json_vals: Sequence[str],
+                declared: Mapping[str, Any]) -> tuple[dict[str, Any] | None, set[str]]:
+    """The ``--arg``/``--val``/``--json-val`` pairs as the mutation's args (None: no pairs), converted as
+    :mod:`arpc.argvals` says, and the names given as undeclared text; a usage error when they do not pair up or
+    a value does not convert."""
+    check_pairs(names, vals, json_vals)
+    from ..argvals import typed_args
+
+    ctx = click.get_current_context(silent=True)
+    order = ctx.meta.get(VAL_ORDER) if ctx is not None else None
+    return typed_args(names, vals, json_vals, order, declared)
+
+
+def check_pairs(names: Sequence[str], vals: Sequence[str], json_vals: Sequence[str]) -> None:
+    """A usage error when the names and values do not pair up or are not valid UTF-8 (before connecting)."""
+    if len(names) != len(vals) + len(json_vals):
+        if json_vals:
+            raise UsageError(f"--arg and --val/--json-val must come in pairs ({len(names)} --arg, "
+                             f"{len(vals)} --val, {len(json_vals)} --json-val)")
         raise UsageError(f"--arg and --val must come in pairs ({len(names)} --arg, {len(vals)} --val)")
-    if not names:
-        return None
-    for flag, texts in (("--arg", names), ("--val", vals)):
+    for flag, texts in (("--arg", names), ("--val", vals), ("--json-val", json_vals)):
         for t in texts:
             try:
                 t.encode("utf-8")
             except UnicodeEncodeError:  # bytes that were not UTF-8 in argv (kept as surrogates by Python)
                 shown = t.encode("utf-8", "backslashreplace").decode("ascii", "replace")
                 raise UsageError(f"{flag} is not valid UTF-8: {clip(shown)}") from None
-    return dict(zip(names, vals, strict=True))
 
 
 def clip(text: str, limit: int = 80) -> str:

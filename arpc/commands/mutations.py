@@ -11,15 +11,27 @@ import click
 from ..errors import CANCELED, OK, ArpcError, Failed, NoMatch
 from ..format import Result, result_name
 from ..link import Entry
-from .common import ARG_VAL, FILTER_COMPLETE, FILTERS, MACH, arg_pairs, arpc_error, call, filters_of, listing
+from .common import (
+    ARG_VAL,
+    FILTER_COMPLETE,
+    FILTERS,
+    MACH,
+    arpc_error,
+    call,
+    check_pairs,
+    filters_of,
+    listing,
+    typed_pairs,
+)
 from .registry import Cx, command
 
 
 def _mutation(cx: Cx, kind: str, mach: str, states: tuple[str, ...], names: Sequence[str],
-              vals: Sequence[str]) -> Result:
-    args = arg_pairs(names, vals)
+              vals: Sequence[str], json_vals: Sequence[str]) -> Result:
+    check_pairs(names, vals, json_vals)
     entry = cx.session.resolve(mach)
     entry.check_states(states)
+    args, _ = typed_pairs(names, vals, json_vals, entry.args if names else {})
     m = cx.session.live(entry)
     r = call(entry, lambda: getattr(m, kind)(*states, args=args))
     name = result_name(int(r))
@@ -37,7 +49,7 @@ def _mutation(cx: Cx, kind: str, mach: str, states: tuple[str, ...], names: Sequ
     return Result([f"canceled: {reason}"], data, CANCELED)
 
 
-_ONE = {"mach": "machine", "arg_names": "arg", "arg_vals": "val"}
+_ONE = {"mach": "machine", "arg_names": "arg", "arg_vals": "val", "json_vals": "val"}
 
 
 @command("add", "Mutations", {**_ONE, "states": "states:inactive"}, synopsis="MACH STATE... [--arg N --val V]...",
@@ -46,11 +58,11 @@ _ONE = {"mach": "machine", "arg_names": "arg", "arg_vals": "val"}
 @click.argument("states", nargs=-1, required=True)
 @ARG_VAL
 def cmd_add(cx: Cx, mach: str, states: tuple[str, ...], arg_names: tuple[str, ...],
-            arg_vals: tuple[str, ...]) -> Result:
+            arg_vals: tuple[str, ...], json_vals: tuple[str, ...]) -> Result:
     """Activate STATES on MACH (--arg NAME --val VALUE pairs become the mutation's args).
 
     Prints executed, queued or canceled (exit 4)."""
-    return _mutation(cx, "add", mach, states, arg_names, arg_vals)
+    return _mutation(cx, "add", mach, states, arg_names, arg_vals, json_vals)
 
 
 @command("remove", "Mutations", {**_ONE, "states": "states:active"}, synopsis="MACH STATE...",
@@ -59,9 +71,9 @@ def cmd_add(cx: Cx, mach: str, states: tuple[str, ...], arg_names: tuple[str, ..
 @click.argument("states", nargs=-1, required=True)
 @ARG_VAL
 def cmd_remove(cx: Cx, mach: str, states: tuple[str, ...], arg_names: tuple[str, ...],
-               arg_vals: tuple[str, ...]) -> Result:
+               arg_vals: tuple[str, ...], json_vals: tuple[str, ...]) -> Result:
     """Deactivate STATES on MACH. Prints executed, queued or canceled (exit 4)."""
-    return _mutation(cx, "remove", mach, states, arg_names, arg_vals)
+    return _mutation(cx, "remove", mach, states, arg_names, arg_vals, json_vals)
 
 
 @command("set", "Mutations", {**_ONE, "states": "states"}, synopsis="MACH [STATE...]",
@@ -70,9 +82,9 @@ def cmd_remove(cx: Cx, mach: str, states: tuple[str, ...], arg_names: tuple[str,
 @click.argument("states", nargs=-1)
 @ARG_VAL
 def cmd_set(cx: Cx, mach: str, states: tuple[str, ...], arg_names: tuple[str, ...],
-            arg_vals: tuple[str, ...]) -> Result:
+            arg_vals: tuple[str, ...], json_vals: tuple[str, ...]) -> Result:
     """Make STATES the only active states of MACH (none: deactivate all)."""
-    return _mutation(cx, "set", mach, states, arg_names, arg_vals)
+    return _mutation(cx, "set", mach, states, arg_names, arg_vals, json_vals)
 
 
 @command("toggle", "Mutations", {**_ONE, "states": "states"}, synopsis="MACH STATE...",
@@ -81,16 +93,20 @@ def cmd_set(cx: Cx, mach: str, states: tuple[str, ...], arg_names: tuple[str, ..
 @click.argument("states", nargs=-1, required=True)
 @ARG_VAL
 def cmd_toggle(cx: Cx, mach: str, states: tuple[str, ...], arg_names: tuple[str, ...],
-               arg_vals: tuple[str, ...]) -> Result:
+               arg_vals: tuple[str, ...], json_vals: tuple[str, ...]) -> Result:
     """Remove STATES from MACH when all are active, else add them."""
-    return _mutation(cx, "toggle", mach, states, arg_names, arg_vals)
+    return _mutation(cx, "toggle", mach, states, arg_names, arg_vals, json_vals)
 
 
 def _group(cx: Cx, kind: str, states: tuple[str, ...], kw: dict[str, Any]) -> Result:
-    args = arg_pairs(kw.pop("arg_names"), kw.pop("arg_vals"))
+    names, vals, json_vals = kw.pop("arg_names"), kw.pop("arg_vals"), kw.pop("json_vals")
+    check_pairs(names, vals, json_vals)
     targets = [e for e in listing(cx.session, filters_of(kw)) if e.connected and not e.unknown(states)]
     if not targets:
         raise NoMatch()
+    from ..argvals import merged
+
+    args, _ = typed_pairs(names, vals, json_vals, merged([e.args for e in targets]) if names else {})
     counts = {"executed": 0, "queued": 0, "canceled": 0}
     per: dict[str, str] = {}
     errors: list[str] = []
@@ -137,7 +153,7 @@ def _group(cx: Cx, kind: str, states: tuple[str, ...], kw: dict[str, Any]) -> Re
     return Result(lines, data, CANCELED if counts["canceled"] else OK)
 
 
-_GROUP = {"states": "all-states", "arg_names": "arg", "arg_vals": "val", **FILTER_COMPLETE}
+_GROUP = {"states": "all-states", "arg_names": "arg", "arg_vals": "val", "json_vals": "val", **FILTER_COMPLETE}
 
 
 @command("group-add", "Mutations", _GROUP, synopsis="STATE... [filters]",

@@ -12,6 +12,7 @@ from ..format import Printer, Result
 from ..session import Session
 
 GROUPS = ("Mutations", "Waiting", "Checking", "REPL")
+VAL_ORDER = "arpc.val_order"  # ctx.meta key: "val" / "json" per value of the line, in order
 
 
 class Cx:
@@ -49,6 +50,15 @@ class ArpcCommand(click.Command):
         self.group = group
         self.complete = complete or {}
         self.synopsis = synopsis
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # --val and --json-val pair with --arg names in command-line order, which click keeps per occurrence
+        # only while parsing: read it from a first pass when both kinds are on the line
+        if any(a.startswith("--json-val") for a in args) and any(a.startswith("--val") for a in args):
+            _, _, order = self.make_parser(ctx).parse_args(args=list(args))
+            ctx.meta[VAL_ORDER] = ["json" if p.name == "json_vals" else "val" for p in order
+                                   if p.name in ("arg_vals", "json_vals")]
+        return super().parse_args(ctx, args)
 
     def get_help_option(self, ctx: click.Context) -> click.Option | None:
         def show(ctx: click.Context, param: click.Parameter, value: bool) -> None:
@@ -113,7 +123,8 @@ CHEATSHEET_TIPS = [
     "MACH: a machine id or `.` (the first connected machine of `list`).",
     "Filters: -a/-i STATE (active/inactive), -t/-T N (time sum min/max), -P PARENT, -r REGEXP, -I/-p/-s TEXT "
     "(id contains/prefix/suffix), -l N (limit), -f N (skip N machines of the listing).",
-    "--arg/--val: pairs, values are strings (e.g. add . Foo --arg path --val /tmp/x).",
+    "--arg/--val: pairs; a value takes the type the machine declares for the arg, else it is a string; "
+    "--json-val V parses JSON (e.g. add . Foo --arg path --val /tmp/x --arg n --json-val 2).",
     "Exit codes: 0 ok, 1 failed, 2 usage, 3 connection, 4 canceled, 124 timeout, 130 interrupted.",
 ]
 

@@ -56,13 +56,16 @@ def cmd_cheatsheet(cx: Cx) -> Result:
     return Result.text(cheatsheet_lines())
 
 
-@command("connect", "REPL", {"address": "address"}, synopsis="[ADDR]",
-         short_help="connect ADDR; alone: retry, and list each address with its state")
-@click.argument("address", required=False, metavar="[ADDR]")
+@command("connect", "REPL", {"address": "address"}, synopsis="[ADDR | @NAME]",
+         short_help="connect ADDR or a named connection; alone: retry, and list each address with its state")
+@click.argument("address", required=False, metavar="[ADDR | @NAME]")
 def cmd_connect(cx: Cx, address: str | None) -> Result:
-    """Connect ADDR (host:port or a URI); an address that does not connect is not kept. Without ADDR, retry every
-    address that is not connected, and list each address with its state and last error."""
+    """Connect ADDR (host:port or a URI), or @NAME, a connection of the config file (its addresses and key
+    files); an address that does not connect is not kept. Without ADDR, retry every address that is not
+    connected, and list each address with its state and last error."""
     s = cx.session
+    if address is not None and address.startswith("@"):
+        return _connect_named(cx, address[1:])
     if address is not None:
         addr = parse_address(address)  # a malformed address: a usage error, nothing kept
         known = addr in s.addresses
@@ -88,6 +91,41 @@ def cmd_connect(cx: Cx, address: str | None) -> Result:
                           "addresses": [{"address": link.address, "state": link.state, "error": link.error}
                                         for link in links]},
                   OK if st.connected else CONNECTION)
+
+
+def _connect_named(cx: Cx, name: str) -> Result:
+    """``connect @name``: every address of the config file's connection, with its key files; the addresses that
+    do not connect are not kept (unless known before)."""
+    from ..settings import ConfigError, named_connection
+
+    s = cx.session
+    try:
+        addrs, settings = named_connection(name)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    own = settings["server_key"].source.startswith("@") or settings["client_key"].source.startswith("@")
+    known = set(s.addresses)
+    links = []
+    for a in addrs:
+        addr = parse_address(a)
+        if own:
+            s.keys[addr] = (settings["server_key"].value, settings["client_key"].value)
+        links.append(s.add_address(addr))
+    s.reconnect()
+    lines, failed, data = [], [], []
+    for link in links:
+        ids = [i["id"] for i in link.infos] if link.connected else []
+        data.append({"address": link.address, "state": link.state, "machines": ids, "error": link.error})
+        if link.connected:
+            lines.append(f"connected to {link.address}: {' '.join(ids) or '(no machines)'}")
+        else:
+            failed.append(link.failure())
+            if link.address not in known:
+                s.remove_address(link.address)
+                s.keys.pop(link.address, None)
+    if not lines:
+        raise NotConnected("; ".join(failed))
+    return Result([*lines, *failed], {"connection": name, "addresses": data}, CONNECTION if failed else OK)
 
 
 @command("help", "REPL", {"name": "command"}, synopsis="[COMMAND]",

@@ -12,7 +12,7 @@ import click
 from ..errors import Failed, UsageError, WaitTimeout
 from ..format import Result, time_string
 from ..link import Entry
-from .common import ARG_VAL, MACH, TIMEOUT, arg_pairs, call, seconds
+from .common import ARG_VAL, MACH, TIMEOUT, call, check_pairs, seconds, typed_pairs
 from .registry import Cx, command
 
 
@@ -36,22 +36,18 @@ def _wait(entry: Entry, make: Callable[[Any], Any], timeout: float | None) -> No
         ctx.cancel()
 
 
-def arg_text_matches(actual: Any, want: str) -> bool:
-    """An arg as a source set it against a --val typed in a shell: ``2`` matches ``"2"``, ``True`` matches
-    ``true``, a string matches itself."""
-    if isinstance(actual, bool):
-        return want.lower() == str(actual).lower()
-    return actual == want or (not isinstance(actual, str) and str(actual) == want)
-
-
 class _ArgsInHistory:
-    """``when-args`` on a served machine that keeps history: its records are compared by text (see
-    :func:`arg_text_matches`), so ``--val 2`` matches a source's ``job=2``. Quacks like a ``Waiter``."""
+    """``when-args`` on a served machine that keeps history: its records are compared typed, and by text for the
+    undeclared ``--val`` args (``--val 2`` matches a source's ``job=2``, see :mod:`arpc.argvals`). Quacks like
+    a ``Waiter``."""
 
-    def __init__(self, m: Any, state: str, want: dict[str, str], ctx: Any) -> None:
+    def __init__(self, m: Any, state: str, want: dict[str, Any], by_text: set[str], ctx: Any) -> None:
         import threading
 
-        self.state, self.want = state, want
+        from ..argvals import same, text_matches  # only when waiting for args: off the cold start's path
+
+        self.same, self.text_matches = same, text_matches
+        self.state, self.want, self.by_text = state, want, by_text
         self.index = m.index(state)
         self.tick: int | None = None
         self.hit = threading.Event()
@@ -63,7 +59,8 @@ class _ArgsInHistory:
         if r["result"] != "executed" or not (self.state in r["added"] or self.state in r["called"]):
             return
         args = r.get("args") or {}
-        if all(k in args and arg_text_matches(args[k], v) for k, v in self.want.items()):
+        if all(k in args and (self.text_matches(args[k], v) if k in self.by_text else self.same(args[k], v))
+               for k, v in self.want.items()):
             self.tick = r["ticks"][self.index]  # the state's tick at that transition, not the mirror's later one
             self.done = True
             self.hit.set()
@@ -72,12 +69,12 @@ class _ArgsInHistory:
         return self.hit.wait(timeout)
 
 
-def _when_args(m: Any, state: str, args: dict[str, str], ctx: Any) -> Any:
-    """Follow the history when the machine keeps one (typed args match their text); else the server's own
-    ``when_args`` (exact equality: only string args match)."""
+def _when_args(m: Any, state: str, args: dict[str, Any], by_text: set[str], ctx: Any) -> Any:
+    """Follow the history when the machine keeps one; else the server's own ``when_args`` (exact equality: an
+    undeclared ``--val`` matches string args only)."""
     if hasattr(m, "on_history"):
         try:
-            return _ArgsInHistory(m, state, args, ctx)
+            return _ArgsInHistory(m, state, args, by_text, ctx)
         except Exception as e:
             if getattr(e, "code", None) != "no_history":
                 raise
@@ -148,24 +145,28 @@ def cmd_when_time(cx: Cx, mach: str, state: tuple[str, ...], times: tuple[str, .
     return Result([time_string(clock.values())], {"machine": entry.id, "clock": clock})
 
 
-@command("when-args", "Waiting", {"mach": "machine", "state": "states", "arg_names": "arg", "arg_vals": "val"},
+@command("when-args", "Waiting",
+         {"mach": "machine", "state": "states", "arg_names": "arg", "arg_vals": "val", "json_vals": "val"},
          synopsis="MACH STATE --arg N --val V", short_help="wait for an activation with these args")
 @MACH
 @click.argument("state")
 @ARG_VAL
 @TIMEOUT
 def cmd_when_args(cx: Cx, mach: str, state: str, arg_names: tuple[str, ...], arg_vals: tuple[str, ...],
-                  timeout: str | None) -> Result:
-    """Wait until STATE is activated on MACH by a mutation whose args include the --arg/--val pairs."""
-    args = arg_pairs(arg_names, arg_vals) or {}
+                  json_vals: tuple[str, ...], timeout: str | None) -> Result:
+    """Wait until STATE is activated on MACH by a mutation whose args include the --arg/--val pairs (declared
+    args compare typed, undeclared --val by text, --json-val as JSON)."""
+    check_pairs(arg_names, arg_vals, json_vals)
     limit = seconds(timeout)
     entry = cx.session.resolve(mach)
     entry.check_states([state])
+    typed, by_text = typed_pairs(arg_names, arg_vals, json_vals, entry.args if arg_names else {})
+    args = typed or {}
     m = cx.session.live(entry)
     made: list[Any] = []
 
     def make(ctx: Any) -> Any:
-        made.append(_when_args(m, state, args, ctx))
+        made.append(_when_args(m, state, args, by_text, ctx))
         return made[0]
 
     _wait(entry, make, limit)

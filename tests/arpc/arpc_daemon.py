@@ -6,8 +6,8 @@ exposed with ``addr_dir`` (or all of them behind one endpoint with ``--hub``).
 
 Prints ``ready`` once serving. Reads commands on stdin, one a line, answering ``ok`` / ``err <msg>``:
 ``add|remove|set ID STATE...`` (source-side mutations), ``args ID STATE`` (prints the last args the STATE's
-enter handler saw, as JSON), ``sessions ID`` (client sessions on the endpoint serving ID), ``stop`` (stop the
-endpoints, removing the addr files); exits at EOF.
+enter handler saw, as JSON), ``argtypes ID STATE`` (the same as ``{name: [type name, repr]}``), ``sessions ID``
+(client sessions on the endpoint serving ID), ``stop`` (stop the endpoints, removing the addr files); exits at EOF.
 """
 
 from __future__ import annotations
@@ -19,8 +19,12 @@ import threading
 
 from arpc_fixture import SCHEMA  # fixture X, one definition for the local and the daemon runs
 
-from machine import Machine
+from machine import Arg, Machine
 from transport import expose
+
+# --typed: Foo and Bar declare their args (one of each type)
+TYPED_ARGS = {"job": Arg(int, "job number"), "ratio": Arg(float), "ok": Arg(bool, "all good"),
+              "name": Arg(str), "blob": Arg(bytes), "meta": Arg("json", "anything JSON")}
 
 
 class Handlers:
@@ -50,10 +54,15 @@ def main() -> None:
     ap.add_argument("--addr0", help="fixed address of worker0 (fixture F)")
     ap.add_argument("--hub", action="store_true", help="all machines behind one endpoint (fixture H)")
     ap.add_argument("--active", action="append", default=[], help="ID=STATE,STATE initial states")
+    ap.add_argument("--typed", action="store_true", help="Foo and Bar declare TYPED_ARGS")
     opts = ap.parse_args()
+    schema = SCHEMA
+    if opts.typed:
+        schema = {**SCHEMA, "Foo": SCHEMA["Foo"].replace(args=TYPED_ARGS),
+                  "Bar": SCHEMA["Bar"].replace(args={"job": TYPED_ARGS["job"]})}
 
     handlers = {f"worker{i}": Handlers() for i in range(opts.n)}
-    machs = [Machine(SCHEMA, id=f"worker{i}", parent="daemon", handlers=handlers[f"worker{i}"])
+    machs = [Machine(schema, id=f"worker{i}", parent="daemon", handlers=handlers[f"worker{i}"])
              for i in range(opts.n)]
     by_id = {m.id: m for m in machs}
     for spec in opts.active:
@@ -78,6 +87,10 @@ def main() -> None:
             elif cmd == "args":
                 with handlers[words[1]].lock:
                     print("ok " + json.dumps(handlers[words[1]].seen.get(words[2])), flush=True)
+            elif cmd == "argtypes":
+                with handlers[words[1]].lock:
+                    seen = handlers[words[1]].seen.get(words[2]) or {}
+                    print("ok " + json.dumps({k: [type(v).__name__, repr(v)] for k, v in seen.items()}), flush=True)
             elif cmd == "addjson":  # add STATE with args given as JSON (typed values: ints, bools)
                 r = by_id[words[1]].add(words[2], args=json.loads(" ".join(words[3:])))
                 print(f"ok {int(r)}", flush=True)

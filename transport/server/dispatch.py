@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from machine import Ctx, Machine, SchemaError, StateError, Waiter
+from machine import Ctx, Machine, SchemaError, StateError, Waiter, declared_args
 from machine.history import SOURCE
 from machine.log import LazyLogger
 from machine.mutation import MutationType
@@ -260,8 +260,16 @@ class Dispatcher:
                                    "boot": self.ep.boot, "session": sess.token})
 
     def _machs(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
-        out = [{"id": m.id, "parent_id": m.parent_id, "tags": m.tags, "time": m.time(), "states": m.state_names}
-               for m in self.ep.machines if not m.disposed]
+        out = []
+        for m in self.ep.machines:
+            if m.disposed:
+                continue
+            d: dict[str, Any] = {"id": m.id, "parent_id": m.parent_id, "tags": m.tags, "time": m.time(),
+                                 "states": m.state_names}
+            args = declared_args(m)
+            if args:  # only machines that declare args (shells complete --arg names from the listing)
+                d["args"] = P.args_to_wire(args)
+            out.append(d)
         self._ok(sess, seq, None, out)
 
     def _sub(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
