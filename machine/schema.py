@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import SchemaError, StateError
 
 if TYPE_CHECKING:
+    from .api import MachineApi
     from .machine import Machine
 
 EXCEPTION = "Exception"
@@ -287,12 +288,14 @@ def merged_args(schema: Mapping[str, State]) -> dict[str, Arg]:
     return out
 
 
-def declared_args(mach_or_schema: Machine | Mapping[str, State]) -> dict[str, Arg]:
+def declared_args(mach_or_schema: MachineApi | Mapping[str, State]) -> dict[str, Arg]:
     """The args a machine (a mirror too) or a schema declares, merged over its states: ``{name: Arg}``."""
+    if isinstance(mach_or_schema, Mapping):
+        return merged_args(mach_or_schema)
     c = getattr(mach_or_schema, "_c", None)
-    if c is not None:
+    if c is not None:  # a local machine: merged once when its schema was compiled
         return dict(c.args)
-    return merged_args(mach_or_schema)  # type: ignore[arg-type]
+    return merged_args(mach_or_schema.schema)  # any other MachineApi (a RemoteMachine: its mirrored schema)
 
 
 def parse(schema: dict[str, State]) -> tuple[dict[str, State], list[str]]:
