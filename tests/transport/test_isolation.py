@@ -206,3 +206,52 @@ def test_sync_answers_after_the_clients_own_requests_still_on_the_lane(iso) -> N
         rm.sync()
         assert rm.tick("Multi") == before + 2 * 1500
     assert [n for c_, n in d.log("m1") if c_ == 0] == list(range(1500))
+
+
+def test_the_first_slow_transition_of_a_fresh_machine_does_not_stall_the_endpoint(iso) -> None:
+    """m0 is fresh (idle, never slow), so its first request runs inline on the I/O thread; its handler sleeps
+    800 ms. Before, that froze every other client for the whole 800 ms. Now the watchdog hands the sockets to a
+    new I/O thread after SLOW: other machines' adds, machines() and a read of m0 itself answer meanwhile, and the
+    slow request's reply still arrives exactly once, before the next request of its client for m0."""
+    d = iso("--machines", "10", "--slow", "0.8")
+    peer = RawPeer(d.addr)
+    with connect(d.addr) as c:
+        other = c.machine("m5")
+        other.add("Foo")  # connected and warm before the slow run starts
+        try:
+            t_sent = time.monotonic()
+            peer.send("add", 1, "m0", {"s": ["Multi"], "a": {"c": 0, "n": 1}})
+            peer.send("add", 2, "m0", {"s": ["Multi"], "a": {"c": 0, "n": 2}})
+            worst, ops, retried = 0.0, 0, False
+            replies: list[list[Any]] = []
+            while not replies and time.monotonic() - t_sent < 5:
+                t0 = time.monotonic()
+                other.add("Multi")
+                assert len(c.machines()) == 10
+                worst = max(worst, time.monotonic() - t0)
+                ops += 1
+                if not retried and time.monotonic() - t_sent > 0.2:
+                    peer.send("add", 1, "m0", {"s": ["Multi"], "a": {"c": 0, "n": 1}})  # a retry: not applied
+                    retried = True
+                msg = peer.recv(0.001)
+                if msg is not None:
+                    replies.append(msg)
+            t0 = time.monotonic()
+            assert c.machine("m0").time() is not None  # the slow machine itself, read while it may still sleep
+            worst = max(worst, time.monotonic() - t0)
+            assert worst < 0.2, f"another client waited {worst * 1000:.0f} ms during the slow inline transition"
+            assert replies, "the slow request was never answered"
+            assert time.monotonic() - t_sent > 0.7 and ops >= 5, (ops, replies)
+            # the first reply is seq 1's; seq 2 (m0 slow again) follows; nothing else comes
+            deadline = time.monotonic() + 5
+            while len(replies) < 2 and time.monotonic() < deadline:
+                msg = peer.recv(0.5)
+                if msg is not None:
+                    replies.append(msg)
+            extra = peer.recv(0.3)
+            assert extra is None, extra
+            assert [(r[0], r[1]) for r in replies] == [("ok", 1), ("ok", 2)], replies
+            assert replies[0][3][0] == 0 and replies[1][3][0] == 0  # both executed
+        finally:
+            peer.close()
+    assert d.log("m0") == [[0, 1], [0, 2]]

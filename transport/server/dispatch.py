@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from machine import Ctx, Machine, SchemaError, StateError, Waiter
 from machine.history import SOURCE
@@ -38,6 +38,8 @@ from .. import protocol as P
 from .. import tracecontext
 from ..errors import RemoteError, TransportError
 from .inspection import Inspection
+from .leader import SLOW, Demoted
+from .loop import InlineRun
 from .sessions import Session
 from .workers import Lane, Workers
 
@@ -49,7 +51,6 @@ log = LazyLogger("transport.server")
 MAX_WHEN_ARGS = 256  # pending server-side waiters per client session
 _BUSY = -1  # what the core's check returns when the machine stayed busy past its wait
 MAX_CHECKS = 64  # dry runs (can) of one session in progress at once
-SLOW = 0.005  # seconds: a request's transition slower than this sends the machine's next requests to its lane
 SLOW_HOLD = 2.0  # seconds a machine counts as slow after its last slow transition
 QUICK_STREAK = 50  # quick transitions in a row on a lane that end a machine's slow time early
 MAX_LANE = 1000  # requests of all clients waiting on one machine's lane; past it they answer limit
@@ -69,6 +70,7 @@ class Dispatcher:
         self.machs = ep._machs
         self.checks: ThreadPoolExecutor | None = None  # made on the first dry run
         self.lanes: dict[str, Lane] = {}  # machines that are busy, slow, or have requests waiting (I/O thread)
+        self.adopted: dict[int, tuple[Session, int, Machine, str, Lane]] = {}  # demoted runs not yet done
         self.workers = Workers(f"am-endpoint-lane {ep.address}")
         self._handlers: dict[str, _Handler] = {
             P.PING: self._ping, P.HELLO: self._hello, P.MACHS: self._machs, P.SUB: self._sub,
@@ -149,14 +151,29 @@ class Dispatcher:
         apply = _applier(sess, kind, m, b)
         lane = self._lane_for(m)
         if lane is None:
+            # inline, noted for the watchdog first: if it is still running after SLOW, another thread takes over
+            # the sockets and this one, when the transition returns, only posts its result (leader.py)
+            runs = self.loop.inline
+            ticket = next(self.loop.tickets)
             t0 = perf_counter()
-            r = apply()
+            runs[ticket] = (t0, sess, seq, m, kind)
+            try:
+                r = apply()
+            except Exception as exc:
+                if runs.pop(ticket, None) is None:
+                    self._demoted(ticket, exc)
+                raise
+            if runs.pop(ticket, None) is None:
+                self._demoted(ticket, r)
             if perf_counter() - t0 > SLOW:
                 # this machine's handlers can be slow: its next requests go to its lane for a while
                 self._lane(m).slow_until = time.monotonic() + SLOW_HOLD
             self._answer(sess, seq, m, r)
             return
+        self._hand_off(sess, seq, lane, apply, self._answerer(sess, seq, m, kind))
 
+    def _answerer(self, sess: Session, seq: int, m: Machine, kind: str) -> Callable[[int | Exception], None]:
+        """What answers a mutation applied on another thread, on the I/O thread."""
         identity = sess.identity
 
         def answer(r: int | Exception) -> None:
@@ -165,13 +182,35 @@ class Dispatcher:
             else:
                 self._answer(sess, seq, m, r)  # the session may be gone: the client still waits for it
 
-        self._hand_off(sess, seq, lane, apply, answer)
+        return answer
 
     def _answer(self, sess: Session, seq: int, m: Machine, r: int) -> None:
         if not seq:
             return  # add_ns: no reply; the change reaches the client as a push
         sess.remember(seq, r)
         self._ok(sess, seq, m.id, [r, self.pushes.diff(sess, m)])
+
+    # ------------------------------------------------------------------ an inline run left to its thread
+
+    def _demoted(self, ticket: int, result: int | Exception) -> NoReturn:
+        """On a thread that is no longer the I/O thread: post the result, leave the loop."""
+        self.loop.post(lambda: self._adopted_done(ticket, result))
+        raise Demoted
+
+    def adopt(self, ticket: int, run: InlineRun) -> None:
+        """A new leader's first step for a run demoted: it waits on its machine's lane like a handed-off
+        request (later requests for the machine queue behind it), and the lane's jobs wait until it is done."""
+        _, sess, seq, m, kind = run
+        lane = self._lane(m)
+        self._enter(sess, seq, lane)
+        self.workers.hold(lane)
+        self.adopted[ticket] = (sess, seq, m, kind, lane)
+
+    def _adopted_done(self, ticket: int, result: int | Exception) -> None:
+        sess, seq, m, kind, lane = self.adopted.pop(ticket)
+        self.workers.release(lane)
+        self._leave(sess, seq, lane, True)
+        self._answerer(sess, seq, m, kind)(result)
 
     # ------------------------------------------------------------------ lanes: where a busy machine's requests wait
 
@@ -203,11 +242,8 @@ class Dispatcher:
         if bounded and lane.outstanding >= cap:
             raise TransportError(f"machine {lane.mach.id} has {lane.outstanding} requests waiting; try again later",
                                  code=P.LIMIT)
-        lane.outstanding += 1
-        if seq:
-            sess.inflight.add(seq)
-        loop, mach_id, identity = self.loop, lane.mach.id, sess.identity
-        lane.waiting[identity] = lane.waiting.get(identity, 0) + 1
+        self._enter(sess, seq, lane)
+        loop = self.loop
 
         def job() -> None:
             result: Any
@@ -220,24 +256,38 @@ class Dispatcher:
             loop.post(lambda: done(result, slow))
 
         def done(result: Any, slow: bool) -> None:
-            lane.outstanding -= 1
-            left = lane.waiting.pop(identity) - 1
-            if left:
-                lane.waiting[identity] = left
-            now = time.monotonic()
-            if slow:
-                lane.slow_until = now + SLOW_HOLD
-                lane.quick = 0
-            else:
-                lane.quick += 1
-                if lane.quick >= QUICK_STREAK:
-                    lane.slow_until = 0.0  # it was a pause (a GC, a busy box), not a slow handler: back inline
-            if not lane.outstanding and lane.slow_until <= now and self.lanes.get(mach_id) is lane:
-                del self.lanes[mach_id]
-            sess.inflight.discard(seq)
+            self._leave(sess, seq, lane, slow)
             answer(result)
 
         self.workers.submit(lane, job)
+
+    def _enter(self, sess: Session, seq: int, lane: Lane) -> None:
+        """Count a request as waiting on ``lane`` (until ``_leave``)."""
+        lane.outstanding += 1
+        if seq:
+            sess.inflight.add(seq)
+        identity = sess.identity
+        lane.waiting[identity] = lane.waiting.get(identity, 0) + 1
+
+    def _leave(self, sess: Session, seq: int, lane: Lane, slow: bool) -> None:
+        """A request that waited on ``lane`` is done (its transition took more than SLOW if ``slow``)."""
+        lane.outstanding -= 1
+        identity = sess.identity
+        left = lane.waiting.pop(identity) - 1
+        if left:
+            lane.waiting[identity] = left
+        now = time.monotonic()
+        if slow:
+            lane.slow_until = now + SLOW_HOLD
+            lane.quick = 0
+        else:
+            lane.quick += 1
+            if lane.quick >= QUICK_STREAK:
+                lane.slow_until = 0.0  # it was a pause (a GC, a busy box), not a slow handler: back inline
+        mach_id = lane.mach.id
+        if not lane.outstanding and lane.slow_until <= now and self.lanes.get(mach_id) is lane:
+            del self.lanes[mach_id]
+        sess.inflight.discard(seq)
 
     # ------------------------------------------------------------------ the other kinds
 
