@@ -255,3 +255,42 @@ def test_the_first_slow_transition_of_a_fresh_machine_does_not_stall_the_endpoin
         finally:
             peer.close()
     assert d.log("m0") == [[0, 1], [0, 2]]
+
+
+def test_when_args_on_a_busy_lane_keep_the_session_limit_exactly(iso) -> None:
+    """when_args requests for a machine with a mutation on its lane are registered there, later; they used to be
+    counted only once registered, so a burst passed MAX_WHEN_ARGS (266 of 266 registered), and a cancel sent
+    while one still waited was lost. Now they count from the moment they are accepted."""
+    from transport.server.dispatch import MAX_WHEN_ARGS
+
+    d = iso("--machines", "2", "--slow", "0.3")
+    peer = RawPeer(d.addr)
+    try:
+        r = peer.request("add", 1, "m0", {"s": ["Multi"]}, timeout=5)  # slow: m0's next requests take its lane
+        assert r is not None and r[0] == "ok", r
+        peer.send("add", 2, "m0", {"s": ["Multi"]})  # on the lane for 0.3 s: the when_args below wait behind it
+        extra = 10
+        for k in range(MAX_WHEN_ARGS + extra):
+            peer.send("when_args", 3 + k, "m0", {"state": "Foo", "args": {"k": k}, "token": k})
+            if k == 0:
+                peer.send("when_args_cancel", 0, "m0", {"token": 0})  # while it still waits on the lane
+        peer.send("when_args", 3 + MAX_WHEN_ARGS + extra, "m0", {"state": "Foo", "args": {}, "token": 1})
+        codes: dict[int, str] = {}
+        last = 3 + MAX_WHEN_ARGS + extra
+        deadline = time.monotonic() + 10
+        while len(codes) < last - 2 and time.monotonic() < deadline:
+            msg = peer.recv(0.5)
+            if msg is not None and msg[0] in ("ok", "err") and msg[1] >= 3:
+                codes[msg[1]] = "ok" if msg[0] == "ok" else msg[3]["code"]
+        assert len(codes) == last - 2, len(codes)
+        assert codes.pop(last) == "invalid_params"  # token 1 is taken (pending): refused at once
+        assert list(codes.values()).count("limit") == extra - 1, codes  # token 0 was cancelled: one more fits
+        assert list(codes.values()).count("ok") == MAX_WHEN_ARGS + 1
+        # registered now: exactly MAX_WHEN_ARGS (token 0's ended when it was cancelled)
+        r = peer.request("when_args", last + 1, "m0", {"state": "Foo", "args": {}, "token": "x"}, timeout=5)
+        assert r is not None and r[0] == "err" and r[3]["code"] == "limit", r
+        peer.send("when_args_cancel", 0, "m0", {"token": 5})
+        r = peer.request("when_args", last + 2, "m0", {"state": "Foo", "args": {}, "token": "x"}, timeout=5)
+        assert r is not None and r[0] == "ok", r
+    finally:
+        peer.close()

@@ -399,9 +399,9 @@ class Dispatcher:
             raise ValueError("when_args takes {state, args, token}")
         if P.packed_size(token) > P.MAX_TOKEN_BYTES:
             raise TransportError(f"when_args token larger than {P.MAX_TOKEN_BYTES} bytes", code=P.LIMIT)
-        if token in sess.args_waiters:
+        if token in sess.args_waiters or token in sess.args_pending:
             raise ValueError(f"when_args token {P.clip(token)} in use")
-        if len(sess.args_waiters) >= MAX_WHEN_ARGS:
+        if len(sess.args_waiters) + len(sess.args_pending) >= MAX_WHEN_ARGS:  # those still on a lane count too
             raise TransportError(f"too many pending when_args waiters (limit {MAX_WHEN_ARGS})", code=P.LIMIT)
         size = _args(args)[1]
         if sess.args_bytes + size > P.MAX_WHEN_ARGS_BYTES:
@@ -411,14 +411,17 @@ class Dispatcher:
         ctx = Ctx()
         lane = self.lanes.get(m.id)
         if lane is not None and lane.outstanding and lane.mach is m:
-            # registered after the mutations still waiting on the machine's lane, as they were sent before it
+            # registered after the mutations still waiting on the machine's lane, as they were sent before it;
+            # counted against the session's limits from now on, so that a burst can't overshoot them
+            sess.reserve(token, m.id, size)
+
             def registered(w: Waiter | Exception) -> None:
+                pending = sess.unreserve(token)
                 if isinstance(w, Exception):
                     self._fail(sess.identity, seq, m.id, P.WHEN_ARGS, w)
-                elif token in sess.args_waiters or self.loop.sessions.get(sess.identity) is not sess:
-                    ctx.cancel()  # the token was taken meanwhile, or the session is gone
-                    err = ValueError(f"when_args token {P.clip(token)} in use")
-                    self._fail(sess.identity, seq, m.id, P.WHEN_ARGS, err)
+                elif not pending:
+                    ctx.cancel()  # cancelled while it waited (or the session is gone): it was, then it ended
+                    self._ok(sess, seq, m.id, {})
                 else:
                     self._args_registered(sess, seq, m, token, w, ctx, size)
 
@@ -448,9 +451,12 @@ class Dispatcher:
         self.loop.send(sess, P.pack(P.ARGS_OK, 0, mach_id, [token, not w.cancelled]))
 
     def _when_args_cancel(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
-        entry = sess.pop_waiter(b.get("token"))
+        token = b.get("token")
+        entry = sess.pop_waiter(token)
         if entry is not None:
             entry[2].cancel()
+        else:
+            sess.unreserve(token)  # still on the lane: its registration is cancelled when its turn comes
         self._ok(sess, seq, mach_id, {})
 
     def _bye(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
