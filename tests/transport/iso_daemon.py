@@ -7,6 +7,7 @@ and sleeps ``sleep`` seconds when the args say so.
 Prints "READY <address>", then reads commands on stdin, one per line:
   log MACH      prints "LOG <json list of [c, n]>" (the args of every Multi activation, in order)
   time MACH     prints "TIME <ticks>"
+  demoted       prints "DEMOTED <n>": slow inline transitions left to their thread so far (leader.py)
   quit          exits
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 
 from machine import Event, Machine, State
 from transport import expose
+from transport.server.leader import DOG
 
 SCHEMA = {"Multi": State(multi=True), "Foo": State(remove=("Bar",)), "Bar": State(remove=("Foo",))}
 
@@ -54,6 +56,8 @@ def main() -> None:
             break
         if parts[0] == "log":
             print("LOG", json.dumps(by_id[parts[1]][1].log), flush=True)
+        elif parts[0] == "demoted":
+            print("DEMOTED", DOG.demoted, flush=True)
         elif parts[0] == "time":
             print("TIME", " ".join(map(str, by_id[parts[1]][0].time())), flush=True)
     ep.stop()

@@ -116,48 +116,50 @@ def test_a_slow_machine_does_not_stall_the_other_machines_nor_reads(iso) -> None
 
 
 def test_order_per_client_is_kept_on_a_machine_that_goes_slow_and_back(iso) -> None:
-    """8 clients x 200 pipelined adds on m1, whose handler is slow now and then (so its requests move between
-    the inline path and its lane), while m0 is slow throughout: each client's order kept, none lost or doubled,
-    the tick exact."""
+    """The issue's size: 8 clients x 1,000 pipelined adds on m1, whose handler is slow now and then (so its
+    requests move between the inline path, a demoted inline run, and its lane), while m0 is slow throughout:
+    each client's order kept, none lost or doubled, the tick exact."""
+    n_clients, n = 8, 1000
     d = iso("--machines", "3", "--slow", "0.2")
     slow = SlowLoop(d.addr)
-    clients = [connect(d.addr, timeout=30) for _ in range(8)]
+    clients = [connect(d.addr, timeout=30) for _ in range(n_clients)]
     results: dict[int, list[Any]] = {}
     errors: list[BaseException] = []
 
     def run(i: int) -> None:
-        # every 50th add sleeps 10 ms in the handler: m1 counts as slow for a while after it
+        # every 100th add sleeps 10 ms in the handler: m1 counts as slow for a while after it
         ops: list[tuple[str, str, list[str], dict[str, Any] | None]] = [
-            ("m1", "add", ["Multi"], {"c": i, "n": n, **({"sleep": 0.01} if n % 50 == 7 else {})})
-            for n in range(200)]
+            ("m1", "add", ["Multi"], {"c": i, "n": k, **({"sleep": 0.01} if k % 100 == 7 else {})})
+            for k in range(n)]
         try:
             out: list[Any] = []
-            for k in range(0, 200, 50):  # batches: the next is sent while m0 and other clients' work runs
-                out += clients[i].mutate_many(ops[k:k + 50])
+            for k in range(0, n, 100):  # batches: the next is sent while m0 and other clients' work runs
+                out += clients[i].mutate_many(ops[k:k + 100])
             results[i] = out
         except BaseException as exc:
             errors.append(exc)
 
     try:
         assert slow.first.wait(10)
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(n_clients)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(120)
         assert not errors, errors
-        for i in range(8):
-            assert results[i] == [0] * 200, (i, [r for r in results[i] if r != 0][:5])
+        for i in range(n_clients):
+            assert results[i] == [0] * n, (i, [r for r in results[i] if r != 0][:5])
     finally:
         slow.close()
         for c in clients:
             c.close()
     log = d.log("m1")
-    assert len(log) == 1600
-    for i in range(8):
-        assert [n for c, n in log if c == i] == list(range(200)), f"client {i} out of order or lost/doubled"
+    assert len(log) == n_clients * n
+    for i in range(n_clients):
+        assert [k for c, k in log if c == i] == list(range(n)), f"client {i} out of order or lost/doubled"
     ticks = d.cmd("time m1").split()[1:]
-    assert int(ticks[0]) == 2 * 1600 - 1  # Multi: +1 on the first add, +2 on each later one
+    assert int(ticks[0]) == 2 * n_clients * n - 1  # Multi: +1 on the first add, +2 on each later one
+    assert int(d.cmd("demoted").split()[1]) >= 2  # m0's first run, and m1's slow ones met while it was quick
 
 
 def test_a_machine_with_too_many_waiting_requests_answers_limit_and_others_go_on(iso) -> None:
