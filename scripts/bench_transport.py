@@ -453,7 +453,9 @@ def measure_curve(quick: bool) -> dict[str, Any]:
 
 def measure_isolation(quick: bool, machines: int = 100, pause: float = 0.8) -> dict[str, Any]:
     """One machine of ``machines`` has a handler that sleeps ``pause`` s and is mutated in a loop by one client;
-    another client's `add` on another machine, `machines()`, and `sync` + history of the slow machine itself."""
+    another client's `add` on another machine, `machines()`, and `sync` + history of the slow machine itself.
+    ``first``: the same other client's `add` and `machines()` during the slow machine's first transition (it was
+    idle and quick till then, so that transition begins inline on the endpoint's I/O thread)."""
     import threading
 
     from transport import connect
@@ -461,6 +463,7 @@ def measure_isolation(quick: bool, machines: int = 100, pause: float = 0.8) -> d
     server, addr = _spawn("slow", str(machines), str(pause))
     stop, first = threading.Event(), threading.Event()
     slow_c = connect(addr, timeout=10)
+    slow_c.machine("b0")
 
     def loop() -> None:
         rm = slow_c.machine("b0")
@@ -469,13 +472,24 @@ def measure_isolation(quick: bool, machines: int = 100, pause: float = 0.8) -> d
             first.set()
 
     t = threading.Thread(target=loop, daemon=True)
-    t.start()
     res: dict[str, Any] = {"machines": machines, "pause": pause}
     try:
-        if not first.wait(15):
-            raise RuntimeError("the slow machine never finished a transition")
         with connect(addr) as c:
             rm = c.machine("b5")
+            _lat(lambda: rm.add("M"), 200)  # warm
+            t.start()
+            adds, lists = [], []
+            pc = time.perf_counter
+            while not first.is_set() and len(adds) < 1_000_000:
+                t0 = pc()
+                rm.add("M")
+                t1 = pc()
+                c.machines()
+                adds.append(t1 - t0)
+                lists.append(pc() - t1)
+            res["first"] = (max(adds), max(lists), len(adds))
+            if not first.wait(15):
+                raise RuntimeError("the slow machine never finished a transition")
             n = 1000 if quick else 5000
             lat = _lat(lambda: rm.add("M"), n)
             res["add"] = (_pct(lat, 0.5), _pct(lat, 0.99), max(lat))
@@ -491,7 +505,8 @@ def measure_isolation(quick: bool, machines: int = 100, pause: float = 0.8) -> d
             res["look"] = (_pct(lk, 0.5), max(lk))
     finally:
         stop.set()
-        t.join(pause * 3 + 5)
+        if t.ident is not None:
+            t.join(pause * 3 + 5)
         slow_c.close()
         _stop(server)
     return res

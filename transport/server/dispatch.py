@@ -14,7 +14,12 @@ machine's *lane* (``workers.py``): a FIFO per machine, run by a bounded pool of 
 - A retry of a seq still on a lane is not answered twice: its one reply goes out when it is applied.
 - Back-pressure: past ``MAX_LANE`` requests waiting on a lane, the machine's requests answer ``limit``; an
   ``add_ns`` (no reply to carry it: its error is sent with seq 0) only past ``MAX_LANE_NS``.
-- The one stall left: the first slow transition of a machine not yet known to be slow runs inline.
+- An inline run that outlasts ``SLOW`` does not hold the I/O thread: the watchdog makes another thread the I/O
+  thread, which adopts the run onto the machine's lane (``adopt``: later requests for the machine wait behind it,
+  its lane's jobs wait for it); the thread running it posts its result when it returns (``leader.py``). So the
+  I/O thread is held by user code for about ``SLOW`` (up to twice that), and a quick machine pays no hand-off.
+- ``when_args`` registrations waiting on a lane count against the session's limits from the moment they are
+  accepted (``Session.reserve``), so a burst cannot overshoot them.
 - Reads (``machs``, ``sub``, ``sync``, ``info``, ``hist``, ``ping``, ``hello``) never wait on a machine: they read
   its clock, which a transition replaces whole (never in place) under the machine's lock only for that swap.
 """
