@@ -19,6 +19,7 @@ endpoint costs no wake-ups.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -95,3 +96,11 @@ class Watchdog:
 
 
 DOG = Watchdog()
+
+
+def _after_fork() -> None:
+    # a forked child has none of the parent's threads (nor its endpoints' loops): a fresh watchdog, made on demand
+    DOG.__init__()  # type: ignore[misc]
+
+
+os.register_at_fork(after_in_child=_after_fork)
