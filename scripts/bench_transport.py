@@ -514,7 +514,7 @@ def measure_curve(quick: bool) -> dict[str, Any]:
             _stop(curve)
     return {"plain": (_pct(pl, 0.5), _pct(pl, 0.99)), "curve": (_pct(cl, 0.5), _pct(cl, 0.99)), "n": n}
 
-def measure_isolation(quick: bool, machines: int = 100, pause: float = 0.8) -> dict[str, Any]:
+def measure_isolation(quick: bool, machines: int = 100, pause: float = 0.8, script: Path = HERE) -> dict[str, Any]:
     """One machine of ``machines`` has a handler that sleeps ``pause`` s and is mutated in a loop by one client;
     another client's `add` on another machine, `machines()`, and `sync` + history of the slow machine itself.
     ``first``: the same other client's `add` and `machines()` during the slow machine's first transition (it was
@@ -523,7 +523,7 @@ def measure_isolation(quick: bool, machines: int = 100, pause: float = 0.8) -> d
 
     from transport import connect
 
-    server, addr = _spawn("slow", str(machines), str(pause))
+    server, addr = _spawn_at(script, "slow", str(machines), str(pause))
     stop, first = threading.Event(), threading.Event()
     slow_c = connect(addr, timeout=10)
     slow_c.machine("b0")
@@ -595,9 +595,17 @@ def main() -> None:
         rounds, block, k = (int(x) for x in (sys.argv[3:6] if len(sys.argv) >= 6 else ("40", "250", "5000")))
         r = measure_ab(sys.argv[2], rounds, block, k)
         for name, (p50, p99) in r["p3"].items():
-            print(f"P3 {name}: p50 {p50 * 1e6:.0f} us, p99 {p99 * 1e6:.0f} us")
+            print(f"P3 {name}: p50 {p50 * 1e6:.0f} us, p99 {p99 * 1e6:.0f} us", flush=True)
         for name, (best, median) in r["p4"].items():
-            print(f"P4 {name}: best {best:,.0f}/s, median {median:,.0f}/s")
+            print(f"P4 {name}: best {best:,.0f}/s, median {median:,.0f}/s", flush=True)
+        for i in range(3):  # the slow machine among 100, this tree and the other alternating
+            for name, script in (("before", Path(sys.argv[2]) / "scripts" / HERE.name), ("after", HERE)):
+                iso = measure_isolation(False, script=script)
+                (fa, fl, fn), (a50, a99, amax) = iso["first"], iso["add"]
+                print(f"isolation {name} {i}: first slow transition: other add max {fa * 1e3:.1f} ms, "
+                      f"machines() max {fl * 1e3:.1f} ms ({fn} rounds); then other add p50 {a50 * 1e6:.0f} us, "
+                      f"p99 {a99 * 1e6:.0f} us, max {amax * 1e3:.1f} ms; machines() max {iso['list'][1] * 1e3:.1f}"
+                      f" ms; sync + history of the slow machine max {iso['look'][1] * 1e3:.1f} ms", flush=True)
     else:
         raise SystemExit(f"unknown mode {mode}")
 
