@@ -296,3 +296,29 @@ def test_when_args_on_a_busy_lane_keep_the_session_limit_exactly(iso) -> None:
         assert r is not None and r[0] == "ok", r
     finally:
         peer.close()
+
+
+def test_a_handler_that_computes_on_the_io_thread_is_left_to_it_too(iso) -> None:
+    """The same with a handler busy in Python for 0.6 s (it holds the GIL, released only at the interpreter's
+    switch interval): the watchdog still gets its turn, and the new I/O thread shares the interpreter with it."""
+    d = iso("--machines", "3", "--slow", "0")
+    peer = RawPeer(d.addr)
+    with connect(d.addr) as c:
+        other = c.machine("m2")
+        other.add("Foo")
+        try:
+            t_sent = time.monotonic()
+            peer.send("add", 1, "m1", {"s": ["Multi"], "a": {"c": 0, "n": 1, "spin": 0.6}})
+            worst, ops, reply = 0.0, 0, None
+            while reply is None and time.monotonic() - t_sent < 10:
+                t0 = time.monotonic()
+                other.add("Multi")
+                worst = max(worst, time.monotonic() - t0)
+                ops += 1
+                reply = peer.recv(0.001)
+            assert reply is not None and (reply[0], reply[1]) == ("ok", 1), reply
+            assert time.monotonic() - t_sent > 0.5 and ops >= 5, ops
+            assert worst < 0.3, f"another client waited {worst * 1000:.0f} ms while a handler computed for 600 ms"
+        finally:
+            peer.close()
+    assert d.log("m1") == [[0, 1]]
