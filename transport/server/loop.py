@@ -52,8 +52,8 @@ class ServerLoop:
         self.stopped = False
         self.ident = 0  # the I/O thread's id, once it runs (it changes when a slow inline run is demoted)
         self.name = name
-        # leader/followers (leader.py): the inline runs in progress (the leader's, at most one, plus none), the
-        # lock of a hand-over, and the runs demoted that the next leader adopts
+        # leader/followers (leader.py): the inline run in progress (at most one: the leader's), by ticket; the
+        # lock of a hand-over; and the runs demoted that the next leader adopts before it polls
         self.inline: dict[int, InlineRun] = {}
         self.tickets = itertools.count(1)
         self.lead = threading.Lock()
