@@ -210,7 +210,12 @@ def run_mirrors(addr: str, n: int) -> None:
 
 
 def _spawn(*args: str) -> tuple[subprocess.Popen[str], str]:
-    p = subprocess.Popen([sys.executable, str(HERE), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    return _spawn_at(HERE, *args)
+
+
+def _spawn_at(script: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """A child running ``script`` (this module, or its copy in another checkout: that checkout's code)."""
+    p = subprocess.Popen([sys.executable, str(script), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          text=True)
     assert p.stdout is not None
     line = p.stdout.readline().strip()
@@ -258,6 +263,94 @@ def _raw_dealer(addr: str) -> Any:
     return d
 
 
+def _floor_rtt(fd: Any, seq: list[int]) -> Any:
+    """A round trip to the floor server: the same work as ours, minus everything else (decode, apply the diff
+    to a local machine's clock)."""
+    import msgpack
+
+    from machine import Machine
+    from machine import mirror as mirror_api
+
+    mirror = Machine(_schema(), id="b0")
+    frame_body = {"s": ["M"]}
+
+    def rtt() -> None:
+        seq[0] += 1
+        fd.send(msgpack.packb(["add", seq[0], "b0", frame_body], use_bin_type=True))
+        _, _, _, (_, (idxs, deltas, q, mt, _)) = msgpack.unpackb(fd.recv(), raw=False)
+        new = mirror_api.clock_view(mirror)[:]
+        for i, dt in zip(idxs, deltas, strict=True):
+            new[i] += dt
+        mirror_api.set_clock(mirror, new, q, mt, idxs)
+
+    return rtt
+
+
+def _raw_pipe(d: Any, seq: list[int], k: int) -> float:
+    """Pipelined on the raw echo: a window of 100 outstanding requests; mutations a second."""
+    import msgpack
+
+    frame_body = {"s": ["M"]}
+    t = time.perf_counter()
+    sent = got = 0
+    while got < k:
+        while sent < k and sent - got < 100:
+            seq[0] += 1
+            sent += 1
+            d.send(msgpack.packb(["add", seq[0], "b0", frame_body], use_bin_type=True))
+        msgpack.unpackb(d.recv(), raw=False)
+        got += 1
+    return k / (time.perf_counter() - t)
+
+
+def _ours_pipe(rm: Any, k: int) -> float:
+    """Pipelined on ours: ``add_ns`` x k, then one ``sync``; the final tick checked; mutations a second."""
+    before = rm.tick("M")
+    t = time.perf_counter()
+    for _ in range(k):
+        rm.add_ns("M")
+    rm.sync()
+    dt = time.perf_counter() - t
+    assert rm.tick("M") == before + 2 * k, (rm.tick("M"), before, k)
+    return k / dt
+
+
+def measure_ab(other: str, rounds: int, block: int, k: int) -> dict[str, Any]:
+    """P3 and P4 of this tree's endpoint against another tree's (``other``: a checkout of the code before a
+    change), with the floor and the raw window-100 anchor, in small blocks alternating in one session, so that
+    both see the same load: ``python scripts/bench_transport.py ab OTHER_ROOT [ROUNDS BLOCK K]``."""
+    from transport import connect
+
+    procs = {"before": _spawn_at(Path(other) / "scripts" / HERE.name, "daemon"), "after": _spawn("daemon")}
+    floor, faddr = _spawn("floor")
+    echo, eaddr = _spawn("echo")
+    clients = {name: connect(addr) for name, (_, addr) in procs.items()}
+    try:
+        rms = {name: c.machine("b0") for name, c in clients.items()}
+        seq = [0]
+        fd, d = _raw_dealer(faddr), _raw_dealer(eaddr)
+        rtts: list[tuple[str, Any]] = [(name, lambda rm=rm: rm.add("M")) for name, rm in rms.items()]
+        rtts.append(("floor", _floor_rtt(fd, seq)))
+        lat: dict[str, list[float]] = {name: [] for name, _ in rtts}
+        pipe: dict[str, list[float]] = {"before": [], "after": [], "raw": []}
+        for r in range(rounds):
+            for name, fn in rtts if r % 2 == 0 else rtts[::-1]:
+                lat[name] += _lat(fn, block)
+            pipes = [("before", lambda: _ours_pipe(rms["before"], k)), ("after", lambda: _ours_pipe(rms["after"], k)),
+                     ("raw", lambda: _raw_pipe(d, seq, k))]
+            for name, run in pipes if r % 2 == 0 else pipes[::-1]:
+                pipe[name].append(run())
+        fd.close(0)
+        d.close(0)
+    finally:
+        for c in clients.values():
+            c.close()
+        for p in [floor, echo, *(p for p, _ in procs.values())]:
+            _stop(p)
+    return {"p3": {name: (_pct(xs, 0.5), _pct(xs, 0.99)) for name, xs in lat.items()},
+            "p4": {name: (max(xs), statistics.median(xs)) for name, xs in pipe.items()}}
+
+
 def measure(quick: bool) -> dict[str, Any]:
     import msgpack
 
@@ -266,7 +359,6 @@ def measure(quick: bool) -> dict[str, Any]:
     n = 1000 if quick else 5000
     k = 2000 if quick else 20000
     res: dict[str, Any] = {"n": n, "k": k}
-    from machine import Machine
 
     echo, eaddr = _spawn("echo")
     daemon, daddr = _spawn("daemon")
@@ -282,20 +374,7 @@ def measure(quick: bool) -> dict[str, Any]:
             d.send(msgpack.packb(["add", seq[0], "b0", frame_body], use_bin_type=True))
             msgpack.unpackb(d.recv(), raw=False)
 
-        from machine import mirror as mirror_api
-
-        mirror = Machine(_schema(), id="b0")
-
-        def floor_rtt() -> None:
-            # the same work as ours, minus everything else: decode, apply the diff to a local machine's clock
-            seq[0] += 1
-            fd.send(msgpack.packb(["add", seq[0], "b0", frame_body], use_bin_type=True))
-            _, _, _, (_, (idxs, deltas, q, mt, _)) = msgpack.unpackb(fd.recv(), raw=False)
-            new = mirror_api.clock_view(mirror)[:]
-            for i, dt in zip(idxs, deltas, strict=True):
-                new[i] += dt
-            mirror_api.set_clock(mirror, new, q, mt, idxs)
-
+        floor_rtt = _floor_rtt(fd, seq)
         c = connect(daddr)
         rm = c.machine("b0")
 
@@ -314,28 +393,11 @@ def measure(quick: bool) -> dict[str, Any]:
         res["rtt_ours"] = (_pct(ours_l, 0.5), _pct(ours_l, 0.99))
         res["rtt_floor"] = (_pct(floor_l, 0.5), _pct(floor_l, 0.99))
 
-        # pipelined: a window of 100 outstanding requests on the raw socket; add_ns + one sync for ours
         def raw_pipe() -> float:
-            t = time.perf_counter()
-            sent = got = 0
-            while got < k:
-                while sent < k and sent - got < 100:
-                    seq[0] += 1
-                    sent += 1
-                    d.send(msgpack.packb(["add", seq[0], "b0", frame_body], use_bin_type=True))
-                msgpack.unpackb(d.recv(), raw=False)
-                got += 1
-            return k / (time.perf_counter() - t)
+            return _raw_pipe(d, seq, k)
 
         def ours_pipe() -> float:
-            before = rm.tick("M")
-            t = time.perf_counter()
-            for _ in range(k):
-                rm.add_ns("M")
-            rm.sync()
-            dt = time.perf_counter() - t
-            assert rm.tick("M") == before + 2 * k, (rm.tick("M"), before, k)
-            return k / dt
+            return _ours_pipe(rm, k)
 
         raw_r, ours_r = [], []
         for _ in range(3):
@@ -453,16 +515,19 @@ def measure_curve(quick: bool) -> dict[str, Any]:
             _stop(curve)
     return {"plain": (_pct(pl, 0.5), _pct(pl, 0.99)), "curve": (_pct(cl, 0.5), _pct(cl, 0.99)), "n": n}
 
-def measure_isolation(quick: bool, machines: int = 100, pause: float = 0.8) -> dict[str, Any]:
+def measure_isolation(quick: bool, machines: int = 100, pause: float = 0.8, script: Path = HERE) -> dict[str, Any]:
     """One machine of ``machines`` has a handler that sleeps ``pause`` s and is mutated in a loop by one client;
-    another client's `add` on another machine, `machines()`, and `sync` + history of the slow machine itself."""
+    another client's `add` on another machine, `machines()`, and `sync` + history of the slow machine itself.
+    ``first``: the same other client's `add` and `machines()` during the slow machine's first transition (it was
+    idle and quick till then, so that transition begins inline on the endpoint's I/O thread)."""
     import threading
 
     from transport import connect
 
-    server, addr = _spawn("slow", str(machines), str(pause))
+    server, addr = _spawn_at(script, "slow", str(machines), str(pause))
     stop, first = threading.Event(), threading.Event()
     slow_c = connect(addr, timeout=10)
+    slow_c.machine("b0")
 
     def loop() -> None:
         rm = slow_c.machine("b0")
@@ -471,13 +536,24 @@ def measure_isolation(quick: bool, machines: int = 100, pause: float = 0.8) -> d
             first.set()
 
     t = threading.Thread(target=loop, daemon=True)
-    t.start()
     res: dict[str, Any] = {"machines": machines, "pause": pause}
     try:
-        if not first.wait(15):
-            raise RuntimeError("the slow machine never finished a transition")
         with connect(addr) as c:
             rm = c.machine("b5")
+            _lat(lambda: rm.add("M"), 200)  # warm
+            t.start()
+            adds, lists = [], []
+            pc = time.perf_counter
+            while not first.is_set() and len(adds) < 1_000_000:
+                t0 = pc()
+                rm.add("M")
+                t1 = pc()
+                c.machines()
+                adds.append(t1 - t0)
+                lists.append(pc() - t1)
+            res["first"] = (max(adds), max(lists), len(adds))
+            if not first.wait(15):
+                raise RuntimeError("the slow machine never finished a transition")
             n = 1000 if quick else 5000
             lat = _lat(lambda: rm.add("M"), n)
             res["add"] = (_pct(lat, 0.5), _pct(lat, 0.99), max(lat))
@@ -493,7 +569,8 @@ def measure_isolation(quick: bool, machines: int = 100, pause: float = 0.8) -> d
             res["look"] = (_pct(lk, 0.5), max(lk))
     finally:
         stop.set()
-        t.join(pause * 3 + 5)
+        if t.ident is not None:
+            t.join(pause * 3 + 5)
         slow_c.close()
         _stop(server)
     return res
@@ -515,6 +592,21 @@ def main() -> None:
         serve_fan_raw()
     elif mode == "rawmirrors":
         run_raw_mirrors(sys.argv[2], int(sys.argv[3]))
+    elif mode == "ab":
+        rounds, block, k = (int(x) for x in (sys.argv[3:6] if len(sys.argv) >= 6 else ("40", "250", "5000")))
+        r = measure_ab(sys.argv[2], rounds, block, k)
+        for name, (p50, p99) in r["p3"].items():
+            print(f"P3 {name}: p50 {p50 * 1e6:.0f} us, p99 {p99 * 1e6:.0f} us", flush=True)
+        for name, (best, median) in r["p4"].items():
+            print(f"P4 {name}: best {best:,.0f}/s, median {median:,.0f}/s", flush=True)
+        for i in range(3):  # the slow machine among 100, this tree and the other alternating
+            for name, script in (("before", Path(sys.argv[2]) / "scripts" / HERE.name), ("after", HERE)):
+                iso = measure_isolation(False, script=script)
+                (fa, fl, fn), (a50, a99, amax) = iso["first"], iso["add"]
+                print(f"isolation {name} {i}: first slow transition: other add max {fa * 1e3:.1f} ms, "
+                      f"machines() max {fl * 1e3:.1f} ms ({fn} rounds); then other add p50 {a50 * 1e6:.0f} us, "
+                      f"p99 {a99 * 1e6:.0f} us, max {amax * 1e3:.1f} ms; machines() max {iso['list'][1] * 1e3:.1f}"
+                      f" ms; sync + history of the slow machine max {iso['look'][1] * 1e3:.1f} ms", flush=True)
     else:
         raise SystemExit(f"unknown mode {mode}")
 

@@ -3,10 +3,11 @@
 Usage: python iso_daemon.py [--machines N] [--slow SECONDS]
 Serves ``m0`` .. ``m<N-1>``, each with the states Multi (multi), Foo and Bar, on one endpoint; ``m0``'s
 ``MultiState`` sleeps SECONDS (the slow machine). Every machine's ``MultiState`` records ``(c, n)`` from its args
-and sleeps ``sleep`` seconds when the args say so.
+and sleeps ``sleep`` seconds (or computes for ``spin`` seconds) when the args say so.
 Prints "READY <address>", then reads commands on stdin, one per line:
   log MACH      prints "LOG <json list of [c, n]>" (the args of every Multi activation, in order)
   time MACH     prints "TIME <ticks>"
+  demoted       prints "DEMOTED <n>": slow inline transitions left to their thread so far (leader.py)
   quit          exits
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 
 from machine import Event, Machine, State
 from transport import expose
+from transport.server.leader import DOG
 
 SCHEMA = {"Multi": State(multi=True), "Foo": State(remove=("Bar",)), "Bar": State(remove=("Foo",))}
 
@@ -34,6 +36,11 @@ class Handlers:
         pause = self.slow or e.args.get("sleep", 0)
         if pause:
             time.sleep(pause)  # a slow disk, a DNS lookup: a handler that takes its time
+        spin = e.args.get("spin", 0)
+        if spin:  # a handler busy in Python for that long: it holds the GIL but for the interpreter's switches
+            end = time.perf_counter() + spin
+            while time.perf_counter() < end:
+                pass
 
 
 def main() -> None:
@@ -54,6 +61,8 @@ def main() -> None:
             break
         if parts[0] == "log":
             print("LOG", json.dumps(by_id[parts[1]][1].log), flush=True)
+        elif parts[0] == "demoted":
+            print("DEMOTED", DOG.demoted, flush=True)
         elif parts[0] == "time":
             print("TIME", " ".join(map(str, by_id[parts[1]][0].time())), flush=True)
     ep.stop()

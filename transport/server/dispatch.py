@@ -14,7 +14,12 @@ machine's *lane* (``workers.py``): a FIFO per machine, run by a bounded pool of 
 - A retry of a seq still on a lane is not answered twice: its one reply goes out when it is applied.
 - Back-pressure: past ``MAX_LANE`` requests waiting on a lane, the machine's requests answer ``limit``; an
   ``add_ns`` (no reply to carry it: its error is sent with seq 0) only past ``MAX_LANE_NS``.
-- The one stall left: the first slow transition of a machine not yet known to be slow runs inline.
+- An inline run that outlasts ``SLOW`` does not hold the I/O thread: the watchdog makes another thread the I/O
+  thread, which adopts the run onto the machine's lane (``adopt``: later requests for the machine wait behind it,
+  its lane's jobs wait for it); the thread running it posts its result when it returns (``leader.py``). So the
+  I/O thread is held by user code for about ``SLOW`` (up to twice that), and a quick machine pays no hand-off.
+- ``when_args`` registrations waiting on a lane count against the session's limits from the moment they are
+  accepted (``Session.reserve``), so a burst cannot overshoot them.
 - Reads (``machs``, ``sub``, ``sync``, ``info``, ``hist``, ``ping``, ``hello``) never wait on a machine: they read
   its clock, which a transition replaces whole (never in place) under the machine's lock only for that swap.
 """
@@ -26,7 +31,7 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from machine import Ctx, Machine, SchemaError, StateError, Waiter, declared_args
 from machine.history import SOURCE
@@ -39,6 +44,8 @@ from .. import tracecontext
 from ..errors import RemoteError, TransportError
 from ..remote import served_busy
 from .inspection import Inspection
+from .leader import SLOW, Demoted
+from .loop import InlineRun
 from .sessions import Session
 from .workers import Lane, Workers
 
@@ -50,7 +57,6 @@ log = LazyLogger("transport.server")
 MAX_WHEN_ARGS = 256  # pending server-side waiters per client session
 _BUSY = -1  # what the core's check returns when the machine stayed busy past its wait
 MAX_CHECKS = 64  # dry runs (can) of one session in progress at once
-SLOW = 0.005  # seconds: a request's transition slower than this sends the machine's next requests to its lane
 SLOW_HOLD = 2.0  # seconds a machine counts as slow after its last slow transition
 QUICK_STREAK = 50  # quick transitions in a row on a lane that end a machine's slow time early
 MAX_LANE = 1000  # requests of all clients waiting on one machine's lane; past it they answer limit
@@ -70,6 +76,7 @@ class Dispatcher:
         self.machs = ep._machs
         self.checks: ThreadPoolExecutor | None = None  # made on the first dry run
         self.lanes: dict[str, Lane] = {}  # machines that are busy, slow, or have requests waiting (I/O thread)
+        self.adopted: dict[int, tuple[Session, int, Machine, str, Lane]] = {}  # demoted runs not yet done
         self.workers = Workers(f"am-endpoint-lane {ep.address}")
         self._handlers: dict[str, _Handler] = {
             P.PING: self._ping, P.HELLO: self._hello, P.MACHS: self._machs, P.SUB: self._sub,
@@ -150,14 +157,29 @@ class Dispatcher:
         apply = _applier(sess, kind, m, b)
         lane = self._lane_for(m)
         if lane is None:
+            # inline, noted for the watchdog first: if it is still running after SLOW, another thread takes over
+            # the sockets and this one, when the transition returns, only posts its result (leader.py)
+            runs = self.loop.inline
+            ticket = next(self.loop.tickets)
             t0 = perf_counter()
-            r = apply()
+            runs[ticket] = (t0, sess, seq, m, kind)
+            try:
+                r = apply()
+            except Exception as exc:
+                if runs.pop(ticket, None) is None:
+                    self._demoted(ticket, exc)
+                raise
+            if runs.pop(ticket, None) is None:
+                self._demoted(ticket, r)
             if perf_counter() - t0 > SLOW:
                 # this machine's handlers can be slow: its next requests go to its lane for a while
                 self._lane(m).slow_until = time.monotonic() + SLOW_HOLD
             self._answer(sess, seq, m, r)
             return
+        self._hand_off(sess, seq, lane, apply, self._answerer(sess, seq, m, kind))
 
+    def _answerer(self, sess: Session, seq: int, m: Machine, kind: str) -> Callable[[int | Exception], None]:
+        """What answers a mutation applied on another thread, on the I/O thread."""
         identity = sess.identity
 
         def answer(r: int | Exception) -> None:
@@ -166,13 +188,35 @@ class Dispatcher:
             else:
                 self._answer(sess, seq, m, r)  # the session may be gone: the client still waits for it
 
-        self._hand_off(sess, seq, lane, apply, answer)
+        return answer
 
     def _answer(self, sess: Session, seq: int, m: Machine, r: int) -> None:
         if not seq:
             return  # add_ns: no reply; the change reaches the client as a push
         sess.remember(seq, r)
         self._ok(sess, seq, m.id, [r, self.pushes.diff(sess, m)])
+
+    # ------------------------------------------------------------------ an inline run left to its thread
+
+    def _demoted(self, ticket: int, result: int | Exception) -> NoReturn:
+        """On a thread that is no longer the I/O thread: post the result, leave the loop."""
+        self.loop.post(lambda: self._adopted_done(ticket, result))
+        raise Demoted
+
+    def adopt(self, ticket: int, run: InlineRun) -> None:
+        """A new leader's first step for a run demoted: it waits on its machine's lane like a handed-off
+        request (later requests for the machine queue behind it), and the lane's jobs wait until it is done."""
+        _, sess, seq, m, kind = run
+        lane = self._lane(m)
+        self._enter(sess, seq, lane)
+        self.workers.hold(lane)
+        self.adopted[ticket] = (sess, seq, m, kind, lane)
+
+    def _adopted_done(self, ticket: int, result: int | Exception) -> None:
+        sess, seq, m, kind, lane = self.adopted.pop(ticket)
+        self.workers.release(lane)
+        self._leave(sess, seq, lane, True)
+        self._answerer(sess, seq, m, kind)(result)
 
     # ------------------------------------------------------------------ lanes: where a busy machine's requests wait
 
@@ -204,11 +248,8 @@ class Dispatcher:
         if bounded and lane.outstanding >= cap:
             raise TransportError(f"machine {lane.mach.id} has {lane.outstanding} requests waiting; try again later",
                                  code=P.LIMIT)
-        lane.outstanding += 1
-        if seq:
-            sess.inflight.add(seq)
-        loop, mach_id, identity = self.loop, lane.mach.id, sess.identity
-        lane.waiting[identity] = lane.waiting.get(identity, 0) + 1
+        self._enter(sess, seq, lane)
+        loop = self.loop
 
         def job() -> None:
             result: Any
@@ -221,24 +262,38 @@ class Dispatcher:
             loop.post(lambda: done(result, slow))
 
         def done(result: Any, slow: bool) -> None:
-            lane.outstanding -= 1
-            left = lane.waiting.pop(identity) - 1
-            if left:
-                lane.waiting[identity] = left
-            now = time.monotonic()
-            if slow:
-                lane.slow_until = now + SLOW_HOLD
-                lane.quick = 0
-            else:
-                lane.quick += 1
-                if lane.quick >= QUICK_STREAK:
-                    lane.slow_until = 0.0  # it was a pause (a GC, a busy box), not a slow handler: back inline
-            if not lane.outstanding and lane.slow_until <= now and self.lanes.get(mach_id) is lane:
-                del self.lanes[mach_id]
-            sess.inflight.discard(seq)
+            self._leave(sess, seq, lane, slow)
             answer(result)
 
         self.workers.submit(lane, job)
+
+    def _enter(self, sess: Session, seq: int, lane: Lane) -> None:
+        """Count a request as waiting on ``lane`` (until ``_leave``)."""
+        lane.outstanding += 1
+        if seq:
+            sess.inflight.add(seq)
+        identity = sess.identity
+        lane.waiting[identity] = lane.waiting.get(identity, 0) + 1
+
+    def _leave(self, sess: Session, seq: int, lane: Lane, slow: bool) -> None:
+        """A request that waited on ``lane`` is done (its transition took more than SLOW if ``slow``)."""
+        lane.outstanding -= 1
+        identity = sess.identity
+        left = lane.waiting.pop(identity) - 1
+        if left:
+            lane.waiting[identity] = left
+        now = time.monotonic()
+        if slow:
+            lane.slow_until = now + SLOW_HOLD
+            lane.quick = 0
+        else:
+            lane.quick += 1
+            if lane.quick >= QUICK_STREAK:
+                lane.slow_until = 0.0  # it was a pause (a GC, a busy box), not a slow handler: back inline
+        mach_id = lane.mach.id
+        if not lane.outstanding and lane.slow_until <= now and self.lanes.get(mach_id) is lane:
+            del self.lanes[mach_id]
+        sess.inflight.discard(seq)
 
     # ------------------------------------------------------------------ the other kinds
 
@@ -360,9 +415,9 @@ class Dispatcher:
             raise ValueError("when_args takes {state, args, token}")
         if P.packed_size(token) > P.MAX_TOKEN_BYTES:
             raise TransportError(f"when_args token larger than {P.MAX_TOKEN_BYTES} bytes", code=P.LIMIT)
-        if token in sess.args_waiters:
+        if token in sess.args_waiters or token in sess.args_pending:
             raise ValueError(f"when_args token {P.clip(token)} in use")
-        if len(sess.args_waiters) >= MAX_WHEN_ARGS:
+        if len(sess.args_waiters) + len(sess.args_pending) >= MAX_WHEN_ARGS:  # those still on a lane count too
             raise TransportError(f"too many pending when_args waiters (limit {MAX_WHEN_ARGS})", code=P.LIMIT)
         size = _args(args)[1]
         if sess.args_bytes + size > P.MAX_WHEN_ARGS_BYTES:
@@ -372,14 +427,17 @@ class Dispatcher:
         ctx = Ctx()
         lane = self.lanes.get(m.id)
         if lane is not None and lane.outstanding and lane.mach is m:
-            # registered after the mutations still waiting on the machine's lane, as they were sent before it
+            # registered after the mutations still waiting on the machine's lane, as they were sent before it;
+            # counted against the session's limits from now on, so that a burst can't overshoot them
+            sess.reserve(token, m.id, size)
+
             def registered(w: Waiter | Exception) -> None:
+                pending = sess.unreserve(token)
                 if isinstance(w, Exception):
                     self._fail(sess.identity, seq, m.id, P.WHEN_ARGS, w)
-                elif token in sess.args_waiters or self.loop.sessions.get(sess.identity) is not sess:
-                    ctx.cancel()  # the token was taken meanwhile, or the session is gone
-                    err = ValueError(f"when_args token {P.clip(token)} in use")
-                    self._fail(sess.identity, seq, m.id, P.WHEN_ARGS, err)
+                elif not pending:
+                    ctx.cancel()  # cancelled while it waited (or the session is gone): it was, then it ended
+                    self._ok(sess, seq, m.id, {})
                 else:
                     self._args_registered(sess, seq, m, token, w, ctx, size)
 
@@ -409,9 +467,12 @@ class Dispatcher:
         self.loop.send(sess, P.pack(P.ARGS_OK, 0, mach_id, [token, not w.cancelled]))
 
     def _when_args_cancel(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
-        entry = sess.pop_waiter(b.get("token"))
+        token = b.get("token")
+        entry = sess.pop_waiter(token)
         if entry is not None:
             entry[2].cancel()
+        else:
+            sess.unreserve(token)  # still on the lane: its registration is cancelled when its turn comes
         self._ok(sess, seq, mach_id, {})
 
     def _bye(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:

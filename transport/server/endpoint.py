@@ -91,7 +91,8 @@ class Endpoint:
         self._stopped = False
         self.metrics: Any = None  # the /metrics server of expose(..., metrics=ADDR)
         self.boot = os.urandom(8).hex()  # changes with every start: a client seeing a new one re-subscribes
-        self._loop = ServerLoop(s, curve is not None, readonly_keys, self._close_socket)
+        self._loop = ServerLoop(s, curve is not None, readonly_keys, self._close_socket,
+                                name=f"am-endpoint {self.address}")
         self._pushes = self._loop.pushes = Pushes(self._loop, self._machs)
         self._later = self._pushes.later  # (tests look at it: the machines whose push waits for a record)
         self._loop.dispatcher = Dispatcher(self)
@@ -109,7 +110,8 @@ class Endpoint:
             self._loop.pipe.close()
             self._close_socket()
             raise
-        self._thread = threading.Thread(target=self._loop.run, name=f"am-endpoint {self.address}", daemon=True)
+        # the first I/O thread: another takes over when one of its inline transitions is slow (leader.py)
+        self._thread = threading.Thread(target=self._loop.run, name=self._loop.name, daemon=True)
         self._thread.start()
 
     def _close_socket(self) -> None:
@@ -225,8 +227,8 @@ class Endpoint:
             machs = list(self._machs.values())
         self._loop.stopped = True
         self._loop.wake()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
+        if threading.get_ident() != self._loop.ident:  # (from a handler run inline: it cannot wait for itself)
+            self._loop.exited.wait(timeout)
         self._loop.dispatcher.stop()
         if self.metrics is not None:
             self.metrics.stop()

@@ -1,8 +1,9 @@
 """The endpoint's I/O thread: it owns the ROUTER socket, reads requests in batches, runs posted tasks, flushes
-pushes, and drops silent sessions."""
+pushes, and drops silent sessions. Which thread that is can change: see ``leader.py``."""
 
 from __future__ import annotations
 
+import itertools
 import select
 import threading
 import time
@@ -16,9 +17,12 @@ from machine.log import LazyLogger
 
 from .. import protocol as P
 from ..zmqio import EVENTS, MORE_NB, NB, POLLIN, WakePipe, raw_send
+from .leader import DOG, QUIET, Demoted
 from .sessions import Backlog, Session
 
 if TYPE_CHECKING:
+    from machine import Machine
+
     from .dispatch import Dispatcher
     from .pushes import Pushes
 
@@ -28,12 +32,15 @@ MAX_ERR_MSG = 1000  # characters of an error reply's message
 BATCH = 1000  # requests read before the pushes are flushed, so one busy client can't starve the rest
 
 
+InlineRun = tuple[float, Session, int, "Machine", str]  # (started, session, seq, machine, kind)
+
+
 class ServerLoop:
     """Everything the I/O thread does with the socket. Only ``post``, ``wake`` and ``stop`` are for other
-    threads."""
+    threads (and ``inline``/``demote`` for the watchdog)."""
 
     def __init__(self, sock: zmq.Socket[Any], curve: bool, readonly_keys: set[bytes],
-                 on_exit: Callable[[], None]) -> None:
+                 on_exit: Callable[[], None], name: str = "am-endpoint") -> None:
         self.sock = sock
         self.curve = curve
         self.readonly_keys = readonly_keys
@@ -43,7 +50,18 @@ class ServerLoop:
         self.tasks: deque[Callable[[], None]] = deque()
         self.pipe = WakePipe()
         self.stopped = False
-        self.ident = 0  # the I/O thread's id, once it runs
+        self.ident = 0  # the I/O thread's id, once it runs (it changes when a slow inline run is demoted)
+        self.name = name
+        # leader/followers (leader.py): the inline run in progress (at most one: the leader's), by ticket; the
+        # lock of a hand-over; and the runs demoted that the next leader adopts before it polls
+        self.inline: dict[int, InlineRun] = {}
+        self.tickets = itertools.count(1)
+        self.lead = threading.Lock()
+        self.handover: list[tuple[int, InlineRun]] = []
+        self.watched = False  # the watchdog looks at this loop (written under its lock, by the leader)
+        self.exited = threading.Event()  # the last leader has closed the socket
+        self.epoll: select.epoll | None = None
+        self.next_sweep = 0.0
         self.sent = 0  # messages sent (so the thread knows when to look at the socket again)
         self.errors = 0  # malformed or refused requests answered with an error
         self.handled = 0  # requests handled
@@ -65,11 +83,31 @@ class ServerLoop:
     def post(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the I/O thread, after the current batch."""
         self.tasks.append(fn)
-        self.pipe.wake()
+        if not self.exited.is_set():  # (after the exit the pipe is closed: its fd may be someone else's)
+            self.pipe.wake()
+
+    def demote(self, ticket: int) -> bool:
+        """The watchdog's: leave the inline run ``ticket`` to the thread running it and start a new leader.
+        False when the run has ended meanwhile (or the loop stops)."""
+        with self.lead:
+            if self.stopped:
+                return False
+            run = self.inline.pop(ticket, None)
+            if run is None:
+                return False  # the leader popped it first: it is done and still the leader
+            self.handover.append((ticket, run))
+            try:
+                threading.Thread(target=self.run, name=self.name, daemon=True).start()
+            except BaseException:
+                self.handover.pop()
+                self.inline[ticket] = run  # the run's thread stays the leader
+                raise
+            return True
 
     # ------------------------------------------------------------------ the I/O thread
 
     def run(self) -> None:
+        """The I/O thread's loop; a new leader runs it too, after adopting the runs demoted (``leader.py``)."""
         self.ident = threading.get_ident()
         sock = self.sock
         getsockopt: Callable[[int], int] = sock.getsockopt  # type: ignore[assignment]  # EVENTS is an int
@@ -78,21 +116,30 @@ class ServerLoop:
         pushes = self.pushes
         tasks = self.tasks
         wake_r = self.pipe.fd
-        next_sweep = time.monotonic() + 1.0
-        ep: select.epoll | None = None
+        demoted = False
+        quiet = 0  # waits in a row that timed out with nothing to do
         try:
-            # an epoll over the socket's fd (level-triggered: readable while libzmq has commands to process) and
-            # the wake pipe: one syscall per wait, where zmq.Poller makes three or four. Inside the try: if it
-            # cannot be made (no fds left), the socket is still closed below
-            ep = select.epoll()
-            ep.register(cast(int, sock.getsockopt(zmq.FD)), select.EPOLLIN)
-            ep.register(wake_r, select.EPOLLIN)
+            with self.lead:
+                taken, self.handover = self.handover, []
+            for ticket, run in taken:  # before any request: later ones for that machine queue behind it
+                self.dispatcher.adopt(ticket, run)
+            ep = self.epoll
+            if ep is None:
+                # an epoll over the socket's fd (level-triggered: readable while libzmq has commands to process)
+                # and the wake pipe: one syscall per wait, where zmq.Poller makes three or four. Inside the try:
+                # if it cannot be made (no fds left), the socket is still closed below
+                ep = self.epoll = select.epoll()
+                ep.register(cast(int, sock.getsockopt(zmq.FD)), select.EPOLLIN)
+                ep.register(wake_r, select.EPOLLIN)
+                self.next_sweep = time.monotonic() + 1.0
             while not self.stopped:
                 n = 0
                 # a batch, then pushes. Asking EVENTS also processes libzmq's pending commands, which is what
                 # empties the fd before the wait below
                 while n < BATCH and getsockopt(EVENTS) & POLLIN:  # cheaper than catching Again
                     n += 1
+                    if not self.watched:  # before the request: an inline run may need the watchdog
+                        DOG.watch(self)
                     if curve:  # the client's key (User-Id) decides its session and its rights
                         frames = sock.recv_multipart(NB, copy=False)
                         user = frames[-1].get("User-Id")
@@ -116,24 +163,43 @@ class ServerLoop:
                 if pushes.dirty:
                     pushes.flush()
                 now = time.monotonic()
-                if now >= next_sweep:
-                    next_sweep = now + 1.0
+                if now >= self.next_sweep:
+                    self.next_sweep = now + 1.0
                     self.sweep(now)
                 if n == BATCH or self.sent != sent or tasks or pushes.dirty:
                     # look at the socket again first: a send processes libzmq's commands too, and may have taken
                     # the fd's signal for a request that arrived meanwhile
+                    quiet = 0
                     continue
-                for fd, _ in ep.poll(0.001 if pushes.later else 0.5):
+                timeout = 0.001 if pushes.later else 0.5
+                events = ep.poll(timeout)
+                for fd, _ in events:
                     if fd == wake_r:
                         self.pipe.drain()
+                if events or n:
+                    quiet = 0
+                elif self.watched:
+                    quiet += 1
+                    if quiet * timeout >= QUIET:
+                        DOG.unwatch(self)  # idle: no wake-ups for it until its next request
+        except Demoted:
+            demoted = True  # this thread ran a slow transition; the sockets and all else are the new leader's
         except Exception:
             log.exception("endpoint crashed")
         finally:
+            if not demoted:
+                self._exit()
+
+    def _exit(self) -> None:
+        try:
+            DOG.unwatch(self)
             for sess in list(self.sessions.values()):
                 self.drop_session(sess)
-            if ep is not None:
-                ep.close()
+            if self.epoll is not None:
+                self.epoll.close()
             self.on_exit()
+        finally:
+            self.exited.set()
 
     def send(self, sess: Session, frame: bytes) -> bool:
         """Queue one message for a session, never blocking; False when it was dropped."""

@@ -112,7 +112,8 @@ class Session:
     """A connected client, keyed by its socket identity."""
 
     __slots__ = ("identity", "client_id", "last_seen", "subs", "replies", "args_waiters", "args_bytes", "readonly",
-                 "user", "seqs", "backlog", "greeted", "checks", "token", "follows", "source", "inflight")
+                 "user", "seqs", "backlog", "greeted", "checks", "token", "follows", "source", "inflight",
+                 "args_pending")
 
     def __init__(self, identity: bytes, readonly: bool, user: str | None = None) -> None:
         self.user = user  # the client's CURVE public key (z85), None without CURVE
@@ -128,7 +129,10 @@ class Session:
         self.checks = 0  # dry runs in progress on the endpoint's workers
         self.greeted = False  # it said hello: a session made by any other request is one the client lost
         self.args_waiters: dict[Any, tuple[str, Waiter, Ctx, int]] = {}  # token -> (machine, waiter, ctx, bytes)
-        self.args_bytes = 0  # the packed args of those waiters, in all
+        # when_args requests still on a machine's lane, not registered yet: token -> (machine, bytes). They count
+        # against the session's limits (of waiters and of bytes) from the moment they are accepted
+        self.args_pending: dict[Any, tuple[str, int]] = {}
+        self.args_bytes = 0  # the packed args of those waiters and of the pending ones, in all
         self.readonly = readonly
         self.token = os.urandom(4).hex()  # in hello and ping replies: a client seeing another knows it was forgotten
         self.follows: dict[str, Callable[[], None]] = {}  # machine id -> stop following its history
@@ -150,6 +154,19 @@ class Session:
             self.args_bytes -= entry[3]
         return entry
 
+    def reserve(self, token: Any, mach_id: str, size: int) -> None:
+        """A when_args accepted and handed to a machine's lane: counted now, registered later."""
+        self.args_pending[token] = (mach_id, size)
+        self.args_bytes += size
+
+    def unreserve(self, token: Any) -> bool:
+        """Forget a pending when_args; False when it is not pending (cancelled meanwhile, or never was)."""
+        entry = self.args_pending.pop(token, None)
+        if entry is None:
+            return False
+        self.args_bytes -= entry[1]
+        return True
+
     def cancel_waiters(self, mach_id: str | None = None) -> None:
         """Cancel this session's ``when_args`` waiters and history follows (of one machine, or all)."""
         for mid in list(self.follows) if mach_id is None else [mach_id]:
@@ -160,3 +177,6 @@ class Session:
             if mach_id is None or mid == mach_id:
                 self.pop_waiter(token)
                 ctx.cancel()
+        for token, (mid, _) in list(self.args_pending.items()):
+            if mach_id is None or mid == mach_id:
+                self.unreserve(token)  # its registration, when its turn comes, is cancelled at once

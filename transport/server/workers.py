@@ -25,12 +25,13 @@ class Lane:
     """One machine's hand-off state. ``jobs`` is shared with the pool (under its lock); ``outstanding`` and
     ``slow_until`` belong to the I/O thread."""
 
-    __slots__ = ("mach", "jobs", "scheduled", "outstanding", "slow_until", "quick", "waiting")
+    __slots__ = ("mach", "jobs", "scheduled", "held", "outstanding", "slow_until", "quick", "waiting")
 
     def __init__(self, mach: Machine) -> None:
         self.mach = mach
         self.jobs: deque[Callable[[], None]] = deque()
         self.scheduled = False  # in the ready queue or running on a pool thread
+        self.held = False  # its turn is taken by a transition demoted from the I/O thread (under the pool's lock)
         self.outstanding = 0  # handed off and not yet answered (the I/O thread's count)
         self.slow_until = 0.0  # monotonic time until which the machine counts as slow
         self.quick = 0  # quick transitions in a row on this lane since the last slow one
@@ -54,16 +55,39 @@ class Workers:
             if self.stopped:
                 return
             lane.jobs.append(job)
-            if lane.scheduled:
+            if lane.scheduled or lane.held:
                 return
-            lane.scheduled = True
-            self.ready.append(lane)
-            if self.idle:
-                self.cond.notify()
-                return
-            if self.threads >= MAX_THREADS:
-                return  # a running thread takes it when it is done with its lane's job
-            self.threads += 1
+            start = self._schedule(lane)
+        if start:
+            self._start()
+
+    def hold(self, lane: Lane) -> None:
+        """Run none of the lane's jobs until ``release``: a transition of its machine, begun on the I/O thread,
+        still runs on the thread that was the I/O thread (``leader.py``)."""
+        with self.cond:
+            lane.held = True
+
+    def release(self, lane: Lane) -> None:
+        """That transition is done: the lane's jobs run again, in order."""
+        with self.cond:
+            lane.held = False
+            start = bool(lane.jobs) and not lane.scheduled and not self.stopped and self._schedule(lane)
+        if start:
+            self._start()
+
+    def _schedule(self, lane: Lane) -> bool:
+        """Put the lane in the ready queue (under the lock); True when a thread must be started for it."""
+        lane.scheduled = True
+        self.ready.append(lane)
+        if self.idle:
+            self.cond.notify()
+            return False
+        if self.threads >= MAX_THREADS:
+            return False  # a running thread takes it when it is done with its lane's job
+        self.threads += 1
+        return True
+
+    def _start(self) -> None:
         t = threading.Thread(target=self._run, name=f"{self.name} {self.threads}", daemon=True)
         t.start()
 
@@ -82,13 +106,16 @@ class Workers:
                         self.threads -= 1
                         return
                 lane = ready.popleft()
+                if lane.held:  # (queued before it was held) release() queues it again
+                    lane.scheduled = False
+                    continue
                 job = lane.jobs.popleft()
             try:
                 job()
             except Exception:
                 log.exception("endpoint worker job failed")
             with cond:
-                if lane.jobs and not self.stopped:
+                if lane.jobs and not self.stopped and not lane.held:
                     ready.append(lane)  # at the back: a machine with a long queue does not starve the others
                 else:
                     lane.scheduled = False

@@ -1,0 +1,106 @@
+"""Leader/followers for the endpoint's I/O thread: a transition run inline that turns out slow is left to the
+thread running it, and another thread takes over the sockets.
+
+The I/O thread (the *leader*) runs an idle, quick machine's request inline, with no hand-off. Before it does, it
+notes the run in ``ServerLoop.inline`` (a ticket -> (start, session, seq, machine, kind); two dict operations per
+request, no lock, no wake-up). One ``Watchdog`` thread per process looks at the watched loops every ``TICK``; an
+inline run older than ``SLOW`` is *demoted*: under the loop's ``lead`` lock the watchdog takes the run out of
+``inline`` (a dict pop: whichever of the watchdog and the leader pops the ticket first owns the outcome) and
+starts a new thread that becomes the leader. The lock hand-over (and the thread start) is the full memory barrier
+ZeroMQ asks for when a socket moves between threads; exactly one thread polls at a time, because the demoted
+thread, when its transition returns, finds its ticket gone and never touches the socket again: it posts its
+result like a lane's pool thread and leaves the loop (``Demoted``). The new leader first *adopts* the run: it
+counts as outstanding on its machine's lane (later requests for that machine wait behind it; its reply is sent in
+order) and the machine is marked slow.
+
+A loop is watched from its first request; it stops being watched after ``QUIET`` seconds without one, so an idle
+endpoint costs no wake-ups.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from machine.log import LazyLogger
+
+if TYPE_CHECKING:
+    from .loop import ServerLoop
+
+log = LazyLogger("transport.server")
+
+SLOW = 0.005  # seconds: an inline transition older than this is left to its thread; the machine counts as slow
+TICK = 0.005  # seconds between two looks of the watchdog while no inline run is in progress
+QUIET = 1.0  # seconds without a request after which a loop is no longer watched
+IDLE = 5.0  # seconds the watchdog thread waits with no loop to watch before it exits
+
+
+class Demoted(BaseException):
+    """Raised on a thread that was the I/O thread once its slow inline transition returns: it leaves the loop
+    (past every ``except Exception``) without touching the socket, which another thread owns now."""
+
+
+class Watchdog:
+    """One thread for the whole process: demotes the leader of a loop whose inline run takes longer than
+    ``SLOW``."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition(threading.Lock())
+        self.loops: set[ServerLoop] = set()
+        self.thread: threading.Thread | None = None
+        self.demoted = 0  # runs demoted so far (tests and benchmarks read it)
+
+    def watch(self, loop: ServerLoop) -> None:
+        """Look at ``loop`` from now on (called by its leader before it handles a request)."""
+        with self.cond:
+            loop.watched = True
+            self.loops.add(loop)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="am-endpoint-watchdog", daemon=True)
+                self.thread.start()
+            else:
+                self.cond.notify()
+
+    def unwatch(self, loop: ServerLoop) -> None:
+        """Stop looking at ``loop`` (its leader is idle or gone; it calls ``watch`` again before a request)."""
+        with self.cond:
+            loop.watched = False
+            self.loops.discard(loop)
+
+    def _run(self) -> None:
+        cond = self.cond
+        while True:
+            with cond:
+                while not self.loops:
+                    if not cond.wait(IDLE) and not self.loops:
+                        self.thread = None
+                        return
+                loops = list(self.loops)
+            wait = TICK
+            now = time.perf_counter()
+            for loop in loops:
+                # a copy made in one C call, atomic against the leader's own writes
+                for ticket, run in list(loop.inline.items()):
+                    age = now - run[0]
+                    if age < SLOW:
+                        wait = min(wait, SLOW - age)
+                    else:
+                        try:
+                            if loop.demote(ticket):
+                                self.demoted += 1
+                        except Exception:  # no thread could be started: the run goes on inline, as before
+                            log.exception("could not hand the endpoint's sockets to a new thread")
+            time.sleep(max(wait, 0.0005))
+
+
+DOG = Watchdog()
+
+
+def _after_fork() -> None:
+    # a forked child has none of the parent's threads (nor its endpoints' loops): a fresh watchdog, made on demand
+    DOG.__init__()  # type: ignore[misc]
+
+
+os.register_at_fork(after_in_child=_after_fork)
