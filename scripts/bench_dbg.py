@@ -34,12 +34,26 @@ if str(ROOT) not in sys.path:
 def daemon(n: int, rate: float, addr_dir: str) -> None:
     """The load: ``n`` machines, ``rate`` transitions/s in total, in batches every 10 ms; prints the address, then
     at stdin EOF the transitions made and the seconds it took."""
+    import gc
+
     from bench_arpc import fleet
 
     machs, ep = fleet(n, addr_dir)
     stop = threading.Event()
     made = [0]
     t0 = [0.0]
+    late = [0.0]  # the drive loop's longest oversleep: the daemon's own stalls (GIL, scheduling, GC)
+    gc_max = [0.0, 0.0]  # (start, the longest collection)
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_max[0] = time.perf_counter()
+        else:
+            gc_max[1] = max(gc_max[1], time.perf_counter() - gc_max[0])
+    cpu0 = time.process_time()
+
+    gc.callbacks.append(on_gc)
+    cpu0 = time.process_time()
 
     def drive() -> None:
         go = sys.stdin.readline()  # "go": the screen follows every machine by now
@@ -54,14 +68,17 @@ def daemon(n: int, rate: float, addr_dir: str) -> None:
                 m.add("Foo" if (i // n) % 2 == 0 else "Bar")
                 i += 1
                 made[0] += 1
+            t = time.perf_counter()
             time.sleep(0.01)
+            late[0] = max(late[0], time.perf_counter() - t - 0.01)
 
     th = threading.Thread(target=drive, daemon=True)
     th.start()
     sys.stdin.readline()  # the second line (or EOF) stops the load
     stop.set()
     took = time.perf_counter() - t0[0]
-    print(f"{made[0]} {took:.3f}", flush=True)
+    cpu = (time.process_time() - cpu0) / (time.perf_counter() - t0[0])
+    print(f"{made[0]} {took:.3f} {late[0]:.3f} {gc_max[1]:.3f} {cpu:.3f}", flush=True)
     ep.stop()
 
 
@@ -83,6 +100,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=2000.0, help="transitions per second, all machines together")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--gc-stats", action="store_true", help="print the most numerous objects the GC tracks")
+    ap.add_argument("--trace", action="store_true",
+                    help="where the worst lags come from: per redraw, the pump, the render, GC pauses, loop delay")
     ap.add_argument("--daemon", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--dir", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -98,6 +117,7 @@ def main() -> None:
     from arpc.dbg.model import Model
     from arpc.dbg.sources import Feed, LiveSource
     from arpc.session import Session
+    from transport import protocol as P
 
     tmp = tempfile.mkdtemp(prefix="bench-dbg-")
     proc = subprocess.Popen([sys.executable, __file__, "--daemon", "--machines", str(a.machines), "--rate",
@@ -107,7 +127,7 @@ def main() -> None:
     address = proc.stdout.readline().strip()
     print(f"daemon: {a.machines} machines on {address}", file=sys.stderr)
 
-    session = Session(connect_timeout=10.0, eager=True)
+    session = Session(connect_timeout=10.0)
     session.load([address])
     feed = Feed()
     model = Model()
@@ -123,8 +143,25 @@ def main() -> None:
         waiting: list[float] = []  # source times of the transitions drained and not drawn yet
         pump = dbg.pump
 
+        gc_pauses: list[tuple[float, float, int]] = []  # (end, seconds, generation)
+        gc_t0 = [0.0]
+
+        def on_gc(phase: str, info: dict[str, Any]) -> None:
+            if phase == "start":
+                gc_t0[0] = time.perf_counter()
+            elif measuring[0]:
+                gc_pauses.append((time.time(), time.perf_counter() - gc_t0[0], int(info["generation"])))
+
+        if a.trace:
+            import gc
+            gc.callbacks.append(on_gc)
+        frames: list[dict[str, Any]] = []  # per redraw (--trace): what its worst transition waited for
+        cur: dict[str, Any] = {}
+
         def pump_and_note() -> bool:
             # the source times of the followed transitions about to be drawn
+            p0 = time.time()
+            c0 = time.thread_time()
             events = feed.drain()
             for ev in events:
                 if ev.get("k") == "history":
@@ -135,19 +172,37 @@ def main() -> None:
                         waiting.append(src_t)
             for ev in events:
                 model.feed(ev)
-            return pump() or bool(events)
+            r = pump() or bool(events)
+            if a.trace and events:
+                hist = [ev for ev in events if ev.get("k") == "history"]
+                if hist and not cur:
+                    oldest = min(hist, key=lambda ev: float(ev["rec"].get("time") or 0.0))
+                    cur.update(src=float(oldest["rec"].get("time") or 0.0), recv=oldest["t"], drain=p0,
+                               pumped=time.time(), n=len(events), cpu=time.thread_time() - c0)
+                elif cur:
+                    cur["n"] = cur.get("n", 0) + len(events)
+            return r
 
         dbg.pump = pump_and_note  # type: ignore[method-assign]
         after = dbg._after_render
 
+        def before_render(app: Any) -> None:
+            if cur:
+                cur["render0"] = time.time()
+                cur["rcpu"] = time.thread_time()
+
         def after_render(app: Any) -> None:
             after(app)
             now = time.time()
+            if a.trace and cur and measuring[0]:
+                frames.append({**cur, "render1": now, "rcpu": time.thread_time() - cur.get("rcpu", 0.0)})
+            cur.clear()
             lags.extend(now - t for t in waiting)
             waiting.clear()
             redraws[0] += 1
 
         dbg.app.after_render._handlers = [after_render]  # type: ignore[attr-defined]
+        dbg.app.before_render += before_render
         measuring = [False]
         redraws = [0]
 
@@ -171,12 +226,14 @@ def main() -> None:
             cpu = (time.process_time() - cpu0) / took
             proc.stdin.write("stop\n")
             proc.stdin.flush()
-            made, dt = proc.stdout.readline().split()
+            made, dt, d_late, d_gc, d_cpu = proc.stdout.readline().split()
             cur, peak = rss_mib()
             lag_ms = sorted(x * 1000 for x in lags)
-            print(f"source: {int(made) / float(dt):.0f} transitions/s (target {a.rate:.0f})")
-            print(f"screen: {got / took:.0f} transitions/s of the {min(a.machines, 64)} machines whose history is "
-                  f"followed received, {(redraws[0] - d0) / took:.1f} redraws/s")
+            print(f"source: {int(made) / float(dt):.0f} transitions/s (target {a.rate:.0f}); the daemon's longest "
+                  f"stall {float(d_late) * 1000:.0f} ms, longest GC pass {float(d_gc) * 1000:.0f} ms, "
+                  f"{float(d_cpu) * 100:.0f}% of one core")
+            print(f"screen: {got / took:.0f} transitions/s of the {min(a.machines, P.MAX_FOLLOWS)} machines whose "
+                  f"history is followed received, {(redraws[0] - d0) / took:.1f} redraws/s")
             if lag_ms:
                 p99 = lag_ms[min(len(lag_ms) - 1, int(len(lag_ms) * 0.99))]
                 print(f"source -> on screen, per transition: median {statistics.median(lag_ms):.1f} ms, "
@@ -189,6 +246,25 @@ def main() -> None:
             print(f"this process (screen, model, client I/O): {cpu * 100:.0f}% of one core; load average "
                   f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
             print(f"RSS {cur:.0f} MiB, peak {peak:.0f} MiB (target < 300 MiB); dropped events {model.dropped}")
+            if a.trace and frames:
+                def ms(x: float) -> str:
+                    return f"{x * 1000:.0f}"
+
+                frames.sort(key=lambda f: f["render1"] - f["src"], reverse=True)
+                print("worst redraws (ms): lag = wire (source -> feed) + queued (feed -> drain) + pump + wait "
+                      "(-> render) + render; events drained; GC pauses in that span")
+                for f in frames[:8]:
+                    gcs = [(round(d * 1000), g) for (end, d, g) in gc_pauses
+                           if f["src"] <= end <= f["render1"] and (d > 0.002 or g == 2)]
+                    print(f"  {ms(f['render1'] - f['src'])} = {ms(f['recv'] - f['src'])} + "
+                          f"{ms(f['drain'] - f['recv'])} + {ms(f['pumped'] - f['drain'])} + "
+                          f"{ms(f.get('render0', f['pumped']) - f['pumped'])} + "
+                          f"{ms(f['render1'] - f.get('render0', f['pumped']))}; {f['n']} events; "
+                          f"CPU pump {ms(f['cpu'])} render {ms(f['rcpu'])}; GC {gcs}")
+                if gc_pauses:
+                    by_gen = {g: max(d for _, d, gg in gc_pauses if gg == g) for _, _, g in gc_pauses}
+                    print(f"GC: {len(gc_pauses)} collections, the longest per generation (ms): "
+                          f"{ {g: round(d * 1000, 1) for g, d in sorted(by_gen.items())} }")
             if a.gc_stats:
                 import collections
                 import gc
