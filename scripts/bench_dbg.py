@@ -82,6 +82,28 @@ def daemon(n: int, rate: float, addr_dir: str) -> None:
     ep.stop()
 
 
+def run_delays(pid: int | str = "self") -> dict[str, int]:
+    """Per thread of a process, the nanoseconds it waited runnable for a CPU so far (Linux schedstat)."""
+    out: dict[str, int] = {}
+    base = f"/proc/{pid}/task"
+    try:
+        tids = os.listdir(base)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"{base}/{tid}/schedstat") as f:
+                out[tid] = int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def waited(a: dict[str, int], b: dict[str, int]) -> float:
+    """The longest run-queue wait of any one thread between two ``run_delays`` samples, seconds."""
+    return max((b[t] - a.get(t, 0) for t in b), default=0) / 1e9
+
+
 def rss_mib() -> tuple[float, float]:
     """(current, peak) resident set size of this process, MiB (Linux /proc)."""
     cur = peak = 0.0
@@ -99,6 +121,7 @@ def main() -> None:
     ap.add_argument("--machines", type=int, default=1000)
     ap.add_argument("--rate", type=float, default=2000.0, help="transitions per second, all machines together")
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--fps", type=float, help="redraws per second at most (default: arpc dbg's)")
     ap.add_argument("--gc-stats", action="store_true", help="print the most numerous objects the GC tracks")
     ap.add_argument("--trace", action="store_true",
                     help="where the worst lags come from: per redraw, the pump, the render, GC pauses, loop delay")
@@ -139,7 +162,8 @@ def main() -> None:
     records = [0]
 
     with create_pipe_input() as inp:
-        dbg = DbgApp(model, feed, source=source, output=output, input=inp)
+        dbg = DbgApp(model, feed, source=source, output=output, input=inp,
+                     **({"fps": a.fps} if a.fps else {}))
         waiting: list[float] = []  # source times of the transitions drained and not drawn yet
         pump = dbg.pump
 
@@ -156,10 +180,16 @@ def main() -> None:
             import gc
             gc.callbacks.append(on_gc)
         frames: list[dict[str, Any]] = []  # per redraw (--trace): what its worst transition waited for
+        samples: list[tuple[float, dict[str, int], dict[str, int]]] = []  # (time, this process's, the daemon's)
+
+        def sample() -> None:
+            if a.trace and measuring[0]:
+                samples.append((time.time(), run_delays(), run_delays(proc.pid)))
         cur: dict[str, Any] = {}
 
         def pump_and_note() -> bool:
             # the source times of the followed transitions about to be drawn
+            sample()
             p0 = time.time()
             c0 = time.thread_time()
             events = feed.drain()
@@ -196,6 +226,7 @@ def main() -> None:
             now = time.time()
             if a.trace and cur and measuring[0]:
                 frames.append({**cur, "render1": now, "rcpu": time.thread_time() - cur.get("rcpu", 0.0)})
+                sample()
             cur.clear()
             lags.extend(now - t for t in waiting)
             waiting.clear()
@@ -250,6 +281,23 @@ def main() -> None:
                 def ms(x: float) -> str:
                     return f"{x * 1000:.0f}"
 
+                import bisect
+
+                times = [x[0] for x in samples]
+
+                def queue_waits(f: dict[str, Any]) -> tuple[float, float]:
+                    # run-queue waits between the last sample before the transition and the one after the redraw
+                    i = max(0, bisect.bisect_right(times, f["src"]) - 1)
+                    j = min(len(samples) - 1, bisect.bisect_left(times, f["render1"]))
+                    return waited(samples[i][1], samples[j][1]), waited(samples[i][2], samples[j][2])
+
+                own = []
+                for f in frames:
+                    w_dbg, w_dmn = queue_waits(f)
+                    f["wq"] = (w_dbg, w_dmn)
+                    own.append(f["render1"] - f["src"] - max(w_dbg, w_dmn))
+                print(f"lag less the longest run-queue wait (of a thread of either process) in its span: max "
+                      f"{max(own) * 1000:.0f} ms")
                 frames.sort(key=lambda f: f["render1"] - f["src"], reverse=True)
                 print("worst redraws (ms): lag = wire (source -> feed) + queued (feed -> drain) + pump + wait "
                       "(-> render) + render; events drained; GC pauses in that span")
@@ -260,7 +308,8 @@ def main() -> None:
                           f"{ms(f['drain'] - f['recv'])} + {ms(f['pumped'] - f['drain'])} + "
                           f"{ms(f.get('render0', f['pumped']) - f['pumped'])} + "
                           f"{ms(f['render1'] - f.get('render0', f['pumped']))}; {f['n']} events; "
-                          f"CPU pump {ms(f['cpu'])} render {ms(f['rcpu'])}; GC {gcs}")
+                          f"CPU pump {ms(f['cpu'])} render {ms(f['rcpu'])}; waited for a CPU: dbg "
+                          f"{ms(f['wq'][0])} daemon {ms(f['wq'][1])}; GC {gcs}")
                 if gc_pauses:
                     by_gen = {g: max(d for _, d, gg in gc_pauses if gg == g) for _, _, g in gc_pauses}
                     print(f"GC: {len(gc_pauses)} collections, the longest per generation (ms): "
