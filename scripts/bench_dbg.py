@@ -43,13 +43,14 @@ def daemon(n: int, rate: float, addr_dir: str) -> None:
     made = [0]
     t0 = [0.0]
     late = [0.0]  # the drive loop's longest oversleep: the daemon's own stalls (GIL, scheduling, GC)
-    gc_max = [0.0, 0.0]  # (start, the longest collection)
+    gc_max = [0.0, 0.0, 0.0, 0.0]  # (start, CPU at start, the longest collection, the most CPU one took)
 
     def on_gc(phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
-            gc_max[0] = time.perf_counter()
+            gc_max[:2] = time.perf_counter(), time.thread_time()
         else:
-            gc_max[1] = max(gc_max[1], time.perf_counter() - gc_max[0])
+            gc_max[2] = max(gc_max[2], time.perf_counter() - gc_max[0])
+            gc_max[3] = max(gc_max[3], time.thread_time() - gc_max[1])
     cpu0 = time.process_time()
 
     gc.callbacks.append(on_gc)
@@ -78,7 +79,7 @@ def daemon(n: int, rate: float, addr_dir: str) -> None:
     stop.set()
     took = time.perf_counter() - t0[0]
     cpu = (time.process_time() - cpu0) / (time.perf_counter() - t0[0])
-    print(f"{made[0]} {took:.3f} {late[0]:.3f} {gc_max[1]:.3f} {cpu:.3f}", flush=True)
+    print(f"{made[0]} {took:.3f} {late[0]:.3f} {gc_max[2]:.3f} {cpu:.3f} {gc_max[3]:.3f}", flush=True)
     ep.stop()
 
 
@@ -167,14 +168,15 @@ def main() -> None:
         waiting: list[float] = []  # source times of the transitions drained and not drawn yet
         pump = dbg.pump
 
-        gc_pauses: list[tuple[float, float, int]] = []  # (end, seconds, generation)
-        gc_t0 = [0.0]
+        gc_pauses: list[tuple[float, float, int, float]] = []  # (end, seconds, generation, CPU seconds)
+        gc_t0 = [0.0, 0.0]
 
         def on_gc(phase: str, info: dict[str, Any]) -> None:
             if phase == "start":
-                gc_t0[0] = time.perf_counter()
+                gc_t0[:] = time.perf_counter(), time.thread_time()
             elif measuring[0]:
-                gc_pauses.append((time.time(), time.perf_counter() - gc_t0[0], int(info["generation"])))
+                gc_pauses.append((time.time(), time.perf_counter() - gc_t0[0], int(info["generation"]),
+                                  time.thread_time() - gc_t0[1]))
 
         if a.trace:
             import gc
@@ -257,11 +259,12 @@ def main() -> None:
             cpu = (time.process_time() - cpu0) / took
             proc.stdin.write("stop\n")
             proc.stdin.flush()
-            made, dt, d_late, d_gc, d_cpu = proc.stdout.readline().split()
+            made, dt, d_late, d_gc, d_cpu, d_gc_cpu = proc.stdout.readline().split()
             cur, peak = rss_mib()
             lag_ms = sorted(x * 1000 for x in lags)
             print(f"source: {int(made) / float(dt):.0f} transitions/s (target {a.rate:.0f}); the daemon's longest "
-                  f"stall {float(d_late) * 1000:.0f} ms, longest GC pass {float(d_gc) * 1000:.0f} ms, "
+                  f"stall {float(d_late) * 1000:.0f} ms, longest GC pass {float(d_gc) * 1000:.0f} ms "
+                  f"({float(d_gc_cpu) * 1000:.0f} ms CPU at most), "
                   f"{float(d_cpu) * 100:.0f}% of one core")
             print(f"screen: {got / took:.0f} transitions/s of the {min(a.machines, P.MAX_FOLLOWS)} machines whose "
                   f"history is followed received, {(redraws[0] - d0) / took:.1f} redraws/s")
@@ -302,7 +305,7 @@ def main() -> None:
                 print("worst redraws (ms): lag = wire (source -> feed) + queued (feed -> drain) + pump + wait "
                       "(-> render) + render; events drained; GC pauses in that span")
                 for f in frames[:8]:
-                    gcs = [(round(d * 1000), g) for (end, d, g) in gc_pauses
+                    gcs = [(round(d * 1000), g) for (end, d, g, _) in gc_pauses
                            if f["src"] <= end <= f["render1"] and (d > 0.002 or g == 2)]
                     print(f"  {ms(f['render1'] - f['src'])} = {ms(f['recv'] - f['src'])} + "
                           f"{ms(f['drain'] - f['recv'])} + {ms(f['pumped'] - f['drain'])} + "
@@ -311,9 +314,11 @@ def main() -> None:
                           f"CPU pump {ms(f['cpu'])} render {ms(f['rcpu'])}; waited for a CPU: dbg "
                           f"{ms(f['wq'][0])} daemon {ms(f['wq'][1])}; GC {gcs}")
                 if gc_pauses:
-                    by_gen = {g: max(d for _, d, gg in gc_pauses if gg == g) for _, _, g in gc_pauses}
+                    by_gen = {g: max(d for _, d, gg, _ in gc_pauses if gg == g) for _, _, g, _ in gc_pauses}
+                    cpu_gen = {g: max(c for _, _, gg, c in gc_pauses if gg == g) for _, _, g, _ in gc_pauses}
                     print(f"GC: {len(gc_pauses)} collections, the longest per generation (ms): "
-                          f"{ {g: round(d * 1000, 1) for g, d in sorted(by_gen.items())} }")
+                          f"{ {g: round(d * 1000, 1) for g, d in sorted(by_gen.items())} }, in CPU time "
+                          f"{ {g: round(d * 1000, 1) for g, d in sorted(cpu_gen.items())} }")
             if a.gc_stats:
                 import collections
                 import gc
