@@ -5,9 +5,11 @@ A daemon process serves ``--machines`` machines on one endpoint (history on, as 
 changes them ``--rate`` times a second in total (round robin, Foo and Bar in turn). This process runs the real
 ``arpc dbg`` screen (the same Application, model and live source) drawing into an 80x24 terminal that goes to
 /dev/null, and measures for every redraw how far the screen is behind the source: for each transition of the followed
-histories (at most 64 a session: the daemon's limit), the wall time of the first redraw after it reached the model
-minus its wall time on the source (both processes on this host read the same clock). Also: the
-transitions/s the daemon reached, the transitions that reached the screen, RSS (peak).
+histories (every machine's: the daemon follows up to MAX_FOLLOWS a session), the wall time of the first redraw after
+it reached the model minus its wall time on the source (both processes on this host read the same clock). Also: the
+transitions/s the daemon reached, the transitions that reached the screen, RSS (peak). ``--trace``: where the worst
+redraws' lag went (on the wire, queued, the pump, the render), the CPU time of each, the time both processes' threads
+waited for a CPU (Linux schedstat) and the GC passes meanwhile.
 
 Targets (issue 13): the screen never more than 100 ms behind, RSS under 300 MiB.
 """
@@ -314,8 +316,11 @@ def main() -> None:
                           f"CPU pump {ms(f['cpu'])} render {ms(f['rcpu'])}; waited for a CPU: dbg "
                           f"{ms(f['wq'][0])} daemon {ms(f['wq'][1])}; GC {gcs}")
                 if gc_pauses:
-                    by_gen = {g: max(d for _, d, gg, _ in gc_pauses if gg == g) for _, _, g, _ in gc_pauses}
-                    cpu_gen = {g: max(c for _, _, gg, c in gc_pauses if gg == g) for _, _, g, _ in gc_pauses}
+                    by_gen: dict[int, float] = {}
+                    cpu_gen: dict[int, float] = {}
+                    for _, d, g, c in gc_pauses:
+                        by_gen[g] = max(by_gen.get(g, 0.0), d)
+                        cpu_gen[g] = max(cpu_gen.get(g, 0.0), c)
                     print(f"GC: {len(gc_pauses)} collections, the longest per generation (ms): "
                           f"{ {g: round(d * 1000, 1) for g, d in sorted(by_gen.items())} }, in CPU time "
                           f"{ {g: round(d * 1000, 1) for g, d in sorted(cpu_gen.items())} }")
