@@ -35,6 +35,10 @@ def test_addr_files_of_an_endpoint_are_one_file_read_once(tmp_path):
         write_addr_file(tmp_path, "m3", ep.address)  # again: the same file under the same name
         write_addr_file(tmp_path, "m4", ep.address)
         assert os.lstat(tmp_path / "m4.addr").st_ino == os.lstat(tmp_path / "m3.addr").st_ino
+        with open(tmp_path / "m3.addr", "w") as f:  # edited in place (same inode, as after an inode's reuse)
+            f.write("tcp://10.0.0.2:2\n")
+        write_addr_file(tmp_path, "m5", ep.address)
+        assert read_addr_dir(str(tmp_path))[str(tmp_path / "m5.addr")] == ep.address
         assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
 

@@ -50,7 +50,7 @@ def write_addr_file(directory: str | os.PathLike[str], mach_id: str, addr: str) 
     line = short(addr) + "\n"
     with _lock:
         like = _written.get((d, line))
-    if like is not None and _link(like, d, mach_id, path):
+    if like is not None and _link(like, d, mach_id, path, line):
         return path
     fd, tmp = tempfile.mkstemp(prefix=f".{mach_id}.", suffix=".tmp", dir=d)
     try:
@@ -67,9 +67,9 @@ def write_addr_file(directory: str | os.PathLike[str], mach_id: str, addr: str) 
     return path
 
 
-def _link(like: tuple[str, int], d: str, mach_id: str, path: str) -> bool:
-    """Make ``path`` another name of the addr file ``like`` (path, inode) wrote earlier; False when that file is
-    gone or is no longer ours (then a new file is written)."""
+def _link(like: tuple[str, int], d: str, mach_id: str, path: str, line: str) -> bool:
+    """Make ``path`` another name of the addr file ``like`` (path, inode) wrote earlier with ``line``; False when
+    that file is gone or is no longer that (then a new file is written)."""
     src, ino = like
     tmp = os.path.join(d, f".{mach_id}.{os.urandom(6).hex()}.tmp")
     try:
@@ -78,7 +78,9 @@ def _link(like: tuple[str, int], d: str, mach_id: str, path: str) -> bool:
         return False
     try:
         st = os.lstat(tmp)
-        if st.st_ino != ino or not stat.S_ISREG(st.st_mode):  # replaced since (by a link, or another file)
+        # replaced since (by a link, or another file; an inode number can be reused): a regular file holding
+        # this very line, or a new file is written
+        if st.st_ino != ino or not stat.S_ISREG(st.st_mode) or _read(tmp) != line:
             _discard(tmp)
             return False
         os.replace(tmp, path)
@@ -88,6 +90,14 @@ def _link(like: tuple[str, int], d: str, mach_id: str, path: str) -> bool:
         _discard(tmp)
         raise
     return True
+
+
+def _read(path: str) -> str:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        return os.read(fd, 4096).decode("utf-8", "replace")
+    finally:
+        os.close(fd)
 
 
 def _discard(tmp: str) -> None:
