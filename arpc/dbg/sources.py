@@ -82,6 +82,9 @@ class Follower:
         self._off_upd: Callable[[], None] = mach.on_update(self._on_update)
 
     def _on_update(self, u: dict[str, Any]) -> None:
+        if self.hist:  # the history brings the record: the board needs only the clock (half the events of a pump)
+            self.put({"k": "update", "m": self.mid, "t": _time.time(), "clock": list(u.get("time") or ()), "h": 1})
+            return
         self.put({"k": "update", "m": self.mid, "t": _time.time(), "clock": list(u.get("time") or ()),
                   "added": list(u.get("added") or ()), "removed": list(u.get("removed") or ()),
                   "ticked": list(u.get("ticked") or ()), "mutations": list(u.get("mutations") or ()),
