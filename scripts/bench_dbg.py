@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def daemon(n: int, rate: float, addr_dir: str) -> None:
+def daemon(n: int, rate: float, addr_dir: str, prefill: int = 0) -> None:
     """The load: ``n`` machines, ``rate`` transitions/s in total, in batches every 10 ms; prints the address, then
     at stdin EOF the transitions made and the seconds it took."""
     import gc
@@ -41,6 +41,9 @@ def daemon(n: int, rate: float, addr_dir: str) -> None:
     from bench_arpc import fleet
 
     machs, ep = fleet(n, addr_dir)
+    for i in range(prefill * n):  # histories full before the screen connects: its backlog is that much
+        machs[i % n].add("Foo" if (i // n) % 2 == 0 else "Bar")
+    print("ready", flush=True)
     stop = threading.Event()
     made = [0]
     t0 = [0.0]
@@ -129,10 +132,11 @@ def main() -> None:
     ap.add_argument("--trace", action="store_true",
                     help="where the worst lags come from: per redraw, the pump, the render, GC pauses, loop delay")
     ap.add_argument("--daemon", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--prefill", type=int, default=0, help="transitions per machine before the screen connects")
     ap.add_argument("--dir", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.daemon:
-        daemon(a.machines, a.rate, a.dir)
+        daemon(a.machines, a.rate, a.dir, a.prefill)
         return
 
     from prompt_toolkit.data_structures import Size
@@ -147,10 +151,11 @@ def main() -> None:
 
     tmp = tempfile.mkdtemp(prefix="bench-dbg-")
     proc = subprocess.Popen([sys.executable, __file__, "--daemon", "--machines", str(a.machines), "--rate",
-                             str(a.rate), "--dir", tmp], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                             str(a.rate), "--dir", tmp, "--prefill", str(a.prefill)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.stdout is not None and proc.stdin is not None
     address = proc.stdout.readline().strip()
+    proc.stdout.readline()  # ready (after the prefill)
     print(f"daemon: {a.machines} machines on {address}", file=sys.stderr)
 
     session = Session(connect_timeout=10.0)
