@@ -22,7 +22,7 @@ class Result:
     """What a command produced: text lines (plain / REPL), one JSON document, and the exit code."""
 
     lines: list[str] = field(default_factory=list)
-    data: Any = None
+    data: Any = None  # or a function making it, called only for --json (a fleet's list: 50,000 documents)
     code: int = OK
     raw: bool = False  # lines to copy as they are: no "=> " in the REPL (a Mermaid diagram)
 
@@ -138,8 +138,9 @@ class Printer:
 
     def emit(self, result: Result) -> None:
         if self.json_mode:
-            if result.data is not None:
-                self._write(self.out, to_json(result.data) + "\n")
+            data = result.data() if callable(result.data) else result.data
+            if data is not None:
+                self._write(self.out, to_json(data) + "\n")
             return
         if not result.lines:
             return

@@ -114,7 +114,7 @@ class Entry:
         return [n for n, t in zip(self.names, self.time(), strict=False) if t & 1]
 
     def unknown(self, states: Iterable[str]) -> list[str]:
-        names = set(self.names)
+        names = self.names  # a few states against a short list: no set to build (once a machine of a fleet)
         return [s for s in states if s not in names]
 
     def check_states(self, states: Iterable[str]) -> None:
@@ -122,14 +122,17 @@ class Entry:
         if bad:
             raise UnknownState(bad, self.id)
 
-    def flags(self) -> str:
-        """``C``/``D`` (connected or not), then ``R`` when its ``Ready`` is active, else ``S`` for ``Start``."""
-        flag = "C" if self.connected else "D"
-        c = self.clock()
-        if c.get("Ready", 0) & 1:
-            flag += "R"
-        elif c.get("Start", 0) & 1:
-            flag += "S"
+    def flags(self, names: list[str] | None = None, time: list[int] | None = None,
+              connected: bool | None = None) -> str:
+        """``C``/``D`` (connected or not), then ``R`` when its ``Ready`` is active, else ``S`` for ``Start``
+        (``names``, ``time``, ``connected``: the entry's, when the caller has them already)."""
+        flag = "C" if (self.connected if connected is None else connected) else "D"
+        names = self.names if names is None else names
+        time = self.time() if time is None else time
+        for state, mark in (("Ready", "R"), ("Start", "S")):
+            i = names.index(state) if state in names else len(time)
+            if i < len(time) and time[i] & 1:
+                return flag + mark
         return flag
 
     def __repr__(self) -> str:

@@ -14,50 +14,14 @@ import time as _time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from transport.addr import AddressError, parse
-from transport.addr import read_addr_file as _read_addr_file
-
-from .errors import Failed, NotConnected, UnknownMachine, UsageError, is_transport_error
+from .addrs import LOCAL_SCHEMES, parse_address, read_addr_dir, read_addr_file, scan_dir
+from .errors import Failed, NotConnected, UnknownMachine, is_transport_error
 from .link import CONNECTED, CONNECTING, DISCONNECTED, FAILED, NEW, Entry, Link
 from .record import record as dataclass
 
 Connector = Callable[[str, float], Any]
 Notify = Callable[[str, bool], Any]
-
-LOCAL_SCHEMES = ("local",)  # in-process machines (arpc.local), for tests and embedding
-
-
-def parse_address(addr: str) -> str:
-    """An address as given on the command line or to ``connect``, in canonical form (``host:port`` ->
-    ``tcp://host:port``). A malformed one is a :class:`UsageError` (exit 2) naming the rule it breaks."""
-    try:
-        return parse(addr, schemes=LOCAL_SCHEMES)
-    except AddressError as e:
-        raise UsageError(str(e)) from None
-
-
-def read_addr_file(path: str) -> str:
-    """The address in an addr file (its first line; whitespace around it ignored)."""
-    try:
-        return _read_addr_file(path, schemes=LOCAL_SCHEMES)
-    except OSError as e:
-        raise Failed(f"cannot read address file: {path}: {e.strerror or e}") from None
-    except AddressError as e:
-        raise Failed(str(e)) from None
-
-
-def scan_dir(directory: str) -> list[str]:
-    """Every ``*.addr`` file in ``directory``, sorted by name."""
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        raise Failed(f"no such directory: {directory}") from None
-    except NotADirectoryError:
-        raise Failed(f"not a directory: {directory}") from None
-    except OSError as e:
-        raise Failed(f"cannot read directory: {directory}: {e.strerror or e}") from None
-    return [os.path.join(directory, n) for n in sorted(names) if n.endswith(".addr")]
-
+__all__ = ["LOCAL_SCHEMES", "Session", "parse_address", "read_addr_dir", "read_addr_file", "scan_dir"]
 
 NOTICE_NAMES = 5  # a connect / disconnect notice names up to this many machines, else counts them
 CALL_TIMEOUT = 3.0  # calls after the hello (a mutation may wait for slow handlers on the source)
@@ -114,6 +78,7 @@ class Session:
         self._file: str | None = None
         self._file_addrs: dict[str, str] = {}  # addr file -> address (kept when the file goes away)
         self._links: dict[str, Link] = {}  # in address order
+        self._entries: tuple[Any, list[Entry]] = ((), [])  # entries() made last, and of which listings
         self._quiet = True  # no notices until the first open() finished
         self._noticed: dict[str, bool] = {}
         self._stop = threading.Event()
@@ -132,11 +97,10 @@ class Session:
             self._file_addrs[file] = read_addr_file(file)
         if directory is not None:
             self._directory = directory
-            paths = scan_dir(directory)
-            if not paths:
+            found = read_addr_dir(directory)
+            if not found:
                 raise Failed(f"no .addr files found in {directory}")
-            for p in paths:
-                self._file_addrs[p] = read_addr_file(p)
+            self._file_addrs.update(found)
         self._rebuild()
 
     def add_address(self, address: str) -> Link:
@@ -375,13 +339,20 @@ class Session:
     def entries(self) -> list[Entry]:
         """Every machine, sorted by id; an id behind several addresses is listed once (first address wins)."""
         with self._lock:
+            # made again only when a link or its listing changed (listings are replaced, never edited in place):
+            # a command asks several times, and a fleet lists 50,000 machines
+            key = tuple((link, link.infos) for link in self._links.values())
+            if self._entries[0] == key:  # the same lists: equal at once, by identity
+                return list(self._entries[1])
             seen: dict[str, Entry] = {}
             for link in self._links.values():
                 for info in link.infos:
                     mid = info.get("id")
                     if isinstance(mid, str) and mid not in seen:
                         seen[mid] = Entry(link, info)
-        return [seen[k] for k in sorted(seen)]
+            out = [seen[k] for k in sorted(seen)]
+            self._entries = (key, out)
+        return list(out)
 
     def dot(self) -> Entry:
         """``.``: the first machine of the listing when ``.`` was first used, the same one for the rest of the
@@ -442,9 +413,11 @@ class Session:
         st = Status()
         with self._lock:
             links = list(self._links.values())
-        listed = {e.link for e in self.entries()}
-        for e in self.entries():
-            self._count(st, e.connected, e.link.state)
+        entries = self.entries()
+        listed = {e.link for e in entries}
+        link_up = {link: link.connected for link in listed}  # once a link, not once a machine (a fleet: 50,000)
+        for e in entries:
+            self._count(st, link_up[e.link] and (e.mirror is None or e.connected), e.link.state)
         for link in links:
             if link not in listed and not link.infos:
                 self._count(st, False, link.state)
@@ -497,21 +470,20 @@ class Session:
 
     def poll_files(self) -> list[Link]:
         """Re-read the watched addr files; connects new addresses at once. Removed files are ignored."""
-        paths: list[str] = []
+        found: dict[str, str] = {}
         if self._directory is not None:
             try:
-                paths = scan_dir(self._directory)
+                found = read_addr_dir(self._directory, strict=False)
             except Failed:
-                paths = []
+                found = {}
         if self._file is not None and os.path.exists(self._file):
-            paths.append(self._file)
+            try:
+                found[self._file] = read_addr_file(self._file)
+            except Failed:
+                pass
         replaced: dict[str, str] = {}
         changed = False
-        for p in paths:
-            try:
-                addr = read_addr_file(p)
-            except Failed:
-                continue
+        for p, addr in found.items():
             with self._lock:
                 old = self._file_addrs.get(p)
                 if old == addr:

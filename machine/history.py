@@ -92,7 +92,7 @@ class History(Tracer):
         if size < 1 or errors_size < 0:
             raise ValueError("history size must be >= 1 (errors_size >= 0)")
         self.size = size
-        self._records: deque[list[Any]] = deque(maxlen=size)  # raw facts: see _record
+        self._records: deque[Any] = deque(maxlen=size)  # raw facts (tuples; canceled: lists): see _record
         self._errors: deque[dict[str, Any]] = deque(maxlen=max(errors_size, 1))
         self._keep_errors = errors_size > 0
         self._lock = threading.Lock()
@@ -138,12 +138,15 @@ class History(Tracer):
         err_rec = error_record(err, trace_text(err), tx.handler, now) if err is not None else None
         # a canceled transition's reason: a handler's is known; a relation's is worked out when read (from tx)
         reason = None if accepted else (tx._cancel[0] if tx._cancel else tx)
-        raw = [0, now, took, tx.machine._c.names, tx.time_before, tx.time_after if done else None, accepted, m.type,
-               m.called, plain(m.args) if m.args else None, m.is_auto, reason, err_rec,
-               self._source(m) if self._sources else None]
+        # a tuple of tuples, strings and numbers, which the garbage collector stops tracking: a daemon's rings of
+        # a million records would otherwise make every full collection scan them (over 100 ms). A canceled record
+        # stays a list: its reason (the transition) is replaced by the text when first read
+        facts = (now, took, tx.machine._c.names, tuple(tx.time_before), tuple(tx.time_after) if done else None,
+                 accepted, int(m.type), tuple(m.called), plain(m.args) if m.args else None, m.is_auto, reason, err_rec,
+                 self._source(m) if self._sources else None)
         with self._lock:
             self._seq += 1
-            raw[0] = self._seq
+            raw = (self._seq, *facts) if reason is None or isinstance(reason, str) else [self._seq, *facts]
             self._records.append(raw)
             if err_rec is not None and self._keep_errors and err is not self._last_err:
                 self._errors.append(err_rec)
@@ -243,7 +246,7 @@ def keep_history(mach: Machine, size: int = 1000, errors_size: int = MAX_ERRORS)
 _MUTATION = {0: "add", 1: "remove", 2: "set", 3: "eval"}
 
 
-def _record(raw: list[Any]) -> dict[str, Any]:
+def _record(raw: Any) -> dict[str, Any]:
     """The record (a plain dict) from the raw facts ``transition_end`` kept."""
     seq, now, took, names, before, after, accepted, mtype, called, args, auto, reason, err_rec, source = raw
     if reason is not None and not isinstance(reason, str):

@@ -24,14 +24,15 @@ if str(ROOT) not in sys.path:
 ARPC = str(Path(sys.executable).with_name("arpc"))
 
 
-def fleet(n: int, addr_dir: str) -> tuple[list[Any], Any]:
-    """n small machines (m0000...) in Start and Ready on one endpoint, one addr file each; prints the address."""
+def fleet(n: int, addr_dir: str, prefix: str = "") -> tuple[list[Any], Any]:
+    """n small machines (PREFIXm0000...) in Start and Ready on one endpoint, one addr file each; prints the
+    address."""
     from machine import Machine, State
     from transport import expose
 
     schema = {"Start": State(), "Ready": State(require=("Start",)), "Foo": State(remove=("Bar",)),
               "Bar": State(remove=("Foo",))}
-    machs = [Machine(schema, id=f"m{i:04d}", parent="bench") for i in range(n)]
+    machs = [Machine(schema, id=f"{prefix}m{i:04d}", parent="bench") for i in range(n)]
     for m in machs:
         m.add("Start", "Ready")
     ep = expose(machs, addr_dir=addr_dir)
@@ -39,10 +40,22 @@ def fleet(n: int, addr_dir: str) -> tuple[list[Any], Any]:
     return machs, ep
 
 
-def serve_many(n: int, addr_dir: str) -> None:
-    """A daemon with n small machines on one endpoint, one addr file each; serves until stdin closes."""
-    _, ep = fleet(n, addr_dir)
+def serve_many(n: int, addr_dir: str, prefix: str = "", tick: bool = False) -> None:
+    """A daemon with n small machines on one endpoint, one addr file each; serves until stdin closes. ``tick``:
+    toggles Foo on its last machine every 20 ms (what a fleet's ``watch`` waits for)."""
+    import threading
+
+    machs, ep = fleet(n, addr_dir, prefix)
+    stop = threading.Event()
+
+    def toggle() -> None:
+        while not stop.wait(0.02):
+            machs[-1].toggle("Foo")
+
+    if tick:
+        threading.Thread(target=toggle, daemon=True).start()
     sys.stdin.read()
+    stop.set()
     ep.stop()
 
 
@@ -56,11 +69,15 @@ def _timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
     return time.perf_counter() - t, r
 
 
-def _serve(n: int, tmp: str) -> tuple[subprocess.Popen[str], str]:
-    p = subprocess.Popen([sys.executable, str(HERE), "serve", str(n), tmp], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True)
+def _serve(n: int, tmp: str, prefix: str = "", tick: bool = False) -> tuple[subprocess.Popen[str], str]:
+    p = _spawn(n, tmp, prefix, tick)
     assert p.stdout is not None
     return p, p.stdout.readline().strip()
+
+
+def _spawn(n: int, tmp: str, prefix: str = "", tick: bool = False) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, str(HERE), "serve", str(n), tmp, prefix, "tick" if tick else ""],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
 def _stop(p: subprocess.Popen[str]) -> None:
@@ -116,8 +133,47 @@ def measure(quick: bool) -> dict[str, Any]:
     return res
 
 
+def measure_fleet(daemons: int = 50, per: int = 1000, runs: int = 3) -> dict[str, Any]:
+    """P9: ``daemons`` processes with ``per`` machines each, their addr files in one dir: wall time of ``list``,
+    ``group-add Bar`` (then ``group-remove Bar``, untimed) and ``watch -n 1`` (the last daemon's last machine
+    toggles every 20 ms: its first line comes once that daemon's machines are all subscribed), each as a
+    subprocess (median of ``runs``; ``watch`` once)."""
+    tmp = tempfile.mkdtemp(prefix="bench-fleet-")
+    procs = [_spawn(per, tmp, f"d{i:02d}-", tick=i == daemons - 1) for i in range(daemons)]
+    res: dict[str, Any] = {"daemons": daemons, "per": per, "runs": runs}
+    try:
+        for p in procs:  # started at once; each prints its address when it serves
+            assert p.stdout is not None
+            p.stdout.readline()
+        times: dict[str, list[float]] = {"list": [], "group_add": [], "watch": []}
+        for run in range(runs):
+            for name, cmd in (("list", ["list"]), ("group_add", ["group-add", "Bar"]),
+                              ("watch", ["watch", "-n", "1", "--duration", "120s"])):
+                if name == "watch" and run:
+                    continue  # once: it subscribes every machine (tens of seconds at 50,000)
+                dt, r = _timed([ARPC, "-d", tmp, "--", *cmd])
+                if r.returncode != 0 or (name == "watch" and not r.stdout.strip()):
+                    raise RuntimeError(f"arpc {cmd} failed ({r.returncode}): {r.stderr[-2000:]}")
+                times[name].append(dt)
+                if name == "list":
+                    res["listed"] = sum(1 for line in r.stdout.splitlines() if line[:1].isdigit())
+                elif name == "group_add":
+                    res["group_out"] = r.stdout.strip().replace("\n", ", ")
+                    _timed([ARPC, "-d", tmp, "--", "group-remove", "Bar"])
+        for k, v in times.items():
+            res[k] = statistics.median(v)
+            res[k + "_all"] = v
+    finally:
+        for p in procs:
+            _stop(p)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return res
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
-        serve_many(int(sys.argv[2]), sys.argv[3])
+        serve_many(int(sys.argv[2]), sys.argv[3], *(sys.argv[4:5] or [""]), tick=sys.argv[5:6] == ["tick"])
+    elif sys.argv[1] == "fleet":
+        print(measure_fleet(*(int(x) for x in sys.argv[2:5])))
     else:
         raise SystemExit(f"unknown mode {sys.argv[1]}")

@@ -49,7 +49,8 @@ INTERNAL = "internal"
 BUSY = "busy"  # a dry run whose machine stayed in a transition past the wait: it did not run
 NO_HISTORY = "no_history"  # history asked of a machine that keeps none
 MAX_HIST_REPLY = 1000  # records in one hist reply
-MAX_FOLLOWS = 64  # machines one session follows the history of
+MAX_FOLLOWS = 10_000  # machines one session follows the history of (arpc dbg follows up to 5000)
+HREC_UNTRACKED = 1024  # bytes: a larger hrec push counts in the session's MAX_BACKLOG
 
 
 class FrameError(ValueError):

@@ -4,6 +4,7 @@ across machines."""
 from __future__ import annotations
 
 import queue
+import threading
 import time as _time
 from collections.abc import Callable
 from typing import Any
@@ -137,14 +138,19 @@ def cmd_list(cx: Cx, show_states: bool, states_all: bool, disconn: bool, **kw: A
     Ready is active, else S when Start is). With --states=false one line each: `N. <id> t<time sum> <C|D>[R|S]`."""
     entries = listing(cx.session, filters_of(kw, disconn))
     lines: list[str] = []
+    link_up: dict[Any, bool] = {}  # asked once a link (a fleet: 50 links, 50,000 machines)
     for num, e in enumerate(entries, 1):
         names, time = e.names, e.time()
+        up = link_up.get(e.link)
+        if up is None:
+            up = link_up[e.link] = e.link.connected
+        flags = e.flags(names, time, up and (e.mirror is None or e.connected))
         if not show_states and not states_all:
-            lines.append(f"{num}. {e.id} t{sum(time)} {e.flags()}")
+            lines.append(f"{num}. {e.id} t{sum(time)} {flags}")
             continue
         string = state_string_all(names, time) if states_all else state_string(names, time)
-        lines.extend(list_rows(num, e.id, sum(time), e.flags(), string))
-    return Result(lines, [_mach_json(n, e) for n, e in enumerate(entries, 1)])
+        lines.extend(list_rows(num, e.id, sum(time), flags, string))
+    return Result(lines, lambda: [_mach_json(n, e) for n, e in enumerate(entries, 1)])
 
 
 @command("status", "Checking", short_help="connected / connecting / disconnected")
@@ -175,13 +181,39 @@ def cmd_watch(cx: Cx, mach: str | None, count: int | None, duration: str | None,
         if not targets:
             raise NoMatch()
     q: queue.SimpleQueue[tuple[str, float, dict[str, Any]]] = queue.SimpleQueue()
-    unsubs = []
+    unsubs: list[Callable[[], None]] = []
+    by_link: dict[Any, list[Entry]] = {}
+    for e in targets:
+        by_link.setdefault(e.link, []).append(e)
+    stop = threading.Event()
+    failed: list[BaseException] = []
+
+    def subscribe(group: list[Entry]) -> None:
+        for e in group:
+            if stop.is_set() or failed:
+                return
+            try:
+                unsubs.append(call(e, lambda: _watch_one(cx, e, q)))  # noqa: B023 - called at once
+            except BaseException as err:  # noqa: BLE001 - raised by the command's thread
+                failed.append(err)
+
+    pool = None
     try:
-        for e in targets:
-            unsubs.append(call(e, lambda: _watch_one(cx, e, q)))  # noqa: B023 - called at once
+        if len(by_link) == 1:
+            subscribe(targets)
+        else:  # a fleet: every daemon's machines subscribed at once, transitions shown as soon as they come
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = ThreadPoolExecutor(min(32, len(by_link)), thread_name_prefix="arpc-watch")
+            for group in by_link.values():
+                pool.submit(subscribe, group)
+        if failed:
+            raise failed[0]
         seen = 0
         deadline = None if limit is None else _time.monotonic() + limit
         while count is None or seen < count:
+            if failed:
+                raise failed[0]
             step = 0.25 if deadline is None else min(0.25, deadline - _time.monotonic())
             if step <= 0:
                 break
@@ -192,6 +224,9 @@ def cmd_watch(cx: Cx, mach: str | None, count: int | None, duration: str | None,
             seen += 1
             cx.emit(_watch_result(mid, at, u))
     finally:
+        stop.set()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)  # each thread stops after its subscription in flight
         for unsub in unsubs:
             try:
                 unsub()

@@ -125,15 +125,26 @@ def _group(cx: Cx, kind: str, states: tuple[str, ...], kw: dict[str, Any]) -> Re
     by_conn: dict[int, list[Entry]] = {}
     for e in targets:
         by_conn.setdefault(id(e.link), []).append(e)
-    for group in by_conn.values():
-        conn = group[0].link.conn
-        many = getattr(conn, "mutate_many", None)
-        if many is not None and all(e.mirror is None or e.connected for e in group):
-            ops = [(e.id, kind, states, args) for e in group]
-            try:
-                outcomes = call(group[0], lambda: many(ops))  # noqa: B023 - called at once
-            except ArpcError as err:
-                outcomes = [err] * len(group)
+    def pipelined(group: list[Entry]) -> list[Any] | None:
+        many = getattr(group[0].link.conn, "mutate_many", None)
+        if many is None or not all(e.mirror is None or e.connected for e in group):
+            return None
+        ops = [(e.id, kind, states, args) for e in group]
+        try:
+            return list(call(group[0], lambda: many(ops)))
+        except ArpcError as err:
+            return [err] * len(group)
+
+    groups = list(by_conn.values())
+    if len(groups) > 1:  # links at once: a fleet's daemons work in parallel, not one after another
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(32, len(groups)), thread_name_prefix="arpc-group") as pool:
+            piped = list(pool.map(pipelined, groups))
+    else:
+        piped = [pipelined(g) for g in groups]
+    for group, outcomes in zip(groups, piped, strict=True):
+        if outcomes is not None:
             for e, out in zip(group, outcomes, strict=True):
                 if isinstance(out, BaseException) and not isinstance(out, ArpcError):
                     out = arpc_error(e, out) or Failed(str(out))

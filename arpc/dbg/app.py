@@ -86,7 +86,7 @@ class DbgApp:
     """One ``arpc dbg`` screen over a model fed by ``feed`` (live: ``source`` too; replay: no source)."""
 
     def __init__(self, model: Model, feed: Feed, *, source: LiveSource | None = None,
-                 recorder: Recorder | None = None, color: bool = True, fps: float = 20.0, title: str = "",
+                 recorder: Recorder | None = None, color: bool = True, fps: float = 30.0, title: str = "",
                  output: Any = None, input: Any = None) -> None:
         self.model = model
         self.feed = feed

@@ -99,7 +99,8 @@ def _run(o: dict[str, Any]) -> int:
         from ..cli import _curve_connector
 
         connector = _curve_connector(o["server_key"], o["client_key"])
-    session = Session(connector=connector, connect_timeout=o["connect_timeout"], eager=True)
+    # not eager: the live source makes the mirrors, up to its cap of machines
+    session = Session(connector=connector, connect_timeout=o["connect_timeout"])
     try:
         session.load(o["addrs"], file=o["file"], directory=o["dir_"])
     except ArpcError as e:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..session import Session
-from .model import Event
+from .model import MAX_MACHINES, Event
 
 MAX_QUEUE = 20_000
 
@@ -82,6 +82,9 @@ class Follower:
         self._off_upd: Callable[[], None] = mach.on_update(self._on_update)
 
     def _on_update(self, u: dict[str, Any]) -> None:
+        if self.hist:  # the history brings the record: the board needs only the clock (half the events of a pump)
+            self.put({"k": "update", "m": self.mid, "t": _time.time(), "clock": list(u.get("time") or ()), "h": 1})
+            return
         self.put({"k": "update", "m": self.mid, "t": _time.time(), "clock": list(u.get("time") or ()),
                   "added": list(u.get("added") or ()), "removed": list(u.get("removed") or ()),
                   "ticked": list(u.get("ticked") or ()), "mutations": list(u.get("mutations") or ()),
@@ -130,11 +133,16 @@ class Follower:
 
 
 class LiveSource:
-    """Follows every machine of a session: a ``machine`` event when one appears (or comes back), its transitions,
-    ``status`` events when its link goes down or up. Reconnection is the session's (retries, addr files)."""
+    """Follows every machine of a session, up to ``max_machines`` (the first by id; the others are listed once, so
+    that the screen counts them, and never subscribed to): a ``machine`` event when one appears (or comes back),
+    its transitions, ``status`` events when its link goes down or up. Mirrors are made here, not by the session
+    (which must not be eager). Reconnection is the session's (retries, addr files)."""
 
-    def __init__(self, session: Session, feed: Feed, *, watch: bool = True, backlog: int = 100) -> None:
+    def __init__(self, session: Session, feed: Feed, *, watch: bool = True, backlog: int = 100,
+                 max_machines: int = MAX_MACHINES) -> None:
         self.session = session
+        self.max_machines = max_machines
+        self._past_cap: set[str] = set()  # machines listed but not followed (said once each)
         self.backlog = backlog
         self.feed = feed
         self.watch = watch
@@ -176,6 +184,11 @@ class LiveSource:
                 return
             mid = entry.id
             up = entry.connected
+            if mid not in self._subs and len(self._subs) >= self.max_machines:
+                if mid not in self._past_cap and len(self._past_cap) < 100_000:  # ids only: a few MiB at most
+                    self._past_cap.add(mid)  # the model counts it as not followed; no mirror, no subscription
+                    self.feed.put({"k": "machine", "m": mid, "t": _time.time(), "up": up})
+                continue
             mach = entry.mirror
             if mach is None and up:
                 try:

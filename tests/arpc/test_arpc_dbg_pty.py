@@ -201,16 +201,16 @@ def test_survives_a_daemon_that_dies_and_comes_back(tmp_path):
         d.kill()
 
 
-def follow_all(addr_dir: str, want: int, then=None) -> list[dict]:
-    """The events a LiveSource (no screen) gets from the machines in ``addr_dir`` until ``want`` are followed;
-    ``then(source, events)`` may go on (it returns when done)."""
+def follow_all(addr_dir: str, want: int, then=None, **opts) -> list[dict]:
+    """The events a LiveSource (no screen, ``opts`` given to it) gets from the machines in ``addr_dir`` until
+    ``want`` are followed; ``then(source, events)`` may go on (it returns when done)."""
     from arpc.dbg.sources import Feed, LiveSource
     from arpc.session import Session
 
-    session = Session(connect_timeout=10.0, eager=True)
+    session = Session(connect_timeout=10.0)  # as arpc dbg opens it: the source makes the mirrors
     session.load(directory=addr_dir)
     feed = Feed()
-    src = LiveSource(session, feed)
+    src = LiveSource(session, feed, **opts)
     events: list[dict] = []
     src.start()
     try:
@@ -241,7 +241,7 @@ def test_no_history_and_the_follow_limit_are_log_lines_not_errors(tmp_path):
         d.kill()
     notes = {e["m"]: e["text"] for e in events if e["k"] == "note"}
     assert notes == dict.fromkeys(["svc", "svc-a", "svc-b"], "no history kept on the source: live transitions only")
-    d = SvcDaemon(str(tmp_path / "b"), free_port(), "--extra", "70")
+    d = SvcDaemon(str(tmp_path / "b"), free_port(), "--extra", "70", "--follows", "64")
     given_up: list[str] = []
 
     def show_one_past_the_limit(src, feed, events):
@@ -263,6 +263,37 @@ def test_no_history_and_the_follow_limit_are_log_lines_not_errors(tmp_path):
     assert len(given_up) == 1 and given_up[0] == "svc"  # the first to be followed
 
 
+@pytest.mark.skipif(not transport_works(), reason="transport not available")
+def test_every_machine_history_followed_and_none_subscribed_past_the_cap(tmp_path):
+    # the daemon's default limit of followed histories per session covers dbg's cap of machines (it was 64)
+    d = SvcDaemon(str(tmp_path / "a"), free_port(), "--extra", "200")
+    try:
+        events = follow_all(str(tmp_path / "a"), 203, lambda src, feed, events: poll(
+            lambda: all(sub.hist for sub in src._subs.values()), feed, events, "every history followed"))
+    finally:
+        d.kill()
+    assert [e for e in events if e["k"] == "note"] == []
+    d = SvcDaemon(str(tmp_path / "b"), free_port(), "--extra", "20")
+    seen: list[int] = []
+
+    def past_the_cap(src, feed, events):
+        poll(lambda: len({e["m"] for e in events if e["k"] == "machine"}) >= 23, feed, events, "all listed")
+        entries = src.session.entries()
+        seen.extend([sum(1 for e in entries if e.mirror is not None), len(src._subs)])
+
+    try:
+        events = follow_all(str(tmp_path / "b"), 5, past_the_cap, max_machines=5)
+    finally:
+        d.kill()
+    assert seen == [5, 5]  # no mirror (no subscription) past the cap
+    from arpc.dbg.model import Model
+
+    model = Model(max_machines=5)
+    for e in events:
+        model.apply(e)
+    assert len(model.machines) == 5 and model.refused == 5  # (it counts up to its cap)
+
+
 # ------------------------------------------------------------------------------------------------ the daemon
 
 
@@ -277,7 +308,12 @@ def daemon_main(argv: list[str]) -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--history", type=int, default=1000, help="expose(..., history=N); 0: none kept")
     ap.add_argument("--extra", type=int, default=0, help="more machines, x000 ...")
+    ap.add_argument("--follows", type=int, help="the daemon's limit of followed histories per session")
     a = ap.parse_args(argv)
+    if a.follows is not None:
+        from transport import protocol
+
+        protocol.MAX_FOLLOWS = a.follows
     schema = {"Start": State(), "Ready": State(require=("Start",)), "Foo": State(remove=("Bar",)),
               "Bar": State(remove=("Foo",)), "Boom": State()}
 

@@ -14,6 +14,7 @@ from tr_util import RawPeer, until
 
 from machine import Machine, State
 from transport import TransportError, connect, expose
+from transport import protocol as P
 
 
 def test_records_reasons_and_sources_from_a_daemon(daemon: Any) -> None:
@@ -115,7 +116,8 @@ def test_following_survives_a_session_the_daemon_forgot(daemon: Any) -> None:
         assert until(lambda: got == [1, 2, 3], timeout=10), got
 
 
-def test_bad_history_requests_get_errors_and_follows_are_bounded() -> None:
+def test_bad_history_requests_get_errors_and_follows_are_bounded(monkeypatch: Any) -> None:
+    monkeypatch.setattr(P, "MAX_FOLLOWS", 64)  # the bound, made small (it is 10,000)
     machs = [Machine({"A": State()}, id=f"m{i}") for i in range(66)]
     with expose(machs) as ep:
         peer = RawPeer(ep.address)

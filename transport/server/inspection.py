@@ -10,6 +10,7 @@ from machine import Machine
 
 from .. import protocol as P
 from ..errors import TransportError
+from .pushes import MAX_BACKLOG
 from .sessions import Session
 
 if TYPE_CHECKING:
@@ -73,8 +74,13 @@ class Inspection:
             def send() -> None:
                 s = loop.sessions.get(identity)
                 if s is not None and mach_id in s.follows:
-                    # dropped when the client does not read: it sees the seq jump and asks for the gap
-                    loop.send(s, frame)
+                    # dropped when the client does not read: it sees the seq jump and asks for the gap. Small
+                    # records are bounded by SNDHWM (messages); larger ones (args, a traceback) are counted in
+                    # bytes with the session's other pushes of records, as those are
+                    if len(frame) <= P.HREC_UNTRACKED:
+                        loop.send(s, frame)
+                    elif s.backlog.pending() + len(frame) <= MAX_BACKLOG:
+                        loop.send_tracked(s, frame)
 
             loop.post(send)
 

@@ -1,0 +1,67 @@
+"""A fleet behind one addr dir (issue 18, P9): each daemon's addr files are one file under many names, read once;
+``watch`` and ``group-*`` work on every daemon at once."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from arpc_e2e import Daemon, arpc_bg, transport_works, until
+
+pytestmark = pytest.mark.skipif(not transport_works(), reason="transport not available")
+
+
+def test_addr_files_of_an_endpoint_are_one_file_read_once(tmp_path):
+    from arpc.addrs import read_addr_dir
+    from machine import Machine, State
+    from transport import expose
+
+    machs = [Machine({"A": State()}, id=f"m{i}") for i in range(4)]
+    with expose(machs[:3], addr_dir=tmp_path) as ep:
+        inodes = {os.lstat(tmp_path / f"m{i}.addr").st_ino for i in range(3)}
+        assert len(inodes) == 1  # hard links of one file (three files before)
+        assert read_addr_dir(str(tmp_path)) == {str(tmp_path / f"m{i}.addr"): ep.address for i in range(3)}
+        # a stranger replaces the first file by a link elsewhere: the next file is not made a name of that link
+        (tmp_path / "elsewhere").write_text("tcp://10.0.0.1:1\n")
+        os.unlink(tmp_path / "m0.addr")
+        os.symlink(tmp_path / "elsewhere", tmp_path / "m0.addr")
+        ep.add(machs[3])  # m0 is what the next one would be a name of
+        assert os.path.isfile(tmp_path / "m3.addr") and not os.path.islink(tmp_path / "m3.addr")
+        assert os.lstat(tmp_path / "m3.addr").st_ino not in inodes
+        assert read_addr_dir(str(tmp_path))[str(tmp_path / "m3.addr")] == ep.address
+        from transport.server.addrfiles import write_addr_file
+
+        write_addr_file(tmp_path, "m3", ep.address)  # again: the same file under the same name
+        write_addr_file(tmp_path, "m4", ep.address)
+        assert os.lstat(tmp_path / "m4.addr").st_ino == os.lstat(tmp_path / "m3.addr").st_ino
+        with open(tmp_path / "m3.addr", "w") as f:  # edited in place (same inode, as after an inode's reuse)
+            f.write("tcp://10.0.0.2:2\n")
+        write_addr_file(tmp_path, "m5", ep.address)
+        assert read_addr_dir(str(tmp_path))[str(tmp_path / "m5.addr")] == ep.address
+        assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_watch_of_machines_behind_several_daemons_subscribes_them_at_once(tmp_path):
+    d = Daemon(tmp_path / "x")  # three machines, each on its own endpoint: three links
+    try:
+        w = arpc_bg("-d", str(d.dir), "--", "watch", "-n", "3", "--duration", "20s")
+        try:
+            until(lambda: all(int(d.cmd(f"sessions worker{i}")) >= 1 for i in range(3)), timeout=15,
+                  what="the watch connected to every daemon")
+            seen: set[str] = set()
+            deadline = time.monotonic() + 15
+            while w.poll() is None and time.monotonic() < deadline:
+                for i in range(3):
+                    d.cmd(f"add worker{i} Foo")
+                    d.cmd(f"remove worker{i} Foo")
+                time.sleep(0.05)  # paced: the watch stops after 3 lines
+            out, err = w.communicate(timeout=10)
+        finally:
+            w.kill()
+            w.wait(10)
+        assert w.returncode == 0, err
+        seen = {ln.split()[1] for ln in out.splitlines()}
+        assert seen <= {"worker0", "worker1", "worker2"} and len(out.splitlines()) == 3
+    finally:
+        d.stop()
