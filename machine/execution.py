@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import HandlerTimeoutError, trace_text
 from .handlers import Binding
 from .log import LogLevel, fmt_args
-from .mutation import Mutation, MutationType, Result
+from .mutation import Mutation, MutationType, Result, own_queue
 from .resolver import STATE, BoundFin, BoundNeg, Plan, _enters_exits, auto_states, final_handlers, make_plan, resolve
 from .schema import AUTO_CACHE_MAX, EXCEPTION, PLAN_CACHE_MAX
 from .subscriptions import check_subs, match_args, resolve_queue_waiters
@@ -31,7 +31,10 @@ if TYPE_CHECKING:
 
 ADD = MutationType.ADD
 EXECUTED, CANCELED = Result.EXECUTED, Result.CANCELED
-_NO_FINALS: BoundFin = []
+# enum members as module globals: read through the class (``LogLevel.OPS``) each costs about 100 ns on the hot path
+OPS, CHANGES = LogLevel.OPS, LogLevel.CHANGES
+_NOTHING_BOUND: tuple[BoundNeg, BoundFin] = ([], [])  # a machine without bindings; never written to
+NO_BOUND: dict[Plan, tuple[int, BoundNeg, BoundFin]] = {}  # a new machine's handler cache, shared, never written to
 
 
 class _Panic:
@@ -78,9 +81,9 @@ def run_transition(mach: Machine, m: Mutation) -> int:
     mach._tx_seq += 1
     tx = Transition(mach, mach._tx_seq, m, plan, before, mach._time)
     mach._tx = tx
-    if mach._log_level >= LogLevel.OPS:
+    if mach._log_level >= OPS:
         kind = f"{m.type}:auto" if m.is_auto else (f"{m.type}:check" if m.is_check else str(m.type))
-        mach._log(LogLevel.OPS, f"[{kind}] {' '.join(m.called)}{fmt_args(m.args)}")
+        mach._log(OPS, f"[{kind}] {' '.join(m.called)}{fmt_args(m.args)}")
         for lvl, line in plan.log:
             mach._log(lvl, line)
     tracers = mach._hooks
@@ -90,8 +93,10 @@ def run_transition(mach: Machine, m: Mutation) -> int:
         if "transition_start" in tracers:
             mach._emit("transition_start", tx)
     accepted = plan.accepted
-    if accepted and mach._bindings:
-        accepted = _negotiate(mach, tx, plan)
+    # the bound handlers of this plan, looked up once for both phases
+    neg, fin = _bound_for(mach, plan) if mach._bindings else _NOTHING_BOUND
+    if accepted and neg:
+        accepted = _negotiate(mach, tx, neg)
     if m.is_check or not accepted:
         tx.is_accepted = accepted
         tx.is_completed = True
@@ -99,7 +104,7 @@ def run_transition(mach: Machine, m: Mutation) -> int:
             mach._emit("transition_end", tx)
         mach._tx = None
         return EXECUTED if m.is_check and accepted else CANCELED
-    changed = _apply(mach, tx, plan)
+    changed = _apply(mach, tx, plan, fin)
     tx.is_completed = True
     if not tx.is_accepted:  # a final handler failed
         if "transition_end" in mach._hooks:
@@ -117,12 +122,12 @@ def run_transition(mach: Machine, m: Mutation) -> int:
             viable = bool(auto) and make_plan(c, ADD, auto, active, True, False).accepted
             entry = c.autos[active] = (auto, viable)
         auto, viable = entry
-        if auto and (viable or REJECTED_AUTOS in mach._hooks or mach._log_level >= LogLevel.OPS):
-            mach._log(LogLevel.OPS, f"[auto] {' '.join(auto)}")
-            mach._log(LogLevel.OPS, f"[prepend:add] {' '.join(auto)}")
+        if auto and (viable or REJECTED_AUTOS in mach._hooks or mach._log_level >= OPS):
+            mach._log(OPS, f"[auto] {' '.join(auto)}")
+            mach._log(OPS, f"[prepend:add] {' '.join(auto)}")
             am = Mutation(ADD, auto, None, is_auto=True)
             with mach._lock:
-                mach._queue.appendleft(am)
+                own_queue(mach).appendleft(am)
             if "mutation_queued" in mach._hooks:
                 mach._emit("mutation_queued", mach, am)
     if "transition_end" in mach._hooks:
@@ -134,8 +139,10 @@ def run_transition(mach: Machine, m: Mutation) -> int:
     return EXECUTED
 
 
-def _bound_for(mach: Machine, plan: Plan) -> tuple[int, BoundNeg, BoundFin]:
-    entry = mach._bound.get(plan)
+def _bound_for(mach: Machine, plan: Plan) -> tuple[BoundNeg, BoundFin]:
+    """The negotiation and final handlers of ``plan`` found on the bindings, cached per plan and bind version."""
+    bound = mach._bound
+    entry = bound.get(plan)
     if entry is None or entry[0] != mach._bind_version:
         neg: BoundNeg = []
         bindings = mach._bindings
@@ -144,25 +151,25 @@ def _bound_for(mach: Machine, plan: Plan) -> tuple[int, BoundNeg, BoundFin]:
             if calls:
                 neg.append((name, owner, calls))
         entry = (mach._bind_version, neg, bind_finals(mach, plan.fin))
-        if len(mach._bound) >= PLAN_CACHE_MAX:
-            mach._bound.clear()
-        mach._bound[plan] = entry
-    return entry
+        if not bound or len(bound) >= PLAN_CACHE_MAX:
+            bound = mach._bound = {}  # a machine starts with a shared empty table (see Machine.__init__)
+        bound[plan] = entry
+    return entry[1], entry[2]
 
 
-def _negotiate(mach: Machine, tx: Transition, plan: Plan) -> bool:
+def _negotiate(mach: Machine, tx: Transition, neg: BoundNeg) -> bool:
     """Run Exit, Enter, self, pair and AnyEnter handlers; False cancels (spec section 6)."""
     m = tx.mutation
     is_auto = m.is_auto
     rejected = tx._rejected
-    for name, owner, calls in _bound_for(mach, plan)[1]:
+    for name, owner, calls in neg:
         if rejected is not None and owner in rejected:
             continue
         if name == "AnyEnter" and is_auto and rejected is not None:
             # an auto transition whose target emptied is canceled before AnyEnter
             if not [s for s in tx.target if s not in rejected]:
                 tx._cancel = (f"every auto state refused ({', '.join(sorted(rejected))})", None, None)
-                mach._log(LogLevel.OPS, "[cancel] () by auto")
+                mach._log(OPS, "[cancel] () by auto")
                 return False
         for binding, fn in calls:
             ret = _call(mach, tx, binding, name, fn, owner)
@@ -174,7 +181,7 @@ def _negotiate(mach: Machine, tx: Transition, plan: Plan) -> bool:
                 return False
             if ret is _TIMEOUT:
                 tx._cancel = (f"{name} timed out", name, None)
-                mach._log(LogLevel.OPS, f"[cancel] ({' '.join(tx.target)}) by timeout")
+                mach._log(OPS, f"[cancel] ({' '.join(tx.target)}) by timeout")
                 return False
             if ret is False:
                 if is_auto and owner is not None and owner in m.called:
@@ -182,12 +189,12 @@ def _negotiate(mach: Machine, tx: Transition, plan: Plan) -> bool:
                     if rejected is None:
                         rejected = tx._rejected = set()
                     rejected.add(owner)
-                    mach._log(LogLevel.OPS, f"[cancel] ({' '.join(tx.target)}) by {name}")
+                    mach._log(OPS, f"[cancel] ({' '.join(tx.target)}) by {name}")
                     break
                 tx._cancel = (f"{name} returned {ret!r}", name, None)
                 self_h = owner is not None and name == owner + owner
                 tag = "cancel:self" if self_h else "cancel"
-                mach._log(LogLevel.OPS, f"[{tag}] ({' '.join(tx.target)}) by {name}")
+                mach._log(OPS, f"[{tag}] ({' '.join(tx.target)}) by {name}")
                 return False
     if rejected is not None and not [s for s in tx.target if s not in rejected]:
         tx._cancel = (f"every auto state refused ({', '.join(sorted(rejected))})", None, None)
@@ -212,8 +219,8 @@ def bind_finals(mach: Machine, fin: tuple[tuple[str, str, int], ...]) -> BoundFi
 def _call(mach: Machine, tx: Transition, binding: Binding, name: str, fn: Callable[..., Any],
           state: str | None) -> Any:
     """Call one handler; returns its result, a _Panic, or _TIMEOUT."""
-    if mach._log_level >= LogLevel.OPS:
-        mach._log(LogLevel.OPS, f"[handler:{binding.seq}] {name}")
+    if mach._log_level >= OPS:
+        mach._log(OPS, f"[handler:{binding.seq}] {name}")
     tracers = mach._hooks
     if "handler_start" in tracers:
         mach._emit("handler_start", tx, binding.name, name)
@@ -273,13 +280,13 @@ def _abandon(mach: Machine, job: Job, name: str) -> None:
         dropped = cancel_queue(mach)
     if dropped and mach._subs.queue:
         resolve_queue_waiters(mach)
-    mach._log(LogLevel.OPS, f"[cancel] handler deadline: {name}, queue cleared")
+    mach._log(OPS, f"[cancel] handler deadline: {name}, queue cleared")
     state = "ErrHandlerTimeout" if "ErrHandlerTimeout" in mach._c.index else EXCEPTION
     mach.add_err_state(state, HandlerTimeoutError(f"handler deadline: {name}"))
     mach._backoff_until = _time.monotonic() + mach._handler_backoff
 
 
-def _apply(mach: Machine, tx: Transition, plan: Plan) -> bool:
+def _apply(mach: Machine, tx: Transition, plan: Plan, fin: BoundFin) -> bool:
     """Set the target and ticks, end state contexts, run final handlers. Returns True if ticks changed."""
     m = tx.mutation
     before = tx._before
@@ -294,7 +301,7 @@ def _apply(mach: Machine, tx: Transition, plan: Plan) -> bool:
     else:
         target, enters, exits, deltas = (plan.final_target, plan.final_enters, plan.final_exits,
                                          plan.final_deltas)
-        fin_bound = _bound_for(mach, plan)[2] if mach._bindings else _NO_FINALS
+        fin_bound = fin
         if m.is_auto:
             tx.target, tx.enters, tx.exits = target, enters, exits
     if deltas:
@@ -309,7 +316,7 @@ def _apply(mach: Machine, tx: Transition, plan: Plan) -> bool:
         mach._active = target
     tx._time_after = new_time
     if deltas:
-        if mach._log_level >= LogLevel.CHANGES:
+        if mach._log_level >= CHANGES:
             _log_state(mach, m, enters, exits)
         if mach._state_ctxs:
             end_state_ctxs(mach, (*exits, *enters))
@@ -348,7 +355,7 @@ def _finals(mach: Machine, tx: Transition, fin_bound: BoundFin, enters: tuple[st
 
 def _recover(mach: Machine, tx: Transition, name: str, state: str, kind: int, enters: tuple[str, ...]) -> None:
     """A final handler failed: if it was ``<S>State``, S and the states entered after it go back."""
-    mach._log(LogLevel.OPS, f"[cancel] ({' '.join(tx.target)}) by recover")
+    mach._log(OPS, f"[cancel] ({' '.join(tx.target)}) by recover")
     tx.is_accepted = False
     if kind != STATE or state not in enters:
         return
@@ -363,7 +370,7 @@ def _recover(mach: Machine, tx: Transition, name: str, state: str, kind: int, en
             break
         undo += unmet
     kept = " ".join(s for s in tx.target if s not in undo)
-    mach._log(LogLevel.OPS, f"[recover] partial final states as ({kept})")
+    mach._log(OPS, f"[recover] partial final states as ({kept})")
     index = mach._c.index
     new_time = list(mach._time)
     for s in undo:
@@ -381,7 +388,7 @@ def _panic(mach: Machine, tx: Transition, exc: BaseException, final: bool) -> No
     """A handler raised: record the error and prepend Exception, unless the transition called it."""
     m = tx.mutation
     if not final:
-        mach._log(LogLevel.OPS, f"[cancel] ({' '.join(tx.target)}) by recover")
+        mach._log(OPS, f"[cancel] ({' '.join(tx.target)}) by recover")
     if mach._log_level > LogLevel.NOTHING:  # the error is in err and in Exception's args either way
         mach._logger.error("%s[error:%s] %s (%r)", mach._log_prefix, m.type, " ".join(m.called), exc,
                            exc_info=exc)
@@ -391,7 +398,7 @@ def _panic(mach: Machine, tx: Transition, exc: BaseException, final: bool) -> No
     args = {"err": exc, "err_trace": trace_text(exc), "panic": True}
     em = Mutation(ADD, (EXCEPTION,), args)
     with mach._lock:
-        mach._queue.appendleft(em)
+        own_queue(mach).appendleft(em)
     if "mutation_queued" in mach._hooks:
         mach._emit("mutation_queued", mach, em)
 
@@ -424,5 +431,5 @@ def _spawn(mach: Machine, fn: Callable[..., Any], e: Event, state: str, kind: in
 def _log_state(mach: Machine, m: Mutation, enters: tuple[str, ...], exits: tuple[str, ...]) -> None:
     parts = [f"+{s}" for s in enters] + [f"-{s}" for s in exits]
     tag = "auto_" if m.is_auto else "state"
-    mach._log(LogLevel.CHANGES, f"[{tag}] {' '.join(parts)}{fmt_args(m.args)}")
+    mach._log(CHANGES, f"[{tag}] {' '.join(parts)}{fmt_args(m.args)}")
 
