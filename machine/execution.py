@@ -19,7 +19,7 @@ from .log import LogLevel, fmt_args
 from .mutation import Mutation, MutationType, Result, own_queue
 from .resolver import STATE, BoundFin, BoundNeg, Plan, _enters_exits, auto_states, final_handlers, make_plan, resolve
 from .schema import AUTO_CACHE_MAX, EXCEPTION, PLAN_CACHE_MAX
-from .subscriptions import check_subs, match_args, resolve_queue_waiters
+from .subscriptions import NO_SUBS, check_subs, match_args, resolve_queue_waiters
 from .tracer import REJECTED_AUTOS
 from .transition import Event, Transition
 from .worker import HandlerWorker, Job
@@ -33,7 +33,8 @@ ADD = MutationType.ADD
 EXECUTED, CANCELED = Result.EXECUTED, Result.CANCELED
 # enum members as module globals: read through the class (``LogLevel.OPS``) each costs about 100 ns on the hot path
 OPS, CHANGES = LogLevel.OPS, LogLevel.CHANGES
-_NOTHING_BOUND: tuple[BoundNeg, BoundFin] = ([], [])  # a machine without bindings; never written to
+_perf_counter = _time.perf_counter
+_NOTHING_BOUND: tuple[int, BoundNeg, BoundFin] = (0, [], [])  # a machine without bindings; never written to
 NO_BOUND: dict[Plan, tuple[int, BoundNeg, BoundFin]] = {}  # a new machine's handler cache, shared, never written to
 
 
@@ -94,7 +95,7 @@ def run_transition(mach: Machine, m: Mutation) -> int:
             mach._emit("transition_start", tx)
     accepted = plan.accepted
     # the bound handlers of this plan, looked up once for both phases
-    neg, fin = _bound_for(mach, plan) if mach._bindings else _NOTHING_BOUND
+    _, neg, fin = _bound_for(mach, plan) if mach._bindings else _NOTHING_BOUND
     if accepted and neg:
         accepted = _negotiate(mach, tx, neg)
     if m.is_check or not accepted:
@@ -139,8 +140,8 @@ def run_transition(mach: Machine, m: Mutation) -> int:
     return EXECUTED
 
 
-def _bound_for(mach: Machine, plan: Plan) -> tuple[BoundNeg, BoundFin]:
-    """The negotiation and final handlers of ``plan`` found on the bindings, cached per plan and bind version."""
+def _bound_for(mach: Machine, plan: Plan) -> tuple[int, BoundNeg, BoundFin]:
+    """(bind version, negotiation handlers, final handlers) of ``plan`` found on the bindings, cached per plan."""
     bound = mach._bound
     entry = bound.get(plan)
     if entry is None or entry[0] != mach._bind_version:
@@ -154,7 +155,7 @@ def _bound_for(mach: Machine, plan: Plan) -> tuple[BoundNeg, BoundFin]:
         if not bound or len(bound) >= PLAN_CACHE_MAX:
             bound = mach._bound = {}  # a machine starts with a shared empty table (see Machine.__init__)
         bound[plan] = entry
-    return entry[1], entry[2]
+    return entry
 
 
 def _negotiate(mach: Machine, tx: Transition, neg: BoundNeg) -> bool:
@@ -221,8 +222,8 @@ def _call(mach: Machine, tx: Transition, binding: Binding, name: str, fn: Callab
     """Call one handler; returns its result, a _Panic, or _TIMEOUT."""
     if mach._log_level >= OPS:
         mach._log(OPS, f"[handler:{binding.seq}] {name}")
-    tracers = mach._hooks
-    if "handler_start" in tracers:
+    hooks = mach._hooks
+    if hooks and "handler_start" in hooks:
         mach._emit("handler_start", tx, binding.name, name)
     e = Event(name, tx, state)
     timeout = mach._handler_timeout
@@ -231,17 +232,18 @@ def _call(mach: Machine, tx: Transition, binding: Binding, name: str, fn: Callab
     else:
         try:
             if timeout:
-                t0 = _time.perf_counter()
+                t0 = _perf_counter()
                 ret = fn(e)
                 # inline: a timeout is known only once the handler returned; the transition is canceled
-                if _time.perf_counter() - t0 > timeout:
+                if _perf_counter() - t0 > timeout:
                     _timed_out(mach, name, binding)
                     ret = _TIMEOUT
             else:
                 ret = fn(e)
         except Exception as exc:
             ret = _Panic(exc)
-    if "handler_end" in mach._hooks:
+    hooks = mach._hooks  # a handler may have bound or detached a tracer
+    if hooks and "handler_end" in hooks:
         mach._emit("handler_end", tx, binding.name, name)
     return ret
 
@@ -289,8 +291,8 @@ def _abandon(mach: Machine, job: Job, name: str) -> None:
 def _apply(mach: Machine, tx: Transition, plan: Plan, fin: BoundFin) -> bool:
     """Set the target and ticks, end state contexts, run final handlers. Returns True if ticks changed."""
     m = tx.mutation
-    before = tx._before
     if tx._rejected:
+        before = tx._before
         # re-resolve without the rejected auto states, which drops what they would have added
         clean = tuple(s for s in m.called if s in tx.target and s not in tx._rejected)
         target_l = resolve(mach._c, ADD, clean, before, True, None)
@@ -311,27 +313,26 @@ def _apply(mach: Machine, tx: Transition, plan: Plan, fin: BoundFin) -> bool:
         with mach._lock:  # waiters read ticks under the lock: see _waiter
             mach._time = new_time
             mach._active = target
-    else:
-        new_time = mach._time
-        mach._active = target
-    tx._time_after = new_time
-    if deltas:
+        tx._time_after = new_time
         if mach._log_level >= CHANGES:
             _log_state(mach, m, enters, exits)
         if mach._state_ctxs:
             end_state_ctxs(mach, (*exits, *enters))
+    else:
+        tx._time_after = mach._time
+        mach._active = target
     if "transition_finals" in mach._hooks:
         mach._emit("transition_finals", tx)
-    ok = True
-    if fin_bound:
-        ok = _finals(mach, tx, fin_bound, enters)
-    if mach._subs.args_states:
-        index, now = mach._c.index, mach._time
-        for s in enters:
-            if s in mach._subs.args_states and now[index[s]] & 1:
-                match_args(mach, s, tx.args)
-    if deltas or not ok:
-        check_subs(mach)
+    ok = _finals(mach, tx, fin_bound, enters) if fin_bound else True
+    subs = mach._subs  # read after the final handlers: one of them may have made the first waiter
+    if subs is not NO_SUBS:
+        if subs.args_states:
+            index, now = mach._c.index, mach._time
+            for s in enters:
+                if s in subs.args_states and now[index[s]] & 1:
+                    match_args(mach, s, tx.args)
+        if deltas or not ok:
+            check_subs(mach)
     return bool(deltas)
 
 
