@@ -124,11 +124,16 @@ def run_transition(mach: Machine, m: Mutation) -> int:
             entry = c.autos[active] = (auto, viable)
         auto, viable = entry
         if auto and (viable or REJECTED_AUTOS in mach._hooks or mach._log_level >= OPS):
-            mach._log(OPS, f"[auto] {' '.join(auto)}")
-            mach._log(OPS, f"[prepend:add] {' '.join(auto)}")
-            am = Mutation(ADD, auto, None, is_auto=True)
-            with mach._lock:
+            if mach._log_level >= OPS:
+                mach._log(OPS, f"[auto] {' '.join(auto)}")
+                mach._log(OPS, f"[prepend:add] {' '.join(auto)}")
+            am = Mutation(ADD, auto, None, 0, True)
+            lock = mach._lock
+            lock.acquire()  # not ``with``: see mutation_queue.mutate
+            try:
                 own_queue(mach).appendleft(am)
+            finally:
+                lock.release()
             if "mutation_queued" in mach._hooks:
                 mach._emit("mutation_queued", mach, am)
     if "transition_end" in mach._hooks:
@@ -310,9 +315,13 @@ def _apply(mach: Machine, tx: Transition, plan: Plan, fin: BoundFin) -> bool:
         new_time = mach._time[:]
         for i, d in deltas:
             new_time[i] += d
-        with mach._lock:  # waiters read ticks under the lock: see _waiter
+        lock = mach._lock
+        lock.acquire()  # waiters read ticks under the lock (not ``with``: see mutation_queue.mutate)
+        try:
             mach._time = new_time
             mach._active = target
+        finally:
+            lock.release()
         tx._time_after = new_time
         if mach._log_level >= CHANGES:
             _log_state(mach, m, enters, exits)

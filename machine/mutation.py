@@ -50,10 +50,10 @@ class Mutation:
         type: MutationType,
         called: tuple[str, ...],
         args: dict[str, Any] | None,
-        *,
-        is_auto: bool = False,
-        is_check: bool = False,
         queue_tick: int = 0,
+        is_auto: bool = False,
+        *,
+        is_check: bool = False,
         fn: Callable[[], Any] | None = None,
     ) -> None:
         self.type = type

@@ -53,7 +53,9 @@ def mutate(mach: Machine, mtype: MutationType, states: tuple[str, ...], args: Ma
     if mach._disposing or (mach._backoff_until and _in_backoff(mach)):
         return CANCELED
     queued = None
-    with mach._lock:
+    lock = mach._lock
+    lock.acquire()  # on the hot path acquire/release cost half of a ``with`` block
+    try:
         q = mach._queue
         running = mach._processing
         if not running and not q:
@@ -62,7 +64,7 @@ def mutate(mach: Machine, mtype: MutationType, states: tuple[str, ...], args: Ma
             mach._runner = _get_ident()
             mach._appended += 1
             mach._queue_tick += 1
-            m = Mutation(mtype, called, a, queue_tick=mach._appended + 1)
+            tick = mach._appended + 1
         else:
             if len(q) >= mach._queue_limit:
                 # while Exception can still change, a mutation that names it gets through a full queue
@@ -82,7 +84,7 @@ def mutate(mach: Machine, mtype: MutationType, states: tuple[str, ...], args: Ma
                         return EXECUTED
             mach._appended += 1
             tick = mach._appended + 1
-            queued = Mutation(mtype, called, a, queue_tick=tick)
+            queued = Mutation(mtype, called, a, tick)
             own_queue(mach).append(queued)
             _queued(mach, queued)
             if running:
@@ -94,9 +96,12 @@ def mutate(mach: Machine, mtype: MutationType, states: tuple[str, ...], args: Ma
             # releasing the lock, so that other threads' mutations are queued meanwhile, not blocked
             mach._processing = True
             mach._runner = _get_ident()
+    finally:
+        lock.release()
     if queued is not None:
         drain(mach)
         return queued.result  # its own result, not that of the leftover mutation drained first
+    m = Mutation(mtype, called, a, tick)
     if mach._log_level or "mutation_queued" in mach._hooks:
         _queued(mach, m)
     return drain(mach, m)
@@ -221,7 +226,8 @@ def drain(mach: Machine, m: Mutation | None = None) -> int:
     try:
         while True:
             if m is None:
-                with lock:
+                lock.acquire()  # not ``with``: see mutate
+                try:
                     if not mach._queue or mach._disposing:
                         if mach._disposing:
                             cancel_queue(mach)  # its waiters are cancelled by the dispose
@@ -232,6 +238,8 @@ def drain(mach: Machine, m: Mutation | None = None) -> int:
                     m = own_queue(mach).popleft()
                     if m.queue_tick:
                         mach._queue_tick += 1
+                finally:
+                    lock.release()
             r = run_transition(mach, m) if m.type is not EVAL else _run_eval(mach, m)
             m.result = r
             if m.done is not None:
