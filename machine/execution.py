@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from .ctx_waiter import Ctx
 from .errors import HandlerTimeoutError, trace_text
 from .handlers import Binding
 from .log import LogLevel, fmt_args
@@ -36,6 +37,16 @@ OPS, CHANGES = LogLevel.OPS, LogLevel.CHANGES
 _perf_counter = _time.perf_counter
 _NOTHING_BOUND: tuple[int, BoundNeg, BoundFin] = (0, [], [])  # a machine without bindings; never written to
 NO_BOUND: dict[Plan, tuple[int, BoundNeg, BoundFin]] = {}  # a new machine's handler cache, shared, never written to
+NO_CTXS: dict[str, Ctx] = {}  # a new machine's state contexts, shared, never written to (see state_ctx)
+_ZERO_CLOCKS: dict[int, list[int]] = {}
+
+
+def zero_clock(n: int) -> list[int]:
+    """A shared clock of ``n`` zeros: a new machine's (a clock is replaced on change, never written in place)."""
+    z = _ZERO_CLOCKS.get(n)
+    if z is None:
+        z = _ZERO_CLOCKS[n] = [0] * n
+    return z
 
 
 class _Panic:
@@ -58,6 +69,21 @@ def _raised(handler: str, exc: BaseException) -> str:
         msg = "(str() failed)"
     msg = msg.splitlines()[0] if msg else ""
     return f"{handler} raised {type(exc).__name__}" + (f": {msg[:200]}" if msg else "")
+
+
+def state_ctx(mach: Machine, state: str) -> Ctx:
+    """See ``Machine.state_ctx`` (``state`` checked)."""
+    if mach._disposed:
+        c = Ctx()
+        c.cancel()
+        return c
+    with mach._lock:
+        ctx = mach._state_ctxs.get(state)
+        if ctx is None or ctx.done:
+            if mach._state_ctxs is NO_CTXS:
+                mach._state_ctxs = {}
+            ctx = mach._state_ctxs[state] = Ctx(mach._ctx)
+        return ctx
 
 
 def end_state_ctxs(mach: Machine, states: Iterable[str]) -> None:

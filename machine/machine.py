@@ -16,12 +16,12 @@ from . import persistence
 from .ctx_waiter import Ctx, Waiter
 from .diagram import inspect_text, string_all
 from .errors import SchemaError
-from .execution import NO_BOUND
-from .handlers import Binding, bind_handlers, detach_handlers
+from .execution import NO_BOUND, NO_CTXS, state_ctx, zero_clock
+from .handlers import NO_BINDINGS, Binding, bind_handlers, detach_handlers
 from .history import History, find_history, keep_history
 from .log import LogLevel, machine_logger, parse_level
 from .mutation import NO_QUEUE, Mutation, MutationType
-from .mutation_queue import add_err, args_dict, check, eval_fn, mutate, will_be
+from .mutation_queue import NO_CALLBACKS, add_err, args_dict, check, eval_fn, mutate, will_be
 from .mutation_queue import dispose as dispose_machine
 from .persistence import set_clock
 from .resolver import Plan
@@ -32,19 +32,6 @@ from .transition import Transition
 from .worker import HandlerWorker
 
 ADD, REMOVE, SET = MutationType.ADD, MutationType.REMOVE, MutationType.SET
-# shared empty defaults of a new machine: never written to (each machine replaces them with its own)
-NO_BINDINGS: list[Binding] = []
-NO_CTXS: dict[str, Ctx] = {}
-NO_CALLBACKS: list[Callable[[], Any]] = []
-_ZERO_CLOCKS: dict[int, list[int]] = {}
-
-
-def zero_clock(n: int) -> list[int]:
-    """A shared clock of ``n`` zeros (clocks are replaced on change, never written in place)."""
-    z = _ZERO_CLOCKS.get(n)
-    if z is None:
-        z = _ZERO_CLOCKS[n] = [0] * n
-    return z
 
 if TYPE_CHECKING:
     import asyncio
@@ -510,17 +497,7 @@ class Machine:
     def state_ctx(self, state: str) -> Ctx:
         """A context that ends at the state's next tick change (activation, deactivation, multi re-entry)."""
         self._check_names((state,))
-        if self._disposed:
-            c = Ctx()
-            c.cancel()
-            return c
-        with self._lock:
-            ctx = self._state_ctxs.get(state)
-            if ctx is None or ctx.done:
-                if self._state_ctxs is NO_CTXS:
-                    self._state_ctxs = {}
-                ctx = self._state_ctxs[state] = Ctx(self._ctx)
-            return ctx
+        return state_ctx(self, state)
 
     # ------------------------------------------------------------------ handlers and tracers
 
