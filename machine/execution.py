@@ -120,8 +120,8 @@ def run_transition(mach: Machine, m: Mutation) -> int:
         if "transition_start" in tracers:
             mach._emit("transition_start", tx)
     accepted = plan.accepted
-    # the bound handlers of this plan, looked up once for both phases
-    _, neg, fin = _bound_for(mach, plan) if mach._bindings else _NOTHING_BOUND
+    # the bound handlers of this plan, looked up once for both phases (none needed when relations refuse it)
+    _, neg, fin = _bound_for(mach, plan) if accepted and mach._bindings else _NOTHING_BOUND
     if accepted and neg:
         accepted = _negotiate(mach, tx, neg)
     if m.is_check or not accepted:
@@ -379,7 +379,7 @@ def _finals(mach: Machine, tx: Transition, fin_bound: BoundFin, enters: tuple[st
                 _spawn(mach, fn, Event(name, tx, state), state, kind)
                 continue
             ret = _call(mach, tx, binding, name, fn, state)
-            if isinstance(ret, _Panic) or ret is _TIMEOUT:
+            if ret is not None and (ret is _TIMEOUT or isinstance(ret, _Panic)):  # None: the usual return
                 exc = ret.exc if isinstance(ret, _Panic) else None
                 tx._cancel = (_raised(name, exc) if exc is not None else f"{name} timed out", name, exc)
                 _recover(mach, tx, name, state, kind, enters)
