@@ -3,7 +3,9 @@ panics, handler calls with their timeouts and worker thread, and async final han
 
 Runs on the thread that holds the queue (see ``mutation_queue``). Writes the machine's ``_time`` and ``_active``
 (under the lock, as waiters read them), ``_tx``, ``_tx_seq``, ``_err``, ``_bound``, ``_worker``,
-``_internal_errors`` and ``_backoff_until``, and ends state contexts; prepends the auto and Exception mutations.
+``_internal_errors`` and ``_backoff_until``, and makes and ends state contexts; prepends the auto and Exception
+mutations. A new machine's clock, handler cache and state contexts are shared empty objects (``zero_clock``,
+``NO_BOUND``, ``NO_CTXS``), replaced by its own on first write, never written in place.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Results, mutation types and the queued ``Mutation`` record."""
+"""Results, mutation types, the queued ``Mutation`` record, and the queue's storage (``own_queue``)."""
 
 from __future__ import annotations
 
