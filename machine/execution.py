@@ -23,7 +23,7 @@ from .mutation import Mutation, MutationType, Result, own_queue
 from .resolver import STATE, BoundFin, BoundNeg, Plan, _enters_exits, auto_states, final_handlers, make_plan, resolve
 from .schema import AUTO_CACHE_MAX, EXCEPTION, PLAN_CACHE_MAX
 from .subscriptions import NO_SUBS, check_subs, match_args, resolve_queue_waiters
-from .tracer import REJECTED_AUTOS
+from .tracer import REJECTED_AUTOS, call_hooks
 from .transition import Event, Transition
 from .worker import HandlerWorker, Job
 
@@ -115,12 +115,12 @@ def run_transition(mach: Machine, m: Mutation) -> int:
         mach._log(OPS, f"[{kind}] {' '.join(m.called)}{fmt_args(m.args)}")
         for lvl, line in plan.log:
             mach._log(lvl, line)
-    tracers = mach._hooks
-    if tracers:  # each hook checked by name: a tracer usually overrides one or two of them
-        if "transition_init" in tracers:
-            mach._emit("transition_init", tx)
-        if "transition_start" in tracers:
-            mach._emit("transition_start", tx)
+    hooks = mach._hooks
+    if hooks:  # each hook looked up by name: a tracer usually overrides one or two of them
+        if fns := hooks.get("transition_init"):
+            call_hooks(mach, fns, tx)
+        if fns := hooks.get("transition_start"):
+            call_hooks(mach, fns, tx)
     accepted = plan.accepted
     # the bound handlers of this plan, looked up once for both phases (none needed when relations refuse it)
     _, neg, fin = _bound_for(mach, plan) if accepted and mach._bindings else _NOTHING_BOUND
@@ -129,15 +129,15 @@ def run_transition(mach: Machine, m: Mutation) -> int:
     if m.is_check or not accepted:
         tx.is_accepted = accepted
         tx.is_completed = True
-        if "transition_end" in mach._hooks:
-            mach._emit("transition_end", tx)
+        if fns := mach._hooks.get("transition_end"):
+            call_hooks(mach, fns, tx)
         mach._tx = None
         return EXECUTED if m.is_check and accepted else CANCELED
     changed = _apply(mach, tx, plan, fin)
     tx.is_completed = True
     if not tx.is_accepted:  # a final handler failed
-        if "transition_end" in mach._hooks:
-            mach._emit("transition_end", tx)
+        if fns := mach._hooks.get("transition_end"):
+            call_hooks(mach, fns, tx)
         mach._tx = None
         return CANCELED
     if changed and c.auto_names and not m.is_auto and not plan.health and not mach._disposing:
@@ -164,8 +164,8 @@ def run_transition(mach: Machine, m: Mutation) -> int:
                 lock.release()
             if "mutation_queued" in mach._hooks:
                 mach._emit("mutation_queued", mach, am)
-    if "transition_end" in mach._hooks:
-        mach._emit("transition_end", tx)
+    if fns := mach._hooks.get("transition_end"):
+        call_hooks(mach, fns, tx)
     mach._tx = None
     # final handlers only queue, so the target is still active: only auto needs a check (spec 6.7)
     if m.is_auto:
@@ -256,8 +256,8 @@ def _call(mach: Machine, tx: Transition, binding: Binding, name: str, fn: Callab
     if mach._log_level >= OPS:
         mach._log(OPS, f"[handler:{binding.seq}] {name}")
     hooks = mach._hooks
-    if hooks and "handler_start" in hooks:
-        mach._emit("handler_start", tx, binding.name, name)
+    if hooks and (fns := hooks.get("handler_start")):
+        call_hooks(mach, fns, tx, binding.name, name)
     e = Event(name, tx, state)
     timeout = mach._handler_timeout
     if mach._worker is not None:
@@ -276,8 +276,8 @@ def _call(mach: Machine, tx: Transition, binding: Binding, name: str, fn: Callab
         except Exception as exc:
             ret = _Panic(exc)
     hooks = mach._hooks  # a handler may have bound or detached a tracer
-    if hooks and "handler_end" in hooks:
-        mach._emit("handler_end", tx, binding.name, name)
+    if hooks and (fns := hooks.get("handler_end")):
+        call_hooks(mach, fns, tx, binding.name, name)
     return ret
 
 
@@ -358,8 +358,8 @@ def _apply(mach: Machine, tx: Transition, plan: Plan, fin: BoundFin) -> bool:
     else:
         tx._time_after = mach._time
         mach._active = target
-    if "transition_finals" in mach._hooks:
-        mach._emit("transition_finals", tx)
+    if fns := mach._hooks.get("transition_finals"):
+        call_hooks(mach, fns, tx)
     ok = _finals(mach, tx, fin_bound, enters) if fin_bound else True
     subs = mach._subs  # read after the final handlers: one of them may have made the first waiter
     if subs is not NO_SUBS:
