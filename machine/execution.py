@@ -3,7 +3,9 @@ panics, handler calls with their timeouts and worker thread, and async final han
 
 Runs on the thread that holds the queue (see ``mutation_queue``). Writes the machine's ``_time`` and ``_active``
 (under the lock, as waiters read them), ``_tx``, ``_tx_seq``, ``_err``, ``_bound``, ``_worker``,
-``_internal_errors`` and ``_backoff_until``, and ends state contexts; prepends the auto and Exception mutations.
+``_internal_errors`` and ``_backoff_until``, and makes and ends state contexts; prepends the auto and Exception
+mutations. A new machine's clock, handler cache and state contexts are shared empty objects (``zero_clock``,
+``NO_BOUND``, ``NO_CTXS``), replaced by its own on first write, never written in place.
 """
 
 from __future__ import annotations
@@ -13,14 +15,15 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from .ctx_waiter import Ctx
 from .errors import HandlerTimeoutError, trace_text
 from .handlers import Binding
 from .log import LogLevel, fmt_args
-from .mutation import Mutation, MutationType, Result
+from .mutation import Mutation, MutationType, Result, own_queue
 from .resolver import STATE, BoundFin, BoundNeg, Plan, _enters_exits, auto_states, final_handlers, make_plan, resolve
 from .schema import AUTO_CACHE_MAX, EXCEPTION, PLAN_CACHE_MAX
-from .subscriptions import check_subs, match_args, resolve_queue_waiters
-from .tracer import REJECTED_AUTOS
+from .subscriptions import NO_SUBS, check_subs, match_args, resolve_queue_waiters
+from .tracer import REJECTED_AUTOS, call_hooks
 from .transition import Event, Transition
 from .worker import HandlerWorker, Job
 
@@ -31,7 +34,21 @@ if TYPE_CHECKING:
 
 ADD = MutationType.ADD
 EXECUTED, CANCELED = Result.EXECUTED, Result.CANCELED
-_NO_FINALS: BoundFin = []
+# enum members as module globals: read through the class (``LogLevel.OPS``) each costs about 100 ns on the hot path
+OPS, CHANGES = LogLevel.OPS, LogLevel.CHANGES
+_perf_counter = _time.perf_counter
+_NOTHING_BOUND: tuple[int, BoundNeg, BoundFin] = (0, [], [])  # a machine without bindings; never written to
+NO_BOUND: dict[Plan, tuple[int, BoundNeg, BoundFin]] = {}  # a new machine's handler cache, shared, never written to
+NO_CTXS: dict[str, Ctx] = {}  # a new machine's state contexts, shared, never written to (see state_ctx)
+_ZERO_CLOCKS: dict[int, list[int]] = {}
+
+
+def zero_clock(n: int) -> list[int]:
+    """A shared clock of ``n`` zeros: a new machine's (a clock is replaced on change, never written in place)."""
+    z = _ZERO_CLOCKS.get(n)
+    if z is None:
+        z = _ZERO_CLOCKS[n] = [0] * n
+    return z
 
 
 class _Panic:
@@ -56,6 +73,21 @@ def _raised(handler: str, exc: BaseException) -> str:
     return f"{handler} raised {type(exc).__name__}" + (f": {msg[:200]}" if msg else "")
 
 
+def state_ctx(mach: Machine, state: str) -> Ctx:
+    """See ``Machine.state_ctx`` (``state`` checked)."""
+    if mach._disposed:
+        c = Ctx()
+        c.cancel()
+        return c
+    with mach._lock:
+        ctx = mach._state_ctxs.get(state)
+        if ctx is None or ctx.done:
+            if mach._state_ctxs is NO_CTXS:
+                mach._state_ctxs = {}
+            ctx = mach._state_ctxs[state] = Ctx(mach._ctx)
+        return ctx
+
+
 def end_state_ctxs(mach: Machine, states: Iterable[str]) -> None:
     """End the state contexts of ``states``, whose tick changed (on the runner)."""
     ctxs = mach._state_ctxs
@@ -78,32 +110,34 @@ def run_transition(mach: Machine, m: Mutation) -> int:
     mach._tx_seq += 1
     tx = Transition(mach, mach._tx_seq, m, plan, before, mach._time)
     mach._tx = tx
-    if mach._log_level >= LogLevel.OPS:
+    if mach._log_level >= OPS:
         kind = f"{m.type}:auto" if m.is_auto else (f"{m.type}:check" if m.is_check else str(m.type))
-        mach._log(LogLevel.OPS, f"[{kind}] {' '.join(m.called)}{fmt_args(m.args)}")
+        mach._log(OPS, f"[{kind}] {' '.join(m.called)}{fmt_args(m.args)}")
         for lvl, line in plan.log:
             mach._log(lvl, line)
-    tracers = mach._hooks
-    if tracers:  # each hook checked by name: a tracer usually overrides one or two of them
-        if "transition_init" in tracers:
-            mach._emit("transition_init", tx)
-        if "transition_start" in tracers:
-            mach._emit("transition_start", tx)
+    hooks = mach._hooks
+    if hooks:  # each hook looked up by name: a tracer usually overrides one or two of them
+        if fns := hooks.get("transition_init"):
+            call_hooks(mach, fns, tx)
+        if fns := hooks.get("transition_start"):
+            call_hooks(mach, fns, tx)
     accepted = plan.accepted
-    if accepted and mach._bindings:
-        accepted = _negotiate(mach, tx, plan)
+    # the bound handlers of this plan, looked up once for both phases (none needed when relations refuse it)
+    _, neg, fin = _bound_for(mach, plan) if accepted and mach._bindings else _NOTHING_BOUND
+    if accepted and neg:
+        accepted = _negotiate(mach, tx, neg)
     if m.is_check or not accepted:
         tx.is_accepted = accepted
         tx.is_completed = True
-        if "transition_end" in mach._hooks:
-            mach._emit("transition_end", tx)
+        if fns := mach._hooks.get("transition_end"):
+            call_hooks(mach, fns, tx)
         mach._tx = None
         return EXECUTED if m.is_check and accepted else CANCELED
-    changed = _apply(mach, tx, plan)
+    changed = _apply(mach, tx, plan, fin)
     tx.is_completed = True
     if not tx.is_accepted:  # a final handler failed
-        if "transition_end" in mach._hooks:
-            mach._emit("transition_end", tx)
+        if fns := mach._hooks.get("transition_end"):
+            call_hooks(mach, fns, tx)
         mach._tx = None
         return CANCELED
     if changed and c.auto_names and not m.is_auto and not plan.health and not mach._disposing:
@@ -117,16 +151,21 @@ def run_transition(mach: Machine, m: Mutation) -> int:
             viable = bool(auto) and make_plan(c, ADD, auto, active, True, False).accepted
             entry = c.autos[active] = (auto, viable)
         auto, viable = entry
-        if auto and (viable or REJECTED_AUTOS in mach._hooks or mach._log_level >= LogLevel.OPS):
-            mach._log(LogLevel.OPS, f"[auto] {' '.join(auto)}")
-            mach._log(LogLevel.OPS, f"[prepend:add] {' '.join(auto)}")
-            am = Mutation(ADD, auto, None, is_auto=True)
-            with mach._lock:
-                mach._queue.appendleft(am)
+        if auto and (viable or REJECTED_AUTOS in mach._hooks or mach._log_level >= OPS):
+            if mach._log_level >= OPS:
+                mach._log(OPS, f"[auto] {' '.join(auto)}")
+                mach._log(OPS, f"[prepend:add] {' '.join(auto)}")
+            am = Mutation(ADD, auto, None, 0, True)
+            lock = mach._lock
+            lock.acquire()  # not ``with``: see mutation_queue.mutate
+            try:
+                own_queue(mach).appendleft(am)
+            finally:
+                lock.release()
             if "mutation_queued" in mach._hooks:
                 mach._emit("mutation_queued", mach, am)
-    if "transition_end" in mach._hooks:
-        mach._emit("transition_end", tx)
+    if fns := mach._hooks.get("transition_end"):
+        call_hooks(mach, fns, tx)
     mach._tx = None
     # final handlers only queue, so the target is still active: only auto needs a check (spec 6.7)
     if m.is_auto:
@@ -135,7 +174,9 @@ def run_transition(mach: Machine, m: Mutation) -> int:
 
 
 def _bound_for(mach: Machine, plan: Plan) -> tuple[int, BoundNeg, BoundFin]:
-    entry = mach._bound.get(plan)
+    """(bind version, negotiation handlers, final handlers) of ``plan`` found on the bindings, cached per plan."""
+    bound = mach._bound
+    entry = bound.get(plan)
     if entry is None or entry[0] != mach._bind_version:
         neg: BoundNeg = []
         bindings = mach._bindings
@@ -144,25 +185,25 @@ def _bound_for(mach: Machine, plan: Plan) -> tuple[int, BoundNeg, BoundFin]:
             if calls:
                 neg.append((name, owner, calls))
         entry = (mach._bind_version, neg, bind_finals(mach, plan.fin))
-        if len(mach._bound) >= PLAN_CACHE_MAX:
-            mach._bound.clear()
-        mach._bound[plan] = entry
+        if not bound or len(bound) >= PLAN_CACHE_MAX:
+            bound = mach._bound = {}  # a machine starts with a shared empty table (see Machine.__init__)
+        bound[plan] = entry
     return entry
 
 
-def _negotiate(mach: Machine, tx: Transition, plan: Plan) -> bool:
+def _negotiate(mach: Machine, tx: Transition, neg: BoundNeg) -> bool:
     """Run Exit, Enter, self, pair and AnyEnter handlers; False cancels (spec section 6)."""
     m = tx.mutation
     is_auto = m.is_auto
     rejected = tx._rejected
-    for name, owner, calls in _bound_for(mach, plan)[1]:
+    for name, owner, calls in neg:
         if rejected is not None and owner in rejected:
             continue
         if name == "AnyEnter" and is_auto and rejected is not None:
             # an auto transition whose target emptied is canceled before AnyEnter
             if not [s for s in tx.target if s not in rejected]:
                 tx._cancel = (f"every auto state refused ({', '.join(sorted(rejected))})", None, None)
-                mach._log(LogLevel.OPS, "[cancel] () by auto")
+                mach._log(OPS, "[cancel] () by auto")
                 return False
         for binding, fn in calls:
             ret = _call(mach, tx, binding, name, fn, owner)
@@ -174,7 +215,7 @@ def _negotiate(mach: Machine, tx: Transition, plan: Plan) -> bool:
                 return False
             if ret is _TIMEOUT:
                 tx._cancel = (f"{name} timed out", name, None)
-                mach._log(LogLevel.OPS, f"[cancel] ({' '.join(tx.target)}) by timeout")
+                mach._log(OPS, f"[cancel] ({' '.join(tx.target)}) by timeout")
                 return False
             if ret is False:
                 if is_auto and owner is not None and owner in m.called:
@@ -182,12 +223,12 @@ def _negotiate(mach: Machine, tx: Transition, plan: Plan) -> bool:
                     if rejected is None:
                         rejected = tx._rejected = set()
                     rejected.add(owner)
-                    mach._log(LogLevel.OPS, f"[cancel] ({' '.join(tx.target)}) by {name}")
+                    mach._log(OPS, f"[cancel] ({' '.join(tx.target)}) by {name}")
                     break
                 tx._cancel = (f"{name} returned {ret!r}", name, None)
                 self_h = owner is not None and name == owner + owner
                 tag = "cancel:self" if self_h else "cancel"
-                mach._log(LogLevel.OPS, f"[{tag}] ({' '.join(tx.target)}) by {name}")
+                mach._log(OPS, f"[{tag}] ({' '.join(tx.target)}) by {name}")
                 return False
     if rejected is not None and not [s for s in tx.target if s not in rejected]:
         tx._cancel = (f"every auto state refused ({', '.join(sorted(rejected))})", None, None)
@@ -212,11 +253,11 @@ def bind_finals(mach: Machine, fin: tuple[tuple[str, str, int], ...]) -> BoundFi
 def _call(mach: Machine, tx: Transition, binding: Binding, name: str, fn: Callable[..., Any],
           state: str | None) -> Any:
     """Call one handler; returns its result, a _Panic, or _TIMEOUT."""
-    if mach._log_level >= LogLevel.OPS:
-        mach._log(LogLevel.OPS, f"[handler:{binding.seq}] {name}")
-    tracers = mach._hooks
-    if "handler_start" in tracers:
-        mach._emit("handler_start", tx, binding.name, name)
+    if mach._log_level >= OPS:
+        mach._log(OPS, f"[handler:{binding.seq}] {name}")
+    hooks = mach._hooks
+    if hooks and (fns := hooks.get("handler_start")):
+        call_hooks(mach, fns, tx, binding.name, name)
     e = Event(name, tx, state)
     timeout = mach._handler_timeout
     if mach._worker is not None:
@@ -224,18 +265,19 @@ def _call(mach: Machine, tx: Transition, binding: Binding, name: str, fn: Callab
     else:
         try:
             if timeout:
-                t0 = _time.perf_counter()
+                t0 = _perf_counter()
                 ret = fn(e)
                 # inline: a timeout is known only once the handler returned; the transition is canceled
-                if _time.perf_counter() - t0 > timeout:
+                if _perf_counter() - t0 > timeout:
                     _timed_out(mach, name, binding)
                     ret = _TIMEOUT
             else:
                 ret = fn(e)
         except Exception as exc:
             ret = _Panic(exc)
-    if "handler_end" in mach._hooks:
-        mach._emit("handler_end", tx, binding.name, name)
+    hooks = mach._hooks  # a handler may have bound or detached a tracer
+    if hooks and (fns := hooks.get("handler_end")):
+        call_hooks(mach, fns, tx, binding.name, name)
     return ret
 
 
@@ -273,17 +315,17 @@ def _abandon(mach: Machine, job: Job, name: str) -> None:
         dropped = cancel_queue(mach)
     if dropped and mach._subs.queue:
         resolve_queue_waiters(mach)
-    mach._log(LogLevel.OPS, f"[cancel] handler deadline: {name}, queue cleared")
+    mach._log(OPS, f"[cancel] handler deadline: {name}, queue cleared")
     state = "ErrHandlerTimeout" if "ErrHandlerTimeout" in mach._c.index else EXCEPTION
     mach.add_err_state(state, HandlerTimeoutError(f"handler deadline: {name}"))
     mach._backoff_until = _time.monotonic() + mach._handler_backoff
 
 
-def _apply(mach: Machine, tx: Transition, plan: Plan) -> bool:
+def _apply(mach: Machine, tx: Transition, plan: Plan, fin: BoundFin) -> bool:
     """Set the target and ticks, end state contexts, run final handlers. Returns True if ticks changed."""
     m = tx.mutation
-    before = tx._before
     if tx._rejected:
+        before = tx._before
         # re-resolve without the rejected auto states, which drops what they would have added
         clean = tuple(s for s in m.called if s in tx.target and s not in tx._rejected)
         target_l = resolve(mach._c, ADD, clean, before, True, None)
@@ -294,37 +336,40 @@ def _apply(mach: Machine, tx: Transition, plan: Plan) -> bool:
     else:
         target, enters, exits, deltas = (plan.final_target, plan.final_enters, plan.final_exits,
                                          plan.final_deltas)
-        fin_bound = _bound_for(mach, plan)[2] if mach._bindings else _NO_FINALS
+        fin_bound = fin
         if m.is_auto:
             tx.target, tx.enters, tx.exits = target, enters, exits
     if deltas:
         new_time = mach._time[:]
         for i, d in deltas:
             new_time[i] += d
-        with mach._lock:  # waiters read ticks under the lock: see _waiter
+        lock = mach._lock
+        lock.acquire()  # waiters read ticks under the lock (not ``with``: see mutation_queue.mutate)
+        try:
             mach._time = new_time
             mach._active = target
-    else:
-        new_time = mach._time
-        mach._active = target
-    tx._time_after = new_time
-    if deltas:
-        if mach._log_level >= LogLevel.CHANGES:
+        finally:
+            lock.release()
+        tx._time_after = new_time
+        if mach._log_level >= CHANGES:
             _log_state(mach, m, enters, exits)
         if mach._state_ctxs:
             end_state_ctxs(mach, (*exits, *enters))
-    if "transition_finals" in mach._hooks:
-        mach._emit("transition_finals", tx)
-    ok = True
-    if fin_bound:
-        ok = _finals(mach, tx, fin_bound, enters)
-    if mach._subs.args_states:
-        index, now = mach._c.index, mach._time
-        for s in enters:
-            if s in mach._subs.args_states and now[index[s]] & 1:
-                match_args(mach, s, tx.args)
-    if deltas or not ok:
-        check_subs(mach)
+    else:
+        tx._time_after = mach._time
+        mach._active = target
+    if fns := mach._hooks.get("transition_finals"):
+        call_hooks(mach, fns, tx)
+    ok = _finals(mach, tx, fin_bound, enters) if fin_bound else True
+    subs = mach._subs  # read after the final handlers: one of them may have made the first waiter
+    if subs is not NO_SUBS:
+        if subs.args_states:
+            index, now = mach._c.index, mach._time
+            for s in enters:
+                if s in subs.args_states and now[index[s]] & 1:
+                    match_args(mach, s, tx.args)
+        if deltas or not ok:
+            check_subs(mach)
     return bool(deltas)
 
 
@@ -336,7 +381,7 @@ def _finals(mach: Machine, tx: Transition, fin_bound: BoundFin, enters: tuple[st
                 _spawn(mach, fn, Event(name, tx, state), state, kind)
                 continue
             ret = _call(mach, tx, binding, name, fn, state)
-            if isinstance(ret, _Panic) or ret is _TIMEOUT:
+            if ret is not None and (ret is _TIMEOUT or isinstance(ret, _Panic)):  # None: the usual return
                 exc = ret.exc if isinstance(ret, _Panic) else None
                 tx._cancel = (_raised(name, exc) if exc is not None else f"{name} timed out", name, exc)
                 _recover(mach, tx, name, state, kind, enters)
@@ -348,7 +393,7 @@ def _finals(mach: Machine, tx: Transition, fin_bound: BoundFin, enters: tuple[st
 
 def _recover(mach: Machine, tx: Transition, name: str, state: str, kind: int, enters: tuple[str, ...]) -> None:
     """A final handler failed: if it was ``<S>State``, S and the states entered after it go back."""
-    mach._log(LogLevel.OPS, f"[cancel] ({' '.join(tx.target)}) by recover")
+    mach._log(OPS, f"[cancel] ({' '.join(tx.target)}) by recover")
     tx.is_accepted = False
     if kind != STATE or state not in enters:
         return
@@ -363,7 +408,7 @@ def _recover(mach: Machine, tx: Transition, name: str, state: str, kind: int, en
             break
         undo += unmet
     kept = " ".join(s for s in tx.target if s not in undo)
-    mach._log(LogLevel.OPS, f"[recover] partial final states as ({kept})")
+    mach._log(OPS, f"[recover] partial final states as ({kept})")
     index = mach._c.index
     new_time = list(mach._time)
     for s in undo:
@@ -381,7 +426,7 @@ def _panic(mach: Machine, tx: Transition, exc: BaseException, final: bool) -> No
     """A handler raised: record the error and prepend Exception, unless the transition called it."""
     m = tx.mutation
     if not final:
-        mach._log(LogLevel.OPS, f"[cancel] ({' '.join(tx.target)}) by recover")
+        mach._log(OPS, f"[cancel] ({' '.join(tx.target)}) by recover")
     if mach._log_level > LogLevel.NOTHING:  # the error is in err and in Exception's args either way
         mach._logger.error("%s[error:%s] %s (%r)", mach._log_prefix, m.type, " ".join(m.called), exc,
                            exc_info=exc)
@@ -391,7 +436,7 @@ def _panic(mach: Machine, tx: Transition, exc: BaseException, final: bool) -> No
     args = {"err": exc, "err_trace": trace_text(exc), "panic": True}
     em = Mutation(ADD, (EXCEPTION,), args)
     with mach._lock:
-        mach._queue.appendleft(em)
+        own_queue(mach).appendleft(em)
     if "mutation_queued" in mach._hooks:
         mach._emit("mutation_queued", mach, em)
 
@@ -424,5 +469,5 @@ def _spawn(mach: Machine, fn: Callable[..., Any], e: Event, state: str, kind: in
 def _log_state(mach: Machine, m: Mutation, enters: tuple[str, ...], exits: tuple[str, ...]) -> None:
     parts = [f"+{s}" for s in enters] + [f"-{s}" for s in exits]
     tag = "auto_" if m.is_auto else "state"
-    mach._log(LogLevel.CHANGES, f"[{tag}] {' '.join(parts)}{fmt_args(m.args)}")
+    mach._log(CHANGES, f"[{tag}] {' '.join(parts)}{fmt_args(m.args)}")
 

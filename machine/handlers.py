@@ -75,6 +75,9 @@ class Binding:
             self.handlers[name] = fn
 
 
+NO_BINDINGS: list[Binding] = []  # a new machine's bindings: shared, never written to (binding replaces the list)
+
+
 def bind_handlers(mach: Machine, obj: object) -> None:
     """See ``Machine.bind_handlers``; a new list, so a running transition keeps the one it read."""
     b = Binding(obj, mach._bind_seq, mach._c.index)

@@ -16,11 +16,12 @@ from . import persistence
 from .ctx_waiter import Ctx, Waiter
 from .diagram import inspect_text, string_all
 from .errors import SchemaError
-from .handlers import Binding, bind_handlers, detach_handlers
+from .execution import NO_BOUND, NO_CTXS, state_ctx, zero_clock
+from .handlers import NO_BINDINGS, Binding, bind_handlers, detach_handlers
 from .history import History, find_history, keep_history
 from .log import LogLevel, machine_logger, parse_level
-from .mutation import Mutation, MutationType
-from .mutation_queue import add_err, check, eval_fn, mutate, will_be
+from .mutation import NO_QUEUE, Mutation, MutationType
+from .mutation_queue import NO_CALLBACKS, add_err, check, eval_fn, mutate, will_be
 from .mutation_queue import dispose as dispose_machine
 from .resolver import Plan
 from .schema import EXCEPTION, State, called_names, check_names, compiled_for, unknown_names
@@ -48,7 +49,7 @@ class Machine:
 
     __slots__ = (
         # this facade: identity, options, logging, contexts, bindings and tracers
-        "_id", "_parent_id", "_tags", "_log_level", "_log_prefix", "_logger_obj", "_loop", "_ctx_obj",
+        "_id", "_parent_id", "_tags", "_log_level", "_logger_obj", "_loop", "_ctx_obj",
         "_state_ctxs", "_disposed_waiter_obj", "_dispose_cbs", "_bindings", "_bind_seq", "_bind_version",
         "_tracers", "_hooks", "_subs", "_lock", "_queue_limit", "_handler_timeout", "_handler_deadline",
         "_handler_backoff",
@@ -82,10 +83,9 @@ class Machine:
         if not self._id:
             raise ValueError("machine id must not be empty")
         self._parent_id = parent.id if isinstance(parent, Machine) else (str(parent) if parent else None)
-        self._tags = list(dict.fromkeys(tags)) if tags else []
+        self._tags = tuple(dict.fromkeys(tags)) if tags else ()
         self._log_level = parse_level(log_level)
         self._logger_obj: logging.Logger | None = None
-        self._log_prefix = f"[{self._id[:5]}] "
         # async handlers run on the loop the machine was created in (get_running_loop without raising)
         # asyncio is imported lazily (it is slow to import): without it loaded, no loop can be running
         aio = sys.modules.get("asyncio")
@@ -97,10 +97,12 @@ class Machine:
         self._backoff_until = 0.0  # while monotonic() is below it, mutations are canceled
         # handler_thread: handlers run on a worker thread, so one that hangs can be timed out and abandoned
         self._worker: HandlerWorker | None = HandlerWorker(f"am-handlers {self._id}") if handler_thread else None
-        self._time: list[int] = [0] * len(self._c.names)
+        # what most machines never use starts as a shared empty object, replaced by the machine's own on first
+        # write (a clock is always replaced, never written in place): 100k machines cost 1 KiB less each
+        self._time: list[int] = zero_clock(len(self._c.names))
         self._active: tuple[str, ...] = ()
         self._lock = threading.RLock()
-        self._queue: deque[Mutation] = deque()
+        self._queue: deque[Mutation] | tuple[()] = NO_QUEUE  # see mutation_queue.own_queue
         self._processing = False
         self._runner: int | None = None
         self._appended = 0  # appended mutations so far; the k-th gets queue tick k + 1
@@ -110,21 +112,21 @@ class Machine:
         self._tx: Transition | None = None
         self._tx_seq = 0
         # handlers of the bound objects per plan: plan -> (bind version, negotiation, finals)
-        self._bound: dict[Plan, tuple[int, BoundNeg, BoundFin]] = {}
+        self._bound: dict[Plan, tuple[int, BoundNeg, BoundFin]] = NO_BOUND
         self._err: BaseException | None = None
         self._internal_errors: deque[BaseException] | None = None
         self._disposing = False
         self._disposed = False
-        self._bindings: list[Binding] = []
+        self._bindings: list[Binding] = NO_BINDINGS  # replaced, never appended to (see handlers.bind_handlers)
         self._bind_seq = 0
         self._bind_version = 0
         self._tracers: list[Tracer] = list(tracers) if tracers else NO_TRACERS
         # the tracer methods that are overridden, by hook name: empty when no tracer wants anything
         self._hooks: dict[str, list[Callable[..., Any]]] = hooks_of(self._tracers) if tracers else NO_HOOKS
         self._subs = NO_SUBS  # its own on the first waiter (most machines never get one)
-        self._state_ctxs: dict[str, Ctx] = {}
+        self._state_ctxs: dict[str, Ctx] = NO_CTXS
         self._ctx_obj: Ctx | None = None  # created on first use, like the rest below
-        self._dispose_cbs: list[Callable[[], Any]] = []
+        self._dispose_cbs: list[Callable[[], Any]] = NO_CALLBACKS
         self._disposed_waiter_obj: Waiter | None = None
         if self._hooks:
             self._emit("machine_init", self)
@@ -215,6 +217,10 @@ class Machine:
                 if self._disposed:
                     end(obj)
         return obj
+
+    @property
+    def _log_prefix(self) -> str:
+        return f"[{self._id[:5]}] "
 
     @property
     def log_level(self) -> LogLevel:
@@ -488,15 +494,7 @@ class Machine:
     def state_ctx(self, state: str) -> Ctx:
         """A context that ends at the state's next tick change (activation, deactivation, multi re-entry)."""
         self._check_names((state,))
-        if self._disposed:
-            c = Ctx()
-            c.cancel()
-            return c
-        with self._lock:
-            ctx = self._state_ctxs.get(state)
-            if ctx is None or ctx.done:
-                ctx = self._state_ctxs[state] = Ctx(self._ctx)
-            return ctx
+        return state_ctx(self, state)
 
     # ------------------------------------------------------------------ handlers and tracers
 
@@ -548,6 +546,8 @@ class Machine:
         """Call ``fn()`` when the machine is disposed (at once if it is)."""
         with self._lock:
             if not self._disposed:
+                if self._dispose_cbs is NO_CALLBACKS:
+                    self._dispose_cbs = []
                 self._dispose_cbs.append(fn)
                 return
         fn()

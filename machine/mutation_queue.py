@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import is_cancel, trace_text
 from .execution import run_transition
 from .log import LogLevel, fmt_args, release_logger, safe_repr
-from .mutation import Mutation, MutationType, Result
+from .mutation import NO_QUEUE, Mutation, MutationType, Result, own_queue
 from .schema import EXCEPTION
 from .subscriptions import resolve_queue_waiters
 
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 ADD, REMOVE, SET, EVAL = MutationType.ADD, MutationType.REMOVE, MutationType.SET, MutationType.EVAL
 EXECUTED, CANCELED, QUEUED = Result.EXECUTED, Result.CANCELED, Result.QUEUED
+OPS = LogLevel.OPS  # a module global: read through the enum class it costs about 100 ns
+NO_CALLBACKS: list[Callable[[], Any]] = []  # a new machine's dispose callbacks: shared, never written to
 _get_ident = threading.get_ident
 
 
@@ -52,7 +54,9 @@ def mutate(mach: Machine, mtype: MutationType, states: tuple[str, ...], args: Ma
     if mach._disposing or (mach._backoff_until and _in_backoff(mach)):
         return CANCELED
     queued = None
-    with mach._lock:
+    lock = mach._lock
+    lock.acquire()  # on the hot path acquire/release cost half of a ``with`` block
+    try:
         q = mach._queue
         running = mach._processing
         if not running and not q:
@@ -61,14 +65,14 @@ def mutate(mach: Machine, mtype: MutationType, states: tuple[str, ...], args: Ma
             mach._runner = _get_ident()
             mach._appended += 1
             mach._queue_tick += 1
-            m = Mutation(mtype, called, a, queue_tick=mach._appended + 1)
+            tick = mach._appended + 1
         else:
             if len(q) >= mach._queue_limit:
                 # while Exception can still change, a mutation that names it gets through a full queue
                 exc_on = bool(mach._time[index[EXCEPTION]] & 1) if EXCEPTION in index else False
                 if not (EXCEPTION in called and (
                         (mtype == ADD and not exc_on) or (mtype == REMOVE and exc_on))):
-                    mach._log(LogLevel.OPS, f"[queue:full] [{mtype}] {' '.join(called)}")
+                    mach._log(OPS, f"[queue:full] [{mtype}] {' '.join(called)}")
                     return CANCELED
             if mtype == REMOVE and running and not q and not mach.any_active(*called):
                 return EXECUTED
@@ -76,26 +80,29 @@ def mutate(mach: Machine, mtype: MutationType, states: tuple[str, ...], args: Ma
                 for qm in q:
                     if (qm.type == mtype and not qm.is_check and len(qm.called) == len(called)
                             and all(s in qm.called for s in called)):
-                        mach._log(LogLevel.OPS, f"[queue:skipped] Duplicate detected for [{mtype}] "
+                        mach._log(OPS, f"[queue:skipped] Duplicate detected for [{mtype}] "
                                                 f"{' '.join(called)}")
                         return EXECUTED
             mach._appended += 1
             tick = mach._appended + 1
-            queued = Mutation(mtype, called, a, queue_tick=tick)
-            q.append(queued)
+            queued = Mutation(mtype, called, a, tick)
+            own_queue(mach).append(queued)
             _queued(mach, queued)
             if running:
-                if mach._log_level >= LogLevel.OPS:
+                if mach._log_level >= OPS:
                     n = len(q)
-                    mach._log(LogLevel.OPS, f"[postpone] queue running ({n} item{'s' if n != 1 else ''})")
+                    mach._log(OPS, f"[postpone] queue running ({n} item{'s' if n != 1 else ''})")
                 return tick
             # idle with a queue left over (an exception escaped a drain): this thread drains it, after
             # releasing the lock, so that other threads' mutations are queued meanwhile, not blocked
             mach._processing = True
             mach._runner = _get_ident()
+    finally:
+        lock.release()
     if queued is not None:
         drain(mach)
         return queued.result  # its own result, not that of the leftover mutation drained first
+    m = Mutation(mtype, called, a, tick)
     if mach._log_level or "mutation_queued" in mach._hooks:
         _queued(mach, m)
     return drain(mach, m)
@@ -109,8 +116,8 @@ def _in_backoff(mach: Machine) -> bool:
 
 
 def _queued(mach: Machine, m: Mutation) -> None:
-    if mach._log_level >= LogLevel.OPS:
-        mach._log(LogLevel.OPS, f"[queue:{m.type}] {' '.join(m.called)}{fmt_args(m.args)}")
+    if mach._log_level >= OPS:
+        mach._log(OPS, f"[queue:{m.type}] {' '.join(m.called)}{fmt_args(m.args)}")
     mach._emit("mutation_queued", mach, m)
 
 
@@ -136,7 +143,7 @@ def add_err(mach: Machine, state: str, err: BaseException | None, args: Mapping[
         mach._appended += 1
         tick = mach._appended + 1
         m = Mutation(ADD, called, a, queue_tick=tick)
-        mach._queue.append(m)
+        own_queue(mach).append(m)
         if "mutation_queued" in mach._hooks:
             mach._emit("mutation_queued", mach, m)
         if mach._processing:
@@ -165,13 +172,13 @@ def run_prepended(mach: Machine, m: Mutation, timeout: float, timed_out: int = C
         if mach._processing:
             if on_runner(mach):
                 # from a handler: it runs after the current transition; the caller can't wait for it
-                mach._queue.appendleft(m)
+                own_queue(mach).appendleft(m)
                 return QUEUED
             m.done = threading.Event()
-            mach._queue.appendleft(m)
+            own_queue(mach).appendleft(m)
             claimed = False
         else:
-            mach._queue.appendleft(m)
+            own_queue(mach).appendleft(m)
             mach._processing = True
             mach._runner = _get_ident()
             claimed = True
@@ -182,7 +189,7 @@ def run_prepended(mach: Machine, m: Mutation, timeout: float, timed_out: int = C
     if not m.done.wait(timeout):
         with mach._lock:
             try:
-                mach._queue.remove(m)
+                own_queue(mach).remove(m)
             except ValueError:
                 pass
         return timed_out
@@ -203,7 +210,7 @@ def eval_fn(mach: Machine, fn: Callable[[], Any], timeout: float) -> bool:
     if mach._disposing:
         return False
     if on_runner(mach):
-        mach._log(LogLevel.OPS, "[eval] nested eval refused (called from a handler)")
+        mach._log(OPS, "[eval] nested eval refused (called from a handler)")
         return False
     m = Mutation(EVAL, (), None, fn=fn)
     return run_prepended(mach, m, timeout) == EXECUTED
@@ -216,21 +223,24 @@ def drain(mach: Machine, m: Mutation | None = None) -> int:
     empty, so a mutation appended meanwhile is never left behind.
     """
     first: int | None = None
-    lock, q = mach._lock, mach._queue
+    lock = mach._lock
     try:
         while True:
             if m is None:
-                with lock:
-                    if not q or mach._disposing:
+                lock.acquire()  # not ``with``: see mutate
+                try:
+                    if not mach._queue or mach._disposing:
                         if mach._disposing:
                             cancel_queue(mach)  # its waiters are cancelled by the dispose
                         mach._processing = False
                         mach._runner = None
                         mach._tx = None
                         break
-                    m = q.popleft()
+                    m = own_queue(mach).popleft()
                     if m.queue_tick:
                         mach._queue_tick += 1
+                finally:
+                    lock.release()
             r = run_transition(mach, m) if m.type is not EVAL else _run_eval(mach, m)
             m.result = r
             if m.done is not None:
@@ -267,7 +277,7 @@ def cancel_queue(mach: Machine) -> bool:
             ticked = True
         if m.done is not None:
             m.done.set()
-    mach._queue.clear()
+    mach._queue = NO_QUEUE
     return ticked
 
 
@@ -277,7 +287,7 @@ def _run_eval(mach: Machine, m: Mutation) -> int:
     try:
         m.fn()
     except Exception as exc:
-        mach._log(LogLevel.OPS, f"[eval] raised {safe_repr(exc)}")
+        mach._log(OPS, f"[eval] raised {safe_repr(exc)}")
         mach.add_err(exc)
     return EXECUTED
 

@@ -330,6 +330,7 @@ def parse(schema: dict[str, State]) -> tuple[dict[str, State], list[str]]:
 
 
 _COMPILED: dict[Any, Compiled] = {}
+_LAST: tuple[Any, Compiled | None] = ((), None)  # (items, compiled) of the last call: machines come in runs
 _COMPILED_MAX = 256
 
 
@@ -338,8 +339,13 @@ def compiled_for(schema: Mapping[str, State | Mapping[str, Any]]) -> Compiled:
 
     Raises SchemaError for an invalid schema.
     """
+    global _LAST
+    items = tuple(schema.items())
+    last_items, last = _LAST
+    if last is not None and items == last_items:  # item by item, identity first: no State hashing
+        return last
     try:
-        key: Any = tuple(schema.items())
+        key: Any = items
         c = _COMPILED.get(key)
     except TypeError:  # plain-dict states are not hashable: compile without caching the raw form
         key, c = None, None
@@ -353,6 +359,7 @@ def compiled_for(schema: Mapping[str, State | Mapping[str, Any]]) -> Compiled:
             c = _COMPILED[full_key] = Compiled(full)
         if key is not None:
             _COMPILED[key] = c
+    _LAST = (items, c)
     return c
 
 

@@ -94,7 +94,17 @@ def detach_tracer(mach: Machine, tracer: Tracer) -> None:
 
 def emit(mach: Machine, hook: str, *args: Any) -> None:
     """Call each tracer's ``hook(*args)`` (the method ``Machine._emit``); one that raises is logged, not raised."""
-    for fn in mach._hooks.get(hook, ()):
+    fns = mach._hooks.get(hook)
+    if fns:
+        call_hooks(mach, fns, *args)
+
+
+def call_hooks(mach: Machine, fns: list[Callable[..., Any]], *args: Any) -> None:
+    """Call ``fns`` (one hook's methods, from ``mach._hooks``); one that raises is logged, not raised.
+
+    The transition's hot path looks the hook up itself and calls this: a dict lookup and a bound method fewer
+    than ``emit``, about a third of an empty hook's cost."""
+    for fn in fns:
         try:
             fn(*args)
         except Exception:
