@@ -4,7 +4,8 @@ Requests and replies (seqs, resends, threads sharing the socket) are ``calls.Cal
 process's one client I/O thread (``reactor.Reactor``) reads pushes and sends heartbeats. Silence for a few
 seconds marks the link down, and so does a heartbeat answered for another session than ours (the server dropped
 it, or restarted); the client then says hello until the server answers, and subscribes its mirrors again.
-Callbacks (``on_status``, ``on_update``, waiters) run on the thread that read the message.
+Callbacks (``on_status``, ``on_update``, waiters) run on the thread that read the message. ``client.state`` is
+the connection as a state machine (see ``conn_state``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import zmq
 
 from machine.log import LazyLogger
 
+from . import conn_state as CS
 from . import protocol as P
 from .addr import normalize
 from .calls import Caller, _Call
@@ -26,6 +28,8 @@ from .errors import TransportError
 from .reactor import reactor
 
 if TYPE_CHECKING:
+    from machine import Machine
+
     from .remote import RemoteMachine
 
 log = LazyLogger("transport.client")  # logging is imported on first use
@@ -76,9 +80,9 @@ class Client(Caller):
         self._lock = threading.Lock()  # guards _mirrors and _subscribing
         self._mirrors: dict[str, RemoteMachine] = {}
         self._subscribing: dict[str, threading.Event] = {}  # ids whose first mirror is on its way (in machine())
-        self._status_cbs: list[Callable[[bool], Any]] = []
         self._payload_cbs: list[Callable[[dict[str, Any]], Any]] = []
         self._connected = False
+        self._state = CS.new_state(self.id)
         # the server process's boot id and its name for our session: a new one means the server knows nothing
         # of our subscriptions (it restarted, or dropped our session), so subscribe again
         self._boot: Any = None
@@ -92,6 +96,7 @@ class Client(Caller):
             hello = self._call(P.HELLO, None, {"id": self.id, "proto": P.PROTO}, timeout=self.timeout)
             self._boot, self._session = _peer(hello)
         except TransportError as exc:
+            self._state.add(CS.DISCONNECTED, CS.ERR_NETWORK)
             self.close()
             raise TransportError(f"cannot connect to {self.address}: {exc}", code="connect") from None
         except BaseException:
@@ -105,6 +110,13 @@ class Client(Caller):
     def connected(self) -> bool:
         """True while the server answers."""
         return self._connected and not self._closed
+
+    @property
+    def state(self) -> Machine:
+        """The connection as a state machine: ``Start``, ``Connecting``, ``Connected``, ``Ready``,
+        ``Disconnected``, ``RetryingConn``, ``ErrNetwork`` (see ``transport.conn_state``). Read it, wait on it
+        (``client.state.when("Ready").wait(5)``, or ``await`` the waiter), bind handlers to it; do not mutate it."""
+        return self._state
 
     def machines(self) -> list[dict[str, Any]]:
         """The machines behind the address: dicts with ``id``, ``parent_id``, ``tags``, ``time``, ``states``."""
@@ -167,8 +179,9 @@ class Client(Caller):
         self._payload_cbs.append(fn)
 
     def on_status(self, fn: Callable[[bool], Any]) -> None:
-        """Call ``fn(connected)`` (on the I/O thread) whenever the link goes down or comes back."""
-        self._status_cbs.append(fn)
+        """Call ``fn(connected)`` (on the I/O thread) whenever the link goes down or comes back: ``fn(True)``
+        when ``state`` enters Ready, ``fn(False)`` when it enters RetryingConn."""
+        self._state.bind_handlers(CS.StatusHandlers(fn))
 
     def close(self) -> None:
         """Say bye, stop the I/O thread, close the socket (LINGER 0) and dispose the mirrors. Idempotent."""
@@ -202,6 +215,7 @@ class Client(Caller):
                 call.done = True
         for rm in mirrors:
             rm._local_dispose()
+        self._state.set(CS.DISCONNECTED)  # only Disconnected: RetryingConn (and on_status) is for an open client
 
     def __enter__(self) -> Client:
         return self
@@ -306,7 +320,7 @@ class Client(Caller):
             if not c.sync and now >= c.next_try + (0.0 if c.kind in (P.PING, P.HELLO) else self.timeout):
                 self._pending.pop(seq, None)
         if self._connected and now - self._last_rx > P.PEER_TIMEOUT:
-            self._set_connected(False)
+            self._set_connected(False, network=True)
         if self._connected:
             self._call_async(P.PING, None, {}, self._on_pong)
         else:
@@ -330,22 +344,26 @@ class Client(Caller):
             self._boot, self._session = _peer(body)
         if self._connected:
             return
+        self._state.add(CS.CONNECTED)
         with self._lock:
             mirrors = list(self._mirrors.values())
         for rm in mirrors:
             rm._resubscribe()
         self._set_connected(True)
 
-    def _set_connected(self, up: bool) -> None:
-        if up == self._connected:
+    def _set_connected(self, up: bool, network: bool = False) -> None:
+        """The link came back (Connected and Ready) or went down (Disconnected and RetryingConn, and ErrNetwork
+        when ``network``: the server went silent); the state machine's handlers run ``on_status``."""
+        if up == self._connected or self._closed:
             return
         self._connected = up
         log.info("%s %s %s", self.id, "connected to" if up else "lost", self.address)
-        for fn in list(self._status_cbs):
-            try:
-                fn(up)
-            except Exception:
-                log.exception("status callback failed")
+        if up:
+            self._state.add(CS.CONNECTED, CS.READY)
+        elif network:
+            self._state.add(CS.DISCONNECTED, CS.RETRYING, CS.ERR_NETWORK)
+        else:
+            self._state.add(CS.DISCONNECTED, CS.RETRYING)
 
     def _handle(self, data: bytes) -> None:
         try:
