@@ -105,6 +105,7 @@ class RemoteMachine(HistoryReader, Machine):
         called = self._called(states)
         a = self._args(args)
         if self._disposing:
+            self._client._raise_if_closed()  # a closed client's mirror says so; a mirror closed alone: Canceled
             return Result.CANCELED
         body: dict[str, Any] = {"s": list(called)}
         if a is not None:
@@ -159,6 +160,8 @@ class RemoteMachine(HistoryReader, Machine):
         """Add ``state`` and Exception on the server; the error travels as its class name and message."""
         self._called((state,))
         a = self._args(args)
+        if self._disposing:
+            self._client._raise_if_closed()
         if err is None or self._disposing:
             return Result.CANCELED
         if not isinstance(err, BaseException):

@@ -4,6 +4,9 @@ the loop never blocked, a cancelled await applied once."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -88,5 +91,82 @@ def test_a_cancelled_await_is_applied_once_and_a_closed_client_says_so(daemon: A
         with pytest.raises(TransportError) as ei:
             await m.add("Bar")
         assert ei.value.code == "closed"
+
+    _run(main())
+
+
+def test_a_retried_async_call_is_applied_once_and_a_cancelled_one_completes_in_the_background(daemon: Any) -> None:
+    """FooState sleeps 1.5 s: the I/O thread sends the unanswered call again after 1 s with its seq and the server
+    answers it once. A call cancelled while on the wire is not lost half way: it is applied once, its reply still
+    reaches the mirror, and the client forgets it then."""
+    d = daemon("--hub", "--slow-foo", "1.5")
+
+    async def main() -> None:
+        async with connect_async(d.addrs[0], timeout=5) as c:
+            m = await c.machine("worker0")
+            assert await m.add("Foo") == 0 and m.tick("Foo") == 1
+            assert d.cmd("time worker0").split()[3] == "1"      # TIME, Exception, ErrOnClient, Foo
+
+            m1 = await c.machine("worker1")
+            task = asyncio.create_task(m1.add("Foo"))
+            await asyncio.sleep(0.05)                          # the scenario: cancelled while on the wire
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            sc = c.sync_client
+            assert len(sc._acalls) == 1                        # still in flight, resent past 1 s
+            assert await asyncio.wait_for(m1.when("Foo"), 5)   # the first (and only) result reached the mirror
+            assert d.cmd("time worker1").split()[3] == "1"
+            assert await m1.add("Multi") == 0 and m1.tick("Foo") == 1
+            assert not sc._acalls and not sc._pending
+
+    _run(main())
+
+
+def test_no_thread_per_call_and_1000_at_once_are_all_answered(daemon: Any) -> None:
+    d = daemon("--hub")
+
+    async def main() -> None:
+        before = {t.ident for t in threading.enumerate()}
+        async with connect_async(d.addrs[0]) as c:
+            m = await c.machine("worker0")
+            peak = 0
+
+            async def watch() -> None:
+                nonlocal peak
+                while True:
+                    peak = max(peak, len({t.ident for t in threading.enumerate()} - before))
+                    await asyncio.sleep(0)
+
+            w = asyncio.create_task(watch())
+            res = await asyncio.gather(*(m.add("Multi") for _ in range(1000)))
+            w.cancel()
+            assert res == [0] * 1000 and m.tick("Multi") == 1999
+            assert [int(x) for x in d.cmd("time worker0").split()[1:]] == m.time()
+            assert not c.sync_client._acalls and not c.sync_client._pending
+        # at most the process's one client I/O thread, started for the first client of this process
+        assert peak <= 1, peak
+
+    _run(main())
+
+
+def test_an_async_call_times_out_like_a_sync_one(daemon: Any) -> None:
+    d = daemon("--hub")
+
+    async def main() -> None:
+        async with connect_async(d.addrs[0], timeout=0.5) as c:
+            m = await c.machine("worker0")
+            os.kill(d.proc.pid, signal.SIGSTOP)
+            try:
+                t0 = time.monotonic()
+                with pytest.raises(TransportError) as ei:
+                    await m.add("Foo")
+                took = time.monotonic() - t0
+            finally:
+                os.kill(d.proc.pid, signal.SIGCONT)
+            assert ei.value.code == "timeout" and "within 0.5s" in str(ei.value)
+            assert 0.45 < took < 1.5, took                     # the I/O thread looks at deadlines every 0.1-0.25 s
+            assert not c.sync_client._acalls
+            assert await m.add("Bar") == 0                     # the link is fine afterwards
 
     _run(main())
