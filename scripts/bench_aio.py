@@ -1,7 +1,7 @@
 """The asyncio client (issue 14): the event loop's lag (worst and p99) while 1000 remote mutations run (sequential
-awaits, then 1000 at once), the async round trip against the sync one, and asyncio's own floor (1000 tasks
-woken at once, no network), against a daemon process (bench_transport's ``daemon`` mode: machine b0 on tcp
-127.0.0.1). Called from scripts/bench.py (section ``aio``).
+awaits, then 1000 at once), the async round trip against the sync one, asyncio's own floor (1000 tasks woken at
+once, no network) and the box's (the ticker alone for 0.5 s), against a daemon process (bench_transport's
+``daemon`` mode: machine b0 on tcp 127.0.0.1). Called from scripts/bench.py (section ``aio``).
 
 Before/after in one session: ``python scripts/bench_aio.py --compare DIR --rounds 3`` runs this measurement in
 fresh processes, alternating the client code in DIR (e.g. ``git archive main machine transport`` unpacked) with
@@ -29,6 +29,7 @@ if os.environ.get("AM_BENCH_ROOT"):  # --compare: the client code measured is th
 
 HERE = Path(__file__).resolve()
 TICK = 0.001  # the ticker's sleep: how late it wakes is the loop's lag
+BURSTS = 3  # bursts of n calls at once: their lags pooled (one burst gives the ticker few wakes), time: median
 
 
 class Ticker:
@@ -103,6 +104,8 @@ def measure(quick: bool) -> dict[str, Any]:
                 tick = Ticker()
                 await asyncio.sleep(0.01)
                 tick.take()
+                await asyncio.sleep(0.5)  # nothing but the ticker: the box's own noise
+                idle_lag = tick.take()
                 lat = []
                 pc = time.perf_counter
                 for _ in range(n):
@@ -110,13 +113,16 @@ def measure(quick: bool) -> dict[str, Any]:
                     await am.add("M")
                     lat.append(pc() - t0)
                 seq_lag = tick.take()
-                t0 = pc()
-                await asyncio.gather(*(am.add("M") for _ in range(n)))
-                burst = pc() - t0
-                await asyncio.sleep(0.005)  # the ticker's last wake counts
+                bursts = []
+                for _ in range(BURSTS):
+                    t0 = pc()
+                    await asyncio.gather(*(am.add("M") for _ in range(n)))
+                    bursts.append(pc() - t0)
+                    await asyncio.sleep(0.005)  # the ticker's last wake counts
+                burst = statistics.median(bursts)
                 burst_lag = tick.take()
                 await tick.stop()
-                return {"lat": lat, "seq_lag": seq_lag, "burst": burst, "burst_lag": burst_lag,
+                return {"lat": lat, "idle_lag": idle_lag, "seq_lag": seq_lag, "burst": burst, "burst_lag": burst_lag,
                         "floor": await _floor(n)}
 
         r = asyncio.run(run())
@@ -125,7 +131,7 @@ def measure(quick: bool) -> dict[str, Any]:
     return {"n": n, "sync_p50": statistics.median(sync_lat), "async_p50": statistics.median(r["lat"]),
             "async_p99": bt._pct(r["lat"], 0.99), "seq_lag": r["seq_lag"][0], "seq_lag_p99": r["seq_lag"][1],
             "burst": r["burst"], "burst_lag": r["burst_lag"][0], "burst_lag_p99": r["burst_lag"][1],
-            "floor_lag": r["floor"][0]}
+            "floor_lag": r["floor"][0], "idle_lag": r["idle_lag"][0], "idle_lag_p99": r["idle_lag"][1]}
 
 
 def _compare(other: str, rounds: int, quick: bool) -> None:
