@@ -170,3 +170,20 @@ def test_an_async_call_times_out_like_a_sync_one(daemon: Any) -> None:
             assert await m.add("Bar") == 0                     # the link is fine afterwards
 
     _run(main())
+
+
+def test_closing_the_client_fails_the_calls_in_flight_with_closed(daemon: Any) -> None:
+    d = daemon("--hub", "--slow-foo", "0.5")
+
+    async def main() -> None:
+        c = await connect_async(d.addrs[0])
+        m = await c.machine("worker0")
+        task = asyncio.create_task(m.add("Foo"))
+        await asyncio.sleep(0.1)                          # sent, the daemon busy with it
+        await c.aclose()
+        with pytest.raises(TransportError) as ei:
+            await asyncio.wait_for(task, 5)
+        assert ei.value.code == "closed" and not c.sync_client._acalls
+        assert c.state.active_states() == ["Disconnected"]
+
+    _run(main())
