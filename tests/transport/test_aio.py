@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from machine import StateError
-from transport import TransportError
+from transport import TransportError, connect
 from transport.aio import connect_async
 
 
@@ -187,3 +187,27 @@ def test_closing_the_client_fails_the_calls_in_flight_with_closed(daemon: Any) -
         assert c.state.active_states() == ["Disconnected"]
 
     _run(main())
+
+
+def test_mutate_many_gives_what_the_sync_client_gives(daemon: Any) -> None:
+    d = daemon("--hub")
+    ops: list[Any] = [("worker0", "add", ["Multi"], None)] * 1500 + [
+        ("worker1", "add", ["Baz"], {"deny": "1"}), ("nope", "add", ["Foo"], None), ("worker2", "add", ["Nope"], None)]
+
+    def shape(res: list[Any]) -> list[Any]:
+        return [(type(x).__name__, getattr(x, "code", None)) if isinstance(x, BaseException) else int(x) for x in res]
+
+    with connect(d.addrs[0]) as c:
+        want = shape(c.mutate_many(ops))
+
+    async def main() -> list[Any]:
+        async with connect_async(d.addrs[0]) as c:
+            m0 = await c.machine("worker0")
+            got = shape(await c.mutate_many(ops))
+            assert m0.tick("Multi") == 6000 - 1               # 3000 adds of a multi state over both runs
+            with pytest.raises(ValueError):
+                await c.mutate_many([("worker0", "toggle", ["Foo"], None)])
+            return got
+
+    assert _run(main()) == want
+    assert want[-3:] == [1, ("TransportError", "unknown_machine"), ("StateError", None)]
