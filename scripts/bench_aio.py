@@ -33,31 +33,35 @@ BURSTS = 3  # bursts of n calls at once: their lags pooled (one burst gives the 
 
 
 class Ticker:
-    """A task that sleeps ``TICK`` in a loop and records how late it wakes."""
+    """A task that sleeps ``TICK`` in a loop and records how late it wakes, and the loop thread's CPU time meanwhile
+    (what the loop itself did, apart from waiting for a core or the GIL: on a loaded box, the part that is ours)."""
 
     def __init__(self) -> None:
-        self.lags: list[float] = []
+        self.lags: list[tuple[float, float]] = []
         self._stop = asyncio.Event()
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        pc = time.perf_counter
+        pc, cpu = time.perf_counter, time.thread_time
         while not self._stop.is_set():
-            t0 = pc()
+            t0, c0 = pc(), cpu()
             await asyncio.sleep(TICK)
-            self.lags.append(pc() - t0 - TICK)
+            self.lags.append((pc() - t0 - TICK, cpu() - c0))
 
-    def take(self) -> tuple[float, float]:
-        """(worst, p99) since the last take."""
+    def take(self) -> tuple[float, float, float]:
+        """(worst, p99, the loop's CPU time during the worst) since the last take."""
         lags, self.lags = self.lags, []
-        return (max(lags), bt._pct(lags, 0.99)) if lags else (0.0, 0.0)
+        if not lags:
+            return 0.0, 0.0, 0.0
+        worst = max(lags)
+        return worst[0], bt._pct([x[0] for x in lags], 0.99), worst[1]
 
     async def stop(self) -> None:
         self._stop.set()
         await self._task
 
 
-async def _floor(n: int) -> tuple[float, float]:
+async def _floor(n: int) -> tuple[float, float, float]:
     """The loop's lag while ``n`` tasks are started and woken at once by another thread: asyncio's own cost."""
     import threading
 
@@ -130,8 +134,10 @@ def measure(quick: bool) -> dict[str, Any]:
         bt._stop(p)
     return {"n": n, "sync_p50": statistics.median(sync_lat), "async_p50": statistics.median(r["lat"]),
             "async_p99": bt._pct(r["lat"], 0.99), "seq_lag": r["seq_lag"][0], "seq_lag_p99": r["seq_lag"][1],
-            "burst": r["burst"], "burst_lag": r["burst_lag"][0], "burst_lag_p99": r["burst_lag"][1],
-            "floor_lag": r["floor"][0], "idle_lag": r["idle_lag"][0], "idle_lag_p99": r["idle_lag"][1]}
+            "seq_lag_cpu": r["seq_lag"][2], "burst": r["burst"], "burst_lag": r["burst_lag"][0],
+            "burst_lag_p99": r["burst_lag"][1], "burst_lag_cpu": r["burst_lag"][2],
+            "floor_lag": r["floor"][0], "floor_lag_cpu": r["floor"][2], "idle_lag": r["idle_lag"][0],
+            "idle_lag_p99": r["idle_lag"][1]}
 
 
 def _compare(other: str, rounds: int, quick: bool) -> None:

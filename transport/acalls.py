@@ -106,13 +106,15 @@ def sink_loop(sink: Sink) -> asyncio.AbstractEventLoop:
 async def acall(cl: Caller, kind: str, mach: str | None, body: Any, *,
                 on_reply: Callable[[Any], None] | None = None, timeout: float | None = None) -> Any:
     """Send a request and await its reply (or the server's error, re-raised as the sync ``_call`` does)."""
-    sink = _sink(cl, asyncio.get_running_loop())
+    loop = asyncio.get_running_loop()
+    sink = _sink(cl, loop)
     call = cl._new_call(kind, mach, body, on_reply, cl._next_seq)  # raises for a closed client, a bad value
     limit = cl.timeout if timeout is None else timeout
     fut = _prepare(cl, call, sink, limit, time.monotonic() + limit)
     # alone, it is sent at once (a round trip with one thread hand-off); with others in flight it is left to the
-    # I/O thread, so a burst costs the loop no syscall per call (each one gives the GIL away, for up to 5 ms)
-    cl._submit_many([call], now=len(cl._acalls) == 1)
+    # I/O thread, woken once the loop's turn is over: a burst costs the loop no syscall per call (each one gives
+    # the GIL away, for up to 5 ms) and the I/O thread does not compete for the GIL while the burst starts
+    cl._submit_many([call], now=len(cl._acalls) == 1, later=loop.call_soon)
     try:
         return await fut
     except asyncio.CancelledError:
@@ -126,7 +128,7 @@ async def acall_many(cl: Caller, calls: list[_Call], timeout: float | None = Non
     limit = cl.timeout if timeout is None else timeout
     deadline = time.monotonic() + limit
     futs = [_prepare(cl, c, sink, limit, deadline) for c in calls]
-    cl._submit_many(calls, now=False)
+    cl._submit_many(calls, now=False, later=asyncio.get_running_loop().call_soon)
     try:
         await asyncio.gather(*futs, return_exceptions=True)
     except asyncio.CancelledError:

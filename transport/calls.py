@@ -452,16 +452,21 @@ class Caller:
         """Queue a call for the socket's holder, and send it now if the socket is free (never waits for it)."""
         self._submit_many([call])
 
-    def _submit_many(self, calls: list[_Call], now: bool = True) -> None:
-        """``_submit`` for calls sent in order; without ``now`` they are left to the I/O thread (woken once for
-        however many are queued before it looks)."""
+    def _submit_many(self, calls: list[_Call], now: bool = True,
+                     later: Callable[[Callable[[], None]], Any] | None = None) -> None:
+        """``_submit`` for calls sent in order; without ``now`` they are left to the I/O thread, woken once for
+        however many are queued before it looks (through ``later``, e.g. an event loop's ``call_soon``: after
+        every call made in this turn of the loop is queued)."""
         for call in calls:
             call.queued = True
         self._outbox.append(_Queued(calls))
         if not now:
             if not self._kicked:
                 self._kicked = True
-                self._wake()
+                if later is None:
+                    self._wake()
+                else:
+                    later(self._wake)
             return
         if self._io.acquire(False):
             try:
