@@ -74,6 +74,7 @@ class Sink:
             fut = c.fut
             if fut is None or fut.done():  # cancelled meanwhile
                 continue
+            c.fut = None  # a done call may stay in the caller's resend window a while: not with its future
             if c.error is not None:
                 fut.set_exception(c.error)
             else:
