@@ -156,7 +156,7 @@ def test_an_async_call_times_out_like_a_sync_one(daemon: Any) -> None:
     async def main() -> None:
         async with connect_async(d.addrs[0], timeout=0.5) as c:
             m = await c.machine("worker0")
-            os.kill(d.proc.pid, signal.SIGSTOP)
+            _freeze(d.proc.pid)
             try:
                 t0 = time.monotonic()
                 with pytest.raises(TransportError) as ei:
@@ -211,3 +211,91 @@ def test_mutate_many_gives_what_the_sync_client_gives(daemon: Any) -> None:
 
     assert _run(main()) == want
     assert want[-3:] == [1, ("TransportError", "unknown_machine"), ("StateError", None)]
+
+
+def test_the_io_thread_resends_an_unanswered_async_call_and_it_is_applied_once(daemon: Any) -> None:
+    """The daemon frozen past the resend interval: the client I/O thread sends the call again with its seq (no
+    thread of the caller's is there to do it); once the daemon goes on, the call is answered once, applied once."""
+    d = daemon("--hub")
+
+    async def main() -> None:
+        async with connect_async(d.addrs[0], timeout=8) as c:
+            m = await c.machine("worker0")
+            sc = c.sync_client
+            frames: list[bytes] = []
+            send = sc._send
+
+            def spy(frame: bytes) -> bool:    # observes the adds that go out; sends everything as before
+                if b"Multi" in frame:
+                    frames.append(frame)
+                return send(frame)
+
+            sc._send = spy  # type: ignore[method-assign]
+            _freeze(d.proc.pid)
+            try:
+                task = asyncio.create_task(m.add("Multi"))
+                assert await _until_async(lambda: len(frames) >= 2, 5), frames   # sent, then sent again
+            finally:
+                os.kill(d.proc.pid, signal.SIGCONT)
+            assert await task == 0
+            assert len(set(frames)) == 1                                    # the same frame: the same seq
+            assert m.tick("Multi") == 1 and d.cmd("time worker0").split()[-1] == "1"
+
+    _run(main())
+
+
+async def _until_async(cond: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+def _freeze(pid: int) -> None:
+    """SIGSTOP, then wait until the process is stopped: a request sent right after the signal could otherwise
+    still be handled."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                return
+        time.sleep(0.001)
+    raise AssertionError(f"process {pid} did not stop")
+
+
+def test_sync_threads_and_async_tasks_share_one_client(daemon: Any) -> None:
+    """The sync client's threads and asyncio tasks on the same Client: each call answered once, each mutation
+    applied once, whoever holds the socket sends the others' calls."""
+    d = daemon("--hub")
+
+    async def main() -> None:
+        async with connect_async(d.addrs[0]) as c:
+            m = await c.machine("worker0")
+            sync_client = c.sync_client
+            errors: list[BaseException] = []
+
+            def hammer() -> None:
+                try:
+                    rm = sync_client.machine("worker0")
+                    for _ in range(300):
+                        rm.add("Multi")
+                    sync_client.mutate_many([("worker0", "add", ["Multi"], None)] * 300)
+                except BaseException as exc:
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=hammer) for _ in range(3)]
+            for t in threads:
+                t.start()
+            res = await asyncio.gather(*(m.add("Multi") for _ in range(900)),
+                                       *(m.add("Multi") for _ in range(300)))
+            await asyncio.get_running_loop().run_in_executor(None, lambda: [t.join(30) for t in threads])
+            assert not errors and res == [0] * 1200
+            adds = 3 * 600 + 1200
+            await m.sync()
+            assert m.tick("Multi") == 2 * adds - 1
+            assert d.cmd("time worker0").split()[-1] == str(2 * adds - 1)
+
+    _run(main())
