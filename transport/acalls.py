@@ -1,8 +1,8 @@
 """Requests for asyncio callers, native to the client's I/O: no thread waits for a reply.
 
-``acall`` packs the request on the event loop's thread and sends it there when the socket is free (else it
-waits in the outbox for whichever thread holds the socket: the process's client I/O thread, or a sync caller);
-the reply is read by that thread, which runs the reply handler (a mirror's update) and hands the call to the
+``acall`` packs the request on the event loop's thread. A call alone in flight is sent there when the socket is
+free; with others in flight (a burst) it waits in the outbox for whichever thread holds the socket next: the
+process's client I/O thread, woken once after the loop's turn, or a sync caller. The reply is read by that thread, which runs the reply handler (a mirror's update) and hands the call to the
 loop's ``Sink``. A sink wakes its loop once for all the replies read meanwhile (``call_soon_threadsafe``) and
 completes at most ``BATCH`` futures per loop turn, so 1000 replies neither wake the loop 1000 times nor hold it
 for one long turn.
@@ -150,8 +150,9 @@ def abandon(cl: Caller, call: _Call) -> None:
 def expire(cl: Caller, now: float) -> None:
     """Fail the asyncio calls past their deadline (on the thread holding ``_io``)."""
     for c in list(cl._acalls):
-        if c.done:
-            continue  # its sink forgets it
+        if c.done:  # normally its sink forgets it; not if its loop is gone
+            cl._acalls.discard(c)
+            continue
         if now >= c.deadline:
             cl._acalls.discard(c)
             cl._withdraw([c])
