@@ -123,6 +123,22 @@ async def acall(cl: Caller, kind: str, mach: str | None, body: Any, *,
         raise
 
 
+async def anotify(cl: Caller, kind: str, mach: str | None, body: Any, *, timeout: float | None = None) -> None:
+    """Send a notification (no seq, no reply) and await its send: as the sync ``_notify(block=True)``, it waits
+    for room while the server's queue for us is full or the link is down, and fails with ``TransportError``
+    (``limit``) when none comes within the timeout."""
+    sink = _sink(cl, asyncio.get_running_loop())
+    call = cl._new_call(kind, mach, body, None, 0)
+    limit = cl.timeout if timeout is None else timeout
+    fut = _prepare(cl, call, sink, limit, time.monotonic() + limit)
+    cl._submit_many([call], now=len(cl._acalls) == 1, later=asyncio.get_running_loop().call_soon)
+    try:
+        await fut
+    except asyncio.CancelledError:
+        abandon(cl, call)
+        raise
+
+
 async def acall_many(cl: Caller, calls: list[_Call], timeout: float | None = None) -> None:
     """Send ``calls`` pipelined, in order, and wait until each is done (its ``result`` or ``error`` set)."""
     sink = _sink(cl, asyncio.get_running_loop())
@@ -158,7 +174,7 @@ def expire(cl: Caller, now: float) -> None:
             cl._withdraw([c])
             if c.sent:
                 cl._pending.pop(c.seq, None)
-            c.error = cl._timeout(c.kind, c.limit)
+            c.error = cl._timeout(c.kind, c.limit) if c.seq else cl._full(c.kind)
             c.done = True
             if c.sink is not None:
                 c.sink.put(c)

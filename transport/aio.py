@@ -6,7 +6,8 @@ A call is packed and sent on the loop's thread without waiting for the socket, a
 process's client I/O thread, which updates the mirror and completes the awaited future (``acalls.py``): no
 thread is blocked per call. Cancelling an await gives up a request not sent yet; one already sent completes
 (applied once, the mirror updated, its resends answered from the server's reply cache), so nothing is half
-applied. ``when_args``, ``add_ns`` and ``aclose`` still run on a worker thread (they may wait for the socket).
+applied. ``when_args``, the mirror's ``close`` and ``aclose`` still run on a worker thread (they may wait for the
+socket).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from machine import Result, StateError, Waiter
 
 from . import protocol as P
 from . import tracecontext
-from .acalls import acall, acall_many
+from .acalls import acall, acall_many, anotify
 from .calls import _Call
 from .client import Client
 from .errors import TransportError
@@ -228,7 +229,15 @@ class AsyncRemoteMachine:
         return list(out["errors"])
 
     async def add_ns(self, *states: str, args: Mapping[str, Any] | None = None) -> None:
-        await self.client._thread(self.mirror.add_ns, *states, args=args)
+        """Add without waiting for a reply (pipelining): returns once sent; ``sync()`` after a batch shows the
+        result. ``TransportError`` (``limit``) when the server's queue for this client stays full."""
+        rm = self.mirror
+        called = _called(rm, states)
+        a = _args(args)
+        body: dict[str, Any] = {"s": list(called)}
+        if a is not None:
+            body["a"] = a
+        await anotify(rm.client, P.ADD_NS, rm.id, body)
 
     async def when_args(self, state: str, args: Mapping[str, Any], ctx: Any = None) -> Waiter:
         """Registers on the server (one round trip); await the returned waiter for the match."""

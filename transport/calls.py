@@ -210,6 +210,8 @@ class Caller:
         takes nothing now (no link, or full)."""
         if c.seq == 0:  # a notification: no seq, no reply
             c.sent = c.done = self._send(c.frame)
+            if c.sent and c.sink is not None:  # an asyncio caller awaits the send
+                c.sink.put(c)
             return c.sent
         seq = self._next_seq
         if c.seq != seq:  # another call took this call's seq first: pack it again with its own

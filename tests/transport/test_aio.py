@@ -299,3 +299,21 @@ def test_sync_threads_and_async_tasks_share_one_client(daemon: Any) -> None:
             assert d.cmd("time worker0").split()[-1] == str(2 * adds - 1)
 
     _run(main())
+
+
+def test_add_ns_is_sent_without_a_thread_and_sync_sees_every_one(daemon: Any) -> None:
+    d = daemon("--hub")
+
+    async def main() -> None:
+        async with connect_async(d.addrs[0]) as c:
+            m = await c.machine("worker0")
+            await m.add_ns("Multi")                            # alone: sent at once
+            await asyncio.gather(*(m.add_ns("Multi") for _ in range(2000)))   # a burst: sent by the I/O thread
+            await m.sync()                                     # after every earlier request was handled
+            assert m.tick("Multi") == 2 * 2001 - 1
+            assert d.cmd("time worker0").split()[-1] == str(2 * 2001 - 1)
+            with pytest.raises(StateError):
+                await m.add_ns("Nope")
+            assert not c.sync_client._acalls
+
+    _run(main())
