@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -35,13 +36,16 @@ MAX_AHEAD = 1000
 # of its I/O thread, where one send per reply cost one each (twice the client's CPU per call in a batch)
 REFILL = 256
 WAIT_SLICE = 50  # ms: the longest single blocking recv of a caller (then it looks at its deadline again)
+# the I/O thread's pump, while asyncio callers wait: a short sleep every so many messages (about 1 ms of work)
+YIELD_EVERY = 32
+YIELD_FOR = 0.00005
 
 
 class _Call:
     """One request and, once read, its reply. Its seq is the one in ``frame``; it is final once ``sent``."""
 
     __slots__ = ("seq", "frame", "kind", "mach", "body", "sent", "done", "queued", "result", "error", "next_try",
-                 "on_reply", "sync")
+                 "on_reply", "sync", "sink", "fut", "limit", "deadline")
 
     def __init__(self, seq: int, kind: str, mach: str | None, body: Any, frame: bytes,
                  on_reply: Callable[[Any], None] | None, sync: bool = True) -> None:
@@ -59,6 +63,11 @@ class _Call:
         self.error: BaseException | None = None
         self.next_try = 0.0  # when to send it again, if unanswered
         self.on_reply = on_reply
+        # an asyncio caller's call (see acalls.py): its completions queue, and when the I/O thread gives it up
+        self.sink: Any = None
+        self.fut: Any = None
+        self.limit = 0.0  # its timeout (s)
+        self.deadline = 0.0
 
 
 class _Queued:
@@ -105,6 +114,11 @@ class Caller:
         self._last_rx = time.monotonic()
         self._rcvtimeo = -1  # the RCVTIMEO last set on the socket
         self._missed = False  # the I/O thread found the socket busy: it looks again within 2 ms (reactor.py)
+        # asyncio callers' calls (acalls.py): the futures' sinks by loop, and the calls not given up yet
+        self._sinks: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        self._acalls: set[_Call] = set()
+        self._resend_at = 0.0  # when the I/O thread next resends the asyncio callers' unanswered calls
+        self._kicked = False  # the I/O thread was woken for the outbox and has not looked yet
 
     def _handle(self, data: bytes) -> None:
         """Handle one message read from the socket (the client's dispatch)."""
@@ -131,6 +145,8 @@ class Caller:
                 call.error = TransportError(f"malformed {call.kind} reply: {exc}", code=P.INTERNAL)
         call.result = body
         call.done = True
+        if call.sink is not None:
+            call.sink.put(call)
 
     def _call(self, kind: str, mach: str | None, body: Any, *, timeout: float | None = None,
               on_reply: Callable[[Any], None] | None = None) -> Any:
@@ -155,12 +171,15 @@ class Caller:
             self._rcvtimeo = ms
         return self._sock.recv(copy=True)  # type: ignore[no-any-return]
 
+    def _raise_if_closed(self) -> None:
+        if self._closed:
+            raise TransportError(f"client for {self.address} is closed", code="closed")
+
     def _new_call(self, kind: str, mach: str | None, body: Any, on_reply: Callable[[Any], None] | None,
                   seq: int) -> _Call:
         """A request packed with the seq it will most likely get (packed again if not): packing here raises
         for a value msgpack can't carry, or a message too large, before anything is sent."""
-        if self._closed:
-            raise TransportError(f"client for {self.address} is closed", code="closed")
+        self._raise_if_closed()
         try:
             frame = P.pack(kind, seq, mach, body)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -191,6 +210,8 @@ class Caller:
         takes nothing now (no link, or full)."""
         if c.seq == 0:  # a notification: no seq, no reply
             c.sent = c.done = self._send(c.frame)
+            if c.sent and c.sink is not None:  # an asyncio caller awaits the send
+                c.sink.put(c)
             return c.sent
         seq = self._next_seq
         if c.seq != seq:  # another call took this call's seq first: pack it again with its own
@@ -297,18 +318,7 @@ class Caller:
                         elif not (self._outbox and self._send_queued(now)):
                             break
                     if now >= resend:
-                        # sent, unanswered for a while (this thread's calls, or those it sent for others who wait
-                        # for the socket): again with the same seq
-                        resend = now + RESEND
-                        for c in self._inflight:
-                            if c.done:
-                                continue
-                            if now >= c.next_try:
-                                if not self._send(c.frame):
-                                    resend = now + 0.01  # the socket is full or the link down: soon again
-                                    break
-                                c.next_try = now + RESEND
-                            resend = min(resend, c.next_try)
+                        resend = self._resend(now)
                     if now >= deadline:
                         raise self._timeout(calls[first].kind, t)
                     until = min(deadline, resend, now + 0.01) if sent < n else min(deadline, resend)
@@ -331,6 +341,21 @@ class Caller:
                 if c.sent and pending.get(c.seq) is c:
                     del pending[c.seq]
                 c.done = True  # answered, or given up: no holder sends it any more
+
+    def _resend(self, now: float) -> float:
+        """Send again, with the same seq, the calls sent and unanswered for RESEND (this thread's, those it sent
+        for others who wait for the socket, asyncio callers'); the caller holds ``_io``. Returns when to look
+        again."""
+        resend = now + RESEND
+        for c in self._inflight:
+            if c.done:
+                continue
+            if now >= c.next_try:
+                if not self._send(c.frame):
+                    return now + 0.01  # the socket is full or the link down: soon again
+                c.next_try = now + RESEND
+            resend = min(resend, c.next_try)
+        return resend
 
     def _timeout(self, kind: str, t: float) -> TransportError:
         return TransportError(f"timeout: {self.address} did not answer {kind} within {t:g}s", code="timeout")
@@ -423,21 +448,43 @@ class Caller:
         Best effort: not resent, and dropped when the socket takes nothing. Sent in order with what other
         threads queued; while another thread holds the socket, that one sends it."""
         seq = self._next_seq
-        call = _Call(seq, kind, mach, body, P.pack(kind, seq, mach, body), on_reply, sync=False)
-        call.queued = True
-        self._outbox.append(_Queued([call]))
+        self._submit(_Call(seq, kind, mach, body, P.pack(kind, seq, mach, body), on_reply, sync=False))
+
+    def _submit(self, call: _Call) -> None:
+        """Queue a call for the socket's holder, and send it now if the socket is free (never waits for it)."""
+        self._submit_many([call])
+
+    def _submit_many(self, calls: list[_Call], now: bool = True,
+                     later: Callable[[Callable[[], None]], Any] | None = None) -> None:
+        """``_submit`` for calls sent in order; without ``now`` they are left to the I/O thread, woken once for
+        however many are queued before it looks (through ``later``, e.g. an event loop's ``call_soon``: after
+        every call made in this turn of the loop is queued)."""
+        for call in calls:
+            call.queued = True
+        self._outbox.append(_Queued(calls))
+        if not now:
+            if not self._kicked:
+                self._kicked = True
+                if later is None:
+                    self._wake()
+                else:
+                    later(self._wake)
+            return
         if self._io.acquire(False):
             try:
                 self._send_outbox(time.monotonic())
             finally:
                 self._release()  # a send may take the fd's edge for a message that arrived meanwhile
 
-    def _pump(self) -> bool:
+    def _pump(self, share: bool = False) -> bool:
         """Read and handle every message waiting on the socket (the caller holds ``_io``); False when it stopped
-        at its bound with messages left."""
+        at its bound with messages left.
+
+        ``share`` (the I/O thread): while asyncio callers wait, give the GIL away for a moment every YIELD_EVERY
+        messages, so an event loop never waits for it for a whole switch interval (5 ms) behind a long pump."""
         sock = self._sock
         get, recv = sock.getsockopt, sock.recv
-        for _ in range(100_000):
+        for i in range(100_000):
             try:
                 # a syscall each (libzmq reads its command pipe), still cheaper than catching Again
                 if not get(EVENTS) & POLLIN:
@@ -447,4 +494,6 @@ class Caller:
                 return True
             self._last_rx = time.monotonic()
             self._handle(data)
+            if share and i % YIELD_EVERY == YIELD_EVERY - 1 and self._acalls:
+                time.sleep(YIELD_FOR)  # a sleep hands the GIL over; sleep(0) rarely does
         return False

@@ -4,7 +4,8 @@ Requests and replies (seqs, resends, threads sharing the socket) are ``calls.Cal
 process's one client I/O thread (``reactor.Reactor``) reads pushes and sends heartbeats. Silence for a few
 seconds marks the link down, and so does a heartbeat answered for another session than ours (the server dropped
 it, or restarted); the client then says hello until the server answers, and subscribes its mirrors again.
-Callbacks (``on_status``, ``on_update``, waiters) run on the thread that read the message.
+Callbacks (``on_status``, ``on_update``, waiters) run on the thread that read the message. ``client.state`` is
+the connection as a state machine (see ``conn_state``).
 """
 
 from __future__ import annotations
@@ -19,13 +20,17 @@ import zmq
 
 from machine.log import LazyLogger
 
+from . import conn_state as CS
 from . import protocol as P
+from .acalls import expire, fail_all
 from .addr import normalize
 from .calls import Caller, _Call
 from .errors import TransportError
 from .reactor import reactor
 
 if TYPE_CHECKING:
+    from machine import Machine
+
     from .remote import RemoteMachine
 
 log = LazyLogger("transport.client")  # logging is imported on first use
@@ -50,7 +55,7 @@ class Client(Caller):
     """
 
     def __init__(self, addr: str, *, timeout: float = 3.0, server_key: Any = None, client_keys: Any = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, _hello: bool = True) -> None:
         address = normalize(addr)
         if address.endswith(":*"):
             raise ValueError(f"cannot connect to a wildcard port: {addr}")
@@ -76,9 +81,9 @@ class Client(Caller):
         self._lock = threading.Lock()  # guards _mirrors and _subscribing
         self._mirrors: dict[str, RemoteMachine] = {}
         self._subscribing: dict[str, threading.Event] = {}  # ids whose first mirror is on its way (in machine())
-        self._status_cbs: list[Callable[[bool], Any]] = []
         self._payload_cbs: list[Callable[[dict[str, Any]], Any]] = []
         self._connected = False
+        self._state = CS.new_state(self.id)
         # the server process's boot id and its name for our session: a new one means the server knows nothing
         # of our subscriptions (it restarted, or dropped our session), so subscribe again
         self._boot: Any = None
@@ -88,16 +93,60 @@ class Client(Caller):
         self._next_beat = time.monotonic() + P.HEARTBEAT
         self._reactor = reactor()
         self._reactor.add(self)
+        if not _hello:  # the asyncio client says hello itself (aio.py)
+            return
         try:
-            hello = self._call(P.HELLO, None, {"id": self.id, "proto": P.PROTO}, timeout=self.timeout)
-            self._boot, self._session = _peer(hello)
+            hello = self._call(P.HELLO, None, self._hello_body(), timeout=self.timeout)
         except TransportError as exc:
-            self.close()
-            raise TransportError(f"cannot connect to {self.address}: {exc}", code="connect") from None
+            raise self._not_connected(exc) from None
         except BaseException:
             self.close()
             raise
+        self._hello_answered(hello)
+
+    # ------------------------------------------------------------------ connecting (sync or asyncio)
+
+    def _hello_body(self) -> dict[str, Any]:
+        return {"id": self.id, "proto": P.PROTO}
+
+    def _hello_answered(self, hello: Any) -> None:
+        self._boot, self._session = _peer(hello)
         self._set_connected(True)
+
+    def _not_connected(self, exc: TransportError) -> TransportError:
+        """The first hello failed: close, and the error ``connect()`` raises."""
+        self._state.add(CS.DISCONNECTED, CS.ERR_NETWORK)
+        self.close()
+        return TransportError(f"cannot connect to {self.address}: {exc}", code="connect")
+
+    def _reuse(self, rm: RemoteMachine, mutations: bool) -> RemoteMachine:
+        """An open mirror asked for again: it follows the source's mutations too from now on if asked."""
+        if mutations and not rm._muts:
+            rm._muts = True
+            rm._resubscribe()
+        return rm
+
+    def _open_mirror(self, mach_id: str, mutations: bool) -> RemoteMachine | None:
+        """The open mirror of ``mach_id``, if there is one (for the asyncio client)."""
+        with self._lock:
+            rm = self._mirrors.get(mach_id)
+        return None if rm is None or rm.disposed else self._reuse(rm, mutations)
+
+    def _adopt(self, mach_id: str, info: Any, mutations: bool) -> RemoteMachine:
+        """The mirror for a ``sub`` reply the asyncio client got: the one another caller opened meanwhile for
+        ``mach_id`` (one mirror per id), else a new one."""
+        from .remote import RemoteMachine
+
+        made = RemoteMachine(self, info, mutations)
+        with self._lock:
+            rm = self._mirrors.get(mach_id)
+            if rm is None or rm.disposed:
+                rm = self._mirrors[mach_id] = made
+        if rm is not made:
+            made._local_dispose()
+        if self._closed:  # closed meanwhile: close() did not see this mirror
+            rm._local_dispose()
+        return rm
 
     # ------------------------------------------------------------------ public
 
@@ -105,6 +154,13 @@ class Client(Caller):
     def connected(self) -> bool:
         """True while the server answers."""
         return self._connected and not self._closed
+
+    @property
+    def state(self) -> Machine:
+        """The connection as a state machine: ``Start``, ``Connecting``, ``Connected``, ``Ready``,
+        ``Disconnected``, ``RetryingConn``, ``ErrNetwork`` (see ``transport.conn_state``). Read it, wait on it
+        (``client.state.when("Ready").wait(5)``, or ``await`` the waiter), bind handlers to it; do not mutate it."""
+        return self._state
 
     def machines(self) -> list[dict[str, Any]]:
         """The machines behind the address: dicts with ``id``, ``parent_id``, ``tags``, ``time``, ``states``, and
@@ -141,10 +197,7 @@ class Client(Caller):
                 if rm is None and busy is None:
                     mine = self._subscribing[mach_id] = threading.Event()
             if rm is not None:
-                if mutations and not rm._muts:
-                    rm._muts = True
-                    rm._resubscribe()
-                return rm
+                return self._reuse(rm, mutations)
             if busy is None:
                 break
             if not busy.wait(max(0.0, deadline - time.monotonic())):
@@ -168,8 +221,9 @@ class Client(Caller):
         self._payload_cbs.append(fn)
 
     def on_status(self, fn: Callable[[bool], Any]) -> None:
-        """Call ``fn(connected)`` (on the I/O thread) whenever the link goes down or comes back."""
-        self._status_cbs.append(fn)
+        """Call ``fn(connected)`` (on the I/O thread) whenever the link goes down or comes back: ``fn(True)``
+        when ``state`` enters Ready, ``fn(False)`` when it enters RetryingConn."""
+        self._state.bind_handlers(CS.StatusHandlers(fn))
 
     def close(self) -> None:
         """Say bye, stop the I/O thread, close the socket (LINGER 0) and dispose the mirrors. Idempotent."""
@@ -197,12 +251,17 @@ class Client(Caller):
         pending = list(self._pending.values()) + [c for q in list(self._outbox) for c in q.calls]
         self._pending.clear()
         self._outbox.clear()
+        closed = TransportError("client closed", code="closed")
         for call in pending:
             if not call.done:  # an answered call keeps its result (its caller may not have looked yet)
-                call.error = TransportError("client closed", code="closed")
+                call.error = closed
                 call.done = True
+                if call.sink is not None:
+                    call.sink.put(call)
+        fail_all(self, closed)
         for rm in mirrors:
             rm._local_dispose()
+        self._state.set(CS.DISCONNECTED)  # only Disconnected: RetryingConn (and on_status) is for an open client
 
     def __enter__(self) -> Client:
         return self
@@ -277,8 +336,14 @@ class Client(Caller):
             if self._missed:
                 self._missed = False
                 self._reactor.arm(self, True)  # re-arming reports a fd that is ready already
+            self._kicked = False  # before the outbox is read: a call queued after this wakes this thread again
             # read first: after a stall, pongs already waiting must count before the beat judges the link
-            checked = self._pump()
+            checked = self._pump(share=True)
+            if self._acalls and now >= self._resend_at:
+                # asyncio callers wait on no thread: their resends and timeouts are this thread's (a look at most
+                # every 0.1 s: each one goes over every call in flight)
+                self._resend_at = min(self._resend(now), now + 0.1)
+                expire(self, now)
             if self._outbox:
                 self._send_outbox(now)
                 checked = False  # a send may take the fd's edge for a message that arrived meanwhile
@@ -288,7 +353,7 @@ class Client(Caller):
                 self._beat(now)
                 # and again after the beat's send: a send handles the socket's pending commands, which can take
                 # the fd's edge for a message that arrived meanwhile
-                checked = self._closed or self._pump()
+                checked = self._closed or self._pump(share=True)
             # the last thing done with the socket was asking its events and nothing waits (unless the pump
             # stopped at its bound): the release need not ask again
         finally:
@@ -307,11 +372,11 @@ class Client(Caller):
             if not c.sync and now >= c.next_try + (0.0 if c.kind in (P.PING, P.HELLO) else self.timeout):
                 self._pending.pop(seq, None)
         if self._connected and now - self._last_rx > P.PEER_TIMEOUT:
-            self._set_connected(False)
+            self._set_connected(False, network=True)
         if self._connected:
             self._call_async(P.PING, None, {}, self._on_pong)
         else:
-            self._call_async(P.HELLO, None, {"id": self.id, "proto": P.PROTO}, self._on_rehello)
+            self._call_async(P.HELLO, None, self._hello_body(), self._on_rehello)
 
     def _on_pong(self, body: Any) -> None:
         boot, session = _peer(body)
@@ -324,29 +389,33 @@ class Client(Caller):
         """The server no longer has our session: report the link down, say hello, subscribe everything again."""
         log.info("%s: %s %s, subscribing again", self.id, self.address, why)
         self._set_connected(False)
-        self._call_async(P.HELLO, None, {"id": self.id, "proto": P.PROTO}, self._on_rehello)
+        self._call_async(P.HELLO, None, self._hello_body(), self._on_rehello)
 
     def _on_rehello(self, body: Any) -> None:
         if isinstance(body, dict):
             self._boot, self._session = _peer(body)
         if self._connected:
             return
+        self._state.add(CS.CONNECTED)
         with self._lock:
             mirrors = list(self._mirrors.values())
         for rm in mirrors:
             rm._resubscribe()
         self._set_connected(True)
 
-    def _set_connected(self, up: bool) -> None:
-        if up == self._connected:
+    def _set_connected(self, up: bool, network: bool = False) -> None:
+        """The link came back (Connected and Ready) or went down (Disconnected and RetryingConn, and ErrNetwork
+        when ``network``: the server went silent); the state machine's handlers run ``on_status``."""
+        if up == self._connected or self._closed:
             return
         self._connected = up
         log.info("%s %s %s", self.id, "connected to" if up else "lost", self.address)
-        for fn in list(self._status_cbs):
-            try:
-                fn(up)
-            except Exception:
-                log.exception("status callback failed")
+        if up:
+            self._state.add(CS.CONNECTED, CS.READY)
+        elif network:
+            self._state.add(CS.DISCONNECTED, CS.RETRYING, CS.ERR_NETWORK)
+        else:
+            self._state.add(CS.DISCONNECTED, CS.RETRYING)
 
     def _handle(self, data: bytes) -> None:
         try:

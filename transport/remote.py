@@ -275,6 +275,7 @@ class RemoteMachine(HistoryReader, MirrorLink):
         called = mirror.check_called(self._m, states)
         a = mirror.check_args(args)
         if self._m.disposed:
+            self._client._raise_if_closed()  # a closed client's mirror says so; a mirror closed alone: Canceled
             return Result.CANCELED
         body: dict[str, Any] = {"s": list(called)}
         if a is not None:
@@ -343,6 +344,8 @@ class RemoteMachine(HistoryReader, MirrorLink):
         """Add ``state`` and Exception on the server; the error travels as its class name and message."""
         mirror.check_called(self._m, (state,))
         a = mirror.check_args(args)
+        if self._m.disposed:
+            self._client._raise_if_closed()
         if err is None or self._m.disposed:
             return Result.CANCELED
         if not isinstance(err, BaseException):
@@ -351,11 +354,16 @@ class RemoteMachine(HistoryReader, MirrorLink):
         body: dict[str, Any] = {"state": state, "type": type(err).__name__, "msg": str(err)}
         if a is not None:
             body["a"] = P.sanitize(a)
-        # as the source records it: the states with Exception, the args with the error (here the caller's own)
-        called = [state] if state == EXCEPTION or not self._m.has(EXCEPTION) else [state, EXCEPTION]
-        rec = ["add", called, {**(a or {}), "err": err}]
-        res = self._client._call(P.ADD_ERR, self._id, body, on_reply=lambda reply: self._on_mut_reply(reply, rec))
+        res = self._client._call(P.ADD_ERR, self._id, body, on_reply=self._err_reply_handler(state, a, err))
         return _result(res[0])
+
+    def _err_reply_handler(self, state: str, args: Mapping[str, Any] | None,
+                           err: BaseException) -> Callable[[Any], None]:
+        """What applies an ``add_err_state`` reply to this mirror, with the record the source makes of it: the
+        states with Exception, the args with the error (here the caller's own)."""
+        called = [state] if state == EXCEPTION or not self._m.has(EXCEPTION) else [state, EXCEPTION]
+        rec = ["add", called, {**(args or {}), "err": err}]
+        return lambda reply: self._on_mut_reply(reply, rec)
 
     def can_add(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
         """Dry run of ``add`` on the server."""

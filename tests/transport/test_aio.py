@@ -4,13 +4,16 @@ the loop never blocked, a cancelled await applied once."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import threading
 import time
 from typing import Any
 
 import pytest
 
 from machine import StateError
-from transport import TransportError
+from transport import TransportError, connect
 from transport.aio import connect_async
 
 
@@ -88,5 +91,229 @@ def test_a_cancelled_await_is_applied_once_and_a_closed_client_says_so(daemon: A
         with pytest.raises(TransportError) as ei:
             await m.add("Bar")
         assert ei.value.code == "closed"
+
+    _run(main())
+
+
+def test_a_retried_async_call_is_applied_once_and_a_cancelled_one_completes_in_the_background(daemon: Any) -> None:
+    """FooState sleeps 1.5 s: the I/O thread sends the unanswered call again after 1 s with its seq and the server
+    answers it once. A call cancelled while on the wire is not lost half way: it is applied once, its reply still
+    reaches the mirror, and the client forgets it then."""
+    d = daemon("--hub", "--slow-foo", "1.5")
+
+    async def main() -> None:
+        async with connect_async(d.addrs[0], timeout=5) as c:
+            m = await c.machine("worker0")
+            assert await m.add("Foo") == 0 and m.tick("Foo") == 1
+            assert d.cmd("time worker0").split()[3] == "1"      # TIME, Exception, ErrOnClient, Foo
+
+            m1 = await c.machine("worker1")
+            task = asyncio.create_task(m1.add("Foo"))
+            await asyncio.sleep(0.05)                          # the scenario: cancelled while on the wire
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            sc = c.sync_client
+            assert len(sc._acalls) == 1                        # still in flight, resent past 1 s
+            assert await asyncio.wait_for(m1.when("Foo"), 5)   # the first (and only) result reached the mirror
+            assert d.cmd("time worker1").split()[3] == "1"
+            assert await m1.add("Multi") == 0 and m1.tick("Foo") == 1
+            assert not sc._acalls and not sc._pending
+
+    _run(main())
+
+
+def test_no_thread_per_call_and_1000_at_once_are_all_answered(daemon: Any) -> None:
+    d = daemon("--hub")
+
+    async def main() -> None:
+        before = {t.ident for t in threading.enumerate()}
+        async with connect_async(d.addrs[0]) as c:
+            m = await c.machine("worker0")
+            peak = 0
+
+            async def watch() -> None:
+                nonlocal peak
+                while True:
+                    peak = max(peak, len({t.ident for t in threading.enumerate()} - before))
+                    await asyncio.sleep(0)
+
+            w = asyncio.create_task(watch())
+            res = await asyncio.gather(*(m.add("Multi") for _ in range(1000)))
+            w.cancel()
+            assert res == [0] * 1000 and m.tick("Multi") == 1999
+            assert [int(x) for x in d.cmd("time worker0").split()[1:]] == m.time()
+            assert not c.sync_client._acalls and not c.sync_client._pending
+        # at most the process's one client I/O thread, started for the first client of this process
+        assert peak <= 1, peak
+
+    _run(main())
+
+
+def test_an_async_call_times_out_like_a_sync_one(daemon: Any) -> None:
+    d = daemon("--hub")
+
+    async def main() -> None:
+        async with connect_async(d.addrs[0], timeout=0.5) as c:
+            m = await c.machine("worker0")
+            _freeze(d.proc.pid)
+            try:
+                t0 = time.monotonic()
+                with pytest.raises(TransportError) as ei:
+                    await m.add("Foo")
+                took = time.monotonic() - t0
+            finally:
+                os.kill(d.proc.pid, signal.SIGCONT)
+            assert ei.value.code == "timeout" and "within 0.5s" in str(ei.value)
+            assert 0.45 < took < 1.5, took                     # the I/O thread looks at deadlines every 0.1-0.25 s
+            assert not c.sync_client._acalls
+            assert await m.add("Bar") == 0                     # the link is fine afterwards
+
+    _run(main())
+
+
+def test_closing_the_client_fails_the_calls_in_flight_with_closed(daemon: Any) -> None:
+    d = daemon("--hub", "--slow-foo", "0.5")
+
+    async def main() -> None:
+        c = await connect_async(d.addrs[0])
+        m = await c.machine("worker0")
+        task = asyncio.create_task(m.add("Foo"))
+        await asyncio.sleep(0.1)                          # sent, the daemon busy with it
+        await c.aclose()
+        with pytest.raises(TransportError) as ei:
+            await asyncio.wait_for(task, 5)
+        assert ei.value.code == "closed" and not c.sync_client._acalls
+        assert c.state.active_states() == ["Disconnected"]
+
+    _run(main())
+
+
+def test_mutate_many_gives_what_the_sync_client_gives(daemon: Any) -> None:
+    d = daemon("--hub")
+    ops: list[Any] = [("worker0", "add", ["Multi"], None)] * 1500 + [
+        ("worker1", "add", ["Baz"], {"deny": "1"}), ("nope", "add", ["Foo"], None), ("worker2", "add", ["Nope"], None)]
+
+    def shape(res: list[Any]) -> list[Any]:
+        return [(type(x).__name__, getattr(x, "code", None)) if isinstance(x, BaseException) else int(x) for x in res]
+
+    with connect(d.addrs[0]) as c:
+        want = shape(c.mutate_many(ops))
+
+    async def main() -> list[Any]:
+        async with connect_async(d.addrs[0]) as c:
+            m0 = await c.machine("worker0")
+            got = shape(await c.mutate_many(ops))
+            assert m0.tick("Multi") == 6000 - 1               # 3000 adds of a multi state over both runs
+            with pytest.raises(ValueError):
+                await c.mutate_many([("worker0", "toggle", ["Foo"], None)])
+            return got
+
+    assert _run(main()) == want
+    assert want[-3:] == [1, ("TransportError", "unknown_machine"), ("StateError", None)]
+
+
+def test_the_io_thread_resends_an_unanswered_async_call_and_it_is_applied_once(daemon: Any) -> None:
+    """The daemon frozen past the resend interval: the client I/O thread sends the call again with its seq (no
+    thread of the caller's is there to do it); once the daemon goes on, the call is answered once, applied once."""
+    d = daemon("--hub")
+
+    async def main() -> None:
+        async with connect_async(d.addrs[0], timeout=8) as c:
+            m = await c.machine("worker0")
+            sc = c.sync_client
+            frames: list[bytes] = []
+            send = sc._send
+
+            def spy(frame: bytes) -> bool:    # observes the adds that go out; sends everything as before
+                if b"Multi" in frame:
+                    frames.append(frame)
+                return send(frame)
+
+            sc._send = spy  # type: ignore[method-assign]
+            _freeze(d.proc.pid)
+            try:
+                task = asyncio.create_task(m.add("Multi"))
+                assert await _until_async(lambda: len(frames) >= 2, 5), frames   # sent, then sent again
+            finally:
+                os.kill(d.proc.pid, signal.SIGCONT)
+            assert await task == 0
+            assert len(set(frames)) == 1                                    # the same frame: the same seq
+            assert m.tick("Multi") == 1 and d.cmd("time worker0").split()[-1] == "1"
+
+    _run(main())
+
+
+async def _until_async(cond: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+def _freeze(pid: int) -> None:
+    """SIGSTOP, then wait until the process is stopped: a request sent right after the signal could otherwise
+    still be handled."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                return
+        time.sleep(0.001)
+    raise AssertionError(f"process {pid} did not stop")
+
+
+def test_sync_threads_and_async_tasks_share_one_client(daemon: Any) -> None:
+    """The sync client's threads and asyncio tasks on the same Client: each call answered once, each mutation
+    applied once, whoever holds the socket sends the others' calls."""
+    d = daemon("--hub")
+
+    async def main() -> None:
+        async with connect_async(d.addrs[0]) as c:
+            m = await c.machine("worker0")
+            sync_client = c.sync_client
+            errors: list[BaseException] = []
+
+            def hammer() -> None:
+                try:
+                    rm = sync_client.machine("worker0")
+                    for _ in range(300):
+                        rm.add("Multi")
+                    sync_client.mutate_many([("worker0", "add", ["Multi"], None)] * 300)
+                except BaseException as exc:
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=hammer) for _ in range(3)]
+            for t in threads:
+                t.start()
+            res = await asyncio.gather(*(m.add("Multi") for _ in range(900)),
+                                       *(m.add("Multi") for _ in range(300)))
+            await asyncio.get_running_loop().run_in_executor(None, lambda: [t.join(30) for t in threads])
+            assert not errors and res == [0] * 1200
+            adds = 3 * 600 + 1200
+            await m.sync()
+            assert m.tick("Multi") == 2 * adds - 1
+            assert d.cmd("time worker0").split()[-1] == str(2 * adds - 1)
+
+    _run(main())
+
+
+def test_add_ns_is_sent_without_a_thread_and_sync_sees_every_one(daemon: Any) -> None:
+    d = daemon("--hub")
+
+    async def main() -> None:
+        async with connect_async(d.addrs[0]) as c:
+            m = await c.machine("worker0")
+            await m.add_ns("Multi")                            # alone: sent at once
+            await asyncio.gather(*(m.add_ns("Multi") for _ in range(2000)))   # a burst: sent by the I/O thread
+            await m.sync()                                     # after every earlier request was handled
+            assert m.tick("Multi") == 2 * 2001 - 1
+            assert d.cmd("time worker0").split()[-1] == str(2 * 2001 - 1)
+            with pytest.raises(StateError):
+                await m.add_ns("Nope")
+            assert not c.sync_client._acalls
 
     _run(main())

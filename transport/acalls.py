@@ -1,0 +1,191 @@
+"""Requests for asyncio callers, native to the client's I/O: no thread waits for a reply.
+
+``acall`` packs the request on the event loop's thread. A call alone in flight is sent there when the socket is
+free; with others in flight (a burst) it waits in the outbox for whichever thread holds the socket next: the
+process's client I/O thread, woken once after the loop's turn, or a sync caller. The reply is read by that
+thread, which runs the reply handler (a mirror's update) and hands the call to the loop's ``Sink``. A sink wakes
+its loop once for all the replies read meanwhile (``call_soon_threadsafe``) and completes at most ``BATCH``
+futures per loop turn, so 1000 replies neither wake the loop 1000 times nor hold it for one long turn.
+
+Resends (same seq, after ``calls.RESEND``) and timeouts of these calls are the I/O thread's, on its turns
+(every ``reactor.SWEEP`` at most): a call not answered within its timeout fails with ``TransportError``
+(``timeout``). Cancelling the awaiting task gives up a call that was not sent yet (nothing reaches the server);
+one already sent is left to complete: it is applied once, its reply still updates the mirror, and its resends
+are answered from the server's reply cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from .errors import TransportError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .calls import Caller, _Call
+
+BATCH = 64  # futures completed per loop turn: about 1 ms of the loop's time, whatever the burst
+
+
+class Sink:
+    """The replies for one event loop's calls, read on other threads and completed on the loop."""
+
+    __slots__ = ("_loop", "_cl", "_calls", "_lock", "_scheduled")
+
+    def __init__(self, cl: Caller, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = weakref.ref(loop)  # the client keeps its sinks by loop, weakly: a loop gone takes its sink
+        self._cl = cl
+        self._calls: list[_Call] = []
+        self._lock = threading.Lock()
+        self._scheduled = False  # a flush is scheduled on the loop: a put adds to it without waking the loop
+
+    def put(self, call: _Call) -> None:
+        """A call is done (any thread): its future is completed on the loop soon."""
+        with self._lock:
+            self._calls.append(call)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        loop = self._loop()
+        try:
+            if loop is None:
+                raise RuntimeError("loop gone")
+            loop.call_soon_threadsafe(self._flush)
+        except RuntimeError:  # the loop is closed: nobody awaits these any more
+            with self._lock:
+                self._calls.clear()
+                self._scheduled = False
+
+    def _flush(self) -> None:
+        with self._lock:
+            calls = self._calls[:BATCH]
+            del self._calls[:BATCH]
+            more = bool(self._calls)
+            if not more:
+                self._scheduled = False
+        acalls = self._cl._acalls
+        for c in calls:
+            acalls.discard(c)
+            fut = c.fut
+            if fut is None or fut.done():  # cancelled meanwhile
+                continue
+            c.fut = None  # a done call may stay in the caller's resend window a while: not with its future
+            if c.error is not None:
+                fut.set_exception(c.error)
+            else:
+                fut.set_result(c.result)
+        loop = self._loop()
+        if more and loop is not None:  # the rest on the next turn, after the tasks these woke and any timer due
+            loop.call_soon(self._flush)
+
+
+def _sink(cl: Caller, loop: asyncio.AbstractEventLoop) -> Sink:
+    sink: Sink | None = cl._sinks.get(loop)
+    if sink is None:
+        sink = cl._sinks.setdefault(loop, Sink(cl, loop))
+    return sink
+
+
+def _prepare(cl: Caller, call: _Call, sink: Sink, limit: float, deadline: float) -> asyncio.Future[Any]:
+    fut: asyncio.Future[Any] = sink_loop(sink).create_future()
+    call.sink, call.fut, call.limit, call.deadline = sink, fut, limit, deadline
+    cl._acalls.add(call)
+    return fut
+
+
+def sink_loop(sink: Sink) -> asyncio.AbstractEventLoop:
+    loop = sink._loop()
+    assert loop is not None  # the running loop: it is alive
+    return loop
+
+
+async def acall(cl: Caller, kind: str, mach: str | None, body: Any, *,
+                on_reply: Callable[[Any], None] | None = None, timeout: float | None = None) -> Any:
+    """Send a request and await its reply (or the server's error, re-raised as the sync ``_call`` does)."""
+    loop = asyncio.get_running_loop()
+    sink = _sink(cl, loop)
+    call = cl._new_call(kind, mach, body, on_reply, cl._next_seq)  # raises for a closed client, a bad value
+    limit = cl.timeout if timeout is None else timeout
+    fut = _prepare(cl, call, sink, limit, time.monotonic() + limit)
+    # alone, it is sent at once (a round trip with one thread hand-off); with others in flight it is left to the
+    # I/O thread, woken once the loop's turn is over: a burst costs the loop no syscall per call (each one gives
+    # the GIL away, for up to 5 ms) and the I/O thread does not compete for the GIL while the burst starts
+    cl._submit_many([call], now=len(cl._acalls) == 1, later=loop.call_soon)
+    try:
+        return await fut
+    except asyncio.CancelledError:
+        abandon(cl, call)
+        raise
+
+
+async def anotify(cl: Caller, kind: str, mach: str | None, body: Any, *, timeout: float | None = None) -> None:
+    """Send a notification (no seq, no reply) and await its send: as the sync ``_notify(block=True)``, it waits
+    for room while the server's queue for us is full or the link is down, and fails with ``TransportError``
+    (``limit``) when none comes within the timeout."""
+    sink = _sink(cl, asyncio.get_running_loop())
+    call = cl._new_call(kind, mach, body, None, 0)
+    limit = cl.timeout if timeout is None else timeout
+    fut = _prepare(cl, call, sink, limit, time.monotonic() + limit)
+    cl._submit_many([call], now=len(cl._acalls) == 1, later=asyncio.get_running_loop().call_soon)
+    try:
+        await fut
+    except asyncio.CancelledError:
+        abandon(cl, call)
+        raise
+
+
+async def acall_many(cl: Caller, calls: list[_Call], timeout: float | None = None) -> None:
+    """Send ``calls`` pipelined, in order, and wait until each is done (its ``result`` or ``error`` set)."""
+    sink = _sink(cl, asyncio.get_running_loop())
+    limit = cl.timeout if timeout is None else timeout
+    deadline = time.monotonic() + limit
+    futs = [_prepare(cl, c, sink, limit, deadline) for c in calls]
+    cl._submit_many(calls, now=False, later=asyncio.get_running_loop().call_soon)
+    try:
+        await asyncio.gather(*futs, return_exceptions=True)
+    except asyncio.CancelledError:
+        for c in calls:
+            abandon(cl, c)
+        raise
+
+
+def abandon(cl: Caller, call: _Call) -> None:
+    """The awaiting task was cancelled (on the loop's thread): a call not sent yet never will be; a sent one is
+    left to complete (applied once, the mirror updated) and dropped at its deadline at the latest."""
+    cl._withdraw([call])  # after this no thread sends it: either it went out already or it never will
+    if not call.sent:
+        call.done = True
+        cl._acalls.discard(call)
+
+
+def expire(cl: Caller, now: float) -> None:
+    """Fail the asyncio calls past their deadline (on the thread holding ``_io``)."""
+    for c in list(cl._acalls):
+        if c.done:  # normally its sink forgets it; not if its loop is gone
+            cl._acalls.discard(c)
+            continue
+        if now >= c.deadline:
+            cl._acalls.discard(c)
+            cl._withdraw([c])
+            if c.sent:
+                cl._pending.pop(c.seq, None)
+            c.error = cl._timeout(c.kind, c.limit) if c.seq else cl._full(c.kind)
+            c.done = True
+            if c.sink is not None:
+                c.sink.put(c)
+
+
+def fail_all(cl: Caller, error: TransportError) -> None:
+    """The client closed: every asyncio call still waiting fails with ``error``."""
+    for c in list(cl._acalls):
+        if not c.done:
+            c.error = error
+            c.done = True
+            if c.sink is not None:
+                c.sink.put(c)
+    cl._acalls.clear()
