@@ -16,6 +16,7 @@ from .handlers import handler_kind
 from .log import LazyLogger
 from .mutation import Mutation, MutationType
 from .mutation_queue import args_dict
+from .persistence import notify_waiters as _notify_waiters
 from .persistence import set_clock as _set_clock
 from .persistence import set_schema
 from .resolver import Plan, final_handlers, sort_states
@@ -51,10 +52,16 @@ def new_mirror(schema: Mapping[str, State | Mapping[str, Any]], id: str, parent:
 
 
 def set_clock(m: Machine, time: list[int], queue_tick: int | None = None, machine_tick: int | None = None,
-              changed: list[int] | None = None) -> None:
+              changed: list[int] | None = None, notify: bool = True) -> None:
     """Show the source's clock: ends the contexts of the states whose tick changed, resolves waiters (see
-    ``persistence.set_clock`` for ``changed``)."""
-    _set_clock(m, time, queue_tick, machine_tick, changed)
+    ``persistence.set_clock`` for ``changed``). ``notify=False`` leaves the waiters for ``notify_waiters``:
+    a mirror replays the transition's final handlers first, so a waiter sees their effects, as on the source."""
+    _set_clock(m, time, queue_tick, machine_tick, changed, notify)
+
+
+def notify_waiters(m: Machine) -> None:
+    """Resolve the waiters the mirror's clock satisfies now (after ``set_clock(..., notify=False)``)."""
+    _notify_waiters(m)
 
 
 def clock_view(m: Machine) -> list[int]:

@@ -93,12 +93,13 @@ def set_schema(mach: Machine, schema: Mapping[str, State | Mapping[str, Any]], o
 
 
 def set_clock(mach: Machine, new_time: list[int], queue_tick: int | None = None,
-              machine_tick: int | None = None, changed: list[int] | None = None) -> None:
+              machine_tick: int | None = None, changed: list[int] | None = None, notify: bool = True) -> None:
     """Replace the ticks (a mirror receiving its source's clock): ends the contexts of the states whose tick
     changed and resolves waiters.
 
     ``changed``: the indexes whose tick differs, when the caller knows them (a diff), in ascending order and
-    without repeats; then ``new_time`` is taken as is, not copied."""
+    without repeats; then ``new_time`` is taken as is, not copied. ``notify=False``: the waiters are left for
+    ``notify_waiters`` (a mirror runs its handlers first, as a local machine does)."""
     names = mach._c.names
     if len(new_time) != len(names):
         raise SchemaError(f"schema error: clock of {len(new_time)} states for {len(names)} (machine {mach._id})")
@@ -125,7 +126,15 @@ def set_clock(mach: Machine, new_time: list[int], queue_tick: int | None = None,
                     ctxs.append(c)
     for c in ctxs:
         c.cancel()
-    if changed:
-        check_subs(mach)
+    if notify:
+        if changed:
+            check_subs(mach)
+        if mach._subs.queue:
+            resolve_queue_waiters(mach)
+
+
+def notify_waiters(mach: Machine) -> None:
+    """Resolve the waiters the current clock satisfies (after ``set_clock(..., notify=False)``)."""
+    check_subs(mach)
     if mach._subs.queue:
         resolve_queue_waiters(mach)

@@ -895,14 +895,14 @@ def arpc_section(ctx: Ctx) -> Report:
     r = ba.measure(ctx.quick)
     rep = Report(title="arpc", columns=["figure", "arpc", "reference", "target", "met"])
     extra = r["cold"] - r["python"]
-    ok = extra <= 0.120
+    ok = extra <= 0.090  # issues 15 and 18 (P7): at most +90 ms
     rep.rows.append(["`arpc ADDR -- toggle . Foo`, cold start to exit (median)", f"{r['cold'] * 1e3:.0f} ms",
-                     f"`python -c pass`: {r['python'] * 1e3:.0f} ms (+{extra * 1e3:.0f} ms)", "<= +120 ms",
+                     f"`python -c pass`: {r['python'] * 1e3:.0f} ms (+{extra * 1e3:.0f} ms)", "<= +90 ms",
                      met(ok)])
     for key, label in (("list", "`arpc -d DIR -- list`"), ("group_add", "`arpc -d DIR -- group-add Bar`")):
         rep.rows.append([f"{label}, {r['n']} machines behind one daemon (median)", f"{r[key] * 1e3:.0f} ms", "-",
                          "< 1 s", met(r[key] < 1.0)])
-    rep.summary.append(f"cold start: +{extra * 1e3:.0f} ms over `python -c pass` (target <= 120 ms) - {met(ok)}")
+    rep.summary.append(f"cold start: +{extra * 1e3:.0f} ms over `python -c pass` (target <= 90 ms) - {met(ok)}")
     rep.summary.append(f"list of {r['listed']} machines: {r['list'] * 1e3:.0f} ms; group-add on all: "
                        f"{r['group_add'] * 1e3:.0f} ms ({r['group_out']}) (targets < 1 s) - "
                        f"{met(r['list'] < 1.0 and r['group_add'] < 1.0)}")

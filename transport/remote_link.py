@@ -81,11 +81,14 @@ class MirrorLink:
     def _update(self, new: list[int], q: int, mt: int, muts: Any, changed: list[int] | None = None) -> None:
         m = self._m
         before = mirror.clock_view(m)
-        # the push's clock at once: a callback below that mutates gets its reply's diff against this clock
-        mirror.set_clock(m, new, q, mt, changed)
         replay = mirror.has_replay_listeners(m)
         if not self._update_cbs and not replay:
+            mirror.set_clock(m, new, q, mt, changed)
             return
+        # the push's clock at once: a callback below that mutates gets its reply's diff against this clock; its
+        # waiters once the handlers and callbacks ran (at the end of the drain), as a local machine resolves them
+        # after its final handlers: a task woken by when() sees what the handlers did
+        mirror.set_clock(m, new, q, mt, changed, notify=False)
         steps = _steps(m.state_names, before, new, muts)
         with self._steps_lock:
             self._steps_q.extend(steps)
@@ -97,6 +100,7 @@ class MirrorLink:
         except BaseException:
             with self._steps_lock:
                 self._draining = False
+            mirror.notify_waiters(m)
             raise
 
     def _drain(self) -> None:
@@ -106,7 +110,7 @@ class MirrorLink:
             with self._steps_lock:
                 if not q:
                     self._draining = False  # under the lock: a step queued meanwhile was seen by this loop
-                    return
+                    break
                 step, update = q.popleft()
             if not (update["added"] or update["removed"] or update["ticked"] or update["mutations"]):
                 continue
@@ -117,6 +121,7 @@ class MirrorLink:
                     fn(update)
                 except Exception:
                     log.exception("on_update callback failed")
+        mirror.notify_waiters(self._m)
 
     def _resync(self) -> None:
         self._client._call_async(P.SYNC, self._id, {}, self._on_sync)

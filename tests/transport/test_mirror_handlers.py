@@ -232,3 +232,30 @@ def test_mutations_of_a_batch_reach_the_mirrors_handlers_with_their_args(daemon)
         rm.bind_handlers({"MultiState": lambda e: got.append(e.args.get("n"))})
         assert c.mutate_many([("worker0", "add", ["Multi"], {"n": i}) for i in range(3)]) == [0, 0, 0]
         assert rm.tick("Multi") == 5 and got == [0, 1, 2]
+
+
+def test_a_waiter_on_a_mirror_resolves_after_the_transition_s_handlers_ran(daemon) -> None:
+    # as on a local machine (final handlers, then waiters): code woken by when() sees what the handlers did.
+    # The handler takes its time, so a waiter resolved with the clock (before the handlers) would see nothing.
+    import time
+
+    d = daemon("--hub")
+    with connect(d.addrs[0]) as watcher, connect(d.addrs[0]) as writer:
+        rm = watcher.machine("worker0")
+        seen: list[int] = []
+
+        def multi(e: Event) -> None:
+            time.sleep(0.05)  # widens the window the old order raced in, not a synchronisation
+            # (-1: on a starved box the source may push the clock before its record: a summed step, no args)
+            seen.append(e.args.get("n", -1))
+
+        rm.bind_handlers({"MultiState": multi})
+        w = writer.machine("worker0")
+        for n in range(3):
+            # the waiter made before the change: one made while the handlers run would see the clock at once (a
+            # local machine's too: its clock is set before its final handlers run)
+            t = rm.tick("Multi")
+            done = rm.when_time(["Multi"], [t + 1 if t % 2 == 0 else t + 2])  # activated, or re-entered (multi)
+            w.add("Multi", args={"n": n})
+            assert done.wait(5)
+            assert len(seen) == n + 1, seen  # this transition's handler ran before the waiter resolved
