@@ -22,12 +22,14 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from . import protocol as P
+from .calls import _Call
 from .errors import TransportError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .calls import Caller, _Call
+    from .calls import Caller
 
 BATCH = 64  # futures completed per loop turn: about 1 ms of the loop's time, whatever the burst
 
@@ -152,6 +154,14 @@ async def acall_many(cl: Caller, calls: list[_Call], timeout: float | None = Non
         for c in calls:
             abandon(cl, c)
         raise
+
+
+def post(cl: Caller, kind: str, mach: str | None, body: Any) -> None:
+    """Send a best-effort notification (unsub, bye, a cancel) from any thread without waiting for the socket:
+    sent now when it is free, else by its holder on its turn; nothing for a closed client."""
+    if cl._closed:
+        return
+    cl._submit(_Call(0, kind, mach, body, P.pack(kind, 0, mach, body), None, sync=False))
 
 
 def abandon(cl: Caller, call: _Call) -> None:

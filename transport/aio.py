@@ -6,28 +6,29 @@ A call is packed and sent on the loop's thread without waiting for the socket, a
 process's client I/O thread, which updates the mirror and completes the awaited future (``acalls.py``): no
 thread is blocked per call. Cancelling an await gives up a request not sent yet; one already sent completes
 (applied once, the mirror updated, its resends answered from the server's reply cache), so nothing is half
-applied. ``when_args``, the mirror's ``close`` and ``aclose`` still run on a worker thread (they may wait for the
-socket).
+applied. Every member that may touch the network is a coroutine (``queue_len()`` too, a property on the sync mirror);
+``bind_handlers``, ``bind_tracer`` and ``on_update`` need a mirror opened with ``mutations=True`` (else their
+first call would subscribe with a round trip); ``history`` and ``on_history``, which have no coroutine form,
+raise ``MirrorLimitError`` naming what to do. Nothing runs on the
+loop's default executor (``aclose`` only when another thread holds the socket for 2 s).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
-from machine import Result, Waiter, mirror
+from machine import Ctx, Result, Tracer, Waiter, mirror
 
 from . import protocol as P
 from . import tracecontext
-from .acalls import acall, acall_many, anotify
+from .acalls import acall, acall_many, anotify, post
 from .calls import _Call
 from .client import Client
-from .errors import TransportError
+from .errors import MirrorLimitError, TransportError
 from .remote import _MUT_TYPES, RemoteMachine, _result
 
-T = TypeVar("T")
 EXCEPTION = "Exception"
 _KINDS = {"add": P.ADD, "remove": P.REMOVE, "set": P.SET}
 
@@ -38,12 +39,6 @@ class AsyncClient:
 
     def __init__(self, client: Client) -> None:
         self.sync_client = client
-
-    async def _thread(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
-        """For the few members that may wait for the socket: on the loop's default executor."""
-        if self.sync_client._closed:
-            raise TransportError(f"client for {self.sync_client.address} is closed", code="closed")
-        return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args, **kw))
 
     @property
     def connected(self) -> bool:
@@ -110,14 +105,37 @@ class AsyncClient:
 
     async def aclose(self) -> None:
         """Close the client (bye, socket, mirrors); its calls still waiting fail with ``closed``."""
-        if not self.sync_client._closed:
-            await asyncio.get_running_loop().run_in_executor(None, self.sync_client.close)
+        c = self.sync_client
+        if c._closed:
+            return
+        # close() says bye and closes the socket holding it: take it here without waiting (its holder, the I/O
+        # thread or a sync caller, gives it back within its turn), so that close() finds it free
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2.0
+        while not c._io.acquire(False):
+            if loop.time() >= deadline:  # another thread kept it for 2 s (a long sync call): wait on a thread
+                await loop.run_in_executor(None, c.close)
+                return
+            await asyncio.sleep(0.001)
+        try:
+            c.close()  # the lock is re-entrant: close() takes it again at once
+        finally:
+            c._io.release()
 
     async def __aenter__(self) -> AsyncClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+# the sync mirror's members that wait for the network and have no coroutine here, with what to do instead
+_BLOCKING = {
+    "history": "read it with `await m.errors()`, or from a thread: "
+               "`await asyncio.to_thread(m.mirror.history.records)`",
+    "on_history": "follow it from a thread: `await asyncio.to_thread(m.mirror.on_history, fn)` (fn then runs on "
+                  "the client's I/O thread)",
+}
 
 
 def _called(rm: RemoteMachine, states: tuple[str, ...]) -> tuple[str, ...]:
@@ -236,15 +254,65 @@ class AsyncRemoteMachine:
             body["a"] = a
         await anotify(rm.client, P.ADD_NS, rm.id, body)
 
-    async def when_args(self, state: str, args: Mapping[str, Any], ctx: Any = None) -> Waiter:
-        """Registers on the server (one round trip); await the returned waiter for the match."""
-        return await self.client._thread(self.mirror.when_args, state, args, ctx)
+    async def when_args(self, state: str, args: Mapping[str, Any], ctx: Ctx | None = None) -> Waiter:
+        """Registers on the server (one awaited round trip); await the returned waiter for the match."""
+        rm = self.mirror
+        w, body = rm._args_begin(state, args, ctx)  # the sync mirror's tokens and waiter
+        if body is None:
+            return w
+        try:
+            await acall(rm.client, P.WHEN_ARGS, rm.id, body)
+        except BaseException:
+            rm._args_reg.pop(body["token"], None)
+            raise
+        return rm._args_end(w, ctx)
+
+    async def queue_len(self) -> int:
+        """Mutations waiting in the source's queue: one round trip (a method here, where the sync mirror has a
+        property: on this class no attribute read touches the network)."""
+        return int((await self.info())["queue_len"])
+
+    def _muts_on(self, name: str) -> None:
+        if not self.mirror._muts:
+            raise MirrorLimitError(
+                f"{name}() on the mirror of {self.mirror.id}, opened without mutations=True, would block the event "
+                f"loop on a round trip (it subscribes to the source's mutation records first): open it with "
+                f"`await client.machine({self.mirror.id!r}, mutations=True)`, then call {name}()")
+
+    def bind_handlers(self, obj: object) -> None:
+        """``RemoteMachine.bind_handlers`` on a mirror opened with ``mutations=True`` (no network then; else
+        ``MirrorLimitError`` saying so)."""
+        self._muts_on("bind_handlers")
+        self.mirror.bind_handlers(obj)
+
+    def bind_tracer(self, tracer: Tracer) -> None:
+        """``RemoteMachine.bind_tracer`` on a mirror opened with ``mutations=True`` (see ``bind_handlers``)."""
+        self._muts_on("bind_tracer")
+        self.mirror.bind_tracer(tracer)
+
+    def on_update(self, fn: Callable[[dict[str, Any]], Any]) -> Callable[[], None]:
+        """``RemoteMachine.on_update`` on a mirror opened with ``mutations=True`` (see ``bind_handlers``)."""
+        self._muts_on("on_update")
+        return self.mirror.on_update(fn)
 
     async def close(self) -> None:
-        await self.client._thread(self.mirror.close)
+        """End the subscription and dispose the mirror (the source is untouched); waits for nothing."""
+        rm = self.mirror
+        if rm.disposed:
+            return
+        if rm.client.connected:
+            post(rm.client, P.UNSUB, rm.id, {})  # best effort, as the sync close's
+        rm._forget()
+
+    async def dispose(self, timeout: float = 1.0) -> None:
+        """Same as ``close()``."""
+        await self.close()
 
     def __getattr__(self, name: str) -> Any:
         # the mirror's local members: reads, clocks, waiters (awaitable), contexts, callbacks
+        why = _BLOCKING.get(name)
+        if why is not None:
+            raise MirrorLimitError(f"{name} would block the event loop on a round trip; {why}")
         return getattr(self.mirror, name)
 
     def __repr__(self) -> str:

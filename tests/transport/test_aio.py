@@ -4,6 +4,7 @@ the loop never blocked, a cancelled await applied once."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import signal
 import threading
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from machine import StateError
-from transport import TransportError, connect
+from transport import MirrorLimitError, TransportError, connect
 from transport.aio import connect_async
 
 
@@ -315,5 +316,62 @@ def test_add_ns_is_sent_without_a_thread_and_sync_sees_every_one(daemon: Any) ->
             with pytest.raises(StateError):
                 await m.add_ns("Nope")
             assert not c.sync_client._acalls
+
+    _run(main())
+
+
+class _NoThreads(concurrent.futures.ThreadPoolExecutor):
+    """A default executor that refuses work: a member that runs on a thread fails the test."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"the loop's default executor was used for {fn!r}")
+
+
+def test_when_args_queue_len_close_and_aclose_take_no_thread(daemon: Any) -> None:
+    d = daemon("--hub")
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_default_executor(_NoThreads())
+        async with connect_async(d.addrs[0]) as c:
+            m = await c.machine("worker0")
+            assert await m.queue_len() == 0
+            w = await m.when_args("Foo", {"job": 2})      # registered on the server when this returns
+            other = await m.when_args("Foo", {"job": 3})
+            other.cancel()                                  # its cancel is posted, never waited for
+            assert await m.add("Foo", args={"job": 1}) == 0
+            assert not w.done
+            assert await m.remove("Foo") == 0 and await m.add("Foo", args={"job": 2, "x": 1}) == 0
+            assert await asyncio.wait_for(w, 5) is True
+            assert other.done and not m.mirror._args_reg  # both tokens forgotten
+            await m.close()
+            assert m.disposed and (await c.machine("worker0")) is not None  # a new mirror after the close
+        assert c.sync_client._closed and not c.connected
+
+    _run(main())
+
+
+def test_members_that_would_block_the_loop_say_what_to_do(daemon: Any) -> None:
+    d = daemon("--hub")
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_default_executor(_NoThreads())
+        async with connect_async(d.addrs[0]) as c:
+            plain = await c.machine("worker1")
+            for call in (lambda: plain.bind_handlers({"FooState": print}), lambda: plain.bind_tracer(object()),
+                         lambda: plain.on_update(print)):
+                with pytest.raises(MirrorLimitError, match="mutations=True"):
+                    call()
+            for name in ("history", "on_history"):
+                with pytest.raises(MirrorLimitError, match="to_thread"):
+                    getattr(plain, name)
+            with pytest.raises(StateError):
+                await plain.when_args("Nope", {})
+            m = await c.machine("worker1", mutations=True)  # the same mirror, following mutations now
+            got: list[Any] = []
+            m.bind_handlers({"FooState": lambda e: got.append(e.args.get("k"))})
+            off = m.on_update(lambda u: got.append(u["added"]))
+            assert await m.add("Foo", args={"k": 1}) == 0
+            assert await _until_async(lambda: 1 in got and ["Foo"] in got, 5), got
+            off()
 
     _run(main())
