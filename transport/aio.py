@@ -23,7 +23,7 @@ from machine import Ctx, Result, Tracer, Waiter, mirror
 
 from . import protocol as P
 from . import tracecontext
-from .acalls import acall, acall_many, anotify, post
+from .acalls import abandon, acall, acall_many, anotify, post, start
 from .calls import _Call
 from .client import Client
 from .errors import MirrorLimitError, TransportError
@@ -157,11 +157,15 @@ class AsyncRemoteMachine:
         self.client = client
 
     async def _mutate(self, kind: str, states: tuple[str, ...], args: Mapping[str, Any] | None) -> int:
+        # the start path (up to the await) runs once per call, 1000 times in one loop turn when a burst starts:
+        # kept flat (acalls.start, not a nested coroutine), see docs/benchmarks.md "aio"
         rm = self.mirror
-        called = _called(rm, states)
-        a = _args(args)
-        if rm.disposed:  # closed alone, as a disposed machine: Canceled; with its client: TransportError
-            rm.client._raise_if_closed()
+        m = rm._m
+        called = mirror.check_called(m, states)
+        a = mirror.check_args(args) if args is not None else None
+        c = rm._client
+        if m.disposed:  # closed alone, as a disposed machine: Canceled; with its client: TransportError
+            c._raise_if_closed()
             return Result.CANCELED
         body: dict[str, Any] = {"s": list(called)}
         if a is not None:
@@ -170,8 +174,13 @@ class AsyncRemoteMachine:
             tc = tracecontext.inject()
             if tc:
                 body["tc"] = tc
-        c = rm.client
-        res = await acall(c, kind, rm.id, body, on_reply=rm._mut_reply_handler(_MUT_TYPES[kind], called, a))
+        call, fut = start(c, asyncio.get_running_loop(), kind, rm._id, body,
+                          rm._mut_reply_handler(_MUT_TYPES[kind], called, a))
+        try:
+            res = await fut
+        except asyncio.CancelledError:
+            abandon(c, call)
+            raise
         if res[1] is None:  # the server lost our subscription: subscribe again first, as the sync mirror does
             await acall(c, P.SUB, rm.id, {"muts": rm._muts}, on_reply=rm._on_resub)
             if c.connected:

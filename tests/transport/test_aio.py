@@ -375,3 +375,33 @@ def test_members_that_would_block_the_loop_say_what_to_do(daemon: Any) -> None:
             off()
 
     _run(main())
+
+
+def test_a_bad_value_in_a_burst_fails_its_own_await_as_the_sync_client_does(daemon: Any) -> None:
+    d = daemon("--hub")
+
+    async def main() -> None:
+        async with connect_async(d.addrs[0]) as c:
+            m = await c.machine("worker2")
+            with pytest.raises(TypeError, match="msgpack") as alone:  # alone: packed on the loop's thread
+                await m.add("Multi", args={"x": object()})
+            sync = connect(d.addrs[0])
+            try:
+                with pytest.raises(TypeError) as sync_err:
+                    sync.machine("worker2").add("Multi", args={"x": object()})
+            finally:
+                sync.close()
+            assert str(alone.value).split(" (")[0] == str(sync_err.value).split(" (")[0]
+            assert await m.add("Multi") == 0  # active: each add from here adds 2 ticks
+            t0 = m.tick("Multi")
+            # in a burst the sending thread packs each call: the bad ones fail their own awaits, nothing is
+            # sent for them, and the others are applied
+            calls = [m.add("Multi", args={"x": object() if i % 10 == 3 else i}) for i in range(200)]
+            out = await asyncio.gather(*calls, return_exceptions=True)
+            bad = [r for r in out if isinstance(r, BaseException)]
+            assert len(bad) == 20 and all(isinstance(r, TypeError) and "msgpack" in str(r) for r in bad), bad[:3]
+            assert out.count(0) == 180
+            await m.sync()
+            assert m.tick("Multi") == t0 + 2 * 180
+
+    _run(main())
