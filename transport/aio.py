@@ -2,20 +2,21 @@
 ``AsyncRemoteMachine``, whose network calls are awaitable and whose reads and waiters are the mirror's own.
 
 Same results and errors as the sync ``Client`` (it is one underneath, sharing its socket, seqs and mirrors).
-A call is packed and sent on the loop's thread without waiting for the socket, and its reply is read by the
-process's client I/O thread, which updates the mirror and completes the awaited future (``acalls.py``): no
-thread is blocked per call. Cancelling an await gives up a request not sent yet; one already sent completes
-(applied once, the mirror updated, its resends answered from the server's reply cache), so nothing is half
-applied. Every member that may touch the network is a coroutine (``queue_len()`` too, a property on the sync mirror);
+A call alone in flight is packed and sent on the loop's thread without waiting for the socket; in a burst the
+client I/O thread packs and sends it. Its reply is read by that thread, which updates the mirror and completes
+the awaited future (``acalls.py``): no thread is blocked per call. Cancelling an await gives up a request not
+sent yet; one already sent completes (applied once, the mirror updated, its resends answered from the server's
+reply cache), so nothing is half applied. Every member that may touch the network is a coroutine
+(``queue_len()`` too, a property on the sync mirror; ``history`` reads, ``stop = await m.on_history(fn)``);
 ``bind_handlers``, ``bind_tracer`` and ``on_update`` need a mirror opened with ``mutations=True`` (else their
-first call would subscribe with a round trip); ``history`` and ``on_history``, which have no coroutine form,
-raise ``MirrorLimitError`` naming what to do. Nothing runs on the
-loop's default executor (``aclose`` only when another thread holds the socket for 2 s).
+first call would subscribe with a round trip, so they raise ``MirrorLimitError`` saying so). Nothing runs on
+the loop's default executor (``aclose`` only when another thread holds the socket for 2 s).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ from .acalls import abandon, acall, acall_many, anotify, post, start
 from .calls import _Call
 from .client import Client
 from .errors import MirrorLimitError, TransportError
+from .history_client import Record, records_body
 from .remote import _MUT_TYPES, RemoteMachine, _result
 
 EXCEPTION = "Exception"
@@ -127,15 +129,6 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-# the sync mirror's members that wait for the network and have no coroutine here, with what to do instead
-_BLOCKING = {
-    "history": "read it with `await m.errors()`, or from a thread: "
-               "`await asyncio.to_thread(m.mirror.history.records)`",
-    "on_history": "follow it from a thread: `await asyncio.to_thread(m.mirror.on_history, fn)` (fn then runs on "
-                  "the client's I/O thread)",
-}
 
 
 def _called(rm: RemoteMachine, states: tuple[str, ...]) -> tuple[str, ...]:
@@ -248,9 +241,7 @@ class AsyncRemoteMachine:
         return dict(await acall(self.mirror.client, P.INFO, self.mirror.id, {}))
 
     async def errors(self, limit: int | None = None) -> list[dict[str, Any]]:
-        out = await acall(self.mirror.client, P.HIST, self.mirror.id,
-                          {"errors": True, "limit": limit or P.MAX_HIST_REPLY})
-        return list(out["errors"])
+        return await self.history.errors(limit)
 
     async def add_ns(self, *states: str, args: Mapping[str, Any] | None = None) -> None:
         """Add without waiting for a reply (pipelining): returns once sent; ``sync()`` after a batch shows the
@@ -317,15 +308,65 @@ class AsyncRemoteMachine:
         """Same as ``close()``."""
         await self.close()
 
+    @property
+    def history(self) -> AsyncHistory:
+        """The source's history, read over the wire: ``await m.history.records(...)`` (or ``await
+        m.history(...)``), ``await m.history.errors()``, ``await m.history.last_seq()``."""
+        return AsyncHistory(self.mirror)
+
+    async def on_history(self, fn: Callable[[Record], Any], *, backlog: int = 100) -> Callable[[], None]:
+        """``RemoteMachine.on_history``, awaited: ``stop = await m.on_history(fn)``; ``fn`` runs on the client's
+        I/O thread (it must not block); ``stop()`` never waits."""
+        rm = self.mirror
+        body = rm._follow_begin(fn, backlog)
+        try:
+            if body.get("follow"):
+                await acall(rm.client, P.HIST, rm.id, body, on_reply=rm._on_hist_backlog)
+            else:
+                rm._catch_up(fn, await acall(rm.client, P.HIST, rm.id, body))
+        except BaseException:
+            rm._follow_end(fn)
+            raise
+        return lambda: rm._unfollow(fn, functools.partial(post, rm.client))
+
     def __getattr__(self, name: str) -> Any:
         # the mirror's local members: reads, clocks, waiters (awaitable), contexts, callbacks
-        why = _BLOCKING.get(name)
-        if why is not None:
-            raise MirrorLimitError(f"{name} would block the event loop on a round trip; {why}")
         return getattr(self.mirror, name)
 
     def __repr__(self) -> str:
         return f"<AsyncRemoteMachine {self.mirror!r}>"
+
+
+class AsyncHistory:
+    """An asyncio mirror's view of its source's history (``RemoteHistory``'s reads, each one awaited round
+    trip)."""
+
+    def __init__(self, mirror: RemoteMachine) -> None:
+        self._mirror = mirror
+        self.size = 0  # what the last records() reply said
+
+    async def __call__(self, **kw: Any) -> list[Record]:
+        """``records(**kw)``."""
+        return await self.records(**kw)
+
+    async def records(self, *, since_tick: int | None = None, since_time: float | None = None,
+                      since_seq: int | None = None, limit: int | None = 100) -> list[Record]:
+        """Records oldest first (see ``RemoteHistory.records``)."""
+        rm = self._mirror
+        out = await acall(rm.client, P.HIST, rm.id, records_body(since_tick, since_time, since_seq, limit))
+        self.size = int(out.get("size", 0))
+        return list(out["records"])
+
+    async def errors(self, limit: int | None = None) -> list[Record]:
+        """The source's last errors, oldest first."""
+        out = await acall(self._mirror.client, P.HIST, self._mirror.id,
+                          {"errors": True, "limit": limit or P.MAX_HIST_REPLY})
+        return list(out["errors"])
+
+    async def last_seq(self) -> int:
+        """The seq of the source's newest record (a property on the sync view)."""
+        out = await acall(self._mirror.client, P.HIST, self._mirror.id, {"limit": 0})
+        return int(out["last_seq"])
 
 
 async def _connect(addr: str, timeout: float, server_key: Any, client_keys: Any, name: str | None) -> AsyncClient:

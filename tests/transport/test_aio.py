@@ -361,9 +361,6 @@ def test_members_that_would_block_the_loop_say_what_to_do(daemon: Any) -> None:
                          lambda: plain.on_update(print)):
                 with pytest.raises(MirrorLimitError, match="mutations=True"):
                     call()
-            for name in ("history", "on_history"):
-                with pytest.raises(MirrorLimitError, match="to_thread"):
-                    getattr(plain, name)
             with pytest.raises(StateError):
                 await plain.when_args("Nope", {})
             m = await c.machine("worker1", mutations=True)  # the same mirror, following mutations now
@@ -373,6 +370,32 @@ def test_members_that_would_block_the_loop_say_what_to_do(daemon: Any) -> None:
             assert await m.add("Foo", args={"k": 1}) == 0
             assert await _until_async(lambda: 1 in got and ["Foo"] in got, 5), got
             off()
+
+    _run(main())
+
+
+def test_history_and_on_history_are_awaited_without_a_thread(daemon: Any) -> None:
+    d = daemon("--hub")
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_default_executor(_NoThreads())
+        async with connect_async(d.addrs[0]) as c:
+            m = await c.machine("worker2")
+            assert await m.add("Multi", args={"n": 1}) == 0
+            recs = await m.history.records(limit=10)
+            assert recs and recs[-1]["seq"] == await m.history.last_seq()
+            assert await m.history(limit=1) == recs[-1:] and m.history.size == 0  # a new view each time
+            assert await m.history.errors() == await m.errors() == []
+            first: list[int] = []
+            second: list[int] = []
+            stop1 = await m.on_history(lambda r: first.append(r["seq"]), backlog=1)
+            stop2 = await m.on_history(lambda r: second.append(r["seq"]), backlog=1)  # catches up, no follow
+            assert first == second == [recs[-1]["seq"]]
+            assert await m.add("Multi", args={"n": 2}) == 0
+            assert await _until_async(lambda: len(first) == len(second) == 2, 5), (first, second)
+            stop1()
+            stop2()  # the last one: unfollow is posted, never waited for
+            assert not m.mirror._hist_cbs
 
     _run(main())
 
