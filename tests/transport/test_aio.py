@@ -428,3 +428,29 @@ def test_a_bad_value_in_a_burst_fails_its_own_await_as_the_sync_client_does(daem
             assert m.tick("Multi") == t0 + 2 * 180
 
     _run(main())
+
+
+def test_a_cancelled_when_args_waiter_frees_its_server_side_slot(daemon: Any) -> None:
+    from transport.server.dispatch import MAX_WHEN_ARGS
+
+    d = daemon("--hub")
+    n = MAX_WHEN_ARGS + 50  # more than the server keeps per session: each cancel must reach it
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_default_executor(_NoThreads())
+        async with connect_async(d.addrs[0]) as c:
+            m = await c.machine("worker1")
+            for i in range(n):
+                (await m.when_args("Foo", {"n": i})).cancel()  # posted, never waited for
+            w = await m.when_args("Foo", {"n": -1})
+            assert await m.add("Foo", args={"n": -1}) == 0
+            assert await asyncio.wait_for(w, 5) is True
+
+    _run(main())
+    with connect(d.addrs[0]) as sc:  # the sync mirror posts its cancels the same way
+        sm = sc.machine("worker2")
+        for i in range(n):
+            sm.when_args("Foo", {"n": i}).cancel()
+        w = sm.when_args("Foo", {"n": -1})
+        assert sm.add("Foo", args={"n": -1}) == 0
+        assert w.wait(5) is True
