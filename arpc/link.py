@@ -37,6 +37,28 @@ class Link:
             line = f"cannot connect to {self.address}: {line}"
         return f"{line} [{self.detail}]" if detail and self.detail and self.detail != self.error else line
 
+    def conn_states(self) -> str:
+        """The client's connection machine's active states (``transport.conn_state.describe``, e.g. ``Start
+        Connected Ready``); "" without a transport client (none yet, or in-process machines)."""
+        conn = self.conn
+        if conn is None:
+            return ""
+        from transport.client import Client  # the session imports transport before any link has a client
+
+        if not isinstance(conn, Client):
+            return ""
+        from transport.conn_state import describe
+
+        return describe(conn)
+
+    def line(self) -> str:
+        """``ADDR: state[, N machines] [connection states][: last error]``, as ``connect`` lists a link."""
+        n = len(self.infos)
+        how = f"{self.state}, {n} machine{'s' if n != 1 else ''}" if self.connected else self.state
+        cs = self.conn_states()
+        err = f": {self.error}" if self.error and not self.connected else ""
+        return f"{self.address}: {how}" + (f" [{cs}]" if cs else "") + err
+
     @property
     def connected(self) -> bool:
         if self.state != CONNECTED or self.conn is None:

@@ -1,5 +1,6 @@
 """The asyncio client (issue 14): the event loop's lag (worst and p99) while 1000 remote mutations run (sequential
-awaits, then 1000 at once), the async round trip against the sync one, asyncio's own floor (1000 tasks woken at
+awaits, then 1000 at once), the loop's CPU time per call in the turn that starts 1000 at once (against 1000 bare
+tasks: asyncio's share), the async round trip against the sync one, asyncio's own floor (1000 tasks woken at
 once, no network) and the box's (the ticker alone for 0.5 s), against a daemon process (bench_transport's
 ``daemon`` mode: machine b0 on tcp 127.0.0.1). Called from scripts/bench.py (section ``aio``).
 
@@ -90,6 +91,34 @@ async def _floor(n: int) -> tuple[float, float, float]:
     return lag
 
 
+async def _start_turn(am: Any, n: int, rounds: int = 9) -> tuple[float, float]:
+    """The loop thread's CPU time per call for the one turn that starts ``n`` calls at once (every task's first
+    step, up to its await), and the same for ``n`` tasks that await a bare future: asyncio's own share. Medians
+    over ``rounds``; the calls are answered between rounds."""
+    loop = asyncio.get_running_loop()
+    cpu = time.thread_time
+
+    async def one(f: asyncio.Future[None]) -> None:
+        await f
+
+    ours, base = [], []
+    for _ in range(rounds):
+        c0 = cpu()
+        tasks = [asyncio.ensure_future(am.add("M")) for _ in range(n)]
+        await asyncio.sleep(0)  # one turn: each task runs to its await
+        ours.append((cpu() - c0) / n)
+        await asyncio.gather(*tasks)
+        futs = [loop.create_future() for _ in range(n)]
+        c0 = cpu()
+        waits = [asyncio.ensure_future(one(f)) for f in futs]
+        await asyncio.sleep(0)
+        base.append((cpu() - c0) / n)
+        for f in futs:
+            f.set_result(None)
+        await asyncio.gather(*waits)
+    return statistics.median(ours), statistics.median(base)
+
+
 def measure(quick: bool) -> dict[str, Any]:
     from transport import connect
     from transport.aio import connect_async
@@ -129,7 +158,9 @@ def measure(quick: bool) -> dict[str, Any]:
                 burst = statistics.median(bursts)
                 burst_lag = tick.take()
                 await tick.stop()
-                out = {"lat": lat, "per_call": per_call, "idle_lag": idle_lag, "seq_lag": seq_lag, "burst": burst,
+                start_ours, start_asyncio = await _start_turn(am, n)
+                out = {"start_ours": start_ours, "start_asyncio": start_asyncio,
+                       "lat": lat, "per_call": per_call, "idle_lag": idle_lag, "seq_lag": seq_lag, "burst": burst,
                        "burst_lag": burst_lag}
             gc.collect()  # a full collection the client's calls made due would land in the floor's first tick
             out["floor"] = await _floor(n)  # the client closed
@@ -142,6 +173,7 @@ def measure(quick: bool) -> dict[str, Any]:
             "async_p99": bt._pct(r["lat"], 0.99), "seq_lag": r["seq_lag"][0], "seq_lag_p99": r["seq_lag"][1],
             "seq_lag_cpu": r["seq_lag"][2], "burst": r["burst"], "loop_cpu_per_call": r["per_call"],
             "burst_lag": r["burst_lag"][0], "burst_lag_p99": r["burst_lag"][1], "burst_lag_cpu": r["burst_lag"][2],
+            "start_turn_per_call": r["start_ours"], "start_turn_asyncio_per_call": r["start_asyncio"],
             "floor_lag": r["floor"][0], "floor_lag_cpu": r["floor"][2], "idle_lag": r["idle_lag"][0],
             "idle_lag_p99": r["idle_lag"][1]}
 

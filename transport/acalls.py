@@ -22,12 +22,14 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from . import protocol as P
+from .calls import _Call
 from .errors import TransportError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .calls import Caller, _Call
+    from .calls import Caller
 
 BATCH = 64  # futures completed per loop turn: about 1 ms of the loop's time, whatever the burst
 
@@ -104,18 +106,42 @@ def sink_loop(sink: Sink) -> asyncio.AbstractEventLoop:
     return loop
 
 
-async def acall(cl: Caller, kind: str, mach: str | None, body: Any, *,
-                on_reply: Callable[[Any], None] | None = None, timeout: float | None = None) -> Any:
-    """Send a request and await its reply (or the server's error, re-raised as the sync ``_call`` does)."""
-    loop = asyncio.get_running_loop()
-    sink = _sink(cl, loop)
-    call = cl._new_call(kind, mach, body, on_reply, cl._next_seq)  # raises for a closed client, a bad value
+def start(cl: Caller, loop: asyncio.AbstractEventLoop, kind: str, mach: str | None, body: Any,
+          on_reply: Callable[[Any], None] | None = None,
+          timeout: float | None = None) -> tuple[_Call, asyncio.Future[Any]]:
+    """What ``acall`` does before it awaits (on the loop's thread): the call made and submitted, and the future
+    its reply completes; the caller awaits it and calls ``abandon`` when cancelled. Kept flat: it runs once per
+    call, 1000 times in one loop turn when a burst starts."""
+    last = cl._last_sink  # one loop per client, nearly always: no weak-dict lookup per call
+    sink = last if last is not None and last._loop() is loop else _last_sink(cl, loop)
+    alone = not cl._acalls
+    if alone:  # sent at once: packed here (a value msgpack can't carry raises here, as in the sync client)
+        call = cl._new_call(kind, mach, body, on_reply, cl._next_seq)
+    else:
+        # in a burst the thread that sends it packs it (it would pack it again anyway: the seq it gets is known
+        # only then); a bad value fails its await with the sync client's error, and nothing is sent for it
+        cl._raise_if_closed()
+        call = _Call(-1, kind, mach, body, b"", on_reply)
     limit = cl.timeout if timeout is None else timeout
-    fut = _prepare(cl, call, sink, limit, time.monotonic() + limit)
+    fut: asyncio.Future[Any] = loop.create_future()
+    call.sink, call.fut, call.limit, call.deadline = sink, fut, limit, time.monotonic() + limit
+    cl._acalls.add(call)
     # alone, it is sent at once (a round trip with one thread hand-off); with others in flight it is left to the
     # I/O thread, woken once the loop's turn is over: a burst costs the loop no syscall per call (each one gives
     # the GIL away, for up to 5 ms) and the I/O thread does not compete for the GIL while the burst starts
-    cl._submit_many([call], now=len(cl._acalls) == 1, later=loop.call_soon)
+    cl._submit_many([call], now=alone, later=loop.call_soon)
+    return call, fut
+
+
+def _last_sink(cl: Caller, loop: asyncio.AbstractEventLoop) -> Sink:
+    sink = cl._last_sink = _sink(cl, loop)
+    return sink
+
+
+async def acall(cl: Caller, kind: str, mach: str | None, body: Any, *,
+                on_reply: Callable[[Any], None] | None = None, timeout: float | None = None) -> Any:
+    """Send a request and await its reply (or the server's error, re-raised as the sync ``_call`` does)."""
+    call, fut = start(cl, asyncio.get_running_loop(), kind, mach, body, on_reply, timeout)
     try:
         return await fut
     except asyncio.CancelledError:
@@ -152,6 +178,14 @@ async def acall_many(cl: Caller, calls: list[_Call], timeout: float | None = Non
         for c in calls:
             abandon(cl, c)
         raise
+
+
+def post(cl: Caller, kind: str, mach: str | None, body: Any) -> None:
+    """Send a best-effort notification (unsub, bye, a cancel) from any thread without waiting for the socket:
+    sent now when it is free, else by its holder on its turn; nothing for a closed client."""
+    if cl._closed:
+        return
+    cl._submit(_Call(0, kind, mach, body, P.pack(kind, 0, mach, body), None, sync=False))
 
 
 def abandon(cl: Caller, call: _Call) -> None:

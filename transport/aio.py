@@ -2,12 +2,15 @@
 ``AsyncRemoteMachine``, whose network calls are awaitable and whose reads and waiters are the mirror's own.
 
 Same results and errors as the sync ``Client`` (it is one underneath, sharing its socket, seqs and mirrors).
-A call is packed and sent on the loop's thread without waiting for the socket, and its reply is read by the
-process's client I/O thread, which updates the mirror and completes the awaited future (``acalls.py``): no
-thread is blocked per call. Cancelling an await gives up a request not sent yet; one already sent completes
-(applied once, the mirror updated, its resends answered from the server's reply cache), so nothing is half
-applied. ``when_args``, the mirror's ``close`` and ``aclose`` still run on a worker thread (they may wait for the
-socket).
+A call alone in flight is packed and sent on the loop's thread without waiting for the socket; in a burst the
+client I/O thread packs and sends it. Its reply is read by that thread, which updates the mirror and completes
+the awaited future (``acalls.py``): no thread is blocked per call. Cancelling an await gives up a request not
+sent yet; one already sent completes (applied once, the mirror updated, its resends answered from the server's
+reply cache), so nothing is half applied. Every member that may touch the network is a coroutine
+(``queue_len()`` too, a property on the sync mirror; ``history`` reads, ``stop = await m.on_history(fn)``);
+``bind_handlers``, ``bind_tracer`` and ``on_update`` need a mirror opened with ``mutations=True`` (else their
+first call would subscribe with a round trip, so they raise ``MirrorLimitError`` saying so). Nothing runs on
+the loop's default executor (``aclose`` only when another thread holds the socket for 2 s).
 """
 
 from __future__ import annotations
@@ -15,19 +18,19 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
-from machine import Result, Waiter, mirror
+from machine import Ctx, Result, Tracer, Waiter, mirror
 
 from . import protocol as P
 from . import tracecontext
-from .acalls import acall, acall_many, anotify
+from .acalls import abandon, acall, acall_many, anotify, post, start
 from .calls import _Call
 from .client import Client
-from .errors import TransportError
+from .errors import MirrorLimitError, TransportError
+from .history_client import Record, records_body
 from .remote import _MUT_TYPES, RemoteMachine, _result
 
-T = TypeVar("T")
 EXCEPTION = "Exception"
 _KINDS = {"add": P.ADD, "remove": P.REMOVE, "set": P.SET}
 
@@ -38,12 +41,6 @@ class AsyncClient:
 
     def __init__(self, client: Client) -> None:
         self.sync_client = client
-
-    async def _thread(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
-        """For the few members that may wait for the socket: on the loop's default executor."""
-        if self.sync_client._closed:
-            raise TransportError(f"client for {self.sync_client.address} is closed", code="closed")
-        return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args, **kw))
 
     @property
     def connected(self) -> bool:
@@ -110,8 +107,22 @@ class AsyncClient:
 
     async def aclose(self) -> None:
         """Close the client (bye, socket, mirrors); its calls still waiting fail with ``closed``."""
-        if not self.sync_client._closed:
-            await asyncio.get_running_loop().run_in_executor(None, self.sync_client.close)
+        c = self.sync_client
+        if c._closed:
+            return
+        # close() says bye and closes the socket holding it: take it here without waiting (its holder, the I/O
+        # thread or a sync caller, gives it back within its turn), so that close() finds it free
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2.0
+        while not c._io.acquire(False):
+            if loop.time() >= deadline:  # another thread kept it for 2 s (a long sync call): wait on a thread
+                await loop.run_in_executor(None, c.close)
+                return
+            await asyncio.sleep(0.001)
+        try:
+            c.close()  # the lock is re-entrant: close() takes it again at once
+        finally:
+            c._io.release()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -139,11 +150,15 @@ class AsyncRemoteMachine:
         self.client = client
 
     async def _mutate(self, kind: str, states: tuple[str, ...], args: Mapping[str, Any] | None) -> int:
+        # the start path (up to the await) runs once per call, 1000 times in one loop turn when a burst starts:
+        # kept flat (acalls.start, not a nested coroutine), see docs/benchmarks.md "aio"
         rm = self.mirror
-        called = _called(rm, states)
-        a = _args(args)
-        if rm.disposed:  # closed alone, as a disposed machine: Canceled; with its client: TransportError
-            rm.client._raise_if_closed()
+        m = rm._m
+        called = mirror.check_called(m, states)
+        a = mirror.check_args(args) if args is not None else None
+        c = rm._client
+        if m.disposed:  # closed alone, as a disposed machine: Canceled; with its client: TransportError
+            c._raise_if_closed()
             return Result.CANCELED
         body: dict[str, Any] = {"s": list(called)}
         if a is not None:
@@ -152,8 +167,13 @@ class AsyncRemoteMachine:
             tc = tracecontext.inject()
             if tc:
                 body["tc"] = tc
-        c = rm.client
-        res = await acall(c, kind, rm.id, body, on_reply=rm._mut_reply_handler(_MUT_TYPES[kind], called, a))
+        call, fut = start(c, asyncio.get_running_loop(), kind, rm._id, body,
+                          rm._mut_reply_handler(_MUT_TYPES[kind], called, a))
+        try:
+            res = await fut
+        except asyncio.CancelledError:
+            abandon(c, call)
+            raise
         if res[1] is None:  # the server lost our subscription: subscribe again first, as the sync mirror does
             await acall(c, P.SUB, rm.id, {"muts": rm._muts}, on_reply=rm._on_resub)
             if c.connected:
@@ -221,9 +241,7 @@ class AsyncRemoteMachine:
         return dict(await acall(self.mirror.client, P.INFO, self.mirror.id, {}))
 
     async def errors(self, limit: int | None = None) -> list[dict[str, Any]]:
-        out = await acall(self.mirror.client, P.HIST, self.mirror.id,
-                          {"errors": True, "limit": limit or P.MAX_HIST_REPLY})
-        return list(out["errors"])
+        return await self.history.errors(limit)
 
     async def add_ns(self, *states: str, args: Mapping[str, Any] | None = None) -> None:
         """Add without waiting for a reply (pipelining): returns once sent; ``sync()`` after a batch shows the
@@ -236,12 +254,80 @@ class AsyncRemoteMachine:
             body["a"] = a
         await anotify(rm.client, P.ADD_NS, rm.id, body)
 
-    async def when_args(self, state: str, args: Mapping[str, Any], ctx: Any = None) -> Waiter:
-        """Registers on the server (one round trip); await the returned waiter for the match."""
-        return await self.client._thread(self.mirror.when_args, state, args, ctx)
+    async def when_args(self, state: str, args: Mapping[str, Any], ctx: Ctx | None = None) -> Waiter:
+        """Registers on the server (one awaited round trip); await the returned waiter for the match."""
+        rm = self.mirror
+        w, body = rm._args_begin(state, args, ctx)  # the sync mirror's tokens and waiter
+        if body is None:
+            return w
+        try:
+            await acall(rm.client, P.WHEN_ARGS, rm.id, body)
+        except BaseException:
+            rm._args_reg.pop(body["token"], None)
+            raise
+        return rm._args_end(w, ctx)
+
+    async def queue_len(self) -> int:
+        """Mutations waiting in the source's queue: one round trip (a method here, where the sync mirror has a
+        property: on this class no attribute read touches the network)."""
+        return int((await self.info())["queue_len"])
+
+    def _muts_on(self, name: str) -> None:
+        if not self.mirror._muts:
+            raise MirrorLimitError(
+                f"{name}() on the mirror of {self.mirror.id}, opened without mutations=True, would block the event "
+                f"loop on a round trip (it subscribes to the source's mutation records first): open it with "
+                f"`await client.machine({self.mirror.id!r}, mutations=True)`, then call {name}()")
+
+    def bind_handlers(self, obj: object) -> None:
+        """``RemoteMachine.bind_handlers`` on a mirror opened with ``mutations=True`` (no network then; else
+        ``MirrorLimitError`` saying so)."""
+        self._muts_on("bind_handlers")
+        self.mirror.bind_handlers(obj)
+
+    def bind_tracer(self, tracer: Tracer) -> None:
+        """``RemoteMachine.bind_tracer`` on a mirror opened with ``mutations=True`` (see ``bind_handlers``)."""
+        self._muts_on("bind_tracer")
+        self.mirror.bind_tracer(tracer)
+
+    def on_update(self, fn: Callable[[dict[str, Any]], Any]) -> Callable[[], None]:
+        """``RemoteMachine.on_update`` on a mirror opened with ``mutations=True`` (see ``bind_handlers``)."""
+        self._muts_on("on_update")
+        return self.mirror.on_update(fn)
 
     async def close(self) -> None:
-        await self.client._thread(self.mirror.close)
+        """End the subscription and dispose the mirror (the source is untouched); waits for nothing."""
+        rm = self.mirror
+        if rm.disposed:
+            return
+        if rm.client.connected:
+            post(rm.client, P.UNSUB, rm.id, {})  # best effort, as the sync close's
+        rm._forget()
+
+    async def dispose(self, timeout: float = 1.0) -> None:
+        """Same as ``close()``."""
+        await self.close()
+
+    @property
+    def history(self) -> AsyncHistory:
+        """The source's history, read over the wire: ``await m.history.records(...)`` (or ``await
+        m.history(...)``), ``await m.history.errors()``, ``await m.history.last_seq()``."""
+        return AsyncHistory(self.mirror)
+
+    async def on_history(self, fn: Callable[[Record], Any], *, backlog: int = 100) -> Callable[[], None]:
+        """``RemoteMachine.on_history``, awaited: ``stop = await m.on_history(fn)``; ``fn`` runs on the client's
+        I/O thread (it must not block); ``stop()`` never waits."""
+        rm = self.mirror
+        body = rm._follow_begin(fn, backlog)
+        try:
+            if body.get("follow"):
+                await acall(rm.client, P.HIST, rm.id, body, on_reply=rm._on_hist_backlog)
+            else:
+                rm._catch_up(fn, await acall(rm.client, P.HIST, rm.id, body))
+        except BaseException:
+            rm._follow_end(fn)
+            raise
+        return lambda: rm._unfollow(fn, functools.partial(post, rm.client))
 
     def __getattr__(self, name: str) -> Any:
         # the mirror's local members: reads, clocks, waiters (awaitable), contexts, callbacks
@@ -249,6 +335,38 @@ class AsyncRemoteMachine:
 
     def __repr__(self) -> str:
         return f"<AsyncRemoteMachine {self.mirror!r}>"
+
+
+class AsyncHistory:
+    """An asyncio mirror's view of its source's history (``RemoteHistory``'s reads, each one awaited round
+    trip)."""
+
+    def __init__(self, mirror: RemoteMachine) -> None:
+        self._mirror = mirror
+        self.size = 0  # what the last records() reply said
+
+    async def __call__(self, **kw: Any) -> list[Record]:
+        """``records(**kw)``."""
+        return await self.records(**kw)
+
+    async def records(self, *, since_tick: int | None = None, since_time: float | None = None,
+                      since_seq: int | None = None, limit: int | None = 100) -> list[Record]:
+        """Records oldest first (see ``RemoteHistory.records``)."""
+        rm = self._mirror
+        out = await acall(rm.client, P.HIST, rm.id, records_body(since_tick, since_time, since_seq, limit))
+        self.size = int(out.get("size", 0))
+        return list(out["records"])
+
+    async def errors(self, limit: int | None = None) -> list[Record]:
+        """The source's last errors, oldest first."""
+        out = await acall(self._mirror.client, P.HIST, self._mirror.id,
+                          {"errors": True, "limit": limit or P.MAX_HIST_REPLY})
+        return list(out["errors"])
+
+    async def last_seq(self) -> int:
+        """The seq of the source's newest record (a property on the sync view)."""
+        out = await acall(self._mirror.client, P.HIST, self._mirror.id, {"limit": 0})
+        return int(out["last_seq"])
 
 
 async def _connect(addr: str, timeout: float, server_key: Any, client_keys: Any, name: str | None) -> AsyncClient:

@@ -91,6 +91,17 @@ def _error_from(body: Any) -> BaseException:
     return TransportError(msg, code=code)
 
 
+def _pack(kind: str, seq: int, mach: str | None, body: Any) -> bytes:
+    """A request's frame; TypeError for a value msgpack can't carry, ValueError for a message too large."""
+    try:
+        frame = P.pack(kind, seq, mach, body)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(f"cannot send {kind}: a value is not msgpack-serializable ({exc})") from None
+    if len(frame) > P.MAX_MSG:
+        raise ValueError(f"message too large: {len(frame)} bytes > {P.MAX_MSG}")
+    return frame
+
+
 class Caller:
     """The request engine of a ``Client``: its socket, seqs, pending calls, resends, and the hand-off between
     threads. The socket belongs to whoever holds ``_io``; the thread holding it also sends the requests other
@@ -117,6 +128,7 @@ class Caller:
         # asyncio callers' calls (acalls.py): the futures' sinks by loop, and the calls not given up yet
         self._sinks: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self._acalls: set[_Call] = set()
+        self._last_sink: Any = None  # the sink of the loop that made the last asyncio call
         self._resend_at = 0.0  # when the I/O thread next resends the asyncio callers' unanswered calls
         self._kicked = False  # the I/O thread was woken for the outbox and has not looked yet
 
@@ -180,13 +192,7 @@ class Caller:
         """A request packed with the seq it will most likely get (packed again if not): packing here raises
         for a value msgpack can't carry, or a message too large, before anything is sent."""
         self._raise_if_closed()
-        try:
-            frame = P.pack(kind, seq, mach, body)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise TypeError(f"cannot send {kind}: a value is not msgpack-serializable ({exc})") from None
-        if len(frame) > P.MAX_MSG:
-            raise ValueError(f"message too large: {len(frame)} bytes > {P.MAX_MSG}")
-        return _Call(seq, kind, mach, body, frame, on_reply)
+        return _Call(seq, kind, mach, body, _pack(kind, seq, mach, body), on_reply)
 
     def _room(self) -> bool:
         """True while fewer than MAX_AHEAD seqs went out past the oldest resendable call still unanswered (once
@@ -214,8 +220,15 @@ class Caller:
                 c.sink.put(c)
             return c.sent
         seq = self._next_seq
-        if c.seq != seq:  # another call took this call's seq first: pack it again with its own
-            c.seq, c.frame = seq, P.pack(c.kind, seq, c.mach, c.body)
+        if c.seq != seq:  # another call took this call's seq first, or it is not packed yet: pack it with its own
+            try:
+                c.frame = _pack(c.kind, seq, c.mach, c.body)
+            except (TypeError, ValueError) as exc:  # an asyncio burst's call, packed here first: its caller's error
+                c.error, c.done = exc, True
+                if c.sink is not None:
+                    c.sink.put(c)
+                return True  # done with, as if sent: the caller's turn goes on
+            c.seq = seq
         if not self._send(c.frame):
             return False
         self._next_seq = seq + 1

@@ -52,34 +52,46 @@ class HistoryReader:
         """Call ``fn(record)`` for the last ``backlog`` records, then for every new one, in order, with no gap and no
         duplicate (also across a reconnect); returns a function that stops it. ``fn`` runs on the thread that
         reads the client's socket (often the process's client I/O thread): it must not block."""
+        body = self._follow_begin(fn, backlog)
+        try:
+            if body.get("follow"):
+                self._client._call(P.HIST, self._id, body, on_reply=self._on_hist_backlog)
+            else:
+                self._catch_up(fn, self._client._call(P.HIST, self._id, body))
+        except BaseException:
+            self._follow_end(fn)
+            raise
+        return lambda: self._unfollow(fn, self._client._notify)
+
+    def _follow_begin(self, fn: Callable[[Record], Any], backlog: int) -> dict[str, Any]:
+        """``fn`` added to the followers, and the ``hist`` request to send for it (sync or asyncio): the first
+        follower follows the source; a later one reads the backlog the first one got (``_catch_up``), then
+        gets the same live records. On failure the caller calls ``_follow_end(fn)``."""
         with self._hist_lock:
             first = not self._hist_cbs
             self._hist_cbs = [*self._hist_cbs, fn]
         if first:
+            return {"follow": True, "limit": backlog}
+        return {"limit": backlog, "since_seq": max(0, self._hist_seq - backlog)}
+
+    def _catch_up(self, fn: Callable[[Record], Any], out: Any) -> None:
+        for r in out["records"]:
+            if r["seq"] <= self._hist_seq:
+                fn(r)
+
+    def _follow_end(self, fn: Callable[[Record], Any]) -> bool:
+        """Drop ``fn``; True when it was the last follower."""
+        with self._hist_lock:
+            self._hist_cbs = [f for f in self._hist_cbs if f is not fn]
+            return not self._hist_cbs
+
+    def _unfollow(self, fn: Callable[[Record], Any], send: Callable[[str, str | None, Any], Any]) -> None:
+        """What ``on_history``'s stop does; ``send`` sends ``unfollow`` when the last follower is gone."""
+        if self._follow_end(fn) and not self._client._closed:
             try:
-                self._client._call(P.HIST, self._id, {"follow": True, "limit": backlog},
-                                   on_reply=self._on_hist_backlog)
-            except BaseException:
-                with self._hist_lock:
-                    self._hist_cbs = [f for f in self._hist_cbs if f is not fn]
-                raise
-        else:
-            # a later follower gets the backlog the first one got, then the same live records
-            for r in self.history.records(limit=backlog, since_seq=max(0, self._hist_seq - backlog)):
-                if r["seq"] <= self._hist_seq:
-                    fn(r)
-
-        def stop() -> None:
-            with self._hist_lock:
-                self._hist_cbs = [f for f in self._hist_cbs if f is not fn]
-                last = not self._hist_cbs
-            if last and not self._client._closed:
-                try:
-                    self._client._notify(P.UNFOLLOW, self._id, {})
-                except Exception:
-                    pass
-
-        return stop
+                send(P.UNFOLLOW, self._id, {})
+            except Exception:
+                pass
 
     def _deliver(self, records: list[Any]) -> None:
         cbs = self._hist_cbs
@@ -121,6 +133,16 @@ class HistoryReader:
                                                         "limit": P.MAX_HIST_REPLY}, self._on_hist_backlog)
 
 
+def records_body(since_tick: int | None, since_time: float | None, since_seq: int | None,
+                 limit: int | None) -> dict[str, Any]:
+    """The ``hist`` request of ``records(...)``."""
+    body: dict[str, Any] = {"limit": P.MAX_HIST_REPLY if limit is None else limit}
+    for k, v in (("since_seq", since_seq), ("since_tick", since_tick), ("since_time", since_time)):
+        if v is not None:
+            body[k] = v
+    return body
+
+
 class RemoteHistory(History):
     """A mirror's view of its source's ``History``: the same reading methods, each one round trip. ``size`` is
     what the last ``records()`` reply said (0 before one)."""
@@ -137,11 +159,8 @@ class RemoteHistory(History):
                 since_seq: int | None = None, limit: int | None = 100) -> list[Record]:
         """Records oldest first, after record ``since_seq``, machine time ``since_tick`` (the sum of ticks) or
         wall time ``since_time``; the newest ``limit`` (at most 1000)."""
-        body: dict[str, Any] = {"limit": P.MAX_HIST_REPLY if limit is None else limit}
-        for k, v in (("since_seq", since_seq), ("since_tick", since_tick), ("since_time", since_time)):
-            if v is not None:
-                body[k] = v
-        out = self._mirror._client._call(P.HIST, self._mirror._id, body)
+        out = self._mirror._client._call(P.HIST, self._mirror._id,
+                                         records_body(since_tick, since_time, since_seq, limit))
         self.size = int(out.get("size", 0))
         return list(out["records"])
 

@@ -16,6 +16,7 @@ from machine import Ctx, LogLevel, Machine, Result, SchemaError, State, Tracer, 
 
 from . import protocol as P
 from . import tracecontext
+from .acalls import post
 from .errors import MirrorLimitError, TransportError
 from .history_client import HistoryReader
 from .remote_link import MirrorLink
@@ -446,28 +447,39 @@ class RemoteMachine(HistoryReader, MirrorLink):
 
     def when_args(self, state: str, args: Mapping[str, Any], ctx: Ctx | None = None) -> Waiter:
         """Resolves when ``state`` is entered on the server by a mutation whose args include ``args``."""
+        w, body = self._args_begin(state, args, ctx)
+        if body is None:
+            return w
+        try:
+            self._client._call(P.WHEN_ARGS, self._id, body)
+        except BaseException:
+            self._args_reg.pop(body["token"], None)
+            raise
+        return self._args_end(w, ctx)
+
+    def _args_begin(self, state: str, args: Mapping[str, Any],
+                    ctx: Ctx | None = None) -> tuple[Waiter, dict[str, Any] | None]:
+        """A ``when_args`` waiter registered under a new token, and the body that registers it on the server
+        (None: the waiter is cancelled already, nothing to send). Sync and asyncio mirrors send it their way,
+        forget the token if that fails, then ``_args_end``."""
         mirror.check_states(self._m, (state,))
         want = dict(args)
         if self._m.disposed or (ctx is not None and ctx.done):
             w = Waiter()
             w.cancel()
-            return w
+            return w, None
         token = next(self._tokens)
 
         def forget(_: Waiter) -> None:
+            # best effort and never waiting for the socket: a cancel may come from an event loop's thread
             if self._args_reg.pop(token, None) is not None and not self._m.disposed:
-                try:
-                    self._client._notify(P.WHEN_ARGS_CANCEL, self._id, {"token": token})
-                except TransportError:
-                    pass
+                post(self._client, P.WHEN_ARGS_CANCEL, self._id, {"token": token})
 
         w = mirror.pending_waiter(forget, None)
         self._args_reg[token] = (state, want, w)
-        try:
-            self._client._call(P.WHEN_ARGS, self._id, {"state": state, "args": want, "token": token})
-        except BaseException:
-            self._args_reg.pop(token, None)
-            raise
+        return w, {"state": state, "args": want, "token": token}
+
+    def _args_end(self, w: Waiter, ctx: Ctx | None) -> Waiter:
         mirror.cancel_with(w, ctx)
         return w
 
@@ -514,6 +526,10 @@ class RemoteMachine(HistoryReader, MirrorLink):
                 self._client._notify(P.UNSUB, self._id, {})
         except TransportError:
             pass
+        self._forget()
+
+    def _forget(self) -> None:
+        """Leave the client's mirrors and dispose locally (``close`` after the ``unsub``)."""
         with self._client._lock:
             if self._client._mirrors.get(self._id) is self:
                 del self._client._mirrors[self._id]

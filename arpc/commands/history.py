@@ -159,12 +159,13 @@ def cmd_info(cx: Cx, mach: str | None) -> Result:
     for link in cx.session.links():
         conn = link.conn
         if conn is None or not hasattr(conn, "info"):
-            lines.append(f"{link.address}: not connected")
+            lines.append(link.line())
             continue
         try:
             i = conn.info()
         except Exception as e:  # one daemon failing does not hide the others
-            lines.append(f"{link.address}: {e}")
+            cs = link.conn_states()
+            lines.append(f"{link.address}: {e}" + (f" [{cs}]" if cs else ""))
             continue
         data.append(i)
         lines.append(f"{link.address}: {i['machines']} machines, {i['sessions']} sessions, {i['queued']} queued, "

@@ -82,13 +82,11 @@ def cmd_connect(cx: Cx, address: str | None) -> Result:
     st = s.reconnect()
     links = s.links()
     lines = status_lines(st.connected, st.connecting, st.disconnected, st.total)
-    for link in links:
-        n = len(link.infos)
-        how = f"{link.state}, {n} machine{'s' if n != 1 else ''}" if link.connected else link.state
-        lines.append(f"{link.address}: {how}" + (f": {link.error}" if link.error and not link.connected else ""))
+    lines.extend(link.line() for link in links)
     return Result(lines, {"connected": st.connected, "connecting": st.connecting, "disconnected": st.disconnected,
                           "total": st.total,
-                          "addresses": [{"address": link.address, "state": link.state, "error": link.error}
+                          "addresses": [{"address": link.address, "state": link.state, "error": link.error,
+                                         "conn": link.conn_states().split()}
                                         for link in links]},
                   OK if st.connected else CONNECTION)
 

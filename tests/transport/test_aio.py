@@ -4,6 +4,7 @@ the loop never blocked, a cancelled await applied once."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import signal
 import threading
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from machine import StateError
-from transport import TransportError, connect
+from transport import MirrorLimitError, TransportError, connect
 from transport.aio import connect_async
 
 
@@ -317,3 +318,139 @@ def test_add_ns_is_sent_without_a_thread_and_sync_sees_every_one(daemon: Any) ->
             assert not c.sync_client._acalls
 
     _run(main())
+
+
+class _NoThreads(concurrent.futures.ThreadPoolExecutor):
+    """A default executor that refuses work: a member that runs on a thread fails the test."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"the loop's default executor was used for {fn!r}")
+
+
+def test_when_args_queue_len_close_and_aclose_take_no_thread(daemon: Any) -> None:
+    d = daemon("--hub")
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_default_executor(_NoThreads())
+        async with connect_async(d.addrs[0]) as c:
+            m = await c.machine("worker0")
+            assert await m.queue_len() == 0
+            w = await m.when_args("Foo", {"job": 2})      # registered on the server when this returns
+            other = await m.when_args("Foo", {"job": 3})
+            other.cancel()                                  # its cancel is posted, never waited for
+            assert await m.add("Foo", args={"job": 1}) == 0
+            assert not w.done
+            assert await m.remove("Foo") == 0 and await m.add("Foo", args={"job": 2, "x": 1}) == 0
+            assert await asyncio.wait_for(w, 5) is True
+            assert other.done and not m.mirror._args_reg  # both tokens forgotten
+            await m.close()
+            assert m.disposed and (await c.machine("worker0")) is not None  # a new mirror after the close
+        assert c.sync_client._closed and not c.connected
+
+    _run(main())
+
+
+def test_members_that_would_block_the_loop_say_what_to_do(daemon: Any) -> None:
+    d = daemon("--hub")
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_default_executor(_NoThreads())
+        async with connect_async(d.addrs[0]) as c:
+            plain = await c.machine("worker1")
+            for call in (lambda: plain.bind_handlers({"FooState": print}), lambda: plain.bind_tracer(object()),
+                         lambda: plain.on_update(print)):
+                with pytest.raises(MirrorLimitError, match="mutations=True"):
+                    call()
+            with pytest.raises(StateError):
+                await plain.when_args("Nope", {})
+            m = await c.machine("worker1", mutations=True)  # the same mirror, following mutations now
+            got: list[Any] = []
+            m.bind_handlers({"FooState": lambda e: got.append(e.args.get("k"))})
+            off = m.on_update(lambda u: got.append(u["added"]))
+            assert await m.add("Foo", args={"k": 1}) == 0
+            assert await _until_async(lambda: 1 in got and ["Foo"] in got, 5), got
+            off()
+
+    _run(main())
+
+
+def test_history_and_on_history_are_awaited_without_a_thread(daemon: Any) -> None:
+    d = daemon("--hub")
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_default_executor(_NoThreads())
+        async with connect_async(d.addrs[0]) as c:
+            m = await c.machine("worker2")
+            assert await m.add("Multi", args={"n": 1}) == 0
+            recs = await m.history.records(limit=10)
+            assert recs and recs[-1]["seq"] == await m.history.last_seq()
+            assert await m.history(limit=1) == recs[-1:] and m.history.size == 0  # a new view each time
+            assert await m.history.errors() == await m.errors() == []
+            first: list[int] = []
+            second: list[int] = []
+            stop1 = await m.on_history(lambda r: first.append(r["seq"]), backlog=1)
+            stop2 = await m.on_history(lambda r: second.append(r["seq"]), backlog=1)  # catches up, no follow
+            assert first == second == [recs[-1]["seq"]]
+            assert await m.add("Multi", args={"n": 2}) == 0
+            assert await _until_async(lambda: len(first) == len(second) == 2, 5), (first, second)
+            stop1()
+            stop2()  # the last one: unfollow is posted, never waited for
+            assert not m.mirror._hist_cbs
+
+    _run(main())
+
+
+def test_a_bad_value_in_a_burst_fails_its_own_await_as_the_sync_client_does(daemon: Any) -> None:
+    d = daemon("--hub")
+
+    async def main() -> None:
+        async with connect_async(d.addrs[0]) as c:
+            m = await c.machine("worker2")
+            with pytest.raises(TypeError, match="msgpack") as alone:  # alone: packed on the loop's thread
+                await m.add("Multi", args={"x": object()})
+            sync = connect(d.addrs[0])
+            try:
+                with pytest.raises(TypeError) as sync_err:
+                    sync.machine("worker2").add("Multi", args={"x": object()})
+            finally:
+                sync.close()
+            assert str(alone.value).split(" (")[0] == str(sync_err.value).split(" (")[0]
+            assert await m.add("Multi") == 0  # active: each add from here adds 2 ticks
+            t0 = m.tick("Multi")
+            # in a burst the sending thread packs each call: the bad ones fail their own awaits, nothing is
+            # sent for them, and the others are applied
+            calls = [m.add("Multi", args={"x": object() if i % 10 == 3 else i}) for i in range(200)]
+            out = await asyncio.gather(*calls, return_exceptions=True)
+            bad = [r for r in out if isinstance(r, BaseException)]
+            assert len(bad) == 20 and all(isinstance(r, TypeError) and "msgpack" in str(r) for r in bad), bad[:3]
+            assert out.count(0) == 180
+            await m.sync()
+            assert m.tick("Multi") == t0 + 2 * 180
+
+    _run(main())
+
+
+def test_a_cancelled_when_args_waiter_frees_its_server_side_slot(daemon: Any) -> None:
+    from transport.server.dispatch import MAX_WHEN_ARGS
+
+    d = daemon("--hub")
+    n = MAX_WHEN_ARGS + 50  # more than the server keeps per session: each cancel must reach it
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_default_executor(_NoThreads())
+        async with connect_async(d.addrs[0]) as c:
+            m = await c.machine("worker1")
+            for i in range(n):
+                (await m.when_args("Foo", {"n": i})).cancel()  # posted, never waited for
+            w = await m.when_args("Foo", {"n": -1})
+            assert await m.add("Foo", args={"n": -1}) == 0
+            assert await asyncio.wait_for(w, 5) is True
+
+    _run(main())
+    with connect(d.addrs[0]) as sc:  # the sync mirror posts its cancels the same way
+        sm = sc.machine("worker2")
+        for i in range(n):
+            sm.when_args("Foo", {"n": i}).cancel()
+        w = sm.when_args("Foo", {"n": -1})
+        assert sm.add("Foo", args={"n": -1}) == 0
+        assert w.wait(5) is True
