@@ -821,9 +821,20 @@ def transport_section(ctx: Ctx) -> Report:
     rep.rows.append(["(floor: raw pyzmq doing only the same work, p50 / p99)", f"{fp50 * us:.0f} / {fp99 * us:.0f} us",
                      f"{rp50 * us:.0f} / {rp99 * us:.0f} us", f"{fp50 / rp50:.2f}x / {fp99 / rp99:.2f}x",
                      "(reference)", "-"])
+    # issue 18, round two: the round trip within 1.1x of the floor; where the rest goes: our endpoint driven by
+    # the floor's raw client (the server's share), the remainder is the client's
+    ok_floor = op50 <= 1.1 * fp50
+    sp50, sp99 = r["rtt_server"]
+    rep.rows.append(["remote `add` p50 vs the floor (issue 18)", f"{op50 * us:.0f} us", f"floor {fp50 * us:.0f} us",
+                     f"{op50 / fp50:.2f}x", "<= 1.1x", met(ok_floor)])
+    rep.rows.append(["(our endpoint driven by the floor's raw client, no mirror: the server's share, p50 / p99)",
+                     f"{sp50 * us:.0f} / {sp99 * us:.0f} us", f"floor {fp50 * us:.0f} / {fp99 * us:.0f} us",
+                     f"{sp50 / fp50:.2f}x", "(reference)", "-"])
     pr, po = r["pipe_raw"], r["pipe_ours"]
-    rep.rows.append(["pipelined mutations (`add_ns` x k + `sync`; raw: window of 100)", f"{si(po)}/s",
-                     f"{si(pr)}/s", f"{po / pr:.2f}x", ">= 0.5x", met(po >= 0.5 * pr)])
+    prm, pom = r["pipe_raw_med"], r["pipe_ours_med"]
+    rep.rows.append(["pipelined mutations (`add_ns` x k + `sync`; raw: window of 100), best (median)",
+                     f"{si(po)}/s ({si(pom)}/s)", f"{si(pr)}/s ({si(prm)}/s)", f"{po / pr:.2f}x ({pom / prm:.2f}x)",
+                     ">= 1.0x", met(po >= pr)])
     ctx.log("transport: one slow machine among 100")
     iso = bt.measure_isolation(ctx.quick)
     ip50, ip99, imax = iso["add"]
@@ -843,10 +854,12 @@ def transport_section(ctx: Ctx) -> Report:
     fan = bt.measure_fanout(ctx.quick)
     f, fr = fan["ours"], fan["raw"]
     fan_ok = f["p99"] < 0.005 and not f["missing"]
+    fan_raw_ok = f["p99"] <= 1.1 * fr["p99"] and not f["missing"]  # issue 18: within 1.1x of the raw anchor
     rep.rows.append([f"server-side change seen by {fan['mirrors']} mirrors, p99 over mirrors x {fan['rounds']} rounds",
                      f"{f['p99'] * 1e3:.2f} ms (p50 {f['p50'] * 1e3:.2f}, last mirror p50 {f['last_p50'] * 1e3:.2f})",
                      f"{fr['p99'] * 1e3:.2f} ms (p50 {fr['p50'] * 1e3:.2f}, last mirror p50 "
-                     f"{fr['last_p50'] * 1e3:.2f})", f"{f['p99'] / fr['p99']:.2f}x", "< 5 ms", met(fan_ok)])
+                     f"{fr['last_p50'] * 1e3:.2f})", f"{f['p99'] / fr['p99']:.2f}x", "< 5 ms; <= 1.1x raw",
+                     f"{met(fan_ok)}; {met(fan_raw_ok)}"])
     ctx.log("transport: CURVE")
     cv = bt.measure_curve(ctx.quick)
     (pp50, pp99), (cp50, cp99) = cv["plain"], cv["curve"]
@@ -856,11 +869,15 @@ def transport_section(ctx: Ctx) -> Report:
     rep.summary.append(
         f"remote add p50 {op50 * us:.0f} us vs raw echo {rp50 * us:.0f} us ({op50 / rp50:.2f}x, target <= 1.3x) - "
         f"{met(ok50)}; p99 {op99 * us:.0f} vs {rp99 * us:.0f} us ({op99 / rp99:.2f}x) - {met(ok99)}")
-    rep.summary.append(f"pipelined: {si(po)}/s vs raw {si(pr)}/s ({po / pr:.2f}x, target >= 0.5x) - "
-                       f"{met(po >= 0.5 * pr)}")
+    rep.summary.append(f"remote add p50 {op50 * us:.0f} us vs the floor {fp50 * us:.0f} us ({op50 / fp50:.2f}x, "
+                       f"target <= 1.1x) - {met(ok_floor)}; our endpoint with the floor's raw client: "
+                       f"{sp50 * us:.0f} us ({sp50 / fp50:.2f}x)")
+    rep.summary.append(f"pipelined: {si(po)}/s best, {si(pom)}/s median vs raw window-100 {si(pr)}/s, {si(prm)}/s "
+                       f"({po / pr:.2f}x, target >= 1.0x) - {met(po >= pr)}")
     rep.summary.append(f"push to {fan['mirrors']} mirrors: p99 {f['p99'] * 1e3:.2f} ms (target < 5 ms), "
                        f"{f['missing']} missed - {met(fan_ok)}; the raw pyzmq anchor: p99 {fr['p99'] * 1e3:.2f} ms, "
-                       f"{fr['missing']} missed")
+                       f"{fr['missing']} missed; {f['p99'] / fr['p99']:.2f}x the anchor (target <= 1.1x) - "
+                       f"{met(fan_raw_ok)}")
     rep.summary.append(f"floor (raw pyzmq doing only a mutation's work): p50 {fp50 * us:.0f} us, "
                        f"{fp50 / rp50:.2f}x the echo")
     rep.summary.append(f"CURVE: add p50 {cp50 * us:.0f} us vs {pp50 * us:.0f} us plain ({cp50 / pp50:.2f}x)")

@@ -286,6 +286,27 @@ def _floor_rtt(fd: Any, seq: list[int]) -> Any:
     return rtt
 
 
+def _raw_client_rtt(addr: str) -> tuple[Any, Any]:
+    """A raw DEALER driving our endpoint (hello, then `add` round trips with no mirror: the reply carries no
+    diff): our server's share of a round trip, with the floor's client. Returns (socket, rtt)."""
+    import msgpack
+
+    d = _raw_dealer(addr)
+    d.send(msgpack.packb(["hello", 1, None, {"proto": 1}], use_bin_type=True))
+    if not d.poll(5000):
+        raise RuntimeError("no hello reply")
+    d.recv()
+    seq = [1]
+    frame_body = {"s": ["M"]}
+
+    def rtt() -> None:
+        seq[0] += 1
+        d.send(msgpack.packb(["add", seq[0], "b0", frame_body], use_bin_type=True))
+        msgpack.unpackb(d.recv(), raw=False)
+
+    return d, rtt
+
+
 def _raw_pipe(d: Any, seq: list[int], k: int) -> float:
     """Pipelined on the raw echo: a window of 100 outstanding requests; mutations a second."""
     import msgpack
@@ -331,6 +352,8 @@ def measure_ab(other: str, rounds: int, block: int, k: int) -> dict[str, Any]:
         fd, d = _raw_dealer(faddr), _raw_dealer(eaddr)
         rtts: list[tuple[str, Any]] = [(name, lambda rm=rm: rm.add("M")) for name, rm in rms.items()]
         rtts.append(("floor", _floor_rtt(fd, seq)))
+        raws = {name: _raw_client_rtt(addr) for name, (_, addr) in procs.items()}
+        rtts += [(f"{name} server, raw client", fn) for name, (_, fn) in raws.items()]
         lat: dict[str, list[float]] = {name: [] for name, _ in rtts}
         pipe: dict[str, list[float]] = {"before": [], "after": [], "raw": []}
         for r in range(rounds):
@@ -342,6 +365,8 @@ def measure_ab(other: str, rounds: int, block: int, k: int) -> dict[str, Any]:
                 pipe[name].append(run())
         fd.close(0)
         d.close(0)
+        for sock, _ in raws.values():
+            sock.close(0)
     finally:
         for c in clients.values():
             c.close()
@@ -381,17 +406,23 @@ def measure(quick: bool) -> dict[str, Any]:
         def remote_add() -> None:
             rm.add("M")
 
-        # interleave repeats so both see the same load
+        rd, server_rtt = _raw_client_rtt(daddr)
+
+        # interleave repeats so all see the same load
         raw_l: list[float] = []
         ours_l: list[float] = []
         floor_l: list[float] = []
+        server_l: list[float] = []
         for _ in range(3):
             raw_l += _lat(echo_rtt, n // 3)
             ours_l += _lat(remote_add, n // 3)
             floor_l += _lat(floor_rtt, n // 3)
+            server_l += _lat(server_rtt, n // 3)
+        rd.close(0)
         res["rtt_raw"] = (_pct(raw_l, 0.5), _pct(raw_l, 0.99))
         res["rtt_ours"] = (_pct(ours_l, 0.5), _pct(ours_l, 0.99))
         res["rtt_floor"] = (_pct(floor_l, 0.5), _pct(floor_l, 0.99))
+        res["rtt_server"] = (_pct(server_l, 0.5), _pct(server_l, 0.99))  # our endpoint, the floor's client
 
         def raw_pipe() -> float:
             return _raw_pipe(d, seq, k)
@@ -405,6 +436,8 @@ def measure(quick: bool) -> dict[str, Any]:
             ours_r.append(ours_pipe())
         res["pipe_raw"] = max(raw_r)
         res["pipe_ours"] = max(ours_r)
+        res["pipe_raw_med"] = statistics.median(raw_r)
+        res["pipe_ours_med"] = statistics.median(ours_r)
         c.close()
         d.close(0)
         fd.close(0)

@@ -131,3 +131,25 @@ def test_a_watcher_that_does_not_read_costs_the_daemon_a_bounded_amount(daemon) 
             assert got, "no push after the watcher read its backlog"
     finally:
         slow.close()
+
+
+def test_a_change_replied_to_one_mirror_still_reaches_the_others(served) -> None:
+    """A mutation's reply brings its caller's mirror to now, and the push is skipped only when that mirror is the
+    machine's only one: with two mirrors, three, and two again after one left, every other mirror gets each
+    change; a lone mirror still gets a change made on the server after its own."""
+    m, ep = served
+    with connect(ep.address) as a, connect(ep.address) as b:
+        ra, rb = a.machine("m"), b.machine("m")
+        ra.add("Multi")
+        assert until(lambda: rb.tick("Multi") == 1)
+        with connect(ep.address) as c:
+            rc = c.machine("m")
+            rb.add("Multi")
+            assert until(lambda: ra.tick("Multi") == 3 and rc.tick("Multi") == 3)
+        ra.add("Multi")  # c is gone (its session dropped or not yet): b is still told
+        assert until(lambda: rb.tick("Multi") == 5)
+    with connect(ep.address) as d:
+        rd = d.machine("m")
+        rd.add("Multi")
+        m.add("Multi")
+        assert until(lambda: rd.tick("Multi") == m.tick("Multi") == 9)

@@ -140,7 +140,9 @@ class Dispatcher:
         b = body if type(body) is dict else _body(body)
         if sess.readonly:
             raise TransportError(f"no access: client {sess.client_id} is read-only", code=P.NO_ACCESS)
-        m = self._mach(mach_id)
+        m = self.machs.get(mach_id) if mach_id is not None else None  # (_mach, inlined: once per mutation)
+        if m is None or m.disposed:
+            m = self._mach(mach_id)
         if not first:
             # a retried request: answer again, never apply twice
             if seq in sess.inflight:
@@ -155,7 +157,8 @@ class Dispatcher:
             self._ok(sess, seq, m.id, [cached, self.pushes.diff(sess, m)])
             return
         apply = _applier(sess, kind, m, b)
-        lane = self._lane_for(m)
+        # no lane for any machine and this one idle: the fast path, without a call (the common case)
+        lane = None if not self.lanes and not served_busy(m) else self._lane_for(m)
         if lane is None:
             # inline, noted for the watchdog first: if it is still running after SLOW, another thread takes over
             # the sockets and this one, when the transition returns, only posts its result (leader.py)
@@ -481,8 +484,12 @@ class Dispatcher:
 
 def _applier(sess: Session, kind: str, m: Machine, b: dict[str, Any]) -> Callable[[], int]:
     """Check a mutation request and return what applies it (on whichever thread runs it)."""
-    args = _args(b.get("a"))[0]
+    a = b.get("a")
+    args = None if a is None else _args(a)[0]
     source = sess.source
+    tc = b.get("tc")  # the caller's trace context, continued while the transition runs (transport.otel)
+    if type(tc) is not str or len(tc) > tracecontext.MAX_TC:
+        tc = None
     if kind == P.ADD_ERR:
         state = b.get("state", "Exception")
         if not isinstance(state, str):
@@ -496,13 +503,19 @@ def _applier(sess: Session, kind: str, m: Machine, b: dict[str, Any]) -> Callabl
     else:
         states = P.check_names(b.get("s"))
         fn = m.remove if kind == P.REMOVE else m.set if kind == P.SET else m.add
+        if tc is None:
+            # the common case, one closure (this runs once per remote mutation): the history names the session
+            def plain() -> int:
+                token = SOURCE.set(source)
+                try:
+                    return int(fn(*states, args=args))
+                finally:
+                    SOURCE.reset(token)
+
+            return plain
 
         def call() -> int:
             return int(fn(*states, args=args))
-
-    tc = b.get("tc")  # the caller's trace context, continued while the transition runs (transport.otel)
-    if type(tc) is not str or len(tc) > tracecontext.MAX_TC:
-        tc = None
 
     def apply() -> int:
         token = SOURCE.set(source)

@@ -96,6 +96,7 @@ class Pushes:
         self.retry: set[str] = set()  # machines with a push that could not be delivered
         self.muts: dict[str, deque[list[Any]]] = {}
         self.want_muts: dict[str, int] = {}  # sessions subscribed with mutation records, per machine
+        self.nsubs: dict[str, int] = {}  # sessions subscribed, per machine
         self.later: dict[str, float] = {}  # machines whose push waits for a mutation record -> since when
         self.held: dict[str, list[list[Any]]] = {}  # their records drained meanwhile, oldest first
 
@@ -117,6 +118,8 @@ class Pushes:
         old = sess.subs.get(m.id)
         if old is not None and old.muts:
             self.want_muts[m.id] -= 1
+        if old is None:
+            self.nsubs[m.id] = self.nsubs.get(m.id, 0) + 1
         t, q, mt = m.time(), m.queue_tick, m.machine_tick
         sess.subs[m.id] = Sub(t, q, mt, muts)
         if muts:
@@ -125,8 +128,14 @@ class Pushes:
 
     def unsubscribe(self, sess: Session, mach_id: str) -> None:
         sub = sess.subs.pop(mach_id, None)
-        if sub is not None and sub.muts:
-            self.want_muts[mach_id] -= 1
+        if sub is not None:
+            left = self.nsubs[mach_id] - 1
+            if left:
+                self.nsubs[mach_id] = left
+            else:
+                del self.nsubs[mach_id]
+            if sub.muts:
+                self.want_muts[mach_id] -= 1
         sess.cancel_waiters(mach_id)
 
     def forget(self, mach_id: str) -> None:
@@ -140,6 +149,12 @@ class Pushes:
         sub = sess.subs.get(m.id)
         if sub is None:
             return None
+        mach_id = m.id
+        if self.nsubs.get(mach_id) == 1 and not self.want_muts.get(mach_id):
+            # this session is the machine's only mirror and this update brings it to now: no push is needed for
+            # what it carries (the flush after the batch would find nothing to send). Unmarked before the clock is
+            # read: a change made after the read marks the machine again (its mark_dirty follows its clock)
+            self.dirty.discard(mach_id)
         t, q, mt = served_clock(m), m.queue_tick, m.machine_tick  # replaced, never changed in place
         idxs, deltas = P.diff(sub.time, t) if len(t) == len(sub.time) else ([], [])
         upd = [idxs, deltas, q, mt, P.checksum(t, q, mt)]
