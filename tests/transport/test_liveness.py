@@ -36,7 +36,7 @@ def test_mirror_recovers_after_the_daemon_forgot_its_idle_session(daemon) -> Non
             _stall(d.proc.pid, 3.6)
             w = rm.when_ticks("Multi", 1)
             assert d.cmd("add worker0 Multi").startswith("OK")
-            assert w.wait(5), f"round {round_}: the mirror went stale (status changes: {status})"
+            assert w.wait(10), f"round {round_}: the mirror went stale (status changes: {status})"
             assert rm.time() == [int(x) for x in d.cmd("time worker0").split()[1:]]
             assert c.connected
         # whenever the link was reported down, it was reported up again
