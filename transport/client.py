@@ -22,7 +22,6 @@ from machine.log import LazyLogger
 
 from . import conn_state as CS
 from . import protocol as P
-from .acalls import expire, fail_all
 from .addr import normalize
 from .calls import Caller, _Call
 from .errors import TransportError
@@ -258,7 +257,10 @@ class Client(Caller):
                 call.done = True
                 if call.sink is not None:
                     call.sink.put(call)
-        fail_all(self, closed)
+        if self._acalls:
+            from .acalls import fail_all  # asyncio callers only: a sync client never imports asyncio
+
+            fail_all(self, closed)
         for rm in mirrors:
             rm._local_dispose()
         self._state.set(CS.DISCONNECTED)  # only Disconnected: RetryingConn (and on_status) is for an open client
@@ -343,6 +345,8 @@ class Client(Caller):
                 # asyncio callers wait on no thread: their resends and timeouts are this thread's (a look at most
                 # every 0.1 s: each one goes over every call in flight)
                 self._resend_at = min(self._resend(now), now + 0.1)
+                from .acalls import expire  # imported once there are asyncio callers (asyncio is slow to import)
+
                 expire(self, now)
             if self._outbox:
                 self._send_outbox(now)

@@ -16,7 +16,6 @@ from machine import Ctx, LogLevel, Machine, Result, SchemaError, State, Tracer, 
 
 from . import protocol as P
 from . import tracecontext
-from .acalls import post
 from .errors import MirrorLimitError, TransportError
 from .history_client import HistoryReader
 from .remote_link import MirrorLink
@@ -473,6 +472,8 @@ class RemoteMachine(HistoryReader, MirrorLink):
         def forget(_: Waiter) -> None:
             # best effort and never waiting for the socket: a cancel may come from an event loop's thread
             if self._args_reg.pop(token, None) is not None and not self._m.disposed:
+                from .acalls import post  # here, not at the top: acalls imports asyncio, slow for a one-shot CLI
+
                 post(self._client, P.WHEN_ARGS_CANCEL, self._id, {"token": token})
 
         w = mirror.pending_waiter(forget, None)
