@@ -25,14 +25,12 @@ from machine import Ctx, Result, Tracer, Waiter, mirror
 from . import protocol as P
 from . import tracecontext
 from .acalls import abandon, acall, acall_many, anotify, post, start
-from .calls import _Call
-from .client import Client
+from .client import Client, many_results
 from .errors import MirrorLimitError, TransportError
 from .history_client import Record, records_body
 from .remote import _MUT_TYPES, RemoteMachine, _result
 
 EXCEPTION = "Exception"
-_KINDS = {"add": P.ADD, "remove": P.REMOVE, "set": P.SET}
 
 
 class AsyncClient:
@@ -86,24 +84,14 @@ class AsyncClient:
         """Pipelined mutations of several machines (see ``Client.mutate_many``): each result, or the exception
         it raised, in order; ``TransportError`` when the replies don't come in time."""
         c = self.sync_client
-        calls: list[_Call] = []
-        seq = c._next_seq
-        for mach_id, kind, states, args in ops:
-            if kind not in _KINDS:
-                raise ValueError(f"unknown mutation {kind!r} (add, remove or set)")
-            body: dict[str, Any] = {"s": list(states)}
-            if args:
-                body["a"] = dict(args)
-            rm = c._open_mirror(mach_id, False)
-            calls.append(c._new_call(_KINDS[kind], mach_id, body, rm._on_mut_reply if rm is not None else None,
-                                     seq + len(calls)))
+        calls = c._many_calls(ops)
         if calls:
             await acall_many(c, calls, timeout)
         timed_out = next((x.error for x in calls if isinstance(x.error, TransportError)
                           and x.error.code == "timeout"), None)
         if timed_out is not None:
             raise timed_out
-        return [x.error if x.error is not None else _result(x.result[0]) for x in calls]
+        return many_results(calls)
 
     async def aclose(self) -> None:
         """Close the client (bye, socket, mirrors); its calls still waiting fail with ``closed``."""

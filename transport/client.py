@@ -42,6 +42,23 @@ def _peer(hello: Any) -> tuple[Any, Any]:
     return hello.get("boot"), hello.get("session")
 
 
+_MANY_KINDS = {"add": P.ADD, "remove": P.REMOVE, "set": P.SET}  # mutate_many's kinds, as its callers name them
+
+
+def many_results(calls: list[_Call]) -> list[int | BaseException]:
+    """Each ``mutate_many`` call's result (a ``Result`` or a queue tick), or the exception it failed with."""
+    from machine import Result
+
+    out: list[int | BaseException] = []
+    for c in calls:
+        if c.error is not None:
+            out.append(c.error)
+        else:
+            r = int(c.result[0])
+            out.append(Result(r) if r < Result.QUEUED else r)
+    return out
+
+
 class Client(Caller):
     """A connection to one endpoint. Use ``connect()``.
 
@@ -285,32 +302,29 @@ class Client(Caller):
         (``StateError``, ``TransportError`` ...). Raises TransportError when the replies don't come in time.
         Mirrors of these machines that this client holds are updated before it returns, others by pushes.
         """
-        from machine import Result
+        calls = self._many_calls(ops)
+        if calls:
+            self._run_calls(calls, self.timeout if timeout is None else timeout)
+        return many_results(calls)
 
-        kinds = {"add": P.ADD, "remove": P.REMOVE, "set": P.SET}
+    def _many_calls(self, ops: list[tuple[str, str, tuple[str, ...] | list[str], dict[str, Any] | None]]
+                    ) -> list[_Call]:
+        """The calls of ``mutate_many`` (sync and async), with consecutive seqs from the next one."""
         calls: list[_Call] = []
         seq = self._next_seq
         for mach_id, kind, states, args in ops:
-            if kind not in kinds:
+            if kind not in _MANY_KINDS:
                 raise ValueError(f"unknown mutation {kind!r} (add, remove or set)")
             body: dict[str, Any] = {"s": list(states)}
             if args:
                 body["a"] = dict(args)
-            # a reply carries the update for a mirror this client holds: apply it, as a mirror's own call would
+            # a reply carries the update for a mirror this client holds: apply it, with the mutation's record
+            # (its handlers and on_update callbacks get its states and args), as a mirror's own call would
             with self._lock:
                 rm = self._mirrors.get(mach_id)
-            on_reply = rm._mut_reply_handler(kind, states, args) if rm is not None else None
-            calls.append(self._new_call(kinds[kind], mach_id, body, on_reply, seq + len(calls)))
-        if calls:
-            self._run_calls(calls, self.timeout if timeout is None else timeout)
-        out: list[int | BaseException] = []
-        for c in calls:
-            if c.error is not None:
-                out.append(c.error)
-            else:
-                r = int(c.result[0])
-                out.append(Result(r) if r < Result.QUEUED else r)
-        return out
+            on_reply = rm._mut_reply_handler(kind, states, args) if rm is not None and not rm.disposed else None
+            calls.append(self._new_call(_MANY_KINDS[kind], mach_id, body, on_reply, seq + len(calls)))
+        return calls
 
     def _wake(self) -> None:
         """Have the I/O thread look at this client's socket soon."""

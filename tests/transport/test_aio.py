@@ -454,3 +454,19 @@ def test_a_cancelled_when_args_waiter_frees_its_server_side_slot(daemon: Any) ->
         w = sm.when_args("Foo", {"n": -1})
         assert sm.add("Foo", args={"n": -1}) == 0
         assert w.wait(5) is True
+
+
+def test_async_mutate_many_gives_a_mirror_s_handlers_each_mutation_s_args(daemon: Any) -> None:
+    # as the sync mutate_many: the replies carry each mutation's record to the mirror this client holds
+    d = daemon("--hub")
+
+    async def main() -> list[Any]:
+        async with connect_async(d.addrs[0]) as c:
+            m = await c.machine("worker0", mutations=True)
+            got: list[Any] = []
+            m.bind_handlers({"MultiState": lambda e: got.append(e.args.get("n"))})
+            assert await c.mutate_many([("worker0", "add", ["Multi"], {"n": i}) for i in range(3)]) == [0, 0, 0]
+            assert m.tick("Multi") == 5
+            return got
+
+    assert _run(main()) == [0, 1, 2]
