@@ -140,18 +140,24 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
     return argv, None
 
 
-def parse_root(args: list[str]) -> Options | int:
-    """The root options, or an exit code (help, version, usage error)."""
+def parse_click(cmd: click.Command, prog: str, args: Sequence[str]) -> Any:
+    """What ``cmd``'s callback returns for ``args``, or an exit code: help and version (0), a usage error
+    (printed, ``USAGE``)."""
     try:
-        ctx = root.make_context("arpc", list(args))
+        ctx = cmd.make_context(prog, list(args))
         with ctx:
-            opts = root.invoke(ctx)
+            return cmd.invoke(ctx)
     except click.exceptions.Exit as e:
         return int(e.exit_code)
     except click.UsageError as e:
         Printer().error(UsageError(e.format_message()))
         return USAGE
-    assert isinstance(opts, Options)
+
+
+def parse_root(args: list[str]) -> Options | int:
+    """The root options, or an exit code (help, version, usage error)."""
+    opts = parse_click(root, "arpc", args)
+    assert isinstance(opts, (Options, int))
     return opts
 
 

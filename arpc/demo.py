@@ -159,23 +159,18 @@ def supervise(machs: list[Machine], speed: float) -> None:
     """Restart a machine whose timer chain stopped: a chain ends for good when a step's handler fails or times out
     (a starved box) or someone removes the running step by hand; a demo must keep moving. ``expense-2`` and
     ``expense-3`` waiting for a person's approval are not stopped. Ends when every machine is disposed."""
-    stop = threading.Event()
-    seen = {m.id: (sum(m.time()), time.monotonic()) for m in machs}
-    while not stop.wait(max(0.01, speed)):
-        if all(m.disposed for m in machs):
-            return
+    seen = {m.id: (sum(m.time()), time.monotonic()) for m in machs}  # each machine's clock, and since when
+    while not all(m.disposed for m in machs):
+        time.sleep(max(0.01, speed))  # a look per (scaled) second: pacing, nothing to wait on
         now = time.monotonic()
         for m in machs:
             if m.disposed:
                 continue
-            t = sum(m.time())
-            last, since = seen[m.id]
-            if t != last:
-                seen[m.id] = (t, now)
-                if not m.is_err():
-                    continue
-            waiting = m.id != "expense-1" and m.is_active("WaitingForApproval") and not m.is_err()
-            if m.is_err() or (not waiting and now - since > STALL * speed):
+            t, since = seen[m.id]
+            if sum(m.time()) != t:
+                seen[m.id] = t, since = sum(m.time()), now
+            for_a_person = m.id != "expense-1" and m.is_active("WaitingForApproval")
+            if m.is_err() or (not for_a_person and now - since > STALL * speed):
                 m.set()  # everything off, then the chain from its start
                 m.add("Start", "Ready")
                 seen[m.id] = (sum(m.time()), now)

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ..errors import USAGE, ArpcError, UsageError
+from ..errors import ArpcError, UsageError
 from ..format import Printer
 from .model import MAX_RECORDS, Model
 
@@ -41,16 +41,10 @@ def dbg_command(**kw: Any) -> dict[str, Any]:
 
 
 def parse(args: Sequence[str]) -> dict[str, Any] | int:
-    try:
-        ctx = dbg_command.make_context("arpc dbg", list(args))
-        with ctx:
-            opts = dbg_command.invoke(ctx)
-    except click.exceptions.Exit as e:
-        return int(e.exit_code)
-    except click.UsageError as e:
-        Printer().error(UsageError(e.format_message()))
-        return USAGE
-    assert isinstance(opts, dict)
+    from ..cli import parse_click  # the entry point that runs dbg, loaded already
+
+    opts = parse_click(dbg_command, "arpc dbg", args)
+    assert isinstance(opts, (dict, int))
     return opts
 
 

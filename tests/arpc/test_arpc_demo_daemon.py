@@ -81,7 +81,7 @@ def test_a_background_job_of_an_interactive_shell_keeps_serving(tmp_path: Path) 
         sh.expect(r"PID=(\d+)")
         pid = int(sh.match.group(1))
         until(lambda: len(addr_files(d)) == MACHINES, timeout=15, what="the demo wrote its addr files")
-        time.sleep(0.5)
+        time.sleep(0.5)  # the scenario, not a wait: a background job that read the tty would be stopped by now
         r = arpc("-d", str(d), "--", "status")
         assert r.returncode == 0 and f"Connected:      {MACHINES}" in r.stdout, r.stderr
         sh.sendline(f"kill -INT {pid}; wait {pid}; echo EXIT=$?")  # as Ctrl+C would
