@@ -18,11 +18,12 @@ if TYPE_CHECKING:
     from .client import Client, connect
     from .errors import MirrorLimitError, RemoteError, TransportError
     from .expose import expose, expose_env
+    from .fleet_calls import TransitionRecord
     from .remote import RemoteMachine
     from .server import Endpoint
 
 _MODULES = {"Client": "client", "connect": "client", "RemoteError": "errors", "TransportError": "errors",
-            "MirrorLimitError": "errors",
+            "MirrorLimitError": "errors", "TransitionRecord": "fleet_calls",
             "expose": "expose", "expose_env": "expose", "RemoteMachine": "remote", "Endpoint": "server",
             "AsyncClient": "aio", "AsyncRemoteMachine": "aio", "connect_async": "aio"}
 
@@ -43,4 +44,4 @@ def __dir__() -> list[str]:
 
 
 __all__ = ["AsyncClient", "AsyncRemoteMachine", "Client", "Endpoint", "MirrorLimitError", "RemoteError",
-           "RemoteMachine", "TransportError", "connect", "connect_async", "expose", "expose_env"]
+           "RemoteMachine", "TransitionRecord", "TransportError", "connect", "connect_async", "expose", "expose_env"]

@@ -27,6 +27,7 @@ from . import tracecontext
 from .acalls import abandon, acall, acall_many, anotify, post, start
 from .client import Client, many_results
 from .errors import MirrorLimitError, TransportError
+from .fleet_calls import WatchFn, group_calls, group_results, many_ops
 from .history_client import Record, records_body
 from .remote import _MUT_TYPES, RemoteMachine, _result
 
@@ -92,6 +93,36 @@ class AsyncClient:
         if timed_out is not None:
             raise timed_out
         return many_results(calls)
+
+    async def mutate_group(self, kind: str, states: tuple[str, ...] | list[str], ids: list[str],
+                           args: dict[str, Any] | None = None, *,
+                           timeout: float | None = None) -> list[int | BaseException]:
+        """One mutation of many machines in one request (see ``Client.mutate_group``): each machine's result, or
+        its exception, in the order of ``ids``."""
+        c = self.sync_client
+        if not ids:
+            return []
+        if not c._no_group:
+            calls = group_calls(c, kind, states, ids, args)
+            await acall_many(c, calls, timeout)
+            out = group_results(ids, calls)
+            if out is not None:
+                return out
+            c._no_group = True
+        return await self.mutate_many(many_ops(kind, states, ids, args), timeout=timeout)
+
+    async def watch_machines(self, fn: WatchFn, ids: list[str] | None = None, *,
+                             args: bool = True) -> Callable[[], None]:
+        """The transitions of every machine of the endpoint (or of ``ids``) as records, without mirrors (see
+        ``Client.watch_machines``); ``fn`` runs on the client I/O thread, as ``Client.on_payload``'s callbacks
+        do: hand the records to the loop with ``loop.call_soon_threadsafe``. Returns the stop function."""
+        c = self.sync_client
+        key, body = c._watch_add(fn, ids, args)
+        try:
+            await acall(c, P.WATCH, None, body)
+        except TransportError as exc:
+            raise c._watch_failed(key, exc) from None
+        return lambda: c._unwatch(key)
 
     async def aclose(self) -> None:
         """Close the client (bye, socket, mirrors); its calls still waiting fail with ``closed``."""

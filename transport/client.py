@@ -25,6 +25,7 @@ from . import protocol as P
 from .addr import normalize
 from .calls import Caller, _Call
 from .errors import TransportError
+from .fleet_calls import UNSUPPORTED, Watches, WatchFn, group_calls, group_results, many_ops, unknown_kind
 from .reactor import reactor
 
 if TYPE_CHECKING:
@@ -98,6 +99,8 @@ class Client(Caller):
         self._mirrors: dict[str, RemoteMachine] = {}
         self._subscribing: dict[str, threading.Event] = {}  # ids whose first mirror is on its way (in machine())
         self._payload_cbs: list[Callable[[dict[str, Any]], Any]] = []
+        self._watches: Watches | None = None  # watch_machines (fleet_calls), made on first use
+        self._no_group = False  # the server answered group as an unknown kind: one request a machine
         self._connected = False
         self._state = CS.new_state(self.id)
         # the server process's boot id and its name for our session: a new one means the server knows nothing
@@ -326,6 +329,70 @@ class Client(Caller):
             calls.append(self._new_call(_MANY_KINDS[kind], mach_id, body, on_reply, seq + len(calls)))
         return calls
 
+    def mutate_group(self, kind: str, states: tuple[str, ...] | list[str], ids: list[str],
+                     args: dict[str, Any] | None = None, *, timeout: float | None = None) -> list[int | BaseException]:
+        """One mutation (``"add"``, ``"remove"`` or ``"set"``) of many machines of this endpoint: one request (per
+        ``protocol.MAX_GROUP`` ids) that the server applies to each machine in its own order (a busy one on its
+        lane), without subscribing. Returns, in the order of ``ids``, each result (a ``Result`` or a queue tick)
+        or the exception of that machine (``TransportError`` ``unknown_machine``, ``StateError``...). Raises
+        ``TransportError`` when the reply does not come in time. A server without the request gets the
+        mutations as ``mutate_many`` sends them. Mirrors this client holds are current when it returns."""
+        t = self.timeout if timeout is None else timeout
+        if not ids:
+            return []
+        if not self._no_group:
+            calls = group_calls(self, kind, states, ids, args)
+            self._run_calls(calls, t)
+            out = group_results(ids, calls)
+            if out is not None:
+                return out
+            self._no_group = True
+        return self.mutate_many(many_ops(kind, states, ids, args), timeout=t)
+
+    def watch_machines(self, fn: WatchFn, ids: list[str] | None = None, *, args: bool = True) -> Callable[[], None]:
+        """Call ``fn(records, dropped)`` for the transitions of every machine of the endpoint (``ids``: of those
+        only), with no mirror: ``records`` is a list of ``TransitionRecord`` (id, clock before and after, time,
+        mutation; ``args=False`` leaves its args out), one call per push the server gathers; ``dropped`` counts
+        the records the server dropped for this client meanwhile (it did not read fast enough). Runs on the
+        thread that read the push. Returns the function that stops it. Raises ``TransportError`` (code
+        ``unsupported``) when the server predates watches. Renewed after a reconnect."""
+        key, body = self._watch_add(fn, ids, args)
+        try:
+            self._call(P.WATCH, None, body)
+        except TransportError as exc:
+            raise self._watch_failed(key, exc) from None
+        return lambda: self._unwatch(key)
+
+    def _watch_add(self, fn: WatchFn, ids: list[str] | None, args: bool) -> tuple[int, dict[str, Any]]:
+        """Register a watch (sync or asyncio): its key and the ``watch`` request that covers it."""
+        watches = self._watches
+        if watches is None:
+            watches = self._watches = Watches()
+        key = watches.add(fn, ids, args)
+        body = watches.body()
+        assert body is not None
+        return key, body
+
+    def _watch_failed(self, key: int, exc: TransportError) -> TransportError:
+        """The ``watch`` request failed: forget the watch; the error to raise."""
+        self._unwatch(key)
+        if unknown_kind(exc):
+            return TransportError(f"{self.address} does not serve watches", code=UNSUPPORTED)
+        return exc
+
+    def _unwatch(self, key: int) -> None:
+        watches = self._watches
+        if watches is None or self._closed:
+            return
+        last = watches.remove(key)
+        try:
+            if last:
+                self._notify(P.UNWATCH, None, {})
+            else:
+                self._call_async(P.WATCH, None, watches.body(), _ignore)
+        except TransportError:
+            pass  # the link is down: the server's session, and its watch, end with it
+
     def _wake(self) -> None:
         """Have the I/O thread look at this client's socket soon."""
         self._reactor.kick(self)
@@ -419,6 +486,9 @@ class Client(Caller):
             mirrors = list(self._mirrors.values())
         for rm in mirrors:
             rm._resubscribe()
+        body = self._watches.body() if self._watches is not None else None
+        if body is not None:  # the server's session is new: watch again
+            self._call_async(P.WATCH, None, body, _ignore)
         self._set_connected(True)
 
     def _set_connected(self, up: bool, network: bool = False) -> None:
@@ -453,6 +523,8 @@ class Client(Caller):
                         log.exception("payload callback failed")
             return
         if mach is None:
+            if kind == P.WREC and self._watches is not None:
+                self._watches.deliver(body)
             return
         with self._lock:
             rm = self._mirrors.get(mach)
@@ -469,6 +541,10 @@ class Client(Caller):
                 rm._on_hrec(body)
         except Exception:
             log.exception("push %s for %s failed", kind, mach)
+
+
+def _ignore(body: Any) -> None:
+    """The reply to a request no caller waits for."""
 
 
 def connect(addr: str, *, timeout: float = 3.0, server_key: Any = None, client_keys: Any = None,

@@ -28,13 +28,15 @@ HELLO, MACHS, SUB, UNSUB, SYNC, PING, BYE = "hello", "machs", "sub", "unsub", "s
 ADD, REMOVE, SET, ADD_NS, CAN, ADD_ERR = "add", "rm", "set", "add_ns", "can", "add_err"
 WHEN_ARGS, WHEN_ARGS_CANCEL = "when_args", "when_args_cancel"
 HIST, UNFOLLOW, INFO = "hist", "unfollow", "info"
+GROUP, WATCH, UNWATCH = "group", "watch", "unwatch"  # many machines at once (server/fleet.py)
 # replies and pushes (server -> client)
 OK, ERR, CLK, SCHEMA, ARGS_OK, PAY, HREC = "ok", "err", "clk", "schema", "args_ok", "pay", "hrec"
+WREC = "wrec"  # the transition records of a watch
 
 REQUESTS = frozenset({HELLO, MACHS, SUB, UNSUB, SYNC, PING, BYE, ADD, REMOVE, SET, ADD_NS, CAN, ADD_ERR,
-                      WHEN_ARGS, WHEN_ARGS_CANCEL, HIST, UNFOLLOW, INFO})
+                      WHEN_ARGS, WHEN_ARGS_CANCEL, HIST, UNFOLLOW, INFO, GROUP, WATCH, UNWATCH})
 MUTATING = frozenset({ADD, REMOVE, SET, ADD_NS, ADD_ERR})
-NOTIFICATIONS = frozenset({ADD_NS, BYE, UNSUB, WHEN_ARGS_CANCEL, UNFOLLOW})
+NOTIFICATIONS = frozenset({ADD_NS, BYE, UNSUB, WHEN_ARGS_CANCEL, UNFOLLOW, UNWATCH})
 
 # error codes
 INVALID_PARAMS = "invalid_params"
@@ -49,6 +51,7 @@ INTERNAL = "internal"
 BUSY = "busy"  # a dry run whose machine stayed in a transition past the wait: it did not run
 NO_HISTORY = "no_history"  # history asked of a machine that keeps none
 MAX_HIST_REPLY = 1000  # records in one hist reply
+MAX_GROUP = 10_000  # machines named in one group request (a client sends more as several)
 MAX_FOLLOWS = 10_000  # machines one session follows the history of (arpc dbg follows up to 5000)
 HREC_UNTRACKED = 1024  # bytes: a larger hrec push counts in the session's MAX_BACKLOG
 

@@ -120,18 +120,23 @@ def _group(cx: Cx, kind: str, states: tuple[str, ...], kw: dict[str, Any]) -> Re
         counts[name] += 1
         per[e.id] = name
 
-    # a client that can pipeline gets every mutation for its link in one go (one round trip's worth of
-    # waiting, not one per machine, and no mirrors to make); others go machine by machine
+    # a client that can batch gets every mutation for its link in one go (one round trip's worth of waiting, not
+    # one per machine, and no mirrors to make); others go machine by machine
     by_conn: dict[int, list[Entry]] = {}
     for e in targets:
         by_conn.setdefault(id(e.link), []).append(e)
     def pipelined(group: list[Entry]) -> list[Any] | None:
-        many = getattr(group[0].link.conn, "mutate_many", None)
-        if many is None or not all(e.mirror is None or e.connected for e in group):
+        # one request naming every machine of the link (a server without it: pipelined, one a machine)
+        conn = group[0].link.conn
+        grouped, many = getattr(conn, "mutate_group", None), getattr(conn, "mutate_many", None)
+        if (grouped is None and many is None) or not all(e.mirror is None or e.connected for e in group):
             return None
-        ops = [(e.id, kind, states, args) for e in group]
         try:
-            return list(call(group[0], lambda: many(ops)))
+            if grouped is not None:
+                ids = [e.id for e in group]
+                return list(call(group[0], lambda: grouped(kind, states, ids, args)))
+            ops = [(e.id, kind, states, args) for e in group]
+            return list(call(group[0], lambda: many(ops)))  # type: ignore[misc]
         except ArpcError as err:
             return [err] * len(group)
 

@@ -1,6 +1,7 @@
 """A daemon for the transport tests: spec fixture X (workers 0..2, parent "daemon") served by real endpoints.
 
-Usage: python daemon.py [--addr ADDR] [--addr-dir DIR] [--hub] [--slow-foo SECONDS] [--start STATE...]
+Usage: python daemon.py [--addr ADDR] [--addr-dir DIR] [--hub] [--slow-foo SECONDS [--slow-mach ID]]
+                        [--start STATE...] [--no-fleet]
 Prints one line per endpoint ("READY <address>"), then reads commands on stdin, one per line:
   add|remove|set MACH STATE...   a server-side mutation (prints "OK <result>")
   time MACH                      prints "TIME <ticks>"
@@ -47,9 +48,16 @@ def main() -> None:
     p.add_argument("--addr-dir")
     p.add_argument("--hub", action="store_true", help="all machines behind one endpoint")
     p.add_argument("--slow-foo", type=float, default=0.0)
+    p.add_argument("--slow-mach", help="only this machine's Foo is slow")
     p.add_argument("--start", nargs="*", default=[])
+    p.add_argument("--no-fleet", action="store_true", help="an older daemon: no group / watch requests")
     a = p.parse_args()
-    machs = [Machine(SCHEMA, id=f"worker{i}", parent="daemon", handlers=Handlers(a.slow_foo),
+    if a.no_fleet:
+        import transport.server.fleet as fleet
+
+        fleet.KINDS = frozenset()  # answered as unknown kinds, as a daemon from before them
+    machs = [Machine(SCHEMA, id=f"worker{i}", parent="daemon",
+                     handlers=Handlers(a.slow_foo if a.slow_mach in (None, f"worker{i}") else 0.0),
                      handler_timeout=None) for i in range(3)]
     for m in machs:
         if a.start:

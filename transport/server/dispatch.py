@@ -84,12 +84,18 @@ class Dispatcher:
             P.WHEN_ARGS_CANCEL: self._when_args_cancel, P.BYE: self._bye}
         look = Inspection(self)
         self._handlers.update({P.HIST: look.hist, P.UNFOLLOW: look.unfollow, P.INFO: look.info})
+        from .fleet import KINDS, Fleet  # (it imports this module's bounds)
+
+        self.fleet, self._fleet_kinds = Fleet(self), KINDS
 
     def request(self, sess: Session, kind: str, seq: int, mach_id: str | None, body: Any, first: bool) -> None:
         """Handle one request (``first``: its seq was never seen in this session)."""
         try:
             if kind in P.MUTATING:
                 self.mutate(sess, kind, seq, mach_id, body, first)
+                return
+            if kind in self._fleet_kinds:  # many machines at once (fleet.py)
+                self.fleet.request(sess, kind, seq, mach_id, body, first)
                 return
             handler = self._handlers.get(kind)
             if handler is None:
@@ -210,6 +216,9 @@ class Dispatcher:
         """A new leader's first step for a run demoted: it waits on its machine's lane like a handed-off
         request (later requests for the machine queue behind it), and the lane's jobs wait until it is done."""
         _, sess, seq, m, kind = run
+        if kind == P.GROUP:
+            self.fleet.adopt(ticket, run)
+            return
         lane = self._lane(m)
         self._enter(sess, seq, lane)
         self.workers.hold(lane)
@@ -408,6 +417,7 @@ class Dispatcher:
     def stop(self) -> None:
         """Let the lanes and the dry-run workers go (those running finish; their replies are not sent)."""
         self.workers.stop()
+        self.fleet.stop()
         if self.checks is not None:
             self.checks.shutdown(wait=False, cancel_futures=True)
 
