@@ -54,3 +54,34 @@ def _subscribe_local(mach: Any, fn: Callable[[Update], Any]) -> Callable[[], Non
     tracer = _UpdateFeed()
     mach.bind_tracer(tracer)
     return lambda: mach.detach_tracer(tracer)
+
+
+def subscribe_link(conn: Any, names: dict[str, list[str]], every: bool, fn: Callable[[str, float, Update], Any],
+                   dropped: Callable[[int], Any]) -> Callable[[], None] | None:
+    """One subscription for the machines ``names`` (id -> state names) of one connection, without a mirror per
+    machine (``transport.Client.watch_machines``): ``fn(id, time, update)`` for each transition, ``dropped(n)``
+    when the server dropped ``n`` records for us; ``every``: they are all the connection's machines. Returns the
+    unsubscribe function, or None when the connection has no such subscription (then watch machine by machine)."""
+    watch = getattr(conn, "watch_machines", None)
+    if watch is None:
+        return None
+    from machine.transition import tick_changes
+
+    def on_records(recs: list[Any], lost: int) -> None:
+        for r in recs:
+            ns = names.get(r.machine)
+            if ns is None:
+                continue
+            added, removed, ticked = tick_changes(ns, r.before, r.after)
+            fn(r.machine, r.at_ms / 1000, {"time": list(r.after), "added": added, "removed": removed,
+                                           "ticked": ticked, "mutations": [{"type": r.type, "called": r.called,
+                                                                           "args": r.args or {}}]})
+        if lost:
+            dropped(lost)
+
+    try:
+        return watch(on_records, None if every else list(names))  # type: ignore[no-any-return]
+    except Exception as e:
+        if getattr(e, "code", None) == "unsupported":  # an older daemon
+            return None
+        raise

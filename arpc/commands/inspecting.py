@@ -180,7 +180,7 @@ def cmd_watch(cx: Cx, mach: str | None, count: int | None, duration: str | None,
         targets = [e for e in listing(cx.session, filters_of(kw)) if e.connected]
         if not targets:
             raise NoMatch()
-    q: queue.SimpleQueue[tuple[str, float, dict[str, Any]]] = queue.SimpleQueue()
+    q: _Queue = queue.SimpleQueue()
     unsubs: list[Callable[[], None]] = []
     by_link: dict[Any, list[Entry]] = {}
     for e in targets:
@@ -189,6 +189,8 @@ def cmd_watch(cx: Cx, mach: str | None, count: int | None, duration: str | None,
     failed: list[BaseException] = []
 
     def subscribe(group: list[Entry]) -> None:
+        if mach is None and not stop.is_set() and _watch_link(group, q, unsubs, failed):
+            return  # one subscription for the link's machines
         for e in group:
             if stop.is_set() or failed:
                 return
@@ -221,6 +223,9 @@ def cmd_watch(cx: Cx, mach: str | None, count: int | None, duration: str | None,
                 mid, at, u = q.get(timeout=step)
             except queue.Empty:
                 continue
+            if mid is None:  # the server dropped records for us (we did not read fast enough)
+                cx.printer.warn(f"{u['dropped']} transitions at {u['address']} not shown: the shell fell behind")
+                continue
             seen += 1
             cx.emit(_watch_result(mid, at, u))
     finally:
@@ -235,7 +240,38 @@ def cmd_watch(cx: Cx, mach: str | None, count: int | None, duration: str | None,
     return Result([], None)
 
 
-def _watch_one(cx: Cx, e: Entry, q: queue.SimpleQueue[tuple[str, float, dict[str, Any]]]) -> Callable[[], None]:
+_Queue = queue.SimpleQueue[tuple[Any, float, dict[str, Any]]]  # (id, time, update); a None id: records dropped
+
+
+def _watch_link(group: list[Entry], q: _Queue, unsubs: list[Callable[[], None]], failed: list[BaseException]
+                ) -> bool:
+    """Watch ``group`` (the machines of one link) with one subscription; False when the link cannot (in-process
+    machines, an older daemon)."""
+    from ..watch import subscribe_link
+
+    link = group[0].link
+    names = {e.id: e.names for e in group}
+    every = len(names) == len(link.infos)
+    address = link.address
+
+    def put(mid: str, at: float, u: dict[str, Any]) -> None:
+        q.put((mid, at, u))
+
+    def dropped(n: int) -> None:
+        q.put((None, 0.0, {"dropped": n, "address": address}))
+
+    try:
+        unsub = call(group[0], lambda: subscribe_link(link.conn, names, every, put, dropped))
+    except BaseException as err:  # noqa: BLE001 - raised by the command's thread
+        failed.append(err)
+        return True
+    if unsub is None:
+        return False
+    unsubs.append(unsub)
+    return True
+
+
+def _watch_one(cx: Cx, e: Entry, q: _Queue) -> Callable[[], None]:
     from ..watch import subscribe
 
     mid = e.id

@@ -55,7 +55,12 @@ def main() -> None:
     ap.add_argument("--hub", action="store_true", help="all machines behind one endpoint (fixture H)")
     ap.add_argument("--active", action="append", default=[], help="ID=STATE,STATE initial states")
     ap.add_argument("--typed", action="store_true", help="Foo and Bar declare TYPED_ARGS")
+    ap.add_argument("--no-fleet", action="store_true", help="an older daemon: no group / watch requests")
     opts = ap.parse_args()
+    if opts.no_fleet:
+        import transport.server.fleet as fleet
+
+        fleet.KINDS = frozenset()  # answered as unknown kinds, as a daemon from before them
     schema = SCHEMA
     if opts.typed:
         schema = {**SCHEMA, "Foo": SCHEMA["Foo"].replace(args=TYPED_ARGS),

@@ -65,3 +65,35 @@ def test_watch_of_machines_behind_several_daemons_subscribes_them_at_once(tmp_pa
         assert seen <= {"worker0", "worker1", "worker2"} and len(out.splitlines()) == 3
     finally:
         d.stop()
+
+
+@pytest.mark.parametrize("older", [False, True], ids=["one-watch-a-daemon", "older-daemon-mirrors"])
+def test_watch_and_group_print_the_same_with_or_without_the_fleet_requests(tmp_path, older):
+    # one endpoint for the three machines: one watch subscription (or, for a daemon without it, three mirrors)
+    import re
+
+    from arpc_e2e import arpc
+
+    d = Daemon(tmp_path / "x", "--hub", *(["--no-fleet"] if older else []))
+    try:
+        w = arpc_bg("-d", str(d.dir), "--", "watch", "-n", "2", "--duration", "20s", "-p", "worker")
+        try:
+            deadline = time.monotonic() + 15
+            outs = []
+            while w.poll() is None and time.monotonic() < deadline:
+                outs.append(arpc("-d", str(d.dir), "--", "group-add", "Foo", "--arg", "job", "--val", "7", "-I", "1"))
+                outs.append(arpc("-d", str(d.dir), "--", "group-remove", "Foo", "-I", "1"))
+            out, err = w.communicate(timeout=10)
+        finally:
+            w.kill()
+            w.wait(10)
+        assert w.returncode == 0, err
+        lines = out.splitlines()
+        assert len(lines) == 2 and not err
+        for ln in lines:
+            assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} worker1 (\+Foo \(job=7\)|-Foo) t\d+", ln), ln
+        assert [o.out for o in outs[:2]] == ["Executed: 1\nQueued: 0\nCanceled: 0\n"] * 2
+        bad = arpc("-d", str(d.dir), "--", "group-add", "Baz", "--arg", "deny", "--val", "1")
+        assert bad.code == 4 and bad.out == "Executed: 0\nQueued: 0\nCanceled: 3\n"
+    finally:
+        d.stop()
