@@ -452,6 +452,9 @@ def main(argv: Sequence[str] | None = None) -> Any:
 
         code = answer(shell, os.environ.get("_ARPC_LINE", ""))
     else:
+        from . import listing
+
+        listing.ONE_SHOT = True  # its listings may be kept out of the cyclic GC (listing.bulk)
         code = run(argv)
     for stream in (sys.stdout, sys.stderr):
         try:

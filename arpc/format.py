@@ -148,7 +148,7 @@ class Printer:
             arrow = f"{GREY}=>{RESET}" if self.color else "=>"
             text = "".join(f"{arrow} {ln}".rstrip(" ") + "\n" for ln in result.lines)
         else:
-            text = "".join(ln + "\n" for ln in result.lines)
+            text = "\n".join(result.lines) + "\n"  # one join (a fleet's list: 100,000 lines)
         self._write(self.out, text)
 
     def error(self, err: ArpcError) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from .addrs import LOCAL_SCHEMES, parse_address, read_addr_dir, read_addr_file, scan_dir
 from .errors import Failed, NotConnected, UnknownMachine, is_transport_error
 from .link import CONNECTED, CONNECTING, DISCONNECTED, FAILED, NEW, Entry, Link
+from .listing import bulk, make_entries, share_names
 from .record import record as dataclass
 
 Connector = Callable[[str, float], Any]
@@ -78,7 +79,8 @@ class Session:
         self._file: str | None = None
         self._file_addrs: dict[str, str] = {}  # addr file -> address (kept when the file goes away)
         self._links: dict[str, Link] = {}  # in address order
-        self._entries: tuple[Any, list[Entry]] = ((), [])  # entries() made last, and of which listings
+        # entries() made last, of which listings, and how many of them each link has
+        self._entries: tuple[Any, list[Entry], dict[Link, int]] = ((), [], {})
         self._quiet = True  # no notices until the first open() finished
         self._noticed: dict[str, bool] = {}
         self._stop = threading.Event()
@@ -147,9 +149,14 @@ class Session:
         return [link.failure(detail) for link in self.links() if link.state == FAILED]
 
     def _sources(self) -> list[str]:
-        out = list(self._args)
-        out.extend(self._file_addrs[p] for p in sorted(self._file_addrs))
-        return out
+        """argv's addresses, then those of the addr files, each at the place of its first file by name (one
+        pass over the files, a sort of the distinct addresses: a fleet's dir holds 50,000 files, 50 addresses)."""
+        first: dict[str, str] = {}
+        for p, addr in self._file_addrs.items():
+            f = first.get(addr)
+            if f is None or p < f:
+                first[addr] = p
+        return [*self._args, *sorted(first, key=first.__getitem__)]
 
     def _rebuild(self, replaced: dict[str, str] | None = None) -> list[Link]:
         """Re-derive the link order from the sources; returns the new links (to connect)."""
@@ -206,11 +213,12 @@ class Session:
             return
         threads = [threading.Thread(target=self._connect, args=(link, timeout), daemon=True, name="arpc-connect")
                    for link in links]
-        for t in threads:
-            t.start()
-        deadline = _time.monotonic() + timeout + 1.0
-        for t in threads:
-            t.join(max(0.0, deadline - _time.monotonic()))
+        with bulk(not self.eager):  # a fleet's listings: 50,000 machines' dicts
+            for t in threads:
+                t.start()
+            deadline = _time.monotonic() + timeout + 1.0
+            for t in threads:
+                t.join(max(0.0, deadline - _time.monotonic()))
 
     def _connect(self, link: Link, timeout: float) -> bool:
         with self._lock:
@@ -254,6 +262,7 @@ class Session:
     def _install(self, link: Link, conn: Any, infos: list[dict[str, Any]] | None = None) -> None:
         if infos is None:
             infos = list(conn.machines())
+        share_names(infos)
         local = hasattr(conn, "set_connected")
         with self._lock:
             old = link.conn
@@ -296,6 +305,7 @@ class Session:
             infos = list(conn.machines())
         except Exception:  # noqa: BLE001
             return
+        share_names(infos)
         with self._lock:
             if link.conn is not conn:
                 return
@@ -344,15 +354,9 @@ class Session:
             key = tuple((link, link.infos) for link in self._links.values())
             if self._entries[0] == key:  # the same lists: equal at once, by identity
                 return list(self._entries[1])
-            seen: dict[str, Entry] = {}
-            for link in self._links.values():
-                for info in link.infos:
-                    mid = info.get("id")
-                    if isinstance(mid, str) and mid not in seen:
-                        seen[mid] = Entry(link, info)
-            out = [seen[k] for k in sorted(seen)]
-            self._entries = (key, out)
-        return list(out)
+            with bulk(not self.eager):
+                self._entries = (key, *make_entries(self._links.values()))
+            return list(self._entries[1])
 
     def dot(self) -> Entry:
         """``.``: the first machine of the listing when ``.`` was first used, the same one for the rest of the
@@ -413,25 +417,34 @@ class Session:
         st = Status()
         with self._lock:
             links = list(self._links.values())
-        entries = self.entries()
-        listed = {e.link for e in entries}
-        link_up = {link: link.connected for link in listed}  # once a link, not once a machine (a fleet: 50,000)
-        for e in entries:
-            self._count(st, link_up[e.link] and (e.mirror is None or e.connected), e.link.state)
+        self.entries()
+        with self._lock:
+            _, entries, counts = self._entries
+        # counted a link at a time, not a machine at a time (a fleet: 50 links, 50,000 machines); machine by
+        # machine only for links with mirrors (a mirror may be down while its link is up)
+        mirrored = {link for link in counts if link.mirrors}
+        for link, n in counts.items():
+            if link not in mirrored:
+                self._count(st, link.connected, link.state, n)
+        if mirrored:
+            up = {link: link.connected for link in mirrored}
+            for e in entries:
+                if e.link in mirrored:
+                    self._count(st, up[e.link] and (e.mirror is None or e.connected), e.link.state)
         for link in links:
-            if link not in listed and not link.infos:
+            if not counts.get(link) and not link.infos:
                 self._count(st, False, link.state)
         return st
 
     @staticmethod
-    def _count(st: Status, connected: bool, state: str) -> None:
-        st.total += 1
+    def _count(st: Status, connected: bool, state: str, n: int = 1) -> None:
+        st.total += n
         if connected:
-            st.connected += 1
+            st.connected += n
         elif state in (NEW, CONNECTING):
-            st.connecting += 1
+            st.connecting += n
         else:
-            st.disconnected += 1
+            st.disconnected += n
 
     def state_union(self) -> list[str]:
         """Every state name of every machine (for completion of filters)."""
