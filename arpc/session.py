@@ -33,7 +33,8 @@ def default_connector(address: str, timeout: float, *, server_key: str | None = 
     """``transport.connect`` (the hello must answer within ``timeout``); later calls get :data:`CALL_TIMEOUT`."""
     from transport import connect  # imported lazily: help and usage errors never pay for it
 
-    client = connect(address, timeout=timeout, server_key=server_key, client_keys=client_keys)
+    # the listing asked with the hello: one round trip (a fleet: one wake-up of each daemon, not two)
+    client = connect(address, timeout=timeout, server_key=server_key, client_keys=client_keys, listing=True)
     client.timeout = max(float(getattr(client, "timeout", 0.0)), CALL_TIMEOUT)
     return client
 
@@ -234,7 +235,10 @@ class Session:
                 conn = self.connector(link.address, timeout)
             else:
                 conn = default_connector(link.address, timeout, server_key=keys[0], client_keys=keys[1])
-            infos = list(conn.machines())
+            listed = getattr(conn, "listing", None)  # asked with the hello (default_connector)
+            infos = list(conn.machines() if listed is None else listed)
+            if listed is not None:
+                conn.listing = None  # (a later refresh asks again)
         except Exception as e:  # noqa: BLE001 - any failure is "cannot connect"
             if conn is not None:
                 _close_quietly(conn)

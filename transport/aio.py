@@ -55,6 +55,11 @@ class AsyncClient:
     def address(self) -> str:
         return self.sync_client.address
 
+    @property
+    def listing(self) -> list[dict[str, Any]] | None:
+        """The machines listed with the hello (``connect_async(..., listing=True)``), else None."""
+        return self.sync_client.listing
+
     async def machines(self) -> list[dict[str, Any]]:
         """The machines behind the address (see ``Client.machines``)."""
         out = await acall(self.sync_client, P.MACHS, None, {})
@@ -388,10 +393,24 @@ class AsyncHistory:
         return int(out["last_seq"])
 
 
-async def _connect(addr: str, timeout: float, server_key: Any, client_keys: Any, name: str | None) -> AsyncClient:
+async def _connect(addr: str, timeout: float, server_key: Any, client_keys: Any, name: str | None,
+                   listing: bool = False) -> AsyncClient:
     client = Client(addr, timeout=timeout, server_key=server_key, client_keys=client_keys, name=name, _hello=False)
     try:
-        hello = await acall(client, P.HELLO, None, client._hello_body())
+        if listing:  # the machines listed in the hello's round trip (see Client's listing)
+            seq = client._next_seq
+            calls = [client._new_call(P.HELLO, None, client._hello_body(), None, seq),
+                     client._new_call(P.MACHS, None, {}, None, seq + 1)]
+            await acall_many(client, calls)
+            for c in calls:
+                if c.error is not None:
+                    raise c.error
+            hello, listed = calls[0].result, calls[1].result
+            if not isinstance(listed, list):
+                raise TransportError("malformed machs reply", code=P.INTERNAL)
+            client.listing = listed
+        else:
+            hello = await acall(client, P.HELLO, None, client._hello_body())
     except TransportError as exc:
         raise client._not_connected(exc) from None
     except BaseException:
@@ -421,8 +440,9 @@ class _Connecting:
 
 
 def connect_async(addr: str, *, timeout: float = 3.0, server_key: Any = None, client_keys: Any = None,
-                  name: str | None = None, threads: int | None = None) -> _Connecting:
+                  name: str | None = None, threads: int | None = None, listing: bool = False) -> _Connecting:
     """Connect without blocking the loop: ``client = await connect_async(addr)`` or ``async with
     connect_async(addr) as client``; ``TransportError`` when nothing answers within ``timeout``. ``threads`` is
-    accepted for compatibility and unused (calls take no thread)."""
-    return _Connecting(lambda: _connect(addr, timeout, server_key, client_keys, name))
+    accepted for compatibility and unused (calls take no thread). ``listing``: list the machines with the hello
+    (``client.listing``, as for ``connect``)."""
+    return _Connecting(lambda: _connect(addr, timeout, server_key, client_keys, name, listing))

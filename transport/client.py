@@ -72,7 +72,7 @@ class Client(Caller):
     """
 
     def __init__(self, addr: str, *, timeout: float = 3.0, server_key: Any = None, client_keys: Any = None,
-                 name: str | None = None, _hello: bool = True) -> None:
+                 name: str | None = None, listing: bool = False, _hello: bool = True) -> None:
         address = normalize(addr)
         if address.endswith(":*"):
             raise ValueError(f"cannot connect to a wildcard port: {addr}")
@@ -112,10 +112,25 @@ class Client(Caller):
         self._next_beat = time.monotonic() + P.HEARTBEAT
         self._reactor = reactor()
         self._reactor.add(self)
+        # the machines listed with the hello (connect(listing=True)): one round trip for both
+        self.listing: list[dict[str, Any]] | None = None
         if not _hello:  # the asyncio client says hello itself (aio.py)
             return
         try:
-            hello = self._call(P.HELLO, None, self._hello_body(), timeout=self.timeout)
+            if listing:
+                seq = self._next_seq
+                calls = [self._new_call(P.HELLO, None, self._hello_body(), None, seq),
+                         self._new_call(P.MACHS, None, {}, None, seq + 1)]
+                self._run_calls(calls, self.timeout)
+                for c in calls:
+                    if c.error is not None:
+                        raise c.error
+                hello, listed = calls[0].result, calls[1].result
+                if not isinstance(listed, list):
+                    raise TransportError("malformed machs reply", code=P.INTERNAL)
+                self.listing = listed
+            else:
+                hello = self._call(P.HELLO, None, self._hello_body(), timeout=self.timeout)
         except TransportError as exc:
             raise self._not_connected(exc) from None
         except BaseException:
@@ -548,6 +563,9 @@ def _ignore(body: Any) -> None:
 
 
 def connect(addr: str, *, timeout: float = 3.0, server_key: Any = None, client_keys: Any = None,
-            name: str | None = None) -> Client:
-    """Connect to an endpoint; raises TransportError when nothing answers within ``timeout`` seconds."""
-    return Client(addr, timeout=timeout, server_key=server_key, client_keys=client_keys, name=name)
+            name: str | None = None, listing: bool = False) -> Client:
+    """Connect to an endpoint; raises TransportError when nothing answers within ``timeout`` seconds.
+    ``listing``: list the machines with the hello, in the same round trip (``client.listing``, as
+    ``machines()`` gives it)."""
+    return Client(addr, timeout=timeout, server_key=server_key, client_keys=client_keys, name=name,
+                  listing=listing)

@@ -219,3 +219,23 @@ def test_a_group_s_slow_inline_run_is_handed_over_like_a_request_of_its_own():
         assert c.mutate_group("add", ["Bar"], ids) == [Result.EXECUTED] * 3
         assert not ep._loop.dispatcher.fleet.running and not ep._loop.dispatcher.fleet.adopted
     assert [m.time()[:2] for m in ms] == [[1, 1]] * 3
+
+
+def test_connect_lists_the_machines_with_the_hello_sync_and_async(daemon):
+    import asyncio
+
+    from transport import connect_async
+
+    d = daemon("--hub")
+    with connect(d.addrs[0], listing=True) as c:
+        assert c.listing is not None and c.listing == c.machines()
+        assert [i["id"] for i in c.listing] == IDS
+    with connect(d.addrs[0]) as c:
+        assert c.listing is None
+
+    async def main() -> list:
+        async with connect_async(d.addrs[0], listing=True) as ac:
+            assert ac.listing == await ac.machines()
+            return [i["id"] for i in ac.listing or []]
+
+    assert asyncio.run(main()) == IDS
