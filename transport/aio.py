@@ -25,7 +25,7 @@ from machine import Ctx, Result, Tracer, Waiter, mirror
 from . import protocol as P
 from . import tracecontext
 from .acalls import abandon, acall, acall_many, anotify, post, start
-from .client import Client, many_results
+from .client import Client, _listed, many_results
 from .errors import MirrorLimitError, TransportError
 from .fleet_calls import WatchFn, group_calls, group_results, many_ops
 from .history_client import Record, records_body
@@ -62,10 +62,7 @@ class AsyncClient:
 
     async def machines(self) -> list[dict[str, Any]]:
         """The machines behind the address (see ``Client.machines``)."""
-        out = await acall(self.sync_client, P.MACHS, None, {})
-        if not isinstance(out, list):
-            raise TransportError("malformed machs reply", code=P.INTERNAL)
-        return out
+        return _listed(await acall(self.sync_client, P.MACHS, None, {"c": True}))
 
     async def info(self) -> dict[str, Any]:
         """The endpoint's figures (see ``Client.info``)."""
@@ -400,15 +397,13 @@ async def _connect(addr: str, timeout: float, server_key: Any, client_keys: Any,
         if listing:  # the machines listed in the hello's round trip (see Client's listing)
             seq = client._next_seq
             calls = [client._new_call(P.HELLO, None, client._hello_body(), None, seq),
-                     client._new_call(P.MACHS, None, {}, None, seq + 1)]
+                     client._new_call(P.MACHS, None, {"c": True}, None, seq + 1)]
             await acall_many(client, calls)
             for c in calls:
                 if c.error is not None:
                     raise c.error
-            hello, listed = calls[0].result, calls[1].result
-            if not isinstance(listed, list):
-                raise TransportError("malformed machs reply", code=P.INTERNAL)
-            client.listing = listed
+            hello = calls[0].result
+            client.listing = _listed(calls[1].result)
         else:
             hello = await acall(client, P.HELLO, None, client._hello_body())
     except TransportError as exc:

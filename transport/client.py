@@ -25,7 +25,16 @@ from . import protocol as P
 from .addr import normalize
 from .calls import Caller, _Call
 from .errors import TransportError
-from .fleet_calls import UNSUPPORTED, Watches, WatchFn, group_calls, group_results, many_ops, unknown_kind
+from .fleet_calls import (
+    UNSUPPORTED,
+    Watches,
+    WatchFn,
+    group_calls,
+    group_results,
+    listing,
+    many_ops,
+    unknown_kind,
+)
 from .reactor import reactor
 
 if TYPE_CHECKING:
@@ -120,15 +129,13 @@ class Client(Caller):
             if listing:
                 seq = self._next_seq
                 calls = [self._new_call(P.HELLO, None, self._hello_body(), None, seq),
-                         self._new_call(P.MACHS, None, {}, None, seq + 1)]
+                         self._new_call(P.MACHS, None, {"c": True}, None, seq + 1)]
                 self._run_calls(calls, self.timeout)
                 for c in calls:
                     if c.error is not None:
                         raise c.error
-                hello, listed = calls[0].result, calls[1].result
-                if not isinstance(listed, list):
-                    raise TransportError("malformed machs reply", code=P.INTERNAL)
-                self.listing = listed
+                hello = calls[0].result
+                self.listing = _listed(calls[1].result)
             else:
                 hello = self._call(P.HELLO, None, self._hello_body(), timeout=self.timeout)
         except TransportError as exc:
@@ -199,10 +206,7 @@ class Client(Caller):
     def machines(self) -> list[dict[str, Any]]:
         """The machines behind the address: dicts with ``id``, ``parent_id``, ``tags``, ``time``, ``states``, and
         ``args`` for a machine that declares args (``{name: {"type", "help"}}``, see ``P.args_from_wire``)."""
-        out = self._call(P.MACHS, None, {})
-        if not isinstance(out, list):
-            raise TransportError("malformed machs reply", code=P.INTERNAL)
-        return out
+        return _listed(self._call(P.MACHS, None, {"c": True}))
 
     def info(self) -> dict[str, Any]:
         """The endpoint's figures: ``machines``, ``sessions``, ``uptime`` (s), ``handled``, ``errors``, ``queued``
@@ -556,6 +560,14 @@ class Client(Caller):
                 rm._on_hrec(body)
         except Exception:
             log.exception("push %s for %s failed", kind, mach)
+
+
+def _listed(body: Any) -> list[dict[str, Any]]:
+    """A ``machs`` reply (a list, or columns from a server that knows them) as the list of machines."""
+    try:
+        return listing(body)
+    except (ValueError, TypeError, KeyError, IndexError):
+        raise TransportError("malformed machs reply", code=P.INTERNAL) from None
 
 
 def _ignore(body: Any) -> None:

@@ -158,3 +158,26 @@ class Watches:
                     from machine.log import LazyLogger
 
                     LazyLogger("transport.client").exception("watch callback failed")
+
+
+def listing(body: Any) -> list[dict[str, Any]]:
+    """The machines of a ``machs`` reply, as ``Client.machines()`` gives them: the reply's list, or the list made
+    of a compact one's columns (a server that knows ``{c: true}``). ValueError on a malformed reply."""
+    if isinstance(body, list):
+        return body
+    if not isinstance(body, dict):
+        raise ValueError("machs reply: not a list or a map")
+    ids, times, sidx, names, args = body["ids"], body["t"], body["s"], body["names"], body["args"]
+    pidx, parents, gidx, tags = body["p"], body["parents"], body["g"], body["tags"]
+    n = len(ids)
+    if not (len(times) == len(sidx) == len(pidx) == len(gidx) == n) or len(args) != len(names):
+        raise ValueError("machs reply: columns of different lengths")
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        k = sidx[i]
+        d = {"id": ids[i], "parent_id": parents[pidx[i]], "tags": list(tags[gidx[i]]), "time": times[i],
+             "states": list(names[k])}
+        if args[k]:
+            d["args"] = args[k]
+        out.append(d)
+    return out

@@ -239,7 +239,8 @@ def cmd_watch(cx: Cx, mach: str | None, count: int | None, duration: str | None,
         else:  # a fleet: every daemon's machines subscribed at once, transitions shown as soon as they come
             from concurrent.futures import ThreadPoolExecutor
 
-            pool = ThreadPoolExecutor(min(32, len(by_link)), thread_name_prefix="arpc-watch")
+            # one thread a link (a link: one request, or one mirror a machine for older daemons)
+            pool = ThreadPoolExecutor(min(64, len(by_link)), thread_name_prefix="arpc-watch")
             for group in by_link.values():
                 pool.submit(subscribe, group)
         if failed:

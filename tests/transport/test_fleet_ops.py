@@ -239,3 +239,26 @@ def test_connect_lists_the_machines_with_the_hello_sync_and_async(daemon):
             return [i["id"] for i in ac.listing or []]
 
     assert asyncio.run(main()) == IDS
+
+
+def test_the_compact_listing_is_the_listing_and_an_older_daemon_s_list_still_reads(daemon, tmp_path):
+    from machine import Arg
+
+    typed = {"S": State(args={"job": Arg(int, "job number")}), "T": State()}
+    plain = {"S": State(), "T": State()}
+    ms = [Machine(typed if i % 2 else plain, id=f"m{i}", parent="p" if i < 2 else None, tags=["a"] if i else [])
+          for i in range(4)]
+    ms[3].add("S", args={"job": 1})
+    with expose(ms) as ep, connect(ep.address) as c:
+        peer = RawPeer(ep.address)
+        try:
+            full = peer.request("machs", 1, None, {})[3]  # what an older client asks
+        finally:
+            peer.close()
+        assert c.machines() == full  # from the columns
+        assert [i["id"] for i in full] == ["m0", "m1", "m2", "m3"]
+        assert full[3]["time"][0] == 1 and full[1]["args"] == {"job": {"type": "int", "help": "job number"}}
+        assert "args" not in full[0] and full[0]["tags"] == [] and full[2]["parent_id"] is None
+    d = daemon("--hub", "--no-fleet")  # its listing is the list whatever the client asks
+    with connect(d.addrs[0], listing=True) as c:
+        assert [i["id"] for i in c.listing or []] == IDS == [i["id"] for i in c.machines()]

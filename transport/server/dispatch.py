@@ -327,6 +327,9 @@ class Dispatcher:
                                    "boot": self.ep.boot, "session": sess.token})
 
     def _machs(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
+        if b.get("c") is True and seq and self._fleet_kinds:  # as columns (fleet.py)
+            self.fleet.listing(sess, seq)
+            return
         out = []
         for m in self.ep.machines:
             if m.disposed:

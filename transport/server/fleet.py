@@ -22,7 +22,7 @@ from functools import partial
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from machine import Machine, SchemaError, StateError, Tracer, Transition
+from machine import Machine, SchemaError, StateError, Tracer, Transition, declared_args
 from machine.history import SOURCE
 
 from .. import protocol as P
@@ -265,6 +265,43 @@ class Fleet:
         if len(self.answered) > GROUP_REPLIES:
             self.answered.popitem(last=False)
         self.loop.send(sess, frame)  # the session may be gone: the client still waits for it
+
+    # ------------------------------------------------------------------ a compact listing
+
+    def listing(self, sess: Session, seq: int) -> None:
+        """``machs`` with ``{c: true}``: the listing as columns, each parent, tags list and schema (names and
+        declared args) sent once (a daemon's 1000 machines of one schema: one list of names, not 1000)."""
+        ids: list[str] = []
+        times: list[list[int]] = []
+        pidx: list[int] = []
+        tidx: list[int] = []
+        sidx: list[int] = []
+        parents: dict[Any, int] = {}
+        tags: dict[tuple[str, ...], int] = {}
+        schemas: dict[tuple[Any, ...], int] = {}
+        names_l: list[list[str]] = []
+        args_l: list[Any] = []
+        for m in self.d.ep.machines:
+            if m.disposed:
+                continue
+            names = m.state_names
+            args = declared_args(m)
+            key: tuple[Any, ...] = tuple(names)
+            if args:
+                key = (key, tuple((k, a.type, a.help) for k, a in args.items()))
+            k = schemas.get(key)
+            if k is None:
+                k = schemas[key] = len(names_l)
+                names_l.append(names)
+                args_l.append(P.args_to_wire(args) if args else None)
+            ids.append(m.id)
+            times.append(m.time())
+            sidx.append(k)
+            pidx.append(parents.setdefault(m.parent_id, len(parents)))
+            tidx.append(tags.setdefault(tuple(m.tags), len(tags)))
+        self.loop.send(sess, P.pack(P.OK, seq, None, {
+            "ids": ids, "t": times, "s": sidx, "names": names_l, "args": args_l, "p": pidx, "parents": list(parents),
+            "g": tidx, "tags": [list(t) for t in tags]}))
 
     # ------------------------------------------------------------------ watch
 
