@@ -101,7 +101,7 @@ def cmd_toggle(cx: Cx, mach: str, states: tuple[str, ...], arg_names: tuple[str,
 def _group(cx: Cx, kind: str, states: tuple[str, ...], kw: dict[str, Any]) -> Result:
     names, vals, json_vals = kw.pop("arg_names"), kw.pop("arg_vals"), kw.pop("json_vals")
     check_pairs(names, vals, json_vals)
-    targets = [e for e in listing(cx.session, filters_of(kw)) if e.connected and not e.unknown(states)]
+    targets = _targets(listing(cx.session, filters_of(kw)), states)
     if not targets:
         raise NoMatch()
     from ..argvals import merged
@@ -167,6 +167,32 @@ def _group(cx: Cx, kind: str, states: tuple[str, ...], kw: dict[str, Any]) -> Re
     if errors:
         data["errors"] = errors
     return Result(lines, data, CANCELED if counts["canceled"] else OK)
+
+
+def _targets(entries: list[Entry], states: tuple[str, ...]) -> list[Entry]:
+    """The connected entries that have all ``states`` (a fleet: each link's state asked once, each schema's names
+    checked once)."""
+    up: dict[Any, bool] = {}
+    has: dict[int, bool] = {}  # by the id of a listing's names list (machines of a schema share it)
+    out: list[Entry] = []
+    for e in entries:
+        link = e.link
+        ok = up.get(link)
+        if ok is None:
+            ok = up[link] = link.connected
+        if not ok:
+            continue
+        if link.mirrors and e.id in link.mirrors:  # a mirror: its own state and names
+            if e.connected and not e.unknown(states):
+                out.append(e)
+            continue
+        names = e.info.get("states") or []
+        known = has.get(id(names))
+        if known is None:
+            known = has[id(names)] = all(s in names for s in states)
+        if known:
+            out.append(e)
+    return out
 
 
 _GROUP = {"states": "all-states", "arg_names": "arg", "arg_vals": "val", "json_vals": "val", **FILTER_COMPLETE}
