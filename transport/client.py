@@ -404,6 +404,8 @@ class Client(Caller):
         if watches is None or self._closed:
             return
         last = watches.remove(key)
+        if not self._connected:
+            return  # the server's session ends with the link (and a new one is watched with what is left)
         try:
             if last:
                 self._notify(P.UNWATCH, None, {})

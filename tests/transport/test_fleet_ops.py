@@ -262,3 +262,16 @@ def test_the_compact_listing_is_the_listing_and_an_older_daemon_s_list_still_rea
     d = daemon("--hub", "--no-fleet")  # its listing is the list whatever the client asks
     with connect(d.addrs[0], listing=True) as c:
         assert [i["id"] for i in c.listing or []] == IDS == [i["id"] for i in c.machines()]
+
+
+def test_a_machine_removed_from_the_endpoint_is_no_longer_watched():
+    ms = [Machine({"A": State(multi=True)}, id=f"m{i}") for i in range(2)]
+    with expose(ms) as ep, connect(ep.address) as c:
+        got: queue.SimpleQueue = queue.SimpleQueue()
+        c.watch_machines(lambda recs, dropped: [got.put(r.machine) for r in recs])
+        ep.remove(ms[1])
+        ms[1].add("A")  # ended before m0's: it would come first if it were still watched
+        ms[0].add("A")
+        assert got.get(timeout=5) == "m0"
+        fl = ep._loop.dispatcher.fleet
+        assert until(lambda: "m1" not in fl.feeds, timeout=5)

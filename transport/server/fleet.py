@@ -363,6 +363,15 @@ class Fleet:
         recs = [q.popleft() for _ in range(len(q))]
         with self._lock:
             lost, self.lost = self.lost, 0
+        machs, feeds = self.machs, self.feeds
+        if any(r[0] not in machs for r in recs):  # removed from the endpoint (or disposed) since: not watched
+            recs = [r for r in recs if r[0] in machs]
+            for mid in [mid for mid in feeds if mid not in machs]:
+                m, feed = feeds.pop(mid)
+                try:
+                    m.detach_tracer(feed)
+                except Exception:  # noqa: BLE001 - a disposed machine
+                    pass
         sessions = self.loop.sessions
         for identity, w in list(self.watches.items()):
             if sessions.get(identity) is not w.sess:  # the session ended: its watch with it
