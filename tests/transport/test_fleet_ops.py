@@ -275,3 +275,18 @@ def test_a_machine_removed_from_the_endpoint_is_no_longer_watched():
         assert got.get(timeout=5) == "m0"
         fl = ep._loop.dispatcher.fleet
         assert until(lambda: "m1" not in fl.feeds, timeout=5)
+
+
+@pytest.mark.parametrize("body", [{"ids": "m0"}, {"ids": [1]}, {"ids": ["m0", None]}])
+def test_a_malformed_watch_gets_an_error_and_watches_nothing(body):
+    m = Machine({"A": State(multi=True)}, id="m0")
+    with expose(m) as ep:
+        peer = RawPeer(ep.address)
+        try:
+            r = peer.request("watch", 2, None, body)
+            assert r is not None and r[0] == "err" and r[3]["code"] == "invalid_params"
+            assert not ep._loop.dispatcher.fleet.watches and not ep._loop.dispatcher.fleet.feeds
+            ok = peer.request("watch", 3, None, {"ids": ["m0", "nope"]})
+            assert ok[0] == "ok" and ok[3] == {"unknown": ["nope"], "unknown_count": 1}
+        finally:
+            peer.close()
