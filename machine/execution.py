@@ -85,6 +85,7 @@ def state_ctx(mach: Machine, state: str) -> Ctx:
             if mach._state_ctxs is NO_CTXS:
                 mach._state_ctxs = {}
             ctx = mach._state_ctxs[state] = Ctx(mach._ctx)
+            mach._refresh_plain()
         return ctx
 
 
@@ -95,6 +96,9 @@ def end_state_ctxs(mach: Machine, states: Iterable[str]) -> None:
         c = ctxs.pop(s, None)
         if c is not None:
             c.cancel()
+    if not ctxs:  # the last one ended: the plain path is back (see machine.plain)
+        with mach._lock:
+            mach._refresh_plain()
 
 
 def plan_for(c: Compiled, m: Mutation, before: tuple[str, ...]) -> Plan:

@@ -124,6 +124,7 @@ def own_subs(mach: Machine) -> Subscriptions:
     subs = mach._subs
     if subs is NO_SUBS:
         subs = mach._subs = Subscriptions(mach._lock)
+        mach._refresh_plain()
     return subs
 
 

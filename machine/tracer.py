@@ -81,6 +81,7 @@ def bind_tracer(mach: Machine, tracer: Tracer) -> None:
     with mach._lock:
         mach._tracers = [*mach._tracers, tracer]
         mach._hooks = hooks_of(mach._tracers)
+        mach._refresh_plain()
 
 
 def detach_tracer(mach: Machine, tracer: Tracer) -> None:
@@ -90,6 +91,7 @@ def detach_tracer(mach: Machine, tracer: Tracer) -> None:
             raise ValueError(f"tracer not bound (machine {mach._id})")
         mach._tracers = [t for t in mach._tracers if t is not tracer]
         mach._hooks = hooks_of(mach._tracers)
+        mach._refresh_plain()
 
 
 def emit(mach: Machine, hook: str, *args: Any) -> None:
