@@ -20,8 +20,7 @@ they would have (``handler_end``, ``transition_end``, the auto transition prepen
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .execution import (
     _TIMEOUT,
@@ -42,7 +41,7 @@ from .execution import (
 )
 from .mutation import Mutation, MutationType, Result, own_queue
 from .subscriptions import NO_SUBS, resolve_queue_waiters
-from .tracer import REJECTED_AUTOS, call_hooks
+from .tracer import REJECTED_AUTOS, call_hooks, hook_raised
 from .transition import Event, Transition
 
 if TYPE_CHECKING:
@@ -110,7 +109,10 @@ def drain_plain(mach: Machine, m: Mutation | None) -> int:
             mach._tx = tx
             hooks = mach._hooks
             if hooks:  # only a tracer's transition hooks, on a plain machine
-                _transition_hooks(mach, hooks, tx, "transition_init", "transition_start")
+                if fns := hooks.get("transition_init"):
+                    call_hooks(mach, fns, tx)
+                if fns := hooks.get("transition_start"):
+                    call_hooks(mach, fns, tx)
             accepted = plan.accepted
             fin = None
             if accepted and mach._bindings:
@@ -160,7 +162,11 @@ def drain_plain(mach: Machine, m: Mutation | None) -> int:
                         if viable or (states and REJECTED_AUTOS in mach._hooks):
                             auto = Mutation(ADD, states, None, 0, True)
                     if (hooks := mach._hooks) and (fns := hooks.get("transition_end")):
-                        call_hooks(mach, fns, tx)
+                        for fn in fns:  # call_hooks written in place: this is the hook tracers use most
+                            try:
+                                fn(tx)
+                            except Exception:
+                                hook_raised(mach, fn)
                     mach._tx = None
                     if m.is_auto:
                         m.result = EXECUTED if len(target) > len(before) else CANCELED
@@ -192,14 +198,6 @@ def drain_plain(mach: Machine, m: Mutation | None) -> int:
 
         drain_end(mach)
     return CANCELED if first is None else first
-
-
-def _transition_hooks(mach: Machine, hooks: dict[str, list[Callable[..., Any]]], tx: Transition,
-                      *names: str) -> None:
-    """Call the tracers' hooks ``names`` of ``tx``, in order."""
-    for name in names:
-        if fns := hooks.get(name):
-            call_hooks(mach, fns, tx)
 
 
 def _finals_plain(mach: Machine, tx: Transition, fin: BoundFin, enters: tuple[str, ...]) -> bool:

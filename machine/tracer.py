@@ -110,4 +110,9 @@ def call_hooks(mach: Machine, fns: list[Callable[..., Any]], *args: Any) -> None
         try:
             fn(*args)
         except Exception:
-            mach._logger.exception("%stracer %s raised", mach._log_prefix, getattr(fn, "__qualname__", fn))
+            hook_raised(mach, fn)
+
+
+def hook_raised(mach: Machine, fn: Callable[..., Any]) -> None:
+    """Log the exception a tracer's hook ``fn`` raised (call from its ``except``)."""
+    mach._logger.exception("%stracer %s raised", mach._log_prefix, getattr(fn, "__qualname__", fn))
