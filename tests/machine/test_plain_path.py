@@ -245,3 +245,24 @@ def test_a_raising_handler_on_the_plain_path() -> None:
         assert isinstance(mach.err, RuntimeError)
         assert mach.transition is None
     assert plain.clock() == {**general.clock(), "Never": 0}
+
+
+def test_a_raising_transition_hook_is_logged_and_the_next_tracer_still_runs(caplog: Any) -> None:
+    class Raises(Tracer):
+        sees_rejected_autos = False
+
+        def transition_init(self, tx: Any) -> None:
+            raise RuntimeError("init hook")
+
+        def transition_end(self, tx: Any) -> None:
+            raise RuntimeError("end hook")
+
+    out: list[tuple[Any, ...]] = []
+    mach = Machine(schema(), id="r", tracers=[Raises(), TxOnly(out, False)])
+    assert mach._plain
+    with caplog.at_level(logging.ERROR, logger="machine.r"):
+        assert mach.add("A") == EXECUTED
+    assert mach.is_active("A", "B")
+    assert [h[0] for h in out] == ["init", "finals", "end", "init", "finals", "end"]
+    raised = [r.getMessage().rsplit(".", 1)[1] for r in caplog.records if r.name == "machine.r"]
+    assert raised == ["transition_init raised", "transition_end raised"] * 2
