@@ -222,7 +222,9 @@ def _finals_plain(mach: Machine, tx: Transition, fin: BoundFin, enters: tuple[st
                         ret = fn(e)
                 except Exception as exc:
                     ret = _Panic(exc)
-            failed = ret is not None and (ret is _TIMEOUT or isinstance(ret, _Panic))
+            if ret is None and mach._plain:  # the usual case
+                continue
+            failed = ret is _TIMEOUT or isinstance(ret, _Panic)
             if not mach._plain:
                 return _finals_from(mach, tx, fin, enters, name, binding, failed, ret)
             if failed:
