@@ -1,21 +1,24 @@
-"""The plain path: one transition of a machine that uses none of the per-transition features, in one function.
+"""The plain path: the queue and its transitions for a machine that uses none of the features a transition checks.
 
-Why it exists: on the general path (``execution.run_transition``) a transition checks, each time, every feature it
-may have to serve: the log level, tracer hooks, waiters, state contexts, dispose, the handler thread. Each check
-is an attribute read and a branch, and the work is split over five calls between the queue and the phases. Most
-machines use none of these features, so each machine keeps one flag, ``_plain``, and a mutation on a plain machine
-runs ``run_plain``: the same phases with those checks left out and the common case of each phase written in place.
+Why it exists: on the general path (``mutation_queue.drain``, ``execution.run_transition``) a transition checks,
+each time, every feature it may have to serve: the log level, tracer hooks, waiters, state contexts, dispose, the
+handler thread. Each check is an attribute read and a branch, and the work is split over five calls between the
+queue and the phases. Most machines use none of these features, so each machine keeps one flag, ``_plain``, and a
+mutation on a plain machine runs ``drain_plain``: the same phases in one function, those checks left out.
 
-What clears the flag: a log level other than NOTHING, a tracer with a hook (``REJECTED_AUTOS`` counts), the first
-waiter, a state context, dispose starting, a handler thread. Each place that turns one on calls ``refresh_plain``
-under the machine's lock (``Machine.log_level``, ``tracer.bind_tracer``, ``subscriptions.own_subs``,
-``execution.state_ctx``, ``mutation_queue.dispose``, the constructor); turning one off (detaching the last tracer,
-the last state context ending, log level NOTHING) calls it too, to get the fast path back. The flag may be False
-when it could be True (only slower), never True while a feature is on.
+What clears the flag: a log level other than NOTHING, a tracer with a hook this path does not call
+(``mutation_queued``, ``handler_start``, ``handler_end``, ``queue_end``; it does call the four transition hooks, and
+runs the rejected auto transitions a tracer asks for), the first waiter, a state context, dispose starting, a
+handler thread. Each place that turns one on calls ``refresh_plain`` under the machine's lock (``Machine.log_level``,
+``tracer.bind_tracer``, ``subscriptions.own_subs``, ``execution.state_ctx``, ``mutation_queue.dispose``, the
+constructor); turning one off (detaching the tracer, the last state context ending, log level NOTHING) calls it
+too, to get the plain path back. The flag may be False when it could be True (only slower), never True while a
+feature is on.
 
-A handler may turn a feature on in the middle of a plain transition: ``run_plain`` reads the flag again after each
-handler and hands the rest of the transition to the general phases, which serve the feature from there exactly as
-they would have (``handler_end``, ``transition_end``, the auto transition prepended and logged, waiters resolved).
+A handler may turn a feature on in the middle of a plain transition: the flag is read again after each handler, and
+the rest of the transition goes to the general phases, which serve the feature from there as they would have
+(``handler_end``, ``transition_end``, the auto transition prepended and logged, waiters resolved); the rest of the
+queue goes to ``drain``.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def refresh_plain(mach: Machine) -> None:
 def is_plain(mach: Machine) -> bool:
     """True while none of the features the plain path leaves out is on (see the module docstring)."""
     return (not mach._log_level and _OFF_PATH_HOOKS.isdisjoint(mach._hooks) and mach._subs is NO_SUBS
-                   and not mach._state_ctxs and not mach._disposing and mach._worker is None)
+            and not mach._state_ctxs and not mach._disposing and mach._worker is None)
 
 
 def drain_plain(mach: Machine, m: Mutation | None) -> int:
