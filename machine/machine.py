@@ -124,7 +124,7 @@ class Machine:
         self._tracers: list[Tracer] = list(tracers) if tracers else NO_TRACERS
         # the tracer methods that are overridden, by hook name: empty when no tracer wants anything
         self._hooks: dict[str, list[Callable[..., Any]]] = hooks_of(self._tracers) if tracers else NO_HOOKS
-        self._subs = NO_SUBS  # its own on the first waiter (most machines never get one)
+        self._subs = NO_SUBS  # its own while a waiter is pending (most machines never get one)
         self._state_ctxs: dict[str, Ctx] = NO_CTXS
         self._ctx_obj: Ctx | None = None  # created on first use, like the rest below
         self._dispose_cbs: list[Callable[[], Any]] = NO_CALLBACKS

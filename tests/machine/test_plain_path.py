@@ -266,3 +266,28 @@ def test_a_raising_transition_hook_is_logged_and_the_next_tracer_still_runs(capl
     assert [h[0] for h in out] == ["init", "finals", "end", "init", "finals", "end"]
     raised = [r.getMessage().rsplit(".", 1)[1] for r in caplog.records if r.name == "machine.r"]
     assert raised == ["transition_init raised", "transition_end raised"] * 2
+
+
+def test_the_last_waiter_ending_brings_the_plain_path_back_and_a_new_one_still_resolves() -> None:
+    from machine import Ctx
+
+    mach = Machine(schema(), id="w")
+    w = mach.when("C")
+    assert not mach._plain
+    mach.add("C")
+    assert w.wait(0) and mach._plain  # resolved: nothing waits any more
+    ctx = Ctx()
+    w = mach.when("A", ctx=ctx)
+    tick_waiter = mach.when_query(lambda clock: clock["B"] > 0)
+    assert not mach._plain
+    ctx.cancel()
+    assert w.cancelled and not mach._plain  # the query still waits
+    mach.add("A")
+    assert tick_waiter.wait(0) and mach._plain
+    again = mach.when_not("A")
+    args_waiter = mach.when_args("C", {"k": 1})
+    mach.remove("A")
+    assert again.wait(0) and not mach._plain
+    mach.remove("C")
+    mach.add("C", args={"k": 1})
+    assert args_waiter.wait(0) and mach._plain
