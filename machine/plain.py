@@ -151,8 +151,8 @@ def drain_plain(mach: Machine, m: Mutation | None) -> int:
                     tx._time_after = mach._time
                     mach._active = target
                 if (hooks := mach._hooks) and (fns := hooks.get("transition_finals")):
-                    call_hooks(mach, fns, tx)
-                ok = _finals_plain(mach, tx, fin, enters) if fin else True
+                    call_hooks(mach, fns, tx)  # a hook may turn a feature on too
+                ok = (_finals_plain if mach._plain else _finals)(mach, tx, fin, enters) if fin else True
                 if mach._subs is not NO_SUBS:  # a final handler made the first waiter
                     resolve_waiters(mach, tx, enters, bool(deltas), ok)
                 tx.is_completed = True

@@ -291,3 +291,24 @@ def test_the_last_waiter_ending_brings_the_plain_path_back_and_a_new_one_still_r
     mach.remove("C")
     mach.add("C", args={"k": 1})
     assert args_waiter.wait(0) and mach._plain
+
+
+def test_a_tracer_hook_that_turns_a_feature_on_before_the_final_handlers() -> None:
+    logs: dict[str, list[tuple[Any, ...]]] = {}
+
+    class Binder(Tracer):
+        sees_rejected_autos = False
+
+        def __init__(self, mach: Machine) -> None:
+            self.mach = mach
+
+        def transition_finals(self, tx: Any) -> None:
+            if len(self.mach._tracers) == 1:
+                self.mach.bind_tracer(AllHooks(logs.setdefault(self.mach.id, [])))
+
+    plain, general = pair(lambda mach: {"AState": lambda e: None})
+    for mach in (plain, general):
+        mach.bind_tracer(Binder(mach))
+        mach.add("A")
+    assert logs["p"] == logs["pg"]
+    assert logs["p"][:2] == [("handler_start", "AState"), ("handler_end", "AState")]
