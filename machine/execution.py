@@ -21,7 +21,7 @@ from .handlers import Binding
 from .log import LogLevel, fmt_args
 from .mutation import Mutation, MutationType, Result, own_queue
 from .resolver import STATE, BoundFin, BoundNeg, Plan, _enters_exits, auto_states, final_handlers, make_plan, resolve
-from .schema import AUTO_CACHE_MAX, EXCEPTION, PLAN_CACHE_MAX
+from .schema import AUTO_CACHE_MAX, EXCEPTION, PLAN_CACHE_MAX, Compiled
 from .subscriptions import NO_SUBS, check_subs, match_args, resolve_queue_waiters
 from .tracer import REJECTED_AUTOS, call_hooks
 from .transition import Event, Transition
@@ -85,6 +85,7 @@ def state_ctx(mach: Machine, state: str) -> Ctx:
             if mach._state_ctxs is NO_CTXS:
                 mach._state_ctxs = {}
             ctx = mach._state_ctxs[state] = Ctx(mach._ctx)
+            mach._refresh_plain()
         return ctx
 
 
@@ -95,18 +96,26 @@ def end_state_ctxs(mach: Machine, states: Iterable[str]) -> None:
         c = ctxs.pop(s, None)
         if c is not None:
             c.cancel()
+    if not ctxs:  # the last one ended: the plain path is back (see machine.plain)
+        with mach._lock:
+            mach._refresh_plain()
 
 
-def run_transition(mach: Machine, m: Mutation) -> int:
-    """Apply one mutation: resolve, negotiate, apply, run final handlers (spec section 6)."""
-    before = mach._active
-    c = mach._c
+def plan_for(c: Compiled, m: Mutation, before: tuple[str, ...]) -> Plan:
+    """The cached plan of ``m`` from the active states ``before`` (made and cached on a miss)."""
     key = (m.type, m.called, before, m.is_auto, m.is_check)
     plan: Plan | None = c.plans.get(key)
     if plan is None:
         if len(c.plans) >= PLAN_CACHE_MAX:
             c.plans.clear()
         plan = c.plans[key] = make_plan(c, m.type, m.called, before, m.is_auto, m.is_check)
+    return plan
+
+
+def run_transition(mach: Machine, m: Mutation) -> int:
+    """Apply one mutation: resolve, negotiate, apply, run final handlers (spec section 6)."""
+    before = mach._active
+    plan = plan_for(mach._c, m, before)
     mach._tx_seq += 1
     tx = Transition(mach, mach._tx_seq, m, plan, before, mach._time)
     mach._tx = tx
@@ -127,30 +136,46 @@ def run_transition(mach: Machine, m: Mutation) -> int:
     if accepted and neg:
         accepted = _negotiate(mach, tx, neg)
     if m.is_check or not accepted:
-        tx.is_accepted = accepted
-        tx.is_completed = True
-        if fns := mach._hooks.get("transition_end"):
-            call_hooks(mach, fns, tx)
-        mach._tx = None
-        return EXECUTED if m.is_check and accepted else CANCELED
+        return end_unapplied(mach, tx, accepted)
     changed = _apply(mach, tx, plan, fin)
     tx.is_completed = True
+    return end_applied(mach, tx, changed)
+
+
+def end_unapplied(mach: Machine, tx: Transition, accepted: bool) -> int:
+    """End a dry run, or a transition that relations or a negotiation handler canceled."""
+    tx.is_accepted = accepted
+    tx.is_completed = True
+    if fns := mach._hooks.get("transition_end"):
+        call_hooks(mach, fns, tx)
+    mach._tx = None
+    return EXECUTED if tx.mutation.is_check and accepted else CANCELED
+
+
+def auto_entry(c: Compiled, active: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
+    """(auto states to add after a change to ``active``, whether their transition is accepted), cached."""
+    entry = c.autos.get(active)
+    if entry is None:
+        if len(c.autos) >= AUTO_CACHE_MAX:
+            c.autos.clear()  # bounded like the plans: a machine wandering over many sets pays misses
+        auto = auto_states(c, active)
+        # an auto transition that its relations reject has no effect: nobody needs to run it
+        viable = bool(auto) and make_plan(c, ADD, auto, active, True, False).accepted
+        entry = c.autos[active] = (auto, viable)
+    return entry
+
+
+def end_applied(mach: Machine, tx: Transition, changed: bool) -> int:
+    """End an applied transition: prepend the auto states its change calls for, then ``transition_end``."""
+    m = tx.mutation
     if not tx.is_accepted:  # a final handler failed
         if fns := mach._hooks.get("transition_end"):
             call_hooks(mach, fns, tx)
         mach._tx = None
         return CANCELED
-    if changed and c.auto_names and not m.is_auto and not plan.health and not mach._disposing:
-        active = mach._active
-        entry = c.autos.get(active)
-        if entry is None:
-            if len(c.autos) >= AUTO_CACHE_MAX:
-                c.autos.clear()  # bounded like the plans: a machine wandering over many sets pays misses
-            auto = auto_states(c, active)
-            # an auto transition that its relations reject has no effect: nobody needs to run it
-            viable = bool(auto) and make_plan(c, ADD, auto, active, True, False).accepted
-            entry = c.autos[active] = (auto, viable)
-        auto, viable = entry
+    c = mach._c
+    if changed and c.auto_names and not m.is_auto and not tx.plan.health and not mach._disposing:
+        auto, viable = auto_entry(c, mach._active)
         if auto and (viable or REJECTED_AUTOS in mach._hooks or mach._log_level >= OPS):
             if mach._log_level >= OPS:
                 mach._log(OPS, f"[auto] {' '.join(auto)}")
@@ -169,7 +194,7 @@ def run_transition(mach: Machine, m: Mutation) -> int:
     mach._tx = None
     # final handlers only queue, so the target is still active: only auto needs a check (spec 6.7)
     if m.is_auto:
-        return EXECUTED if len(tx.target) > len(before) else CANCELED
+        return EXECUTED if len(tx.target) > len(tx._before) else CANCELED
     return EXECUTED
 
 
@@ -361,16 +386,21 @@ def _apply(mach: Machine, tx: Transition, plan: Plan, fin: BoundFin) -> bool:
     if fns := mach._hooks.get("transition_finals"):
         call_hooks(mach, fns, tx)
     ok = _finals(mach, tx, fin_bound, enters) if fin_bound else True
-    subs = mach._subs  # read after the final handlers: one of them may have made the first waiter
-    if subs is not NO_SUBS:
-        if subs.args_states:
-            index, now = mach._c.index, mach._time
-            for s in enters:
-                if s in subs.args_states and now[index[s]] & 1:
-                    match_args(mach, s, tx.args)
-        if deltas or not ok:
-            check_subs(mach)
+    if mach._subs is not NO_SUBS:  # read after the final handlers: one of them may have made the first waiter
+        resolve_waiters(mach, tx, enters, bool(deltas), ok)
     return bool(deltas)
+
+
+def resolve_waiters(mach: Machine, tx: Transition, enters: tuple[str, ...], changed: bool, ok: bool) -> None:
+    """Resolve the waiters an applied transition made due: ``when_args`` of the entered states, and the clock's."""
+    subs = mach._subs
+    if subs.args_states:
+        index, now = mach._c.index, mach._time
+        for s in enters:
+            if s in subs.args_states and now[index[s]] & 1:
+                match_args(mach, s, tx.args)
+    if changed or not ok:
+        check_subs(mach)
 
 
 def _finals(mach: Machine, tx: Transition, fin_bound: BoundFin, enters: tuple[str, ...]) -> bool:
@@ -382,13 +412,19 @@ def _finals(mach: Machine, tx: Transition, fin_bound: BoundFin, enters: tuple[st
                 continue
             ret = _call(mach, tx, binding, name, fn, state)
             if ret is not None and (ret is _TIMEOUT or isinstance(ret, _Panic)):  # None: the usual return
-                exc = ret.exc if isinstance(ret, _Panic) else None
-                tx._cancel = (_raised(name, exc) if exc is not None else f"{name} timed out", name, exc)
-                _recover(mach, tx, name, state, kind, enters)
-                if isinstance(ret, _Panic):
-                    _panic(mach, tx, ret.exc, final=True)
+                final_failed(mach, tx, ret, name, state, kind, enters)
                 return False
     return True
+
+
+def final_failed(mach: Machine, tx: Transition, ret: object, name: str, state: str, kind: int,
+                 enters: tuple[str, ...]) -> None:
+    """The final handler ``name`` raised (``ret`` a _Panic) or timed out: cancel, recover, record the error."""
+    exc = ret.exc if isinstance(ret, _Panic) else None
+    tx._cancel = (_raised(name, exc) if exc is not None else f"{name} timed out", name, exc)
+    _recover(mach, tx, name, state, kind, enters)
+    if exc is not None:
+        _panic(mach, tx, exc, final=True)
 
 
 def _recover(mach: Machine, tx: Transition, name: str, state: str, kind: int, enters: tuple[str, ...]) -> None:

@@ -23,6 +23,7 @@ from .log import LogLevel, machine_logger, parse_level
 from .mutation import NO_QUEUE, Mutation, MutationType
 from .mutation_queue import NO_CALLBACKS, add_err, check, eval_fn, mutate, will_be
 from .mutation_queue import dispose as dispose_machine
+from .plain import is_plain, refresh_plain
 from .resolver import Plan
 from .schema import EXCEPTION, State, called_names, check_names, compiled_for, unknown_names
 from .subscriptions import NO_SUBS, Clock, new_waiter, when_args, when_query, when_queue, when_time
@@ -51,7 +52,7 @@ class Machine:
         # this facade: identity, options, logging, contexts, bindings and tracers
         "_id", "_parent_id", "_tags", "_log_level", "_logger_obj", "_loop", "_ctx_obj",
         "_state_ctxs", "_disposed_waiter_obj", "_dispose_cbs", "_bindings", "_bind_seq", "_bind_version",
-        "_tracers", "_hooks", "_subs", "_lock", "_queue_limit", "_handler_timeout", "_handler_deadline",
+        "_tracers", "_hooks", "_plain", "_subs", "_lock", "_queue_limit", "_handler_timeout", "_handler_deadline",
         "_handler_backoff",
         # execution (one transition), and persistence outside transitions: the schema and the clock
         "_c", "_time", "_active", "_machine_tick", "_tx", "_tx_seq", "_bound", "_err", "_worker",
@@ -123,11 +124,12 @@ class Machine:
         self._tracers: list[Tracer] = list(tracers) if tracers else NO_TRACERS
         # the tracer methods that are overridden, by hook name: empty when no tracer wants anything
         self._hooks: dict[str, list[Callable[..., Any]]] = hooks_of(self._tracers) if tracers else NO_HOOKS
-        self._subs = NO_SUBS  # its own on the first waiter (most machines never get one)
+        self._subs = NO_SUBS  # its own while a waiter is pending (most machines never get one)
         self._state_ctxs: dict[str, Ctx] = NO_CTXS
         self._ctx_obj: Ctx | None = None  # created on first use, like the rest below
         self._dispose_cbs: list[Callable[[], Any]] = NO_CALLBACKS
         self._disposed_waiter_obj: Waiter | None = None
+        self._plain = is_plain(self)  # True while no feature a transition checks is on (see machine.plain)
         if self._hooks:
             self._emit("machine_init", self)
         if handlers is not None:
@@ -229,8 +231,10 @@ class Machine:
 
     @log_level.setter
     def log_level(self, value: int | str | LogLevel) -> None:
-        self._log_level = parse_level(value)
-        self._logger_obj = machine_logger(self._id, self._log_level)
+        with self._lock:
+            self._log_level = parse_level(value)
+            self._logger_obj = machine_logger(self._id, self._log_level)
+            refresh_plain(self)
 
     @property
     def _logger(self) -> logging.Logger:
@@ -518,6 +522,7 @@ class Machine:
         detach_tracer(self, tracer)
 
     _emit = emit  # call the tracers' ``hook``; one that raises is logged
+    _refresh_plain = refresh_plain  # after turning a feature on or off (see machine.plain)
 
     @property
     def history(self) -> History | None:

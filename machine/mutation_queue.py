@@ -18,6 +18,7 @@ from .errors import is_cancel, trace_text
 from .execution import run_transition
 from .log import LogLevel, fmt_args, release_logger, safe_repr
 from .mutation import NO_QUEUE, Mutation, MutationType, Result, own_queue
+from .plain import drain_plain, refresh_plain
 from .schema import EXCEPTION
 from .subscriptions import resolve_queue_waiters
 
@@ -103,6 +104,8 @@ def mutate(mach: Machine, mtype: MutationType, states: tuple[str, ...], args: Ma
         drain(mach)
         return queued.result  # its own result, not that of the leftover mutation drained first
     m = Mutation(mtype, called, a, tick)
+    if mach._plain:
+        return drain_plain(mach, m)
     if mach._log_level or "mutation_queued" in mach._hooks:
         _queued(mach, m)
     return drain(mach, m)
@@ -258,11 +261,16 @@ def drain(mach: Machine, m: Mutation | None = None) -> int:
             mach._runner = None
             mach._tx = None
         raise
+    drain_end(mach)
+    return CANCELED if first is None else first
+
+
+def drain_end(mach: Machine) -> None:
+    """The queue was drained and released: ``queue_end``, and the end of a dispose begun meanwhile."""
     if "queue_end" in mach._hooks:
         mach._emit("queue_end", mach)
     if mach._disposing and not mach._disposed:
         finish_dispose(mach)
-    return CANCELED if first is None else first
 
 
 def cancel_queue(mach: Machine) -> bool:
@@ -309,6 +317,7 @@ def dispose(mach: Machine, timeout: float, stop_start: bool) -> None:
         if mach._disposing:
             return
         mach._disposing = True
+        refresh_plain(mach)
         if mach._processing:
             runs_it: bool | None = on_runner(mach)
         else:

@@ -55,6 +55,7 @@ def import_data(mach: Machine, data: Mapping[str, Any]) -> None:
         mach._machine_tick = int(data.get("machine_tick") or 0) + 1
         ctxs = list(mach._state_ctxs.values())
         mach._state_ctxs.clear()
+        mach._refresh_plain()  # no state contexts left (see machine.plain)
     for ctx in ctxs:
         ctx.cancel()
     check_subs(mach)

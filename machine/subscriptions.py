@@ -4,7 +4,9 @@ due ones after a change of the clock, the queue or an entered state's args (spec
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Hashable, Iterable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .ctx_waiter import Ctx, Waiter, resolved_waiter
@@ -20,8 +22,9 @@ Clock = dict[str, int]
 class Subscriptions:
     """Pending waiters by kind. All methods are called with ``lock`` held unless said otherwise."""
 
-    def __init__(self, lock: threading.RLock) -> None:
+    def __init__(self, lock: threading.RLock, on_empty: Callable[[Subscriptions], None] | None = None) -> None:
         self.lock = lock
+        self.on_empty = on_empty  # called (the lock held) when the last pending waiter is gone
         # key -> (waiter, states)
         self.when: dict[Hashable, tuple[Waiter, tuple[str, ...]]] = {}
         self.when_not: dict[Hashable, tuple[Waiter, tuple[str, ...]]] = {}
@@ -63,9 +66,11 @@ class Subscriptions:
                         self.args_states.pop(st, None)
                     else:
                         self.args_states[st] = n
-                return
-            self.query.pop(waiter, None)
-            self.queue.pop(waiter, None)
+            else:
+                self.query.pop(waiter, None)
+                self.queue.pop(waiter, None)
+            if self.on_empty is not None and not (self._where or self.query or self.queue):
+                self.on_empty(self)
 
     def due_by_clock(self, index: dict[str, int], time: list[int]) -> list[Waiter]:
         """Waiters of when/when_not/when_time whose condition holds for ``time``."""
@@ -123,8 +128,18 @@ def own_subs(mach: Machine) -> Subscriptions:
     shares the empty ``NO_SUBS``, which only ever answers that nothing waits."""
     subs = mach._subs
     if subs is NO_SUBS:
-        subs = mach._subs = Subscriptions(mach._lock)
+        subs = mach._subs = Subscriptions(mach._lock, partial(_emptied, weakref.ref(mach)))
+        mach._refresh_plain()
     return subs
+
+
+def _emptied(ref: weakref.ref[Machine], subs: Subscriptions) -> None:
+    """The machine's last waiter is gone: back to the shared empty registry, and maybe to the plain path (the lock
+    held; a new waiter makes a new registry)."""
+    mach = ref()
+    if mach is not None and mach._subs is subs:
+        mach._subs = NO_SUBS
+        mach._refresh_plain()
 
 
 def new_waiter(mach: Machine, table_name: str, key: Any, entry_fn: Callable[[Waiter], Any],

@@ -81,6 +81,7 @@ def bind_tracer(mach: Machine, tracer: Tracer) -> None:
     with mach._lock:
         mach._tracers = [*mach._tracers, tracer]
         mach._hooks = hooks_of(mach._tracers)
+        mach._refresh_plain()
 
 
 def detach_tracer(mach: Machine, tracer: Tracer) -> None:
@@ -90,6 +91,7 @@ def detach_tracer(mach: Machine, tracer: Tracer) -> None:
             raise ValueError(f"tracer not bound (machine {mach._id})")
         mach._tracers = [t for t in mach._tracers if t is not tracer]
         mach._hooks = hooks_of(mach._tracers)
+        mach._refresh_plain()
 
 
 def emit(mach: Machine, hook: str, *args: Any) -> None:
@@ -108,4 +110,9 @@ def call_hooks(mach: Machine, fns: list[Callable[..., Any]], *args: Any) -> None
         try:
             fn(*args)
         except Exception:
-            mach._logger.exception("%stracer %s raised", mach._log_prefix, getattr(fn, "__qualname__", fn))
+            hook_raised(mach, fn)
+
+
+def hook_raised(mach: Machine, fn: Callable[..., Any]) -> None:
+    """Log the exception a tracer's hook ``fn`` raised (call from its ``except``)."""
+    mach._logger.exception("%stracer %s raised", mach._log_prefix, getattr(fn, "__qualname__", fn))

@@ -1,0 +1,252 @@
+"""The plain path: the queue and its transitions for a machine that uses none of the features a transition checks.
+
+Why it exists: on the general path (``mutation_queue.drain``, ``execution.run_transition``) a transition checks,
+each time, every feature it may have to serve: the log level, tracer hooks, waiters, state contexts, dispose, the
+handler thread. Each check is an attribute read and a branch, and the work is split over five calls between the
+queue and the phases. Most machines use none of these features, so each machine keeps one flag, ``_plain``, and a
+mutation on a plain machine runs ``drain_plain``: the same phases in one function, those checks left out.
+
+What clears the flag: a log level other than NOTHING, a tracer with a hook this path does not call
+(``mutation_queued``, ``handler_start``, ``handler_end``, ``queue_end``; it does call the four transition hooks, and
+runs the rejected auto transitions a tracer asks for), the first waiter, a state context, dispose starting, a
+handler thread. Each place that turns one on calls ``refresh_plain`` under the machine's lock (``Machine.log_level``,
+``tracer.bind_tracer``, ``subscriptions.own_subs``, ``execution.state_ctx``, ``mutation_queue.dispose``, the
+constructor); turning one off (detaching the tracer, the last state context ending, log level NOTHING) calls it
+too, to get the plain path back. The flag may be False when it could be True (only slower), never True while a
+feature is on.
+
+A handler may turn a feature on in the middle of a plain transition: the flag is read again after each handler, and
+the rest of the transition goes to the general phases, which serve the feature from there as they would have
+(``handler_end``, ``transition_end``, the auto transition prepended and logged, waiters resolved); the rest of the
+queue goes to ``drain``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .execution import (
+    _TIMEOUT,
+    _apply,
+    _bound_for,
+    _finals,
+    _negotiate,
+    _Panic,
+    _perf_counter,
+    _spawn,
+    _timed_out,
+    auto_entry,
+    end_applied,
+    end_unapplied,
+    final_failed,
+    plan_for,
+    resolve_waiters,
+)
+from .mutation import Mutation, MutationType, Result, own_queue
+from .subscriptions import NO_SUBS, resolve_queue_waiters
+from .tracer import REJECTED_AUTOS, call_hooks, hook_raised
+from .transition import Event, Transition
+
+if TYPE_CHECKING:
+    from .handlers import Binding
+    from .machine import Machine
+    from .resolver import BoundFin
+
+ADD, EVAL = MutationType.ADD, MutationType.EVAL
+EXECUTED, CANCELED = Result.EXECUTED, Result.CANCELED
+
+
+# the hooks the plain path does not call: a tracer with one of them clears the flag (it may have the others)
+_OFF_PATH_HOOKS = frozenset({"mutation_queued", "handler_start", "handler_end", "queue_end"})
+
+
+def refresh_plain(mach: Machine) -> None:
+    """Recompute ``mach._plain`` (see the module docstring); called under the lock by whatever changed a feature."""
+    mach._plain = is_plain(mach)
+
+
+def is_plain(mach: Machine) -> bool:
+    """True while none of the features the plain path leaves out is on (see the module docstring)."""
+    return (not mach._log_level and _OFF_PATH_HOOKS.isdisjoint(mach._hooks) and mach._subs is NO_SUBS
+            and not mach._state_ctxs and not mach._disposing and mach._worker is None)
+
+
+def drain_plain(mach: Machine, m: Mutation | None) -> int:
+    """``mutation_queue.drain`` for a plain machine, with ``execution.run_transition`` written in place.
+
+    Runs ``m`` (already counted as dequeued), then the queue until it is empty, and releases the queue. An auto
+    transition is run next without passing through the queue (the general path prepends it, and the queue takes it
+    at once). Once the flag is cleared (by a handler, or another thread), what is left goes to ``drain``.
+    """
+    first: int | None = None
+    c = mach._c  # set_schema refuses while the queue is held
+    lock = mach._lock
+    handover = False
+    try:
+        while True:
+            if m is None:
+                lock.acquire()  # not ``with``: see mutation_queue.mutate
+                try:
+                    if not mach._plain:
+                        handover = True
+                        break
+                    if not mach._queue:
+                        mach._processing = False
+                        mach._runner = None
+                        mach._tx = None
+                        break
+                    m = own_queue(mach).popleft()
+                    if m.queue_tick:
+                        mach._queue_tick += 1
+                finally:
+                    lock.release()
+            elif not mach._plain or m.type is EVAL:
+                handover = True
+                break
+            auto: Mutation | None = None
+            # run_transition: the plan, the transition, its bound handlers, negotiation
+            before = mach._active
+            plan = c.plans.get((m.type, m.called, before, m.is_auto, m.is_check)) or plan_for(c, m, before)
+            seq = mach._tx_seq = mach._tx_seq + 1
+            tx = Transition(mach, seq, m, plan, before, mach._time)
+            mach._tx = tx
+            hooks = mach._hooks
+            if hooks:  # only a tracer's transition hooks, on a plain machine
+                if fns := hooks.get("transition_init"):
+                    call_hooks(mach, fns, tx)
+                if fns := hooks.get("transition_start"):
+                    call_hooks(mach, fns, tx)
+            accepted = plan.accepted
+            fin = None
+            if accepted and mach._bindings:
+                bound = mach._bound.get(plan)
+                if bound is None or bound[0] != mach._bind_version:
+                    bound = _bound_for(mach, plan)
+                _, neg, fin = bound
+                if neg:
+                    accepted = _negotiate(mach, tx, neg)  # rare enough to share: serves what a handler turns on
+            if m.is_check or not accepted:
+                m.result = end_unapplied(mach, tx, accepted)
+            elif tx._rejected is not None or not mach._plain:  # an auto state refused, or a feature turned on
+                changed = _apply(mach, tx, plan, fin or [])
+                tx.is_completed = True
+                m.result = end_applied(mach, tx, changed)
+            else:
+                # _apply's common case: no state refused, no state contexts to end, nothing to log
+                target, enters, deltas = plan.final_target, plan.final_enters, plan.final_deltas
+                if m.is_auto:
+                    tx.target, tx.enters, tx.exits = target, enters, plan.final_exits
+                if deltas:
+                    new_time = mach._time[:]
+                    for i, d in deltas:
+                        new_time[i] += d
+                    lock.acquire()  # waiters read ticks under the lock
+                    try:
+                        mach._time = new_time
+                        mach._active = target
+                    finally:
+                        lock.release()
+                    tx._time_after = new_time
+                else:
+                    tx._time_after = mach._time
+                    mach._active = target
+                if (hooks := mach._hooks) and (fns := hooks.get("transition_finals")):
+                    call_hooks(mach, fns, tx)  # a hook may turn a feature on too
+                ok = (_finals_plain if mach._plain else _finals)(mach, tx, fin, enters) if fin else True
+                if mach._subs is not NO_SUBS:  # a final handler made the first waiter
+                    resolve_waiters(mach, tx, enters, bool(deltas), ok)
+                tx.is_completed = True
+                if not ok or not mach._plain:
+                    m.result = end_applied(mach, tx, bool(deltas))
+                else:
+                    # end_applied's common case: the auto transition is run next instead of prepended
+                    if deltas and c.auto_names and not m.is_auto and not plan.health:
+                        states, viable = c.autos.get(target) or auto_entry(c, target)
+                        if viable or (states and REJECTED_AUTOS in mach._hooks):
+                            auto = Mutation(ADD, states, None, 0, True)
+                    if (hooks := mach._hooks) and (fns := hooks.get("transition_end")):
+                        for fn in fns:  # call_hooks written in place: this is the hook tracers use most
+                            try:
+                                fn(tx)
+                            except Exception:
+                                hook_raised(mach, fn)
+                    mach._tx = None
+                    if m.is_auto:
+                        m.result = EXECUTED if len(target) > len(before) else CANCELED
+                    else:
+                        m.result = EXECUTED
+            # the queue's bookkeeping, as in drain
+            if m.done is not None:
+                m.done.set()
+            if first is None:
+                first = m.result
+            if m.queue_tick:
+                mach._done_tick = m.queue_tick
+                if mach._subs.queue:  # a handler made a queue waiter
+                    resolve_queue_waiters(mach)
+            m = auto
+    except BaseException:
+        with lock:
+            mach._processing = False
+            mach._runner = None
+            mach._tx = None
+        raise
+    if handover:  # outside the try: drain releases the queue itself, also when it raises
+        from .mutation_queue import drain  # that module imports this one: looked up here, off the hot path
+
+        r = drain(mach, m)
+        return r if first is None else first
+    if not mach._plain:  # turned off during the last transition (dispose begun, a tracer bound)
+        from .mutation_queue import drain_end
+
+        drain_end(mach)
+    return CANCELED if first is None else first
+
+
+def _finals_plain(mach: Machine, tx: Transition, fin: BoundFin, enters: tuple[str, ...]) -> bool:
+    """``execution._finals`` with each handler called in place (``_call`` without the log, hooks and worker);
+    when a handler turns a feature on, the rest go to ``_finals``."""
+    timeout = mach._handler_timeout
+    for name, state, kind, calls in fin:
+        for binding, fn in calls:
+            if name in binding.async_names:
+                _spawn(mach, fn, Event(name, tx, state), state, kind)  # may make a state context
+                ret = None
+            else:
+                e = Event(name, tx, state)
+                try:
+                    if timeout:
+                        t0 = _perf_counter()
+                        ret = fn(e)
+                        if _perf_counter() - t0 > timeout:
+                            _timed_out(mach, name, binding)
+                            ret = _TIMEOUT
+                    else:
+                        ret = fn(e)
+                except Exception as exc:
+                    ret = _Panic(exc)
+            if ret is None and mach._plain:  # the usual case
+                continue
+            failed = ret is _TIMEOUT or isinstance(ret, _Panic)
+            if not mach._plain:
+                return _finals_from(mach, tx, fin, enters, name, binding, failed, ret)
+            if failed:
+                final_failed(mach, tx, ret, name, state, kind, enters)
+                return False
+    return True
+
+
+def _finals_from(mach: Machine, tx: Transition, fin: BoundFin, enters: tuple[str, ...], name: str,
+                 binding: Binding, failed: bool, ret: object) -> bool:
+    """The handler ``name`` of ``binding`` turned a feature on: end it as ``_call`` would (its ``handler_end``;
+    an async one is only spawned, as in ``_finals``), then run the handlers after it with ``_finals``."""
+    if name not in binding.async_names and (fns := mach._hooks.get("handler_end")):
+        call_hooks(mach, fns, tx, binding.name, name)
+    k = next(i for i, f in enumerate(fin) if f[0] == name)
+    _, state, kind, calls = fin[k]
+    if failed:
+        final_failed(mach, tx, ret, name, state, kind, enters)
+        return False
+    j = next(i for i, (b, _) in enumerate(calls) if b is binding)
+    rest = [(name, state, kind, calls[j + 1:]), *fin[k + 1:]]
+    return _finals(mach, tx, rest, enters)

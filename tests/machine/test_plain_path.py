@@ -1,0 +1,314 @@
+"""The plain path (machine/plain.py): a machine switches between it and the general path when a feature turns on or
+off, and every feature still fires, also when a handler turns it on in the middle of a transition.
+
+The oracle is the same scenario on a machine kept on the general path by a waiter that never resolves; the
+recorded events must be the same on both.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from machine import LogLevel, Machine, Result, State, Tracer
+
+EXECUTED, CANCELED = Result.EXECUTED, Result.CANCELED
+
+
+def schema() -> dict[str, State]:
+    # B follows A by itself; D is an auto state its relations always reject
+    return {
+        "A": State(),
+        "B": State(auto=True, require=("A",)),
+        "C": State(),
+        "D": State(auto=True, require=("Never",)),
+        "Never": State(),
+    }
+
+
+class AllHooks(Tracer):
+    """Records every hook a transition and the queue call."""
+
+    def __init__(self, out: list[tuple[Any, ...]], rejected: bool = True) -> None:
+        self.out = out
+        self.sees_rejected_autos = rejected
+
+    def mutation_queued(self, mach: Machine, mutation: Any) -> None:
+        self.out.append(("queued", mutation.type, mutation.called, mutation.is_auto))
+
+    def transition_init(self, tx: Any) -> None:
+        self.out.append(("init", tuple(tx.called_states)))
+
+    def transition_start(self, tx: Any) -> None:
+        self.out.append(("start", tuple(tx.called_states)))
+
+    def handler_start(self, tx: Any, binding: str, handler: str) -> None:
+        self.out.append(("handler_start", handler))
+
+    def handler_end(self, tx: Any, binding: str, handler: str) -> None:
+        self.out.append(("handler_end", handler))
+
+    def transition_finals(self, tx: Any) -> None:
+        self.out.append(("finals", tuple(tx.called_states)))
+
+    def transition_end(self, tx: Any) -> None:
+        self.out.append(("end", tuple(tx.called_states), tuple(tx.target_states), tx.is_accepted))
+
+    def queue_end(self, mach: Machine) -> None:
+        self.out.append(("queue_end",))
+
+
+class TxOnly(Tracer):
+    """Only transition hooks: the machine stays on the plain path."""
+
+    def __init__(self, out: list[tuple[Any, ...]], rejected: bool) -> None:
+        self.out = out
+        self.sees_rejected_autos = rejected
+
+    def transition_init(self, tx: Any) -> None:
+        self.out.append(("init", tuple(tx.called_states)))
+
+    def transition_finals(self, tx: Any) -> None:
+        self.out.append(("finals", tuple(tx.called_states)))
+
+    def transition_end(self, tx: Any) -> None:
+        self.out.append(("end", tuple(tx.called_states), tuple(tx.target_states), tx.is_accepted, tx.is_auto))
+
+
+def pair(handlers: Any, mach_id: str = "p") -> list[Machine]:
+    """[a plain machine, one kept on the general path], each with its own ``handlers(mach)`` bound."""
+    plain = Machine(schema(), id=mach_id)
+    general = Machine(schema(), id=mach_id + "g")
+    general.when("Never")  # pending for good: the general path
+    out = []
+    for mach in (plain, general):
+        mach.bind_handlers(handlers(mach))
+        out.append(mach)
+    assert plain._plain and not general._plain
+    return out
+
+
+def test_tracer_bound_by_a_final_handler_gets_the_rest_of_the_transition() -> None:
+    logs: dict[str, list[tuple[Any, ...]]] = {}
+
+    def handlers(mach: Machine) -> dict[str, Any]:
+        out = logs.setdefault(mach.id, [])
+
+        def a_state(e: Any) -> None:
+            if not mach._tracers:
+                mach.bind_tracer(AllHooks(out))
+
+        return {"AState": a_state, "AnyState": lambda e: out.append(("any", e.transition.is_auto))}
+
+    plain, general = pair(handlers)
+    for mach in (plain, general):
+        assert mach.add("A") == EXECUTED
+        assert mach.add("C") == EXECUTED
+        assert mach.is_active("A", "B", "C")
+    got, want = logs["p"], logs["pg"]
+    assert got == want
+    # what the switch must not lose: the rest of AState's call, the auto transition queued, the queue's end
+    assert got[:3] == [("handler_end", "AState"), ("handler_start", "AnyState"), ("any", False)]
+    assert ("queued", 0, ("B", "D"), True) in got and ("queue_end",) in got
+    assert not plain._plain
+
+
+def test_tracer_bound_from_outside_sees_every_hook_and_detaching_brings_the_plain_path_back() -> None:
+    logs: dict[str, list[tuple[Any, ...]]] = {}
+    plain, general = pair(lambda mach: {"AState": lambda e: None})
+    for mach in (plain, general):
+        mach.add("C")  # on the plain path, for the first machine
+        tracer = AllHooks(logs.setdefault(mach.id, []))
+        mach.bind_tracer(tracer)
+        mach.add("A")
+        mach.detach_tracer(tracer)
+        mach.remove("A")
+    assert logs["p"] == logs["pg"]
+    assert [h[0] for h in logs["p"]].count("handler_start") == 1
+    assert ("queued", 0, ("A",), False) in logs["p"] and ("queue_end",) in logs["p"]
+    assert plain._plain
+
+
+def test_transition_hooks_keep_the_plain_path_and_see_the_same_transitions() -> None:
+    for rejected in (True, False):
+        logs: dict[str, list[tuple[Any, ...]]] = {}
+        plain, general = pair(lambda mach: {"BState": lambda e: None})
+        for mach in (plain, general):
+            mach.bind_tracer(TxOnly(logs.setdefault(mach.id, []), rejected))
+            mach.add("C")
+            mach.add("A")  # B follows
+            mach.remove("C")  # D's auto transition, rejected: it runs only for a tracer that sees it
+            mach.add("A", args={"again": 1})
+        assert plain._plain
+        assert logs["p"] == logs["pg"]
+        rejected_d = [h for h in logs["p"] if h[0] == "end" and h[1] == ("D",)]
+        assert bool(rejected_d) is rejected and not any(h[3] for h in rejected_d)
+
+
+def test_log_level_set_by_a_handler_logs_the_rest(caplog: Any) -> None:
+    lines: dict[str, list[str]] = {}
+
+    def handlers(mach: Machine) -> dict[str, Any]:
+        def a_state(e: Any) -> None:
+            mach.log_level = LogLevel.OPS
+
+        return {"AState": a_state, "BState": lambda e: None}
+
+    plain, general = pair(handlers)
+    for mach in (plain, general):
+        with caplog.at_level(logging.INFO, logger=f"machine.{mach.id}"):
+            caplog.clear()
+            mach.add("A")
+            lines[mach.id] = [r.getMessage().split("] ", 1)[1] for r in caplog.records
+                              if r.name == f"machine.{mach.id}"]
+    assert lines["p"] == lines["pg"]
+    assert "[auto] B D" in lines["p"] and "[add:auto] B D" in lines["p"] and "[handler:0] BState" in lines["p"]
+    for mach in (plain, general):
+        mach.log_level = LogLevel.NOTHING
+    assert plain._plain
+
+
+def test_waiters_made_by_a_handler_resolve_in_the_same_drain() -> None:
+    made: dict[str, Any] = {}
+
+    def handlers(mach: Machine) -> dict[str, Any]:
+        def a_state(e: Any) -> None:
+            # B is added by the auto transition right after this one; C by a mutation queued meanwhile
+            tick = mach.add("C")
+            made[mach.id] = (mach.when("B"), mach.when_queue(tick), mach.when_args("C", {"k": 1}))
+
+        return {"AState": a_state}
+
+    plain, general = pair(handlers)
+    for mach in (plain, general):
+        mach.add("A")
+        when_b, when_queue, _ = made[mach.id]
+        assert when_b.done and not when_b.cancelled
+        assert when_queue.done and not when_queue.cancelled
+        assert not mach._plain
+    for mach in (plain, general):
+        mach.remove("C")
+        assert mach.add("C", args={"k": 1}) == EXECUTED
+        assert made[mach.id][2].wait(0)
+
+
+def test_state_ctx_made_by_a_handler_ends_and_the_plain_path_comes_back() -> None:
+    ctxs: dict[str, Any] = {}
+
+    def handlers(mach: Machine) -> dict[str, Any]:
+        return {"BState": lambda e: ctxs.setdefault(mach.id, mach.state_ctx("B"))}
+
+    plain, general = pair(handlers)
+    for mach in (plain, general):
+        mach.add("A")
+        ctx = ctxs[mach.id]
+        assert not ctx.done and not mach._plain
+        mach.remove("A")  # B goes with it
+        assert ctx.done
+    assert plain._plain
+    outer = plain.state_ctx("C")
+    assert not plain._plain
+    plain.add("C")
+    assert outer.done and plain._plain
+
+
+def test_dispose_from_a_handler_finishes_before_the_mutation_returns() -> None:
+    def handlers(mach: Machine) -> dict[str, Any]:
+        def c_state(e: Any) -> None:
+            mach.add("A")  # queued: canceled by the dispose
+            mach.dispose()
+
+        return {"CState": c_state}
+
+    plain, general = pair(handlers)
+    for mach in (plain, general):
+        called: list[str] = []
+        mach.on_dispose(lambda called=called: called.append("x"))
+        assert mach.add("C") == EXECUTED
+        assert mach.disposed and called == ["x"]
+        assert mach.add("A") == CANCELED
+        assert mach.when_disposed().wait(0)
+
+
+def test_a_raising_handler_on_the_plain_path() -> None:
+    def handlers(mach: Machine) -> dict[str, Any]:
+        def c_state(e: Any) -> None:
+            raise RuntimeError("disk full")
+
+        return {"CState": c_state}
+
+    plain, general = pair(handlers)
+    for mach in (plain, general):
+        assert mach.add("A") == EXECUTED
+        assert mach.add("C") == CANCELED  # C goes back, Exception is added
+        assert mach.is_active("A", "B", "Exception") and not mach.is_active("C")
+        assert isinstance(mach.err, RuntimeError)
+        assert mach.transition is None
+    assert plain.clock() == {**general.clock(), "Never": 0}
+
+
+def test_a_raising_transition_hook_is_logged_and_the_next_tracer_still_runs(caplog: Any) -> None:
+    class Raises(Tracer):
+        sees_rejected_autos = False
+
+        def transition_init(self, tx: Any) -> None:
+            raise RuntimeError("init hook")
+
+        def transition_end(self, tx: Any) -> None:
+            raise RuntimeError("end hook")
+
+    out: list[tuple[Any, ...]] = []
+    mach = Machine(schema(), id="r", tracers=[Raises(), TxOnly(out, False)])
+    assert mach._plain
+    with caplog.at_level(logging.ERROR, logger="machine.r"):
+        assert mach.add("A") == EXECUTED
+    assert mach.is_active("A", "B")
+    assert [h[0] for h in out] == ["init", "finals", "end", "init", "finals", "end"]
+    raised = [r.getMessage().rsplit(".", 1)[1] for r in caplog.records if r.name == "machine.r"]
+    assert raised == ["transition_init raised", "transition_end raised"] * 2
+
+
+def test_the_last_waiter_ending_brings_the_plain_path_back_and_a_new_one_still_resolves() -> None:
+    from machine import Ctx
+
+    mach = Machine(schema(), id="w")
+    w = mach.when("C")
+    assert not mach._plain
+    mach.add("C")
+    assert w.wait(0) and mach._plain  # resolved: nothing waits any more
+    ctx = Ctx()
+    w = mach.when("A", ctx=ctx)
+    tick_waiter = mach.when_query(lambda clock: clock["B"] > 0)
+    assert not mach._plain
+    ctx.cancel()
+    assert w.cancelled and not mach._plain  # the query still waits
+    mach.add("A")
+    assert tick_waiter.wait(0) and mach._plain
+    again = mach.when_not("A")
+    args_waiter = mach.when_args("C", {"k": 1})
+    mach.remove("A")
+    assert again.wait(0) and not mach._plain
+    mach.remove("C")
+    mach.add("C", args={"k": 1})
+    assert args_waiter.wait(0) and mach._plain
+
+
+def test_a_tracer_hook_that_turns_a_feature_on_before_the_final_handlers() -> None:
+    logs: dict[str, list[tuple[Any, ...]]] = {}
+
+    class Binder(Tracer):
+        sees_rejected_autos = False
+
+        def __init__(self, mach: Machine) -> None:
+            self.mach = mach
+
+        def transition_finals(self, tx: Any) -> None:
+            if len(self.mach._tracers) == 1:
+                self.mach.bind_tracer(AllHooks(logs.setdefault(self.mach.id, [])))
+
+    plain, general = pair(lambda mach: {"AState": lambda e: None})
+    for mach in (plain, general):
+        mach.bind_tracer(Binder(mach))
+        mach.add("A")
+    assert logs["p"] == logs["pg"]
+    assert logs["p"][:2] == [("handler_start", "AState"), ("handler_end", "AState")]
