@@ -23,6 +23,7 @@ from machine.log import LazyLogger
 
 from . import protocol as P
 from .errors import TransportError
+from .nscalls import NsCall, NsQueue
 from .zmqio import EVENTS, NB, POLLIN, raw_send
 
 log = LazyLogger("transport.client")  # logging is imported on first use
@@ -102,7 +103,7 @@ def _pack(kind: str, seq: int, mach: str | None, body: Any) -> bytes:
     return frame
 
 
-class Caller:
+class Caller(NsQueue):
     """The request engine of a ``Client``: its socket, seqs, pending calls, resends, and the hand-off between
     threads. The socket belongs to whoever holds ``_io``; the thread holding it also sends the requests other
     threads queued meanwhile (``_outbox``) and reads every reply, whoever waits for it."""
@@ -131,6 +132,7 @@ class Caller:
         self._last_sink: Any = None  # the sink of the loop that made the last asyncio call
         self._resend_at = 0.0  # when the I/O thread next resends the asyncio callers' unanswered calls
         self._kicked = False  # the I/O thread was woken for the outbox and has not looked yet
+        self._ns_init()  # add_ns batches (nscalls.py)
 
     def _handle(self, data: bytes) -> None:
         """Handle one message read from the socket (the client's dispatch)."""
@@ -214,6 +216,11 @@ class Caller:
         """Send a call for the first time (holding ``_io``) with the next seq: seqs reach the server in the
         order they were taken, whichever thread made each call, and no seq is skipped. False when the socket
         takes nothing now (no link, or full)."""
+        if self._ns_q:  # add_ns batches made before this call go first (or this is one of them)
+            if isinstance(c, NsCall):
+                return self._ns_send(c)
+            if not self._ns_send(None):
+                return False
         if c.seq == 0:  # a notification: no seq, no reply
             c.sent = c.done = self._send(c.frame)
             if c.sent and c.sink is not None:  # an asyncio caller awaits the send
@@ -410,6 +417,9 @@ class Caller:
         """
         if self._closed:
             raise TransportError(f"client for {self.address} is closed", code="closed")
+        if kind == P.ADD_NS and block and type(body) is dict:  # pipelined mutations: batched (nscalls.py)
+            self._add_ns(mach or "", body["s"], body.get("a"))
+            return
         try:
             frame = P.pack(kind, 0, mach, body)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -440,6 +450,8 @@ class Caller:
                 return
             c.queued = False  # sent below, by this thread: the outbox skips it
         try:
+            if self._ns_q:
+                self._ns_send(None)  # add_ns batches made before it go first
             # blocking (SNDTIMEO = the timeout): backpressure when the server's queue for this client is full;
             # an error, never a silent drop, when it stays full or there is no connection
             self._sock.send(frame, 0 if block else NB)

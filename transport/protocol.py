@@ -28,13 +28,14 @@ HELLO, MACHS, SUB, UNSUB, SYNC, PING, BYE = "hello", "machs", "sub", "unsub", "s
 ADD, REMOVE, SET, ADD_NS, CAN, ADD_ERR = "add", "rm", "set", "add_ns", "can", "add_err"
 WHEN_ARGS, WHEN_ARGS_CANCEL = "when_args", "when_args_cancel"
 HIST, UNFOLLOW, INFO = "hist", "unfollow", "info"
+NS_MANY = "ns_many"  # a batch of add_ns, in order: body [[mach, states], [mach, states, args], ...]
 # replies and pushes (server -> client)
 OK, ERR, CLK, SCHEMA, ARGS_OK, PAY, HREC = "ok", "err", "clk", "schema", "args_ok", "pay", "hrec"
 
 REQUESTS = frozenset({HELLO, MACHS, SUB, UNSUB, SYNC, PING, BYE, ADD, REMOVE, SET, ADD_NS, CAN, ADD_ERR,
-                      WHEN_ARGS, WHEN_ARGS_CANCEL, HIST, UNFOLLOW, INFO})
+                      WHEN_ARGS, WHEN_ARGS_CANCEL, HIST, UNFOLLOW, INFO, NS_MANY})
 MUTATING = frozenset({ADD, REMOVE, SET, ADD_NS, ADD_ERR})
-NOTIFICATIONS = frozenset({ADD_NS, BYE, UNSUB, WHEN_ARGS_CANCEL, UNFOLLOW})
+NOTIFICATIONS = frozenset({ADD_NS, BYE, UNSUB, WHEN_ARGS_CANCEL, UNFOLLOW, NS_MANY})
 
 # error codes
 INVALID_PARAMS = "invalid_params"
@@ -78,6 +79,29 @@ def pack(kind: str, seq: int, mach: str | None, body: Any) -> bytes:
         return packer.pack([kind, seq, mach, body])  # type: ignore[no-any-return]
     finally:
         _tls.packer = packer
+
+
+def pack_entry(mach: str, states: list[str], args: dict[str, Any] | None) -> bytes:
+    """One ``add_ns`` of an ``ns_many`` batch, packed alone (``pack_many`` joins them)."""
+    packer = _tls.__dict__.pop("packer", None)
+    if packer is None:
+        packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+    try:
+        return packer.pack([mach, states] if args is None else [mach, states, args])  # type: ignore[no-any-return]
+    finally:
+        _tls.packer = packer
+
+
+_NS_HEAD = b"\x94" + msgpack.packb(NS_MANY) + msgpack.packb(0) + msgpack.packb(None)
+
+
+def pack_many(entries: list[bytes]) -> bytes:
+    """The ``ns_many`` notification of ``entries`` (from ``pack_entry``): the frame ``pack`` would make of
+    ``[ns_many, 0, nil, [entry, ...]]``, without unpacking the entries again."""
+    n = len(entries)
+    head = bytes((0x90 | n,)) if n < 16 else b"\xdc" + n.to_bytes(2, "big") if n < 65536 else \
+        b"\xdd" + n.to_bytes(4, "big")
+    return b"".join([_NS_HEAD, head, *entries])
 
 
 _UNPACK_LIMITS: dict[str, Any] = dict(
