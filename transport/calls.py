@@ -170,7 +170,11 @@ class Caller(NsQueue):
         round trip); whatever else arrives meanwhile (pushes, other replies) is handled on the way.
         """
         call = self._new_call(kind, mach, body, on_reply, self._next_seq)
-        self._run_calls([call], self.timeout if timeout is None else timeout)
+        t = self.timeout if timeout is None else timeout
+        if not self._outbox and self._io.acquire(False):
+            self._run_one(call, t)  # the common case: one call, the socket free, nothing queued by others
+        else:
+            self._run_calls([call], t)
         if call.error is not None:
             raise call.error
         return call.result
@@ -361,6 +365,41 @@ class Caller(NsQueue):
                 if c.sent and pending.get(c.seq) is c:
                     del pending[c.seq]
                 c.done = True  # answered, or given up: no holder sends it any more
+
+    def _run_one(self, call: _Call, t: float) -> None:
+        """``_run_calls`` for one call, the caller holding ``_io`` (which this gives back): the same steps
+        without a batch's bookkeeping (a round trip's client Python is what keeps it above the floor)."""
+        try:
+            now = time.monotonic()
+            deadline = now + t
+            resend = now + RESEND
+            sent = False
+            while True:
+                if not sent:
+                    sent = self._room() and self._first_send(call, now)
+                if call.done:
+                    break
+                if self._outbox:  # other threads' calls, queued meanwhile: this thread sends them
+                    self._send_outbox(now)
+                if now >= resend:
+                    resend = self._resend(now)
+                if now >= deadline:
+                    raise self._timeout(call.kind, t)
+                if self._closed:  # by a callback run on this thread, say
+                    raise TransportError(f"client for {self.address} is closed", code="closed")
+                until = min(deadline, resend) if sent else min(deadline, resend, now + 0.01)
+                try:
+                    data = self._recv_wait(min(WAIT_SLICE, max(1, int((until - now) * 1000))))
+                except zmq.Again:
+                    now = time.monotonic()
+                    continue
+                now = self._last_rx = time.monotonic()
+                self._handle(data)
+        finally:
+            if call.sent and self._pending.get(call.seq) is call:
+                del self._pending[call.seq]
+            call.done = True
+            self._release()
 
     def _resend(self, now: float) -> float:
         """Send again, with the same seq, the calls sent and unanswered for RESEND (this thread's, those it sent
