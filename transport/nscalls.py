@@ -122,6 +122,8 @@ class NsQueue:
                 self._ns_send(c)
             finally:
                 self._release()
+        else:
+            self._wake()  # the holder may be the I/O thread past its look at the outbox: it looks again
 
     def _ns_wait(self, c: NsCall) -> None:
         """Wait until the batch ``c`` is sent, sending it (blocking, up to the timeout) when the socket is free."""
