@@ -456,9 +456,8 @@ class Caller(NsQueue):
         """
         if self._closed:
             raise TransportError(f"client for {self.address} is closed", code="closed")
-        if kind == P.ADD_NS and block and type(body) is dict:  # pipelined mutations: batched (nscalls.py)
-            self._add_ns(mach or "", body["s"], body.get("a"))
-            return
+        if kind == P.ADD_NS and block and mach and type(body) is dict and self._add_ns(mach, body["s"], body.get("a")):
+            return  # pipelined mutations: batched (nscalls.py)
         try:
             frame = P.pack(kind, 0, mach, body)
         except (TypeError, ValueError, OverflowError) as exc:

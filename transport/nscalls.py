@@ -78,17 +78,21 @@ class NsQueue:
     def _full(self, kind: str) -> TransportError:
         raise NotImplementedError
 
-    def _add_ns(self, mach: str, states: list[str], args: dict[str, Any] | None) -> None:
-        """Queue one ``add_ns`` (see the module doc); raises TypeError / ValueError for what can't be sent, and
-        TransportError (``limit``) when the batches ahead of it could not go out within the timeout."""
+    def _add_ns(self, mach: str, states: list[str], args: dict[str, Any] | None) -> bool:
+        """Queue one ``add_ns`` (see the module doc); raises TypeError for what can't be packed, and
+        TransportError (``limit``) when the batches ahead of it could not go out within the timeout. False (not
+        queued) for one the server would refuse, which must go alone (``_notify``): the server refuses a batch
+        with a malformed entry whole, and one caller's mistake must not cost others their mutations."""
         if self._closed:
             raise TransportError(f"client for {self.address} is closed", code="closed")
+        if not 0 < len(mach) <= 256:
+            return False
         try:
             entry = P.pack_entry(mach, states, args)
         except (TypeError, ValueError, OverflowError) as exc:
             raise TypeError(f"cannot send add_ns: a value is not msgpack-serializable ({exc})") from None
-        if len(entry) > P.MAX_MSG - 64:
-            raise ValueError(f"message too large: {len(entry)} bytes > {P.MAX_MSG}")
+        if args and (len(entry) > P.MAX_ARGS_BYTES or not P.readable(entry)):
+            return False  # args too large, or what the server can't read (a map key that is not a string)
         q = self._ns_q
         while True:
             with self._ns_lock:
@@ -98,7 +102,7 @@ class NsQueue:
                     last.entries.append(entry)
                     last.size += len(entry)
                     if len(last.entries) < NS_BATCH:
-                        return  # on its way: the batch's first add_ns saw to that
+                        return True  # on its way: the batch's first add_ns saw to that
                     c = last
                     break
                 if len(q) < NS_AHEAD:
@@ -114,7 +118,7 @@ class NsQueue:
             if not self._kicked:
                 self._kicked = True
                 self._wake()
-            return
+            return True
         # alone (the first add_ns in a while), or a full batch: now, unless another thread holds the socket (it
         # sends the batch on its next turn, the outbox's)
         if self._io.acquire(False):
@@ -124,6 +128,7 @@ class NsQueue:
                 self._release()
         else:
             self._wake()  # the holder may be the I/O thread past its look at the outbox: it looks again
+        return True
 
     def _ns_wait(self, c: NsCall) -> None:
         """Wait until the batch ``c`` is sent, sending it (blocking, up to the timeout) when the socket is free."""

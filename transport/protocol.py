@@ -114,6 +114,16 @@ _SEQ_END = 2**63
 _unpackb = functools.partial(msgpack.unpackb, **_UNPACK_LIMITS)
 
 
+def readable(data: bytes) -> bool:
+    """True when ``data`` decodes under the limits ``unpack`` applies (no map key that is not a string, no ext
+    type, no array or map past MAX_ITEMS)."""
+    try:
+        _unpackb(data)
+    except Exception:
+        return False
+    return True
+
+
 def unpack(data: bytes) -> tuple[str, int, str | None, Any]:
     """Decode and check the envelope of one message; raises FrameError."""
     if len(data) > MAX_MSG:

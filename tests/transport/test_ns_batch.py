@@ -175,3 +175,22 @@ def test_add_ns_made_while_the_server_is_down_are_applied_once_when_it_is_back(d
         assert rm.tick("Multi") == 2 * 200 - 1
     finally:
         c.close()
+
+
+def test_one_add_ns_the_server_refuses_costs_no_other_its_place_in_the_batch(served2) -> None:
+    """A batch with a malformed entry is refused whole, so an add_ns the server would refuse (args with a map key
+    that is not a string, args past MAX_ARGS_BYTES) goes alone, as before: it fails, the burst around it does
+    not."""
+    a, _, ra, _, ep = served2
+    with connect(ep.address) as c:
+        rm = c.machine("a")
+        for i in range(600):
+            if i == 100:
+                rm.add_ns("Multi", args={"n": -1, "bad": {1: "an int key"}})
+            elif i == 300:
+                rm.add_ns("Multi", args={"n": -2, "big": "x" * (1024 * 1024 + 10)})
+            else:
+                rm.add_ns("Multi", args={"n": i})
+        rm.sync()
+        assert ra.log == [i for i in range(600) if i not in (100, 300)]
+        assert a.tick("Multi") == 2 * 598 - 1
