@@ -1,6 +1,6 @@
 """Pipelined ``add_ns`` on a client: mutations made in a burst go out together, as one ``ns_many`` frame.
 
-An ``add_ns`` made a while (``NS_GAP``) after the last one sent goes out at once, as before. One made sooner
+An ``add_ns`` made a while (``NS_GAP``) after the last batch went out goes out at once (a batch of one). One made sooner
 joins the batch on its way out: the batch is sent when it holds ``NS_BATCH`` mutations (or ``NS_BYTES``), before
 any later request of this client (a ``sync``, an ``add``, a notification: whatever thread makes it, the batch is
 sent first, so the client's order is kept), or on the I/O thread's next turn, which the batch's first mutation
@@ -12,7 +12,8 @@ Back-pressure as before: with one batch waiting to be sent (the link is down, or
 of this client's messages queued) and the next one full, ``add_ns`` waits up to the client's timeout for the
 first to go, then raises ``TransportError`` (``limit``); that mutation was not queued. Mutations queued are never
 dropped silently: they wait for the link (the I/O thread tries again on each of its turns), and fail with the
-client's other pending calls when it is closed.
+client's other pending calls when it is closed. An ``add_ns`` the server would refuse (``_add_ns`` says which) goes
+alone, as a plain ``add_ns`` frame: a malformed entry has its whole batch refused.
 """
 
 from __future__ import annotations
