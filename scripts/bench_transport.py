@@ -336,30 +336,88 @@ def _ours_pipe(rm: Any, k: int) -> float:
     return k / dt
 
 
-def measure_ab(other: str, rounds: int, block: int, k: int) -> dict[str, Any]:
-    """P3 and P4 of this tree's endpoint against another tree's (``other``: a checkout of the code before a
-    change), with the floor and the raw window-100 anchor, in small blocks alternating in one session, so that
-    both see the same load: ``python scripts/bench_transport.py ab OTHER_ROOT [ROUNDS BLOCK K]``."""
-    from transport import connect
+_DRIVER = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from transport import connect
+c = connect(sys.argv[2])
+rm = c.machine("b0")
+print("READY", flush=True)
+for line in sys.stdin:
+    cmd, n = line.split()
+    n = int(n)
+    if cmd == "lat":
+        for _ in range(min(500, n)):
+            rm.add("M")
+        out, pc = [], time.perf_counter
+        for _ in range(n):
+            t = pc()
+            rm.add("M")
+            out.append(pc() - t)
+        print(json.dumps(out), flush=True)
+    else:
+        before = rm.tick("M")
+        t = time.perf_counter()
+        for _ in range(n):
+            rm.add_ns("M")
+        rm.sync()
+        dt = time.perf_counter() - t
+        assert rm.tick("M") == before + 2 * n, (rm.tick("M"), before, n)
+        print(json.dumps(n / dt), flush=True)
+c.close()
+"""
 
-    procs = {"before": _spawn_at(Path(other) / "scripts" / HERE.name, "daemon"), "after": _spawn("daemon")}
+
+class _Driver:
+    """A client process running one checkout's ``transport`` (its client and its endpoint are compared together)
+    against that checkout's daemon: ``lat(n)`` round trips, ``pipe(k)`` pipelined mutations a second."""
+
+    def __init__(self, root: Path, addr: str) -> None:
+        self.p = subprocess.Popen([sys.executable, "-c", _DRIVER, str(root), addr], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        assert self.p.stdout is not None and self.p.stdout.readline().strip() == "READY"
+
+    def _ask(self, cmd: str, n: int) -> Any:
+        assert self.p.stdin is not None and self.p.stdout is not None
+        self.p.stdin.write(f"{cmd} {n}\n")
+        self.p.stdin.flush()
+        return json.loads(self.p.stdout.readline())
+
+    def lat(self, n: int) -> list[float]:
+        return list(self._ask("lat", n))
+
+    def pipe(self, k: int) -> float:
+        return float(self._ask("pipe", k))
+
+    def close(self) -> None:
+        _stop(self.p)
+
+
+def measure_ab(other: str, rounds: int, block: int, k: int) -> dict[str, Any]:
+    """P3 and P4 of this tree (its client and its endpoint) against another tree's (``other``: a checkout of the
+    code before a change), with the floor and the raw window-100 anchor, in small blocks alternating in one
+    session, so that both see the same load: ``python scripts/bench_transport.py ab OTHER_ROOT [ROUNDS BLOCK K]``.
+    Each tree's client runs in a process of its own, with that tree's code."""
+    roots = {"before": Path(other).resolve(), "after": ROOT}
+    procs = {name: _spawn_at(root / "scripts" / HERE.name, "daemon") for name, root in roots.items()}
     floor, faddr = _spawn("floor")
     echo, eaddr = _spawn("echo")
-    clients = {name: connect(addr) for name, (_, addr) in procs.items()}
+    drivers: dict[str, _Driver] = {}
     try:
-        rms = {name: c.machine("b0") for name, c in clients.items()}
+        drivers = {name: _Driver(roots[name], addr) for name, (_, addr) in procs.items()}
         seq = [0]
         fd, d = _raw_dealer(faddr), _raw_dealer(eaddr)
-        rtts: list[tuple[str, Any]] = [(name, lambda rm=rm: rm.add("M")) for name, rm in rms.items()]
-        rtts.append(("floor", _floor_rtt(fd, seq)))
+        floor_rtt = _floor_rtt(fd, seq)
+        rtts: list[tuple[str, Any]] = [(name, dr.lat) for name, dr in drivers.items()]
+        rtts.append(("floor", lambda n: _lat(floor_rtt, n)))
         raws = {name: _raw_client_rtt(addr) for name, (_, addr) in procs.items()}
-        rtts += [(f"{name} server, raw client", fn) for name, (_, fn) in raws.items()]
+        rtts += [(f"{name} server, raw client", lambda n, fn=fn: _lat(fn, n)) for name, (_, fn) in raws.items()]
         lat: dict[str, list[float]] = {name: [] for name, _ in rtts}
         pipe: dict[str, list[float]] = {"before": [], "after": [], "raw": []}
         for r in range(rounds):
             for name, fn in rtts if r % 2 == 0 else rtts[::-1]:
-                lat[name] += _lat(fn, block)
-            pipes = [("before", lambda: _ours_pipe(rms["before"], k)), ("after", lambda: _ours_pipe(rms["after"], k)),
+                lat[name] += fn(block)
+            pipes = [("before", lambda: drivers["before"].pipe(k)), ("after", lambda: drivers["after"].pipe(k)),
                      ("raw", lambda: _raw_pipe(d, seq, k))]
             for name, run in pipes if r % 2 == 0 else pipes[::-1]:
                 pipe[name].append(run())
@@ -368,8 +426,8 @@ def measure_ab(other: str, rounds: int, block: int, k: int) -> dict[str, Any]:
         for sock, _ in raws.values():
             sock.close(0)
     finally:
-        for c in clients.values():
-            c.close()
+        for dr in drivers.values():
+            dr.close()
         for p in [floor, echo, *(p for p, _ in procs.values())]:
             _stop(p)
     return {"p3": {name: (_pct(xs, 0.5), _pct(xs, 0.99)) for name, xs in lat.items()},
@@ -626,13 +684,16 @@ def main() -> None:
     elif mode == "rawmirrors":
         run_raw_mirrors(sys.argv[2], int(sys.argv[3]))
     elif mode == "ab":
-        rounds, block, k = (int(x) for x in (sys.argv[3:6] if len(sys.argv) >= 6 else ("40", "250", "5000")))
+        # ab OTHER_ROOT [ROUNDS BLOCK K] [--no-iso]: P3 and P4 (and, unless --no-iso, the slow-machine proof)
+        iso_too = "--no-iso" not in sys.argv
+        argv = [a for a in sys.argv if a != "--no-iso"]
+        rounds, block, k = (int(x) for x in (argv[3:6] if len(argv) >= 6 else ("40", "250", "5000")))
         r = measure_ab(sys.argv[2], rounds, block, k)
         for name, (p50, p99) in r["p3"].items():
             print(f"P3 {name}: p50 {p50 * 1e6:.0f} us, p99 {p99 * 1e6:.0f} us", flush=True)
         for name, (best, median) in r["p4"].items():
             print(f"P4 {name}: best {best:,.0f}/s, median {median:,.0f}/s", flush=True)
-        for i in range(3):  # the slow machine among 100, this tree and the other alternating
+        for i in range(3 if iso_too else 0):  # the slow machine among 100, this tree and the other alternating
             for name, script in (("before", Path(sys.argv[2]) / "scripts" / HERE.name), ("after", HERE)):
                 iso = measure_isolation(False, script=script)
                 (fa, fl, fn), (a50, a99, amax) = iso["first"], iso["add"]

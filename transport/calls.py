@@ -23,6 +23,7 @@ from machine.log import LazyLogger
 
 from . import protocol as P
 from .errors import TransportError
+from .nscalls import NsCall, NsQueue
 from .zmqio import EVENTS, NB, POLLIN, raw_send
 
 log = LazyLogger("transport.client")  # logging is imported on first use
@@ -102,7 +103,7 @@ def _pack(kind: str, seq: int, mach: str | None, body: Any) -> bytes:
     return frame
 
 
-class Caller:
+class Caller(NsQueue):
     """The request engine of a ``Client``: its socket, seqs, pending calls, resends, and the hand-off between
     threads. The socket belongs to whoever holds ``_io``; the thread holding it also sends the requests other
     threads queued meanwhile (``_outbox``) and reads every reply, whoever waits for it."""
@@ -131,6 +132,7 @@ class Caller:
         self._last_sink: Any = None  # the sink of the loop that made the last asyncio call
         self._resend_at = 0.0  # when the I/O thread next resends the asyncio callers' unanswered calls
         self._kicked = False  # the I/O thread was woken for the outbox and has not looked yet
+        self._ns_init()  # add_ns batches (nscalls.py)
 
     def _handle(self, data: bytes) -> None:
         """Handle one message read from the socket (the client's dispatch)."""
@@ -168,7 +170,11 @@ class Caller:
         round trip); whatever else arrives meanwhile (pushes, other replies) is handled on the way.
         """
         call = self._new_call(kind, mach, body, on_reply, self._next_seq)
-        self._run_calls([call], self.timeout if timeout is None else timeout)
+        t = self.timeout if timeout is None else timeout
+        if not self._outbox and self._io.acquire(False):
+            self._run_one(call, t)  # the common case: one call, the socket free, nothing queued by others
+        else:
+            self._run_calls([call], t)
         if call.error is not None:
             raise call.error
         return call.result
@@ -214,6 +220,11 @@ class Caller:
         """Send a call for the first time (holding ``_io``) with the next seq: seqs reach the server in the
         order they were taken, whichever thread made each call, and no seq is skipped. False when the socket
         takes nothing now (no link, or full)."""
+        if self._ns_q:  # add_ns batches made before this call go first (or this is one of them)
+            if isinstance(c, NsCall):
+                return self._ns_send(c)
+            if not self._ns_send(None):
+                return False
         if c.seq == 0:  # a notification: no seq, no reply
             c.sent = c.done = self._send(c.frame)
             if c.sent and c.sink is not None:  # an asyncio caller awaits the send
@@ -355,6 +366,41 @@ class Caller:
                     del pending[c.seq]
                 c.done = True  # answered, or given up: no holder sends it any more
 
+    def _run_one(self, call: _Call, t: float) -> None:
+        """``_run_calls`` for one call, the caller holding ``_io`` (which this gives back): the same steps
+        without a batch's bookkeeping (a round trip's client Python is what keeps it above the floor)."""
+        try:
+            now = time.monotonic()
+            deadline = now + t
+            resend = now + RESEND
+            sent = False
+            while True:
+                if not sent:
+                    sent = self._room() and self._first_send(call, now)
+                if call.done:
+                    break
+                if self._outbox:  # other threads' calls, queued meanwhile: this thread sends them
+                    self._send_outbox(now)
+                if now >= resend:
+                    resend = self._resend(now)
+                if now >= deadline:
+                    raise self._timeout(call.kind, t)
+                if self._closed:  # by a callback run on this thread, say
+                    raise TransportError(f"client for {self.address} is closed", code="closed")
+                until = min(deadline, resend) if sent else min(deadline, resend, now + 0.01)
+                try:
+                    data = self._recv_wait(min(WAIT_SLICE, max(1, int((until - now) * 1000))))
+                except zmq.Again:
+                    now = time.monotonic()
+                    continue
+                now = self._last_rx = time.monotonic()
+                self._handle(data)
+        finally:
+            if call.sent and self._pending.get(call.seq) is call:
+                del self._pending[call.seq]
+            call.done = True
+            self._release()
+
     def _resend(self, now: float) -> float:
         """Send again, with the same seq, the calls sent and unanswered for RESEND (this thread's, those it sent
         for others who wait for the socket, asyncio callers'); the caller holds ``_io``. Returns when to look
@@ -410,6 +456,8 @@ class Caller:
         """
         if self._closed:
             raise TransportError(f"client for {self.address} is closed", code="closed")
+        if kind == P.ADD_NS and block and mach and type(body) is dict and self._add_ns(mach, body["s"], body.get("a")):
+            return  # pipelined mutations: batched (nscalls.py)
         try:
             frame = P.pack(kind, 0, mach, body)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -440,6 +488,8 @@ class Caller:
                 return
             c.queued = False  # sent below, by this thread: the outbox skips it
         try:
+            if self._ns_q:
+                self._ns_send(None)  # add_ns batches made before it go first
             # blocking (SNDTIMEO = the timeout): backpressure when the server's queue for this client is full;
             # an error, never a silent drop, when it stays full or there is no connection
             self._sock.send(frame, 0 if block else NB)

@@ -46,6 +46,7 @@ from ..remote import served_busy
 from .inspection import Inspection
 from .leader import SLOW, Demoted
 from .loop import InlineRun
+from .nsbatch import NsBatches
 from .sessions import Session
 from .workers import Lane, Workers
 
@@ -82,6 +83,7 @@ class Dispatcher:
             P.PING: self._ping, P.HELLO: self._hello, P.MACHS: self._machs, P.SUB: self._sub,
             P.UNSUB: self._unsub, P.SYNC: self._sync, P.CAN: self._can, P.WHEN_ARGS: self._when_args,
             P.WHEN_ARGS_CANCEL: self._when_args_cancel, P.BYE: self._bye}
+        self.ns = NsBatches(self)  # ns_many: batches of add_ns
         look = Inspection(self)
         self._handlers.update({P.HIST: look.hist, P.UNFOLLOW: look.unfollow, P.INFO: look.info})
         from .fleet import KINDS, Fleet  # (it imports this module's bounds)
@@ -96,6 +98,9 @@ class Dispatcher:
                 return
             if kind in self._fleet_kinds:  # many machines at once (fleet.py)
                 self.fleet.request(sess, kind, seq, mach_id, body, first)
+                return
+            if kind == P.NS_MANY:
+                self.ns.handle(sess, seq, body)
                 return
             handler = self._handlers.get(kind)
             if handler is None:
@@ -181,11 +186,18 @@ class Dispatcher:
             if runs.pop(ticket, None) is None:
                 self._demoted(ticket, r)
             if perf_counter() - t0 > SLOW:
-                # this machine's handlers can be slow: its next requests go to its lane for a while
-                self._lane(m).slow_until = time.monotonic() + SLOW_HOLD
+                self.mark_slow(m)
             self._answer(sess, seq, m, r)
             return
         self._hand_off(sess, seq, lane, apply, self._answerer(sess, seq, m, kind))
+
+    def mark_slow(self, m: Machine) -> None:
+        """A transition run inline took more than SLOW: the machine's next requests go to its lane for a while."""
+        self._lane(m).slow_until = time.monotonic() + SLOW_HOLD
+
+    def resume(self) -> None:
+        """A new leader's, after adopting the runs demoted: the rest of a batch one of them was part of."""
+        self.ns.resume()
 
     def _answerer(self, sess: Session, seq: int, m: Machine, kind: str) -> Callable[[int | Exception], None]:
         """What answers a mutation applied on another thread, on the I/O thread."""
@@ -251,16 +263,17 @@ class Dispatcher:
         return lane
 
     def _hand_off(self, sess: Session, seq: int, lane: Lane, fn: Callable[[], Any],
-                  answer: Callable[[Any], None], bounded: bool = True) -> None:
+                  answer: Callable[[Any], None], bounded: bool = True, n: int = 1) -> None:
         """Run ``fn`` on the lane's pool thread, after the lane's earlier jobs; ``answer`` its result (or the
-        exception it raised) on the I/O thread."""
+        exception it raised) on the I/O thread. ``n``: the requests it stands for (an ns_many batch's run of
+        mutations for one machine, see nsbatch.py)."""
         # a notification (seq 0, add_ns) has no reply to carry limit back to its caller, only an error push, so
         # it is refused only past a larger bound; replies say limit past MAX_LANE
         cap = MAX_LANE if seq else MAX_LANE_NS
         if bounded and lane.outstanding >= cap:
             raise TransportError(f"machine {lane.mach.id} has {lane.outstanding} requests waiting; try again later",
                                  code=P.LIMIT)
-        self._enter(sess, seq, lane)
+        self._enter(sess, seq, lane, n)
         loop = self.loop
 
         def job() -> None:
@@ -270,28 +283,28 @@ class Dispatcher:
                 result = fn()
             except Exception as exc:
                 result = exc
-            slow = perf_counter() - t0 > SLOW
+            slow = perf_counter() - t0 > SLOW * n
             loop.post(lambda: done(result, slow))
 
         def done(result: Any, slow: bool) -> None:
-            self._leave(sess, seq, lane, slow)
+            self._leave(sess, seq, lane, slow, n)
             answer(result)
 
         self.workers.submit(lane, job)
 
-    def _enter(self, sess: Session, seq: int, lane: Lane) -> None:
-        """Count a request as waiting on ``lane`` (until ``_leave``)."""
-        lane.outstanding += 1
+    def _enter(self, sess: Session, seq: int, lane: Lane, n: int = 1) -> None:
+        """Count ``n`` requests as waiting on ``lane`` (until ``_leave``)."""
+        lane.outstanding += n
         if seq:
             sess.inflight.add(seq)
         identity = sess.identity
-        lane.waiting[identity] = lane.waiting.get(identity, 0) + 1
+        lane.waiting[identity] = lane.waiting.get(identity, 0) + n
 
-    def _leave(self, sess: Session, seq: int, lane: Lane, slow: bool) -> None:
-        """A request that waited on ``lane`` is done (its transition took more than SLOW if ``slow``)."""
-        lane.outstanding -= 1
+    def _leave(self, sess: Session, seq: int, lane: Lane, slow: bool, n: int = 1) -> None:
+        """``n`` requests that waited on ``lane`` are done (their transitions took more than SLOW if ``slow``)."""
+        lane.outstanding -= n
         identity = sess.identity
-        left = lane.waiting.pop(identity) - 1
+        left = lane.waiting.pop(identity) - n
         if left:
             lane.waiting[identity] = left
         now = time.monotonic()
@@ -299,7 +312,7 @@ class Dispatcher:
             lane.slow_until = now + SLOW_HOLD
             lane.quick = 0
         else:
-            lane.quick += 1
+            lane.quick += n
             if lane.quick >= QUICK_STREAK:
                 lane.slow_until = 0.0  # it was a pause (a GC, a busy box), not a slow handler: back inline
         mach_id = lane.mach.id

@@ -123,6 +123,8 @@ class ServerLoop:
                 taken, self.handover = self.handover, []
             for ticket, run in taken:  # before any request: later ones for that machine queue behind it
                 self.dispatcher.adopt(ticket, run)
+            if taken:
+                self.dispatcher.resume()  # what followed a demoted run in its ns_many batch, still before any request
             ep = self.epoll
             if ep is None:
                 # an epoll over the socket's fd (level-triggered: readable while libzmq has commands to process)
