@@ -36,8 +36,9 @@ OK, ERR, CLK, SCHEMA, ARGS_OK, PAY, HREC = "ok", "err", "clk", "schema", "args_o
 WREC = "wrec"  # the transition records of a watch
 
 REQUESTS = frozenset({HELLO, MACHS, SUB, UNSUB, SYNC, PING, BYE, ADD, REMOVE, SET, ADD_NS, CAN, ADD_ERR,
-GROUP, WATCH, UNWATCH = "group", "watch", "unwatch"  # many machines at once (server/fleet.py)
-NS_MANY = "ns_many"  # a batch of add_ns, in order: body [[mach, states], [mach, states, args], ...]
+                      WHEN_ARGS, WHEN_ARGS_CANCEL, HIST, UNFOLLOW, INFO, GROUP, WATCH, UNWATCH, NS_MANY})
+MUTATING = frozenset({ADD, REMOVE, SET, ADD_NS, ADD_ERR})
+NOTIFICATIONS = frozenset({ADD_NS, BYE, UNSUB, WHEN_ARGS_CANCEL, UNFOLLOW, UNWATCH, NS_MANY})
 
 # error codes
 INVALID_PARAMS = "invalid_params"
