@@ -52,6 +52,12 @@ def _peer(hello: Any) -> tuple[Any, Any]:
     return hello.get("boot"), hello.get("session")
 
 
+def _batches(hello: Any) -> bool:
+    """True when the server's hello says it reads ``ns_many`` batches: an older one would answer each with an
+    error nobody waits for, and its ``add_ns`` would be lost, so they go to it one a frame."""
+    return isinstance(hello, dict) and hello.get(P.NS_MANY) is True
+
+
 _MANY_KINDS = {"add": P.ADD, "remove": P.REMOVE, "set": P.SET}  # mutate_many's kinds, as its callers name them
 
 
@@ -152,6 +158,7 @@ class Client(Caller):
 
     def _hello_answered(self, hello: Any) -> None:
         self._boot, self._session = _peer(hello)
+        self._ns_ok = _batches(hello)
         self._set_connected(True)
 
     def _not_connected(self, exc: TransportError) -> TransportError:
@@ -500,6 +507,7 @@ class Client(Caller):
     def _on_rehello(self, body: Any) -> None:
         if isinstance(body, dict):
             self._boot, self._session = _peer(body)
+            self._ns_ok = _batches(body)
         if self._connected:
             return
         self._state.add(CS.CONNECTED)

@@ -69,6 +69,7 @@ class NsQueue:
         self._ns_q: deque[NsCall] = deque()  # batches not sent yet, oldest first (the last one may be open)
         self._ns_lock = threading.Lock()  # appending to the open batch, sealing it
         self._ns_last = 0.0  # when the last batch went out (monotonic)
+        self._ns_ok = False  # the server reads ns_many (its hello says so); until then add_ns go one a frame
 
     def _wake(self) -> None:
         raise NotImplementedError
@@ -86,7 +87,7 @@ class NsQueue:
         with a malformed entry whole, and one caller's mistake must not cost others their mutations."""
         if self._closed:
             raise TransportError(f"client for {self.address} is closed", code="closed")
-        if not 0 < len(mach) <= 256:
+        if not 0 < len(mach) <= 256 or not self._ns_ok:
             return False
         try:
             entry = P.pack_entry(mach, states, args)

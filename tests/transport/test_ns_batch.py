@@ -194,3 +194,78 @@ def test_one_add_ns_the_server_refuses_costs_no_other_its_place_in_the_batch(ser
         rm.sync()
         assert ra.log == [i for i in range(600) if i not in (100, 300)]
         assert a.tick("Multi") == 2 * 598 - 1
+
+
+class _OlderServer:
+    """A proxy in front of a real endpoint that speaks as a server from before ``ns_many`` did: its hello does not
+    offer batches, and it answers a batch with the error an unknown kind gets (nothing of it applied)."""
+
+    def __init__(self, upstream: str) -> None:
+        import zmq
+
+        ctx = zmq.Context.instance()
+        self.front = ctx.socket(zmq.ROUTER)
+        self.front.setsockopt(zmq.LINGER, 0)
+        port = self.front.bind_to_random_port("tcp://127.0.0.1")
+        self.address = f"tcp://127.0.0.1:{port}"
+        self.back = ctx.socket(zmq.DEALER)
+        self.back.setsockopt(zmq.LINGER, 0)
+        self.back.connect(upstream)
+        self.batches = 0
+        self.who: bytes | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import msgpack
+        import zmq
+
+        from transport.protocol import pack
+
+        poller = zmq.Poller()
+        poller.register(self.front, zmq.POLLIN)
+        poller.register(self.back, zmq.POLLIN)
+        while not self.stop.is_set():
+            for sock, _ in poller.poll(20):
+                if sock is self.front:
+                    who, data = self.front.recv_multipart()
+                    self.who = who
+                    kind, seq, mach, _body = msgpack.unpackb(data, raw=False, strict_map_key=False)
+                    if kind == "ns_many":
+                        self.batches += 1
+                        self.front.send_multipart([who, pack("err", seq, mach, {
+                            "code": "invalid_params", "msg": "unknown message kind: ns_many"})])
+                        continue
+                    self.back.send(data)
+                else:
+                    data = self.back.recv()
+                    msg = msgpack.unpackb(data, raw=False, strict_map_key=False)
+                    if msg[0] == "ok" and isinstance(msg[3], dict) and "session" in msg[3]:
+                        msg[3].pop("ns_many", None)  # the hello of a server that has no batches
+                        data = pack(*msg)
+                    assert self.who is not None
+                    self.front.send_multipart([self.who, data])
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.front.close()
+        self.back.close()
+
+
+def test_add_ns_to_a_server_without_batches_go_one_a_frame_and_none_is_lost(served2) -> None:
+    _a, _b, ra, _rb, ep = served2
+    old = _OlderServer(ep.address)
+    try:
+        with connect(old.address) as c:
+            rm = c.machine("a")
+            n = 300
+            for i in range(n):
+                rm.add_ns("Multi", args={"n": i})
+            rm.sync()
+            until(lambda: len(ra.log) == n, timeout=10)
+            assert ra.log == list(range(n))  # all of them, in order, once
+        assert old.batches == 0
+    finally:
+        old.close()

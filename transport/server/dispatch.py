@@ -337,7 +337,7 @@ class Dispatcher:
                                  code=P.INVALID_PARAMS)
         sess.greeted = True
         self._ok(sess, seq, None, {"proto": P.PROTO, "machines": len(self.machs), "readonly": sess.readonly,
-                                   "boot": self.ep.boot, "session": sess.token})
+                                   "boot": self.ep.boot, "session": sess.token, P.NS_MANY: True})
 
     def _machs(self, sess: Session, seq: int, mach_id: str | None, b: dict[str, Any]) -> None:
         if b.get("c") is True and seq and self._fleet_kinds:  # as columns (fleet.py)
