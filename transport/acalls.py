@@ -23,7 +23,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from . import protocol as P
-from .calls import _Call
+from .calls import YIELD_FOR, _Call, _Queued
 from .errors import TransportError
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .calls import Caller
 
 BATCH = 64  # futures completed per loop turn: about 1 ms of the loop's time, whatever the burst
+SLICE = 64  # burst calls the I/O thread makes between two hand-overs of the GIL (intake)
 
 
 class Sink:
@@ -131,6 +132,59 @@ def start(cl: Caller, loop: asyncio.AbstractEventLoop, kind: str, mach: str | No
     # the GIL away, for up to 5 ms) and the I/O thread does not compete for the GIL while the burst starts
     cl._submit_many([call], now=alone, later=loop.call_soon)
     return call, fut
+
+
+def queue(cl: Caller, loop: asyncio.AbstractEventLoop, kind: str, mach: str | None,
+          make: tuple[Any, ...]) -> tuple[_Call, asyncio.Future[Any]]:
+    """``start`` for a call started while others are in flight (a burst): on the loop's thread only the call's
+    future and one append to the client's intake; ``make`` = ``(fn, *args)`` is run by the I/O thread
+    (``intake``): ``fn(*args)`` returns the request's ``(body, on_reply)``, or raises the caller's error (its
+    await fails with it, nothing is sent), or returns anything else: the call's result, nothing sent. The I/O
+    thread is woken once per loop turn however many calls the turn starts."""
+    cl._raise_if_closed()
+    last = cl._last_sink
+    sink = last if last is not None and last._loop() is loop else _last_sink(cl, loop)
+    call = _Call(-1, kind, mach, make, b"", None)
+    fut: asyncio.Future[Any] = loop.create_future()
+    limit = cl.timeout
+    call.sink, call.fut, call.limit, call.deadline = sink, fut, limit, time.monotonic() + limit
+    cl._acalls.add(call)  # from here on a timeout or the client's close fails it, made or not
+    cl._intake.append(call)
+    if not cl._kicked:
+        cl._kicked = True
+        loop.call_soon(cl._wake)  # after the turn: the I/O thread does not compete for the GIL while it runs
+    return call, fut
+
+
+def intake(cl: Caller) -> None:
+    """Make the requests of the calls ``queue`` left (on the I/O thread), in order, into the outbox; a call given
+    up meanwhile (cancelled, timed out, the client closed) is skipped. The GIL is handed over every ``SLICE``
+    calls, so the loop waits for it at most a slice's time, never a whole switch interval."""
+    q = cl._intake
+    made = 0
+    while q:
+        call = q.popleft()  # only this thread takes from it
+        if call.done:
+            continue
+        try:
+            fn, *args = call.body
+            out = fn(*args)
+        except Exception as exc:  # the caller's error (a bad state name or value): its await raises it
+            out = exc
+        if type(out) is tuple:
+            call.body, call.on_reply = out
+            call.queued = True
+            cl._outbox.append(_Queued([call]))  # one entry a call, as a caller's own: sent in the order made
+        else:
+            if isinstance(out, Exception):
+                call.error = out
+            else:
+                call.result = out
+            call.done = True
+            call.sink.put(call)
+        made += 1
+        if made % SLICE == 0 and q:
+            time.sleep(YIELD_FOR)  # a sleep hands the GIL over; sleep(0) rarely does
 
 
 def _last_sink(cl: Caller, loop: asyncio.AbstractEventLoop) -> Sink:

@@ -340,6 +340,11 @@ class Client(Caller):
         """
         if self._closed:
             return
+        if self._intake:  # asyncio calls started in a burst: made here, into the outbox (sent below, or by a holder)
+            from .acalls import intake
+
+            self._kicked = False  # before the intake is read: a call queued after this wakes this thread again
+            intake(self)
         checked = False
         if not self._io.acquire(blocking=False):
             if not self._missed:
