@@ -268,10 +268,13 @@ class Caller:
             return True
         return False
 
-    def _send_outbox(self, now: float) -> None:
-        """Send what other threads queued, as much as goes now (holding ``_io``)."""
+    def _send_outbox(self, now: float, share: bool = False) -> None:
+        """Send what other threads queued, as much as goes now (holding ``_io``); ``share`` as in ``_pump``."""
+        sent = 0
         while self._send_queued(now):
-            pass
+            sent += 1
+            if share and sent % YIELD_EVERY == 0 and self._acalls:
+                time.sleep(YIELD_FOR)  # a burst of asyncio calls: the loop gets the GIL between slices
 
     def _withdraw(self, calls: list[_Call]) -> None:
         """Take queued calls back from the outbox (their caller gives up): no holder sends them after this."""

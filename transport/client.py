@@ -368,7 +368,7 @@ class Client(Caller):
 
                 expire(self, now)
             if self._outbox:
-                self._send_outbox(now)
+                self._send_outbox(now, share=True)
                 checked = False  # a send may take the fd's edge for a message that arrived meanwhile
             if now >= self._next_beat and not self._closed:
                 now = time.monotonic()  # the pump may have taken a while
