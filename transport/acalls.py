@@ -1,11 +1,13 @@
 """Requests for asyncio callers, native to the client's I/O: no thread waits for a reply.
 
-``acall`` packs the request on the event loop's thread. A call alone in flight is sent there when the socket is
-free; with others in flight (a burst) it waits in the outbox for whichever thread holds the socket next: the
-process's client I/O thread, woken once after the loop's turn, or a sync caller. The reply is read by that
-thread, which runs the reply handler (a mirror's update) and hands the call to the loop's ``Sink``. A sink wakes
-its loop once for all the replies read meanwhile (``call_soon_threadsafe``) and completes at most ``BATCH``
-futures per loop turn, so 1000 replies neither wake the loop 1000 times nor hold it for one long turn.
+A call alone in flight is packed and sent on the event loop's thread when the socket is free (``start``). A
+mutation started while others are in flight (a burst: up to 1000 in one loop turn) costs the loop only its
+future, its call record and one append to the client's intake (``queue``); the client I/O thread, woken once per
+loop turn, makes its request (checks, body, record) and queues it for sending (``intake``), handing the GIL over
+between slices. The reply is read by that thread, which runs the reply handler (a mirror's update) and hands the
+call to the loop's ``Sink``. A sink wakes its loop once for all the replies read meanwhile
+(``call_soon_threadsafe``) and completes at most ``BATCH`` futures per loop callback, so 1000 replies neither
+wake the loop 1000 times nor hold it for one long turn.
 
 Resends (same seq, after ``calls.RESEND``) and timeouts of these calls are the I/O thread's, on its turns
 (every ``reactor.SWEEP`` at most): a call not answered within its timeout fails with ``TransportError``

@@ -2,9 +2,10 @@
 ``AsyncRemoteMachine``, whose network calls are awaitable and whose reads and waiters are the mirror's own.
 
 Same results and errors as the sync ``Client`` (it is one underneath, sharing its socket, seqs and mirrors).
-A call alone in flight is packed and sent on the loop's thread without waiting for the socket; in a burst the
-client I/O thread packs and sends it. Its reply is read by that thread, which updates the mirror and completes
-the awaited future (``acalls.py``): no thread is blocked per call. Cancelling an await gives up a request not
+A call alone in flight is packed and sent on the loop's thread without waiting for the socket; a mutation in a
+burst costs the loop only its future and one append, the client I/O thread makes, packs and sends it. Its
+reply is read by that thread, which updates the mirror and completes the awaited future (``acalls.py``): no
+thread is blocked per call. Cancelling an await gives up a request not
 sent yet; one already sent completes (applied once, the mirror updated, its resends answered from the server's
 reply cache), so nothing is half applied. Every member that may touch the network is a coroutine
 (``queue_len()`` too, a property on the sync mirror; ``history`` reads, ``stop = await m.on_history(fn)``);
