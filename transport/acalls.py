@@ -138,37 +138,55 @@ def start(cl: Caller, loop: asyncio.AbstractEventLoop, kind: str, mach: str | No
 
 
 def queue(cl: Caller, loop: asyncio.AbstractEventLoop, kind: str, mach: str | None,
-          make: tuple[Any, ...]) -> tuple[_Call, asyncio.Future[Any]]:
+          make: tuple[Any, ...]) -> tuple[list[Any], asyncio.Future[Any]]:
     """``start`` for a call started while others are in flight (a burst): on the loop's thread only the call's
-    future and one append to the client's intake; ``make`` = ``(fn, *args)`` is run by the I/O thread
-    (``intake``): ``fn(*args)`` returns the request's ``(body, on_reply)``, or raises the caller's error (its
-    await fails with it, nothing is sent), or returns anything else: the call's result, nothing sent. The I/O
-    thread is woken once per loop turn however many calls the turn starts."""
+    future and one append to the client's intake (the entry returned, for ``abandon``); the I/O thread makes the
+    call (``intake``): ``make`` = ``(fn, *args)``, and ``fn(*args)`` returns the request's ``(body, on_reply)``,
+    or raises the caller's error (its await fails with it, nothing is sent), or returns anything else: the
+    call's result, nothing sent. The I/O thread is woken once per loop turn however many calls the turn starts;
+    the call's timeout counts from when it makes the call."""
     if cl._closed:
         cl._raise_if_closed()
     last = cl._last_sink
     sink = last if last is not None and last._loop() is loop else _last_sink(cl, loop)
-    call = _Call(-1, kind, mach, make, b"", None)
     fut: asyncio.Future[Any] = loop.create_future()
-    limit = cl.timeout
-    call.sink, call.fut, call.limit, call.deadline = sink, fut, limit, _monotonic() + limit
-    cl._acalls.add(call)  # from here on a timeout or the client's close fails it, made or not
-    cl._intake.append(call)
+    entry = [fut, sink, kind, mach, make]  # + the call, once made; fut None: given up before (see abandon)
+    cl._intake.append(entry)
     if not cl._kicked:
         cl._kicked = True
         loop.call_soon(cl._wake)  # after the turn: the I/O thread does not compete for the GIL while it runs
-    return call, fut
+    return entry, fut
+
+
+def _made(cl: Caller, entry: list[Any], now: float) -> _Call | None:
+    """The call of an intake entry (under ``_box_lock``: its caller may give it up at the same time); None when
+    it was given up before."""
+    with cl._box_lock:
+        fut, sink, kind, mach, make = entry
+        if fut is None:
+            return None
+        call = _Call(-1, kind, mach, make, b"", None)
+        limit = cl.timeout
+        call.sink, call.fut, call.limit, call.deadline = sink, fut, limit, now + limit
+        entry.append(call)
+    cl._acalls.add(call)  # from here on a timeout or the client's close fails it
+    return call
 
 
 def intake(cl: Caller) -> None:
-    """Make the requests of the calls ``queue`` left (on the I/O thread), in order, into the outbox; a call given
-    up meanwhile (cancelled, timed out, the client closed) is skipped. The GIL is handed over every ``SLICE``
-    calls, so the loop waits for it at most a slice's time, never a whole switch interval."""
+    """Make the calls ``queue`` left and their requests (on the I/O thread), in order, into the outbox; a call
+    given up meanwhile is skipped. The GIL is handed over every ``SLICE`` calls, so the loop waits for it at most
+    a slice's time, never a whole switch interval."""
     q = cl._intake
     made = 0
+    now = _monotonic()
     while q:
-        call = q.popleft()  # only this thread takes from it
-        if call.done:
+        try:
+            entry = q.popleft()
+        except IndexError:  # the client's close took the last one
+            break
+        call = _made(cl, entry, now)
+        if call is None:
             continue
         try:
             fn, *args = call.body
@@ -189,6 +207,7 @@ def intake(cl: Caller) -> None:
         made += 1
         if made % SLICE == 0 and q:
             time.sleep(YIELD_FOR)  # a sleep hands the GIL over; sleep(0) rarely does
+            now = _monotonic()
 
 
 def _last_sink(cl: Caller, loop: asyncio.AbstractEventLoop) -> Sink:
@@ -246,9 +265,17 @@ def post(cl: Caller, kind: str, mach: str | None, body: Any) -> None:
     cl._submit(_Call(0, kind, mach, body, P.pack(kind, 0, mach, body), None, sync=False))
 
 
-def abandon(cl: Caller, call: _Call) -> None:
+def abandon(cl: Caller, call: _Call | list[Any]) -> None:
     """The awaiting task was cancelled (on the loop's thread): a call not sent yet never will be; a sent one is
-    left to complete (applied once, the mirror updated) and dropped at its deadline at the latest."""
+    left to complete (applied once, the mirror updated) and dropped at its deadline at the latest. ``call`` may
+    be ``queue``'s intake entry: one the I/O thread has not made yet is never made."""
+    if type(call) is list:
+        with cl._box_lock:
+            if len(call) == 5:
+                call[0] = None
+                return
+        call = call[5]
+    assert isinstance(call, _Call)
     cl._withdraw([call])  # after this no thread sends it: either it went out already or it never will
     if not call.sent:
         call.done = True
@@ -274,6 +301,14 @@ def expire(cl: Caller, now: float) -> None:
 
 def fail_all(cl: Caller, error: TransportError) -> None:
     """The client closed: every asyncio call still waiting fails with ``error``."""
+    q = cl._intake
+    now = _monotonic()
+    while q:
+        try:
+            entry = q.popleft()
+        except IndexError:  # the I/O thread took the last one
+            break
+        _made(cl, entry, now)  # registered with the others, failed below; never sent
     for c in list(cl._acalls):
         if not c.done:
             c.error = error

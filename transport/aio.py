@@ -161,7 +161,7 @@ class AsyncRemoteMachine:
         self.client = client
 
     def _start(self, kind: str, states: tuple[str, ...],
-               args: Mapping[str, Any] | None) -> tuple[_Call, asyncio.Future[Any]]:
+               args: Mapping[str, Any] | None) -> tuple[_Call | list[Any], asyncio.Future[Any]]:
         """A mutation's call and the future its reply completes. Alone in flight it is checked, made and sent
         here (a bad name or value raises here, as in the sync mirror). In a burst (others in flight) this runs
         up to 1000 times in one loop turn, so here is only the future and one append: the checks, body, record
@@ -171,7 +171,7 @@ class AsyncRemoteMachine:
         c = rm._client
         loop = asyncio.get_running_loop()
         tc = tracecontext.inject() if tracecontext.inject is not None else None  # the caller's context: here
-        if c._acalls:
+        if c._acalls or c._intake:
             return queue(c, loop, kind, rm._id, (_request, rm, kind, states, args, tc))
         made = _request(rm, kind, states, args, tc)
         if type(made) is not tuple:  # a disposed mirror: nothing sent

@@ -132,7 +132,7 @@ class Caller:
         self._resend_at = 0.0  # when the I/O thread next resends the asyncio callers' unanswered calls
         self._kicked = False  # the I/O thread was woken for the outbox and has not looked yet
         # asyncio callers' calls started in a burst, their requests not made yet: the I/O thread makes and queues them
-        self._intake: deque[_Call] = deque()
+        self._intake: deque[list[Any]] = deque()
 
     def _handle(self, data: bytes) -> None:
         """Handle one message read from the socket (the client's dispatch)."""

@@ -104,3 +104,34 @@ def test_replies_ready_at_once_are_completed_a_bounded_number_per_loop_callback(
             assert len(seen) == 1 and seen[0] <= 3 * acalls.BATCH, seen
 
     _run(main())
+
+
+def test_burst_calls_cancelled_at_once_are_each_applied_at_most_once_and_forgotten(daemon: Any) -> None:
+    """Calls cancelled right after they started, most before the I/O thread made them (those are never sent;
+    one made meanwhile is sent and completes): none is applied twice, the mirror agrees with the source, and
+    the client keeps nothing of them."""
+    d = daemon("--hub")
+
+    async def main() -> None:
+        async with connect_async(d.addrs[0]) as c:
+            m = await c.machine("worker0")
+            assert await m.add("Multi") == 0  # active: each add from here adds 2 ticks
+            t0 = m.tick("Multi")
+            tasks = [asyncio.ensure_future(m.add("Multi")) for _ in range(200)]
+            await asyncio.sleep(0)  # the scenario: each task started, the I/O thread woken after this turn
+            for t in tasks[1:]:
+                t.cancel()
+            out = await asyncio.gather(*tasks, return_exceptions=True)
+            assert out[0] == 0 and all(isinstance(x, asyncio.CancelledError) for x in out[1:])
+            await m.sync()  # after every request sent before it
+            applied = (m.tick("Multi") - t0) // 2
+            assert (m.tick("Multi") - t0) % 2 == 0 and 1 <= applied <= 200
+            assert [int(x) for x in d.cmd("time worker0").split()[1:]] == m.time()
+            sc = c.sync_client
+            deadline = time.monotonic() + 10  # cancelled calls already sent complete in the background
+            while sc._acalls or sc._pending or sc._intake:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            assert m.tick("Multi") == t0 + 2 * applied
+
+    _run(main())
