@@ -2,8 +2,8 @@
 
 A call alone in flight is packed and sent on the event loop's thread when the socket is free (``start``). A
 mutation started while others are in flight (a burst: up to 1000 in one loop turn) costs the loop only its
-future, its call record and one append to the client's intake (``queue``); the client I/O thread, woken once per
-loop turn, makes its request (checks, body, record) and queues it for sending (``intake``), handing the GIL over
+future and one append to the client's intake (``queue``); the client I/O thread, woken once per loop turn, makes
+the call and its request (checks, body, record) and queues it for sending (``intake``), handing the GIL over
 between slices. The reply is read by that thread, which runs the reply handler (a mirror's update) and hands the
 call to the loop's ``Sink``. A sink wakes its loop once for all the replies read meanwhile
 (``call_soon_threadsafe``) and completes at most ``BATCH`` futures per loop callback, so 1000 replies neither
