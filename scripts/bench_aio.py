@@ -34,36 +34,68 @@ TICK = 0.001  # the ticker's sleep: how late it wakes is the loop's lag
 BURSTS = 3  # bursts of n calls at once: their lags pooled (one burst gives the ticker few wakes), time: median
 
 
+class GcClock:
+    """The wall time the interpreter spent in garbage collections (on any thread: a collection holds the GIL, so
+    every thread waits for it), and the highest generation collected, since the last ``take``."""
+
+    def __init__(self) -> None:
+        self.spent = 0.0
+        self.gen = -1
+        self._t0 = 0.0
+        gc.callbacks.append(self._cb)
+
+    def _cb(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.spent += time.perf_counter() - self._t0
+            self.gen = max(self.gen, int(info["generation"]))
+
+    def take(self) -> tuple[float, int]:
+        out = self.spent, self.gen
+        self.spent, self.gen = 0.0, -1
+        return out
+
+    def close(self) -> None:
+        gc.callbacks.remove(self._cb)
+
+
 class Ticker:
     """A task that sleeps ``TICK`` in a loop and records how late it wakes, and the loop thread's CPU time meanwhile
     (what the loop itself did, apart from waiting for a core or the GIL: on a loaded box, the part that is ours)."""
 
     def __init__(self) -> None:
-        self.lags: list[tuple[float, float]] = []
+        self.lags: list[tuple[float, float, float, float, int]] = []
+        self._gc = GcClock()
         self._stop = asyncio.Event()
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        pc, cpu = time.perf_counter, time.thread_time
+        pc, cpu, pcpu = time.perf_counter, time.thread_time, time.process_time
         while not self._stop.is_set():
-            t0, c0 = pc(), cpu()
+            t0, c0, p0 = pc(), cpu(), pcpu()
+            self._gc.take()
             await asyncio.sleep(TICK)
-            self.lags.append((pc() - t0 - TICK, cpu() - c0))
+            c, p = cpu() - c0, pcpu() - p0
+            self.lags.append((pc() - t0 - TICK, c, p - c, *self._gc.take()))
 
-    def take(self) -> tuple[float, float, float]:
-        """(worst, p99, the loop's CPU time during the worst) since the last take."""
+    def take(self) -> tuple[float, float, float, float, float, int]:
+        """(worst, p99, the loop's CPU time during the worst, the other threads' CPU time then: the client I/O
+        thread's, which the loop waits for while that one holds the GIL, the time in garbage collections then,
+        and their highest generation) since the last take."""
         lags, self.lags = self.lags, []
         if not lags:
-            return 0.0, 0.0, 0.0
+            return 0.0, 0.0, 0.0, 0.0, 0.0, -1
         worst = max(lags)
-        return worst[0], bt._pct([x[0] for x in lags], 0.99), worst[1]
+        return worst[0], bt._pct([x[0] for x in lags], 0.99), worst[1], worst[2], worst[3], worst[4]
 
     async def stop(self) -> None:
         self._stop.set()
         await self._task
+        self._gc.close()
 
 
-async def _floor(n: int) -> tuple[float, float, float]:
+async def _floor(n: int) -> tuple[float, float, float, float, float, int]:
     """The loop's lag while ``n`` tasks are started and woken at once by another thread: asyncio's own cost."""
     import threading
 
@@ -173,6 +205,8 @@ def measure(quick: bool) -> dict[str, Any]:
             "async_p99": bt._pct(r["lat"], 0.99), "seq_lag": r["seq_lag"][0], "seq_lag_p99": r["seq_lag"][1],
             "seq_lag_cpu": r["seq_lag"][2], "burst": r["burst"], "loop_cpu_per_call": r["per_call"],
             "burst_lag": r["burst_lag"][0], "burst_lag_p99": r["burst_lag"][1], "burst_lag_cpu": r["burst_lag"][2],
+            "burst_lag_io_cpu": r["burst_lag"][3], "burst_lag_gc": r["burst_lag"][4],
+            "burst_lag_gc_gen": r["burst_lag"][5],
             "start_turn_per_call": r["start_ours"], "start_turn_asyncio_per_call": r["start_asyncio"],
             "floor_lag": r["floor"][0], "floor_lag_cpu": r["floor"][2], "idle_lag": r["idle_lag"][0],
             "idle_lag_p99": r["idle_lag"][1]}

@@ -1,11 +1,13 @@
 """Requests for asyncio callers, native to the client's I/O: no thread waits for a reply.
 
-``acall`` packs the request on the event loop's thread. A call alone in flight is sent there when the socket is
-free; with others in flight (a burst) it waits in the outbox for whichever thread holds the socket next: the
-process's client I/O thread, woken once after the loop's turn, or a sync caller. The reply is read by that
-thread, which runs the reply handler (a mirror's update) and hands the call to the loop's ``Sink``. A sink wakes
-its loop once for all the replies read meanwhile (``call_soon_threadsafe``) and completes at most ``BATCH``
-futures per loop turn, so 1000 replies neither wake the loop 1000 times nor hold it for one long turn.
+A call alone in flight is packed and sent on the event loop's thread when the socket is free (``start``). A
+mutation started while others are in flight (a burst: up to 1000 in one loop turn) costs the loop only its
+future and one append to the client's intake (``queue``); the client I/O thread, woken once per loop turn, makes
+the call and its request (checks, body, record) and queues it for sending (``intake``), handing the GIL over
+between slices. The reply is read by that thread, which runs the reply handler (a mirror's update) and hands the
+call to the loop's ``Sink``. A sink wakes its loop once for all the replies read meanwhile
+(``call_soon_threadsafe``) and completes at most ``BATCH`` futures per loop callback, so 1000 replies neither
+wake the loop 1000 times nor hold it for one long turn.
 
 Resends (same seq, after ``calls.RESEND``) and timeouts of these calls are the I/O thread's, on its turns
 (every ``reactor.SWEEP`` at most): a call not answered within its timeout fails with ``TransportError``
@@ -23,7 +25,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from . import protocol as P
-from .calls import _Call
+from .calls import YIELD_FOR, _Call, _Queued
 from .errors import TransportError
 
 if TYPE_CHECKING:
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
     from .calls import Caller
 
 BATCH = 64  # futures completed per loop turn: about 1 ms of the loop's time, whatever the burst
+_monotonic = time.monotonic  # a global, not an attribute lookup: queue() runs 1000 times in a turn
+SLICE = 64  # burst calls the I/O thread makes between two hand-overs of the GIL (intake)
 
 
 class Sink:
@@ -133,6 +137,79 @@ def start(cl: Caller, loop: asyncio.AbstractEventLoop, kind: str, mach: str | No
     return call, fut
 
 
+def queue(cl: Caller, loop: asyncio.AbstractEventLoop, kind: str, mach: str | None,
+          make: tuple[Any, ...]) -> tuple[list[Any], asyncio.Future[Any]]:
+    """``start`` for a call started while others are in flight (a burst): on the loop's thread only the call's
+    future and one append to the client's intake (the entry returned, for ``abandon``); the I/O thread makes the
+    call (``intake``): ``make`` = ``(fn, *args)``, and ``fn(*args)`` returns the request's ``(body, on_reply)``,
+    or raises the caller's error (its await fails with it, nothing is sent), or returns anything else: the
+    call's result, nothing sent. The I/O thread is woken once per loop turn however many calls the turn starts;
+    the call's timeout counts from when it makes the call."""
+    if cl._closed:
+        cl._raise_if_closed()
+    last = cl._last_sink
+    sink = last if last is not None and last._loop() is loop else _last_sink(cl, loop)
+    fut: asyncio.Future[Any] = loop.create_future()
+    entry = [fut, sink, kind, mach, make]  # + the call, once made; fut None: given up before (see abandon)
+    cl._intake.append(entry)
+    if not cl._kicked:
+        cl._kicked = True
+        loop.call_soon(cl._wake)  # after the turn: the I/O thread does not compete for the GIL while it runs
+    return entry, fut
+
+
+def _made(cl: Caller, entry: list[Any], now: float) -> _Call | None:
+    """The call of an intake entry (under ``_box_lock``: its caller may give it up at the same time); None when
+    it was given up before."""
+    with cl._box_lock:
+        fut, sink, kind, mach, make = entry
+        if fut is None:
+            return None
+        call = _Call(-1, kind, mach, make, b"", None)
+        limit = cl.timeout
+        call.sink, call.fut, call.limit, call.deadline = sink, fut, limit, now + limit
+        entry.append(call)
+    cl._acalls.add(call)  # from here on a timeout or the client's close fails it
+    return call
+
+
+def intake(cl: Caller) -> None:
+    """Make the calls ``queue`` left and their requests (on the I/O thread), in order, into the outbox; a call
+    given up meanwhile is skipped. The GIL is handed over every ``SLICE`` calls, so the loop waits for it at most
+    a slice's time, never a whole switch interval."""
+    q = cl._intake
+    made = 0
+    now = _monotonic()
+    while q:
+        try:
+            entry = q.popleft()
+        except IndexError:  # the client's close took the last one
+            break
+        call = _made(cl, entry, now)
+        if call is None:
+            continue
+        try:
+            fn, *args = call.body
+            out = fn(*args)
+        except Exception as exc:  # the caller's error (a bad state name or value): its await raises it
+            out = exc
+        if type(out) is tuple:
+            call.body, call.on_reply = out
+            call.queued = True
+            cl._outbox.append(_Queued([call]))  # one entry a call, as a caller's own: sent in the order made
+        else:
+            if isinstance(out, Exception):
+                call.error = out
+            else:
+                call.result = out
+            call.done = True
+            call.sink.put(call)
+        made += 1
+        if made % SLICE == 0 and q:
+            time.sleep(YIELD_FOR)  # a sleep hands the GIL over; sleep(0) rarely does
+            now = _monotonic()
+
+
 def _last_sink(cl: Caller, loop: asyncio.AbstractEventLoop) -> Sink:
     sink = cl._last_sink = _sink(cl, loop)
     return sink
@@ -188,9 +265,17 @@ def post(cl: Caller, kind: str, mach: str | None, body: Any) -> None:
     cl._submit(_Call(0, kind, mach, body, P.pack(kind, 0, mach, body), None, sync=False))
 
 
-def abandon(cl: Caller, call: _Call) -> None:
+def abandon(cl: Caller, call: _Call | list[Any]) -> None:
     """The awaiting task was cancelled (on the loop's thread): a call not sent yet never will be; a sent one is
-    left to complete (applied once, the mirror updated) and dropped at its deadline at the latest."""
+    left to complete (applied once, the mirror updated) and dropped at its deadline at the latest. ``call`` may
+    be ``queue``'s intake entry: one the I/O thread has not made yet is never made."""
+    if type(call) is list:
+        with cl._box_lock:
+            if len(call) == 5:
+                call[0] = None
+                return
+        call = call[5]
+    assert isinstance(call, _Call)
     cl._withdraw([call])  # after this no thread sends it: either it went out already or it never will
     if not call.sent:
         call.done = True
@@ -216,6 +301,14 @@ def expire(cl: Caller, now: float) -> None:
 
 def fail_all(cl: Caller, error: TransportError) -> None:
     """The client closed: every asyncio call still waiting fails with ``error``."""
+    q = cl._intake
+    now = _monotonic()
+    while q:
+        try:
+            entry = q.popleft()
+        except IndexError:  # the I/O thread took the last one
+            break
+        _made(cl, entry, now)  # registered with the others, failed below; never sent
     for c in list(cl._acalls):
         if not c.done:
             c.error = error

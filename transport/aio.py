@@ -2,9 +2,10 @@
 ``AsyncRemoteMachine``, whose network calls are awaitable and whose reads and waiters are the mirror's own.
 
 Same results and errors as the sync ``Client`` (it is one underneath, sharing its socket, seqs and mirrors).
-A call alone in flight is packed and sent on the loop's thread without waiting for the socket; in a burst the
-client I/O thread packs and sends it. Its reply is read by that thread, which updates the mirror and completes
-the awaited future (``acalls.py``): no thread is blocked per call. Cancelling an await gives up a request not
+A call alone in flight is packed and sent on the loop's thread without waiting for the socket; a mutation in a
+burst costs the loop only its future and one append, the client I/O thread makes, packs and sends it. Its
+reply is read by that thread, which updates the mirror and completes the awaited future (``acalls.py``): no
+thread is blocked per call. Cancelling an await gives up a request not
 sent yet; one already sent completes (applied once, the mirror updated, its resends answered from the server's
 reply cache), so nothing is half applied. Every member that may touch the network is a coroutine
 (``queue_len()`` too, a property on the sync mirror; ``history`` reads, ``stop = await m.on_history(fn)``);
@@ -24,7 +25,8 @@ from machine import Ctx, Result, Tracer, Waiter, mirror
 
 from . import protocol as P
 from . import tracecontext
-from .acalls import abandon, acall, acall_many, anotify, post, start
+from .acalls import abandon, acall, acall_many, anotify, post, queue, start
+from .calls import _Call
 from .client import Client, _listed, many_results
 from .errors import MirrorLimitError, TransportError
 from .fleet_calls import WatchFn, group_calls, group_results, many_ops
@@ -161,6 +163,27 @@ def _args(args: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return mirror.check_args(args)
 
 
+_DISPOSED = [int(Result.CANCELED), True]  # a disposed mirror's mutation: Canceled, nothing sent
+
+
+def _request(rm: RemoteMachine, kind: str, states: tuple[str, ...], args: Mapping[str, Any] | None,
+             tc: Any) -> Any:
+    """A mutation's request ``(body, on_reply)``, checked as the sync mirror checks it (the same errors), or
+    ``_DISPOSED``; on the loop's thread for a call alone in flight, on the I/O thread for one in a burst."""
+    m = rm._m
+    called = mirror.check_called(m, states)
+    a = mirror.check_args(args) if args is not None else None
+    if m.disposed:  # closed alone, as a disposed machine: Canceled; with its client: TransportError
+        rm._client._raise_if_closed()
+        return _DISPOSED
+    body: dict[str, Any] = {"s": list(called)}
+    if a is not None:
+        body["a"] = a
+    if tc:
+        body["tc"] = tc
+    return body, rm._mut_reply_handler(_MUT_TYPES[kind], called, a)
+
+
 class AsyncRemoteMachine:
     """A ``RemoteMachine`` for asyncio: its network calls are coroutines; everything else (checks, clocks,
     getters, ``when*`` waiters, which are awaitable, ``state_ctx``, ``on_update``, ``history``) is the mirror's own
@@ -170,46 +193,64 @@ class AsyncRemoteMachine:
         self.mirror = mirror
         self.client = client
 
-    async def _mutate(self, kind: str, states: tuple[str, ...], args: Mapping[str, Any] | None) -> int:
-        # the start path (up to the await) runs once per call, 1000 times in one loop turn when a burst starts:
-        # kept flat (acalls.start, not a nested coroutine), see docs/benchmarks.md "aio"
+    def _start(self, kind: str, states: tuple[str, ...],
+               args: Mapping[str, Any] | None) -> tuple[_Call | list[Any], asyncio.Future[Any]]:
+        """A mutation's call and the future its reply completes. Alone in flight it is checked, made and sent
+        here (a bad name or value raises here, as in the sync mirror). In a burst (others in flight) this runs
+        up to 1000 times in one loop turn, so here is only the future and one append: the checks, body, record
+        and packing are the I/O thread's (``acalls.queue``, ``intake``), and a bad name or value fails the
+        await with the same error, nothing sent; see docs/benchmarks.md "aio"."""
         rm = self.mirror
-        m = rm._m
-        called = mirror.check_called(m, states)
-        a = mirror.check_args(args) if args is not None else None
         c = rm._client
-        if m.disposed:  # closed alone, as a disposed machine: Canceled; with its client: TransportError
-            c._raise_if_closed()
-            return Result.CANCELED
-        body: dict[str, Any] = {"s": list(called)}
-        if a is not None:
-            body["a"] = a
-        if tracecontext.inject is not None:
-            tc = tracecontext.inject()
-            if tc:
-                body["tc"] = tc
-        call, fut = start(c, asyncio.get_running_loop(), kind, rm._id, body,
-                          rm._mut_reply_handler(_MUT_TYPES[kind], called, a))
+        loop = asyncio.get_running_loop()
+        tc = tracecontext.inject() if tracecontext.inject is not None else None  # the caller's context: here
+        if c._acalls or c._intake:
+            return queue(c, loop, kind, rm._id, (_request, rm, kind, states, args, tc))
+        made = _request(rm, kind, states, args, tc)
+        if type(made) is not tuple:  # a disposed mirror: nothing sent
+            fut = loop.create_future()
+            fut.set_result(made)
+            return _Call(0, kind, rm._id, None, b"", None), fut
+        return start(c, loop, kind, rm._id, made[0], made[1])
+
+    async def _after(self, res: list[Any]) -> int:
+        """A mutation's reply that says the server lost our subscription: subscribe again first, as the sync
+        mirror does."""
+        rm = self.mirror
+        c = rm._client
+        await acall(c, P.SUB, rm.id, {"muts": rm._muts}, on_reply=rm._on_resub)
+        if c.connected:
+            c._session_lost("has no subscription of ours")
+        return _result(res[0])
+
+    # add, remove and set each await their call themselves: no nested coroutine on the start path
+    async def add(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
+        """Add on the server; returns its result with the mirror updated (see ``RemoteMachine.add``)."""
+        call, fut = self._start(P.ADD, states, args)
         try:
             res = await fut
         except asyncio.CancelledError:
-            abandon(c, call)
+            abandon(self.mirror._client, call)
             raise
-        if res[1] is None:  # the server lost our subscription: subscribe again first, as the sync mirror does
-            await acall(c, P.SUB, rm.id, {"muts": rm._muts}, on_reply=rm._on_resub)
-            if c.connected:
-                c._session_lost("has no subscription of ours")
-        return _result(res[0])
-
-    async def add(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
-        """Add on the server; returns its result with the mirror updated (see ``RemoteMachine.add``)."""
-        return await self._mutate(P.ADD, states, args)
+        return _result(res[0]) if res[1] is not None else await self._after(res)
 
     async def remove(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
-        return await self._mutate(P.REMOVE, states, args)
+        call, fut = self._start(P.REMOVE, states, args)
+        try:
+            res = await fut
+        except asyncio.CancelledError:
+            abandon(self.mirror._client, call)
+            raise
+        return _result(res[0]) if res[1] is not None else await self._after(res)
 
     async def set(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
-        return await self._mutate(P.SET, states, args)
+        call, fut = self._start(P.SET, states, args)
+        try:
+            res = await fut
+        except asyncio.CancelledError:
+            abandon(self.mirror._client, call)
+            raise
+        return _result(res[0]) if res[1] is not None else await self._after(res)
 
     async def toggle(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
         """Remove when all of ``states`` are active on the mirror, else add."""

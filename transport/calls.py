@@ -133,6 +133,8 @@ class Caller(NsQueue):
         self._resend_at = 0.0  # when the I/O thread next resends the asyncio callers' unanswered calls
         self._kicked = False  # the I/O thread was woken for the outbox and has not looked yet
         self._ns_init()  # add_ns batches (nscalls.py)
+        # asyncio callers' calls started in a burst, their requests not made yet: the I/O thread makes and queues them
+        self._intake: deque[list[Any]] = deque()
 
     def _handle(self, data: bytes) -> None:
         """Handle one message read from the socket (the client's dispatch)."""
@@ -277,10 +279,13 @@ class Caller(NsQueue):
             return True
         return False
 
-    def _send_outbox(self, now: float) -> None:
-        """Send what other threads queued, as much as goes now (holding ``_io``)."""
+    def _send_outbox(self, now: float, share: bool = False) -> None:
+        """Send what other threads queued, as much as goes now (holding ``_io``); ``share`` as in ``_pump``."""
+        sent = 0
         while self._send_queued(now):
-            pass
+            sent += 1
+            if share and sent % YIELD_EVERY == 0 and self._acalls:
+                time.sleep(YIELD_FOR)  # a burst of asyncio calls: the loop gets the GIL between slices
 
     def _withdraw(self, calls: list[_Call]) -> None:
         """Take queued calls back from the outbox (their caller gives up): no holder sends them after this."""

@@ -435,6 +435,11 @@ class Client(Caller):
         """
         if self._closed:
             return
+        if self._intake:  # asyncio calls started in a burst: made here, into the outbox (sent below, or by a holder)
+            from .acalls import intake
+
+            self._kicked = False  # before the intake is read: a call queued after this wakes this thread again
+            intake(self)
         checked = False
         if not self._io.acquire(blocking=False):
             if not self._missed:
@@ -458,7 +463,7 @@ class Client(Caller):
 
                 expire(self, now)
             if self._outbox:
-                self._send_outbox(now)
+                self._send_outbox(now, share=True)
                 checked = False  # a send may take the fd's edge for a message that arrived meanwhile
             if now >= self._next_beat and not self._closed:
                 now = time.monotonic()  # the pump may have taken a while
