@@ -34,7 +34,7 @@ class Daemon:
         self.addrs: list[str] = []
         n = endpoints if endpoints is not None else 1 if "--hub" in args else 3
         for _ in range(n):
-            line = self._line(10)
+            line = self._line(30)  # a cold start: seconds on a starved box (only a failure waits this long)
             assert line.startswith("READY "), line
             self.addrs.append(line.split()[1])
 
