@@ -59,6 +59,10 @@ class Link:
         err = f": {self.error}" if self.error and not self.connected else ""
         return f"{self.address}: {how}" + (f" [{cs}]" if cs else "") + err
 
+    def summary(self) -> dict[str, Any]:
+        """``line()`` as JSON: address, state, last error, connection states."""
+        return {"address": self.address, "state": self.state, "error": self.error, "conn": self.conn_states().split()}
+
     @property
     def connected(self) -> bool:
         if self.state != CONNECTED or self.conn is None:

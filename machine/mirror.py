@@ -8,6 +8,7 @@ runs transitions of its own: its clock only moves by ``set_clock``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -202,6 +203,9 @@ def _run_finals(m: Machine, tx: Transition, fin: tuple[tuple[str, str, int], ...
     bindings = m._bindings
     if not bindings:
         return
+    # nothing can cut a mirror's handler short (it runs on the thread that serves every mirror of its client), so
+    # one that runs past the machine's handler_timeout is only reported: that thread, and those mirrors, waited
+    timeout = m._handler_timeout
     todo = [*fin, ("AnyState", "", -1)]
     for name, state, _ in todo:
         for b in bindings:
@@ -214,10 +218,17 @@ def _run_finals(m: Machine, tx: Transition, fin: tuple[tuple[str, str, int], ...
                 continue
             if "handler_start" in m._hooks:
                 m._emit("handler_start", tx, b.name, name)
+            t0 = time.monotonic()
             try:
                 fn(e)
             except Exception:
-                m._logger.exception("%s[mirror] handler %s of %s raised", m._log_prefix, name, b.name)
+                m._logger.exception("%s[mirror] handler %s of %s raised (machine %s)", m._log_prefix, name, b.name,
+                                    m.id)
+            took = time.monotonic() - t0
+            if timeout is not None and took > timeout:
+                m._logger.warning("%s[mirror] handler %s of %s took %.3gs, over handler_timeout %.3gs (machine %s): "
+                                  "every mirror of its client waited", m._log_prefix, name, b.name, took, timeout,
+                                  m.id)
             if "handler_end" in m._hooks:
                 m._emit("handler_end", tx, b.name, name)
 

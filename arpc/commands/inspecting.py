@@ -186,14 +186,20 @@ def _row(names: list[str], time: list[int], show_states: bool, states_all: bool)
     return sum(time), mark, string
 
 
-@command("status", "Checking", short_help="connected / connecting / disconnected")
-def cmd_status(cx: Cx) -> Result:
-    """Counts of connected, connecting and disconnected machines."""
+@command("status", "Checking", synopsis="[-a]", short_help="connected / connecting / disconnected")
+@click.option("-a", "--addresses", "every", is_flag=True, help="List every address, connected or not.")
+def cmd_status(cx: Cx, every: bool = False) -> Result:
+    """Counts of connected, connecting and disconnected machines; then each address that is not connected (every
+    address with -a), with its client's connection states and last error, as `connect` lists them."""
     cx.session.ensure_open()
     st = cx.session.status()
-    return Result(status_lines(st.connected, st.connecting, st.disconnected, st.total),
-                  {"connected": st.connected, "connecting": st.connecting, "disconnected": st.disconnected,
-                   "total": st.total})
+    links = [link for link in cx.session.links() if every or not link.connected]
+    data: dict[str, Any] = {"connected": st.connected, "connecting": st.connecting,
+                            "disconnected": st.disconnected, "total": st.total}
+    if links:
+        data["addresses"] = [link.summary() for link in links]
+    return Result(status_lines(st.connected, st.connecting, st.disconnected, st.total) + [ln.line() for ln in links],
+                  data)
 
 
 @command("watch", "Checking", {"mach": "machine", **FILTER_COMPLETE}, synopsis="[MACH] [filters] [-n N]",

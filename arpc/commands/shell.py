@@ -85,9 +85,7 @@ def cmd_connect(cx: Cx, address: str | None) -> Result:
     lines.extend(link.line() for link in links)
     return Result(lines, {"connected": st.connected, "connecting": st.connecting, "disconnected": st.disconnected,
                           "total": st.total,
-                          "addresses": [{"address": link.address, "state": link.state, "error": link.error,
-                                         "conn": link.conn_states().split()}
-                                        for link in links]},
+                          "addresses": [link.summary() for link in links]},
                   OK if st.connected else CONNECTION)
 
 

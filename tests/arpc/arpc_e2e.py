@@ -54,7 +54,7 @@ class Daemon:
     """``arpc_daemon.py`` in a subprocess: fixture X exposed with ``addr_dir``; commands on its stdin."""
 
     def __init__(self, directory: Path, *args: str, argv: list[str] | None = None, stderr: Any = subprocess.PIPE,
-                 start_timeout: float = 10.0) -> None:
+                 start_timeout: float = 30.0) -> None:  # a cold start takes seconds on a starved box
         """``argv``: another daemon speaking the same line protocol (``ready``, then ``ok ...`` per command)."""
         self.dir = directory
         self.args = args

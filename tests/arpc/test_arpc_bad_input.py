@@ -15,6 +15,7 @@ Defects found are kept as ``xfail(strict=True)`` tests at the end.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -348,6 +349,9 @@ def spawn_local(tmp_path: Path, *args: str) -> pexpect.spawn:
     return p
 
 
+_tokens = itertools.count()
+
+
 class Transcript:
     """Everything the REPL printed, to check for tracebacks at the end."""
 
@@ -371,13 +375,16 @@ class Transcript:
 
     def recovers(self) -> None:
         """After key garbage (which may leave a search, a completion menu or half a key sequence): Ctrl+G and
-        Ctrl+C, then a good command, until it answers (a few tries, each with a deadline). Only while the REPL
-        is at its prompt: there Ctrl+C is a key; between two prompts the terminal turns it into SIGINT."""
-        for _ in range(5):
+        Ctrl+C, then a command, until it answers (a few tries, each with a deadline). Each try's command names
+        its own unknown machine, so a late answer to an earlier try (a loaded box) is never taken for this one's:
+        the REPL is back at its prompt, idle, when this returns. Only while the REPL is at its prompt is Ctrl+C
+        a key; between two prompts the terminal turns it into SIGINT."""
+        for _ in range(8):
+            token = f"zz{next(_tokens)}"
             self.p.send("\x07\x03")
-            self.p.sendline("time worker1 --sum")
+            self.p.sendline(f"mach {token}")
             try:
-                self.expect(r"=> 0\r\n", timeout=3)
+                self.expect(re.escape(f"{ERR}unknown machine: {token}") + r"\r\n", timeout=5)
                 break
             except pexpect.TIMEOUT:
                 continue

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import pytest
+from tr_util import freeze
 
 from machine import StateError
 from transport import MirrorLimitError, TransportError, connect
@@ -157,7 +158,7 @@ def test_an_async_call_times_out_like_a_sync_one(daemon: Any) -> None:
     async def main() -> None:
         async with connect_async(d.addrs[0], timeout=0.5) as c:
             m = await c.machine("worker0")
-            _freeze(d.proc.pid)
+            freeze(d.proc.pid)
             try:
                 t0 = time.monotonic()
                 with pytest.raises(TransportError) as ei:
@@ -232,7 +233,7 @@ def test_the_io_thread_resends_an_unanswered_async_call_and_it_is_applied_once(d
                 return send(frame)
 
             sc._send = spy  # type: ignore[method-assign]
-            _freeze(d.proc.pid)
+            freeze(d.proc.pid)
             try:
                 task = asyncio.create_task(m.add("Multi"))
                 assert await _until_async(lambda: len(frames) >= 2, 5), frames   # sent, then sent again
@@ -252,19 +253,6 @@ async def _until_async(cond: Any, timeout: float) -> bool:
             return False
         await asyncio.sleep(0.02)
     return True
-
-
-def _freeze(pid: int) -> None:
-    """SIGSTOP, then wait until the process is stopped: a request sent right after the signal could otherwise
-    still be handled."""
-    os.kill(pid, signal.SIGSTOP)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "T":
-                return
-        time.sleep(0.001)
-    raise AssertionError(f"process {pid} did not stop")
 
 
 def test_sync_threads_and_async_tasks_share_one_client(daemon: Any) -> None:

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import pytest
-from tr_util import RawPeer, until
+from tr_util import RawPeer, freeze, until
 
 from machine import Machine, State
 from transport import TransportError, connect, expose
@@ -105,7 +105,7 @@ def test_following_survives_a_session_the_daemon_forgot(daemon: Any) -> None:
         r.on_history(lambda rec: got.append(rec["seq"]), backlog=0)
         d.cmd("add worker2 Multi")
         assert until(lambda: got == [1])
-        os.kill(d.proc.pid, signal.SIGSTOP)
+        freeze(d.proc.pid)
         try:
             time.sleep(4.0)  # the fault: stopped past the session timeout (3.5 s)
         finally:

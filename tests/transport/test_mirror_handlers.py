@@ -4,7 +4,9 @@ mirror. And what a mirror cannot do raises MirrorLimitError instead of silently 
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -131,6 +133,35 @@ def test_a_raising_mirror_handler_never_breaks_the_mirror(daemon, caplog) -> Non
         assert rm.when("Bar").wait(5) and not rm.is_active("Foo")
         assert not rm.is_err() and rm.connected
         assert "handler failed on the mirror" in caplog.text
+
+
+def test_a_slow_or_raising_mirror_handler_is_logged_with_its_machine_id(daemon, caplog) -> None:
+    """Mirror handlers run on the client's I/O thread, where nothing can cut them short: one that runs past the
+    mirror's handler_timeout (1 s) held every mirror of the client, and is reported; a raising one is logged. Both
+    name the machine in full (the log prefix holds only its first 5 characters)."""
+    caplog.set_level(logging.WARNING)
+    d = daemon("--hub")
+    with connect(d.addrs[0]) as watcher, connect(d.addrs[0]) as writer:
+        rm = watcher.machine("worker0")
+        done = threading.Event()
+
+        def lag(e: Event) -> None:
+            time.sleep(1.2)  # the fault itself: a handler slower than handler_timeout, not a wait
+
+        def boom(e: Event) -> None:
+            raise RuntimeError("handler failed on the mirror")
+
+        rm.bind_handlers({"FooState": lag, "BarState": boom, "AnyState": lambda e: done.set()})
+        writer.machine("worker0").add("Foo")
+        assert done.wait(10)
+        slow = [r for r in caplog.records if "over handler_timeout" in r.getMessage()]
+        assert len(slow) == 1 and slow[0].levelno == logging.WARNING, caplog.text
+        assert "handler FooState" in slow[0].getMessage() and "(machine worker0)" in slow[0].getMessage()
+        done.clear()
+        writer.machine("worker0").add("Bar")
+        assert done.wait(10)
+        raised = [r for r in caplog.records if "handler BarState" in r.getMessage()]
+        assert len(raised) == 1 and "(machine worker0)" in raised[0].getMessage(), caplog.text
 
 
 def test_a_tracer_on_a_mirror_gets_the_pushed_transitions(daemon) -> None:

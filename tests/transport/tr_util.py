@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -32,7 +34,7 @@ class Daemon:
         self.addrs: list[str] = []
         n = endpoints if endpoints is not None else 1 if "--hub" in args else 3
         for _ in range(n):
-            line = self._line(10)
+            line = self._line(30)  # a cold start: seconds on a starved box (only a failure waits this long)
             assert line.startswith("READY "), line
             self.addrs.append(line.split()[1])
 
@@ -66,6 +68,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def freeze(pid: int, timeout: float = 5.0) -> None:
+    """SIGSTOP, then wait until the process is stopped (its /proc state is "T"): the signal is delivered
+    asynchronously, and a request sent right after it could otherwise still be handled."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                return
+        time.sleep(0.001)
+    raise AssertionError(f"process {pid} did not stop")
 
 
 def until(cond: Callable[[], bool], timeout: float = 5.0, step: float = 0.01) -> bool:
