@@ -882,7 +882,8 @@ def transport_section(ctx: Ctx) -> Report:
                        f"{fp50 / rp50:.2f}x the echo")
     rep.summary.append(f"CURVE: add p50 {cp50 * us:.0f} us vs {pp50 * us:.0f} us plain ({cp50 / pp50:.2f}x)")
     rep.notes += [
-        f"Round trips: {r['n']} calls each, interleaved in 3 blocks (raw, ours, raw, ours, ...) after a warm-up; "
+        f"Round trips: {r['n']} calls each, interleaved in 20 blocks (raw, ours, floor, our endpoint with the "
+        "raw client, then the reverse order, ...) after a warm-up; "
         "server in another process on tcp 127.0.0.1. Raw anchor: a DEALER sending `[add, seq, id, {s: [M]}]` "
         "with msgpack to a ROUTER that decodes it and answers `[ok, seq, id, [0, nil]]`. Ours: "
         "`RemoteMachine.add(\"M\")` on a multi state (every call changes the clock, so every reply carries a "

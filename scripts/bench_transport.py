@@ -466,16 +466,17 @@ def measure(quick: bool) -> dict[str, Any]:
 
         rd, server_rtt = _raw_client_rtt(daddr)
 
-        # interleave repeats so all see the same load
+        # interleave small blocks so all see the same load (this VM's round trips drift by 2x within a minute),
+        # the order reversed every other block so that none always runs right after another
         raw_l: list[float] = []
         ours_l: list[float] = []
         floor_l: list[float] = []
         server_l: list[float] = []
-        for _ in range(3):
-            raw_l += _lat(echo_rtt, n // 3)
-            ours_l += _lat(remote_add, n // 3)
-            floor_l += _lat(floor_rtt, n // 3)
-            server_l += _lat(server_rtt, n // 3)
+        blocks = 5 if quick else 20
+        order = [(raw_l, echo_rtt), (ours_l, remote_add), (floor_l, floor_rtt), (server_l, server_rtt)]
+        for b in range(blocks):
+            for into, fn in order if b % 2 == 0 else order[::-1]:
+                into += _lat(fn, n // blocks)
         rd.close(0)
         res["rtt_raw"] = (_pct(raw_l, 0.5), _pct(raw_l, 0.99))
         res["rtt_ours"] = (_pct(ours_l, 0.5), _pct(ours_l, 0.99))
