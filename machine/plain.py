@@ -82,6 +82,8 @@ def drain_plain(mach: Machine, m: Mutation | None) -> int:
     c = mach._c  # set_schema refuses while the queue is held
     lock = mach._lock
     handover = False
+    auto_plan = None  # the plan of ``auto`` below, from the target it was found for (``auto_from``)
+    auto_from: tuple[str, ...] = ()
     try:
         while True:
             if m is None:
@@ -106,7 +108,11 @@ def drain_plain(mach: Machine, m: Mutation | None) -> int:
             auto: Mutation | None = None
             # run_transition: the plan, the transition, its bound handlers, negotiation
             before = mach._active
-            plan = c.plans.get((m.type, m.called, before, m.is_auto, m.is_check)) or plan_for(c, m, before)
+            if auto_plan is not None and before is auto_from:  # m is the auto transition found below
+                plan = auto_plan
+            else:
+                plan = c.plans.get((m.type, m.called, before, m.is_auto, m.is_check)) or plan_for(c, m, before)
+            auto_plan = None
             seq = mach._tx_seq = mach._tx_seq + 1
             tx = Transition(mach, seq, m, plan, before, mach._time)
             mach._tx = tx
@@ -161,9 +167,10 @@ def drain_plain(mach: Machine, m: Mutation | None) -> int:
                 else:
                     # end_applied's common case: the auto transition is run next instead of prepended
                     if deltas and c.auto_names and not m.is_auto and not plan.health:
-                        states, viable = c.autos.get(target) or auto_entry(c, target)
+                        states, viable, a_plan = c.autos.get(target) or auto_entry(c, target)
                         if viable or (states and REJECTED_AUTOS in mach._hooks):
                             auto = Mutation(ADD, states, None, 0, True)
+                            auto_plan, auto_from = a_plan, target
                     if (hooks := mach._hooks) and (fns := hooks.get("transition_end")):
                         for fn in fns:  # call_hooks written in place: this is the hook tracers use most
                             try:
