@@ -167,7 +167,10 @@ def drain_plain(mach: Machine, m: Mutation | None) -> int:
                 else:
                     # end_applied's common case: the auto transition is run next instead of prepended
                     if deltas and c.auto_names and not m.is_auto and not plan.health:
-                        states, viable, a_plan = c.autos.get(target) or auto_entry(c, target)
+                        entry = plan.auto
+                        if entry is None:  # the auto transition after this plan: looked up once per plan
+                            entry = plan.auto = auto_entry(c, target)
+                        states, viable, a_plan = entry
                         if viable or (states and REJECTED_AUTOS in mach._hooks):
                             auto = Mutation(ADD, states, None, 0, True)
                             auto_plan, auto_from = a_plan, target
