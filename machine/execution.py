@@ -242,31 +242,45 @@ def _negotiate(mach: Machine, tx: Transition, neg: BoundNeg) -> bool:
             ret = _call(mach, tx, binding, name, fn, owner)
             if ret is None or ret is True:
                 continue
-            if isinstance(ret, _Panic):
-                tx._cancel = (_raised(name, ret.exc), name, ret.exc)
-                _panic(mach, tx, ret.exc, final=False)
+            verdict = neg_returned(mach, tx, name, owner, ret)
+            if verdict is False:
                 return False
-            if ret is _TIMEOUT:
-                tx._cancel = (f"{name} timed out", name, None)
-                mach._log(OPS, f"[cancel] ({' '.join(tx.target)}) by timeout")
-                return False
-            if ret is False:
-                if is_auto and owner is not None and owner in m.called:
-                    # partial acceptance: only this auto state leaves the target
-                    if rejected is None:
-                        rejected = tx._rejected = set()
-                    rejected.add(owner)
-                    mach._log(OPS, f"[cancel] ({' '.join(tx.target)}) by {name}")
-                    break
-                tx._cancel = (f"{name} returned {ret!r}", name, None)
-                self_h = owner is not None and name == owner + owner
-                tag = "cancel:self" if self_h else "cancel"
-                mach._log(OPS, f"[{tag}] ({' '.join(tx.target)}) by {name}")
-                return False
+            if verdict:  # partial acceptance: this auto state's other handlers are skipped
+                rejected = tx._rejected
+                break
     if rejected is not None and not [s for s in tx.target if s not in rejected]:
         tx._cancel = (f"every auto state refused ({', '.join(sorted(rejected))})", None, None)
         return False
     return True
+
+
+def neg_returned(mach: Machine, tx: Transition, name: str, owner: str | None, ret: object) -> bool | None:
+    """A negotiation handler returned ``ret``, neither None nor True: False cancels the transition; True is a
+    partial acceptance (the auto state ``owner`` left the target: the handler's other bindings are skipped); None
+    accepts (a value other than False)."""
+    if isinstance(ret, _Panic):
+        tx._cancel = (_raised(name, ret.exc), name, ret.exc)
+        _panic(mach, tx, ret.exc, final=False)
+        return False
+    if ret is _TIMEOUT:
+        tx._cancel = (f"{name} timed out", name, None)
+        mach._log(OPS, f"[cancel] ({' '.join(tx.target)}) by timeout")
+        return False
+    if ret is False:
+        m = tx.mutation
+        if m.is_auto and owner is not None and owner in m.called:
+            # partial acceptance: only this auto state leaves the target
+            if tx._rejected is None:
+                tx._rejected = set()
+            tx._rejected.add(owner)
+            mach._log(OPS, f"[cancel] ({' '.join(tx.target)}) by {name}")
+            return True
+        tx._cancel = (f"{name} returned {ret!r}", name, None)
+        self_h = owner is not None and name == owner + owner
+        tag = "cancel:self" if self_h else "cancel"
+        mach._log(OPS, f"[{tag}] ({' '.join(tx.target)}) by {name}")
+        return False
+    return None
 
 
 def bind_finals(mach: Machine, fin: tuple[tuple[str, str, int], ...]) -> BoundFin:

@@ -39,6 +39,7 @@ from .execution import (
     end_applied,
     end_unapplied,
     final_failed,
+    neg_returned,
     plan_for,
     resolve_waiters,
 )
@@ -50,7 +51,7 @@ from .transition import Event, Transition
 if TYPE_CHECKING:
     from .handlers import Binding
     from .machine import Machine
-    from .resolver import BoundFin
+    from .resolver import BoundFin, BoundNeg
 
 ADD, EVAL = MutationType.ADD, MutationType.EVAL
 EXECUTED, CANCELED = Result.EXECUTED, Result.CANCELED
@@ -130,7 +131,7 @@ def drain_plain(mach: Machine, m: Mutation | None) -> int:
                     bound = _bound_for(mach, plan)
                 _, neg, fin = bound
                 if neg:
-                    accepted = _negotiate(mach, tx, neg)  # rare enough to share: serves what a handler turns on
+                    accepted = _negotiate_plain(mach, tx, neg)
             if m.is_check or not accepted:
                 m.result = end_unapplied(mach, tx, accepted)
             elif tx._rejected is not None or not mach._plain:  # an auto state refused, or a feature turned on
@@ -211,6 +212,41 @@ def drain_plain(mach: Machine, m: Mutation | None) -> int:
 
         drain_end(mach)
     return CANCELED if first is None else first
+
+
+def _negotiate_plain(mach: Machine, tx: Transition, neg: BoundNeg) -> bool:
+    """``execution._negotiate`` with each handler called in place (``_call`` without the log, hooks and worker),
+    while every handler returns None or True and the machine stays plain. Otherwise the handler's result is taken
+    as ``_negotiate`` takes it, and the handlers after it run in ``_negotiate``. (Nothing is rejected before the
+    first handover, so the checks ``_negotiate`` makes of rejected auto states have nothing to check here.)"""
+    timeout = mach._handler_timeout
+    for k, (name, owner, calls) in enumerate(neg):
+        for j, (binding, fn) in enumerate(calls):
+            e = Event(name, tx, owner)
+            try:
+                if timeout:
+                    t0 = _perf_counter()
+                    ret = fn(e)
+                    if _perf_counter() - t0 > timeout:
+                        _timed_out(mach, name, binding)
+                        ret = _TIMEOUT
+                else:
+                    ret = fn(e)
+            except Exception as exc:
+                ret = _Panic(exc)
+            if (ret is None or ret is True) and mach._plain:  # the usual case
+                continue
+            if not mach._plain and (fns := mach._hooks.get("handler_end")):  # as _call ends it
+                call_hooks(mach, fns, tx, binding.name, name)
+            rest = calls[j + 1:]
+            if ret is not None and ret is not True:
+                verdict = neg_returned(mach, tx, name, owner, ret)
+                if verdict is False:
+                    return False
+                if verdict:  # partial acceptance: this auto state's other handlers are skipped
+                    rest = []
+            return _negotiate(mach, tx, [(name, owner, rest), *neg[k + 1:]])
+    return True
 
 
 def _finals_plain(mach: Machine, tx: Transition, fin: BoundFin, enters: tuple[str, ...]) -> bool:
