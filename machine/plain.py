@@ -220,8 +220,8 @@ def _negotiate_plain(mach: Machine, tx: Transition, neg: BoundNeg) -> bool:
     as ``_negotiate`` takes it, and the handlers after it run in ``_negotiate``. (Nothing is rejected before the
     first handover, so the checks ``_negotiate`` makes of rejected auto states have nothing to check here.)"""
     timeout = mach._handler_timeout
-    for k, (name, owner, calls) in enumerate(neg):
-        for j, (binding, fn) in enumerate(calls):
+    for name, owner, calls in neg:
+        for binding, fn in calls:
             e = Event(name, tx, owner)
             try:
                 if timeout:
@@ -238,15 +238,23 @@ def _negotiate_plain(mach: Machine, tx: Transition, neg: BoundNeg) -> bool:
                 continue
             if not mach._plain and (fns := mach._hooks.get("handler_end")):  # as _call ends it
                 call_hooks(mach, fns, tx, binding.name, name)
-            rest = calls[j + 1:]
-            if ret is not None and ret is not True:
-                verdict = neg_returned(mach, tx, name, owner, ret)
-                if verdict is False:
-                    return False
-                if verdict:  # partial acceptance: this auto state's other handlers are skipped
-                    rest = []
-            return _negotiate(mach, tx, [(name, owner, rest), *neg[k + 1:]])
+            return _negotiate_from(mach, tx, neg, name, binding, ret)
     return True
+
+
+def _negotiate_from(mach: Machine, tx: Transition, neg: BoundNeg, name: str, binding: Binding, ret: object) -> bool:
+    """The handler ``name`` of ``binding`` returned ``ret`` (not None or True), or turned a feature on: its result
+    taken as ``_negotiate`` takes it, then the handlers after it run in ``_negotiate``."""
+    k = next(i for i, f in enumerate(neg) if f[0] == name)
+    _, owner, calls = neg[k]
+    rest = calls[next(i for i, (b, _) in enumerate(calls) if b is binding) + 1:]
+    if ret is not None and ret is not True:
+        verdict = neg_returned(mach, tx, name, owner, ret)
+        if verdict is False:
+            return False
+        if verdict:  # partial acceptance: this auto state's other handlers are skipped
+            rest = []
+    return _negotiate(mach, tx, [(name, owner, rest), *neg[k + 1:]])
 
 
 def _finals_plain(mach: Machine, tx: Transition, fin: BoundFin, enters: tuple[str, ...]) -> bool:
