@@ -18,7 +18,9 @@ feature is on.
 A handler may turn a feature on in the middle of a plain transition: the flag is read again after each handler, and
 the rest of the transition goes to the general phases, which serve the feature from there as they would have
 (``handler_end``, ``transition_end``, the auto transition prepended and logged, waiters resolved); the rest of the
-queue goes to ``drain``.
+queue goes to ``drain``. Negotiation handlers are called in place too, until one returns anything but None or True
+(its result is then taken as ``execution._negotiate`` takes it, and the rest run there). The auto transition after a
+change runs with the plan found with its states (``Plan.auto``), without a second lookup.
 """
 
 from __future__ import annotations
