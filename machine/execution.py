@@ -103,12 +103,18 @@ def end_state_ctxs(mach: Machine, states: Iterable[str]) -> None:
 
 def plan_for(c: Compiled, m: Mutation, before: tuple[str, ...]) -> Plan:
     """The cached plan of ``m`` from the active states ``before`` (made and cached on a miss)."""
-    key = (m.type, m.called, before, m.is_auto, m.is_check)
+    return cached_plan(c, m.type, m.called, before, m.is_auto, m.is_check)
+
+
+def cached_plan(c: Compiled, mtype: MutationType, called: tuple[str, ...], before: tuple[str, ...], is_auto: bool,
+                is_check: bool) -> Plan:
+    """``make_plan``'s result, cached on the schema."""
+    key = (mtype, called, before, is_auto, is_check)
     plan: Plan | None = c.plans.get(key)
     if plan is None:
         if len(c.plans) >= PLAN_CACHE_MAX:
             c.plans.clear()
-        plan = c.plans[key] = make_plan(c, m.type, m.called, before, m.is_auto, m.is_check)
+        plan = c.plans[key] = make_plan(c, mtype, called, before, is_auto, is_check)
     return plan
 
 
@@ -152,16 +158,18 @@ def end_unapplied(mach: Machine, tx: Transition, accepted: bool) -> int:
     return EXECUTED if tx.mutation.is_check and accepted else CANCELED
 
 
-def auto_entry(c: Compiled, active: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
-    """(auto states to add after a change to ``active``, whether their transition is accepted), cached."""
+def auto_entry(c: Compiled, active: tuple[str, ...]) -> tuple[tuple[str, ...], bool, Plan | None]:
+    """(auto states to add after a change to ``active``, whether their transition is accepted, its plan from
+    ``active``), cached. The plain path runs the auto transition with this plan, without looking it up again."""
     entry = c.autos.get(active)
     if entry is None:
         if len(c.autos) >= AUTO_CACHE_MAX:
             c.autos.clear()  # bounded like the plans: a machine wandering over many sets pays misses
         auto = auto_states(c, active)
+        plan = cached_plan(c, ADD, auto, active, True, False) if auto else None
         # an auto transition that its relations reject has no effect: nobody needs to run it
-        viable = bool(auto) and make_plan(c, ADD, auto, active, True, False).accepted
-        entry = c.autos[active] = (auto, viable)
+        viable = plan is not None and plan.accepted
+        entry = c.autos[active] = (auto, viable, plan)
     return entry
 
 
@@ -175,7 +183,7 @@ def end_applied(mach: Machine, tx: Transition, changed: bool) -> int:
         return CANCELED
     c = mach._c
     if changed and c.auto_names and not m.is_auto and not tx.plan.health and not mach._disposing:
-        auto, viable = auto_entry(c, mach._active)
+        auto, viable, _ = auto_entry(c, mach._active)
         if auto and (viable or REJECTED_AUTOS in mach._hooks or mach._log_level >= OPS):
             if mach._log_level >= OPS:
                 mach._log(OPS, f"[auto] {' '.join(auto)}")
@@ -234,31 +242,45 @@ def _negotiate(mach: Machine, tx: Transition, neg: BoundNeg) -> bool:
             ret = _call(mach, tx, binding, name, fn, owner)
             if ret is None or ret is True:
                 continue
-            if isinstance(ret, _Panic):
-                tx._cancel = (_raised(name, ret.exc), name, ret.exc)
-                _panic(mach, tx, ret.exc, final=False)
+            verdict = neg_returned(mach, tx, name, owner, ret)
+            if verdict is False:
                 return False
-            if ret is _TIMEOUT:
-                tx._cancel = (f"{name} timed out", name, None)
-                mach._log(OPS, f"[cancel] ({' '.join(tx.target)}) by timeout")
-                return False
-            if ret is False:
-                if is_auto and owner is not None and owner in m.called:
-                    # partial acceptance: only this auto state leaves the target
-                    if rejected is None:
-                        rejected = tx._rejected = set()
-                    rejected.add(owner)
-                    mach._log(OPS, f"[cancel] ({' '.join(tx.target)}) by {name}")
-                    break
-                tx._cancel = (f"{name} returned {ret!r}", name, None)
-                self_h = owner is not None and name == owner + owner
-                tag = "cancel:self" if self_h else "cancel"
-                mach._log(OPS, f"[{tag}] ({' '.join(tx.target)}) by {name}")
-                return False
+            if verdict:  # partial acceptance: this auto state's other handlers are skipped
+                rejected = tx._rejected
+                break
     if rejected is not None and not [s for s in tx.target if s not in rejected]:
         tx._cancel = (f"every auto state refused ({', '.join(sorted(rejected))})", None, None)
         return False
     return True
+
+
+def neg_returned(mach: Machine, tx: Transition, name: str, owner: str | None, ret: object) -> bool | None:
+    """A negotiation handler returned ``ret``, neither None nor True: False cancels the transition; True is a
+    partial acceptance (the auto state ``owner`` left the target: the handler's other bindings are skipped); None
+    accepts (a value other than False)."""
+    if isinstance(ret, _Panic):
+        tx._cancel = (_raised(name, ret.exc), name, ret.exc)
+        _panic(mach, tx, ret.exc, final=False)
+        return False
+    if ret is _TIMEOUT:
+        tx._cancel = (f"{name} timed out", name, None)
+        mach._log(OPS, f"[cancel] ({' '.join(tx.target)}) by timeout")
+        return False
+    if ret is False:
+        m = tx.mutation
+        if m.is_auto and owner is not None and owner in m.called:
+            # partial acceptance: only this auto state leaves the target
+            if tx._rejected is None:
+                tx._rejected = set()
+            tx._rejected.add(owner)
+            mach._log(OPS, f"[cancel] ({' '.join(tx.target)}) by {name}")
+            return True
+        tx._cancel = (f"{name} returned {ret!r}", name, None)
+        self_h = owner is not None and name == owner + owner
+        tag = "cancel:self" if self_h else "cancel"
+        mach._log(OPS, f"[{tag}] ({' '.join(tx.target)}) by {name}")
+        return False
+    return None
 
 
 def bind_finals(mach: Machine, fin: tuple[tuple[str, str, int], ...]) -> BoundFin:

@@ -177,7 +177,7 @@ def replay(m: Machine, owner: object, step: Step) -> None:
     p.enters = p.final_enters = enters
     p.exits = p.final_exits = exits
     p.deltas = p.final_deltas = ()
-    p.neg, p.log = (), ()
+    p.neg, p.log, p.auto = (), (), None
     p.fin = final_handlers(exits, enters)
     before = tuple(n for i, n in enumerate(names) if before_t[i] & 1)
     with m._lock:

@@ -52,7 +52,6 @@ class Mutation:
         args: dict[str, Any] | None,
         queue_tick: int = 0,
         is_auto: bool = False,
-        *,
         is_check: bool = False,
         fn: Callable[[], Any] | None = None,
     ) -> None:

@@ -18,7 +18,9 @@ feature is on.
 A handler may turn a feature on in the middle of a plain transition: the flag is read again after each handler, and
 the rest of the transition goes to the general phases, which serve the feature from there as they would have
 (``handler_end``, ``transition_end``, the auto transition prepended and logged, waiters resolved); the rest of the
-queue goes to ``drain``.
+queue goes to ``drain``. Negotiation handlers are called in place too, until one returns anything but None or True
+(its result is then taken as ``execution._negotiate`` takes it, and the rest run there). The auto transition after a
+change runs with the plan found with its states (``Plan.auto``), without a second lookup.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from .execution import (
     end_applied,
     end_unapplied,
     final_failed,
+    neg_returned,
     plan_for,
     resolve_waiters,
 )
@@ -50,7 +53,7 @@ from .transition import Event, Transition
 if TYPE_CHECKING:
     from .handlers import Binding
     from .machine import Machine
-    from .resolver import BoundFin
+    from .resolver import BoundFin, BoundNeg
 
 ADD, EVAL = MutationType.ADD, MutationType.EVAL
 EXECUTED, CANCELED = Result.EXECUTED, Result.CANCELED
@@ -82,6 +85,8 @@ def drain_plain(mach: Machine, m: Mutation | None) -> int:
     c = mach._c  # set_schema refuses while the queue is held
     lock = mach._lock
     handover = False
+    auto_plan = None  # the plan of ``auto`` below, from the target it was found for (``auto_from``)
+    auto_from: tuple[str, ...] = ()
     try:
         while True:
             if m is None:
@@ -106,7 +111,11 @@ def drain_plain(mach: Machine, m: Mutation | None) -> int:
             auto: Mutation | None = None
             # run_transition: the plan, the transition, its bound handlers, negotiation
             before = mach._active
-            plan = c.plans.get((m.type, m.called, before, m.is_auto, m.is_check)) or plan_for(c, m, before)
+            if auto_plan is not None and before is auto_from:  # m is the auto transition found below
+                plan = auto_plan
+            else:
+                plan = c.plans.get((m.type, m.called, before, m.is_auto, m.is_check)) or plan_for(c, m, before)
+            auto_plan = None
             seq = mach._tx_seq = mach._tx_seq + 1
             tx = Transition(mach, seq, m, plan, before, mach._time)
             mach._tx = tx
@@ -124,7 +133,7 @@ def drain_plain(mach: Machine, m: Mutation | None) -> int:
                     bound = _bound_for(mach, plan)
                 _, neg, fin = bound
                 if neg:
-                    accepted = _negotiate(mach, tx, neg)  # rare enough to share: serves what a handler turns on
+                    accepted = _negotiate_plain(mach, tx, neg)
             if m.is_check or not accepted:
                 m.result = end_unapplied(mach, tx, accepted)
             elif tx._rejected is not None or not mach._plain:  # an auto state refused, or a feature turned on
@@ -161,9 +170,13 @@ def drain_plain(mach: Machine, m: Mutation | None) -> int:
                 else:
                     # end_applied's common case: the auto transition is run next instead of prepended
                     if deltas and c.auto_names and not m.is_auto and not plan.health:
-                        states, viable = c.autos.get(target) or auto_entry(c, target)
+                        entry = plan.auto
+                        if entry is None:  # the auto transition after this plan: looked up once per plan
+                            entry = plan.auto = auto_entry(c, target)
+                        states, viable, a_plan = entry
                         if viable or (states and REJECTED_AUTOS in mach._hooks):
                             auto = Mutation(ADD, states, None, 0, True)
+                            auto_plan, auto_from = a_plan, target
                     if (hooks := mach._hooks) and (fns := hooks.get("transition_end")):
                         for fn in fns:  # call_hooks written in place: this is the hook tracers use most
                             try:
@@ -201,6 +214,49 @@ def drain_plain(mach: Machine, m: Mutation | None) -> int:
 
         drain_end(mach)
     return CANCELED if first is None else first
+
+
+def _negotiate_plain(mach: Machine, tx: Transition, neg: BoundNeg) -> bool:
+    """``execution._negotiate`` with each handler called in place (``_call`` without the log, hooks and worker),
+    while every handler returns None or True and the machine stays plain. Otherwise the handler's result is taken
+    as ``_negotiate`` takes it, and the handlers after it run in ``_negotiate``. (Nothing is rejected before the
+    first handover, so the checks ``_negotiate`` makes of rejected auto states have nothing to check here.)"""
+    timeout = mach._handler_timeout
+    for name, owner, calls in neg:
+        for binding, fn in calls:
+            e = Event(name, tx, owner)
+            try:
+                if timeout:
+                    t0 = _perf_counter()
+                    ret = fn(e)
+                    if _perf_counter() - t0 > timeout:
+                        _timed_out(mach, name, binding)
+                        ret = _TIMEOUT
+                else:
+                    ret = fn(e)
+            except Exception as exc:
+                ret = _Panic(exc)
+            if (ret is None or ret is True) and mach._plain:  # the usual case
+                continue
+            if not mach._plain and (fns := mach._hooks.get("handler_end")):  # as _call ends it
+                call_hooks(mach, fns, tx, binding.name, name)
+            return _negotiate_from(mach, tx, neg, name, binding, ret)
+    return True
+
+
+def _negotiate_from(mach: Machine, tx: Transition, neg: BoundNeg, name: str, binding: Binding, ret: object) -> bool:
+    """The handler ``name`` of ``binding`` returned ``ret`` (not None or True), or turned a feature on: its result
+    taken as ``_negotiate`` takes it, then the handlers after it run in ``_negotiate``."""
+    k = next(i for i, f in enumerate(neg) if f[0] == name)
+    _, owner, calls = neg[k]
+    rest = calls[next(i for i, (b, _) in enumerate(calls) if b is binding) + 1:]
+    if ret is not None and ret is not True:
+        verdict = neg_returned(mach, tx, name, owner, ret)
+        if verdict is False:
+            return False
+        if verdict:  # partial acceptance: this auto state's other handlers are skipped
+            rest = []
+    return _negotiate(mach, tx, [(name, owner, rest), *neg[k + 1:]])
 
 
 def _finals_plain(mach: Machine, tx: Transition, fin: BoundFin, enters: tuple[str, ...]) -> bool:

@@ -162,7 +162,7 @@ class Plan:
 
     __slots__ = (
         "target", "accepted", "enters", "exits", "deltas", "neg", "fin", "log", "final_target",
-        "final_enters", "final_exits", "final_deltas", "health",
+        "final_enters", "final_exits", "final_deltas", "health", "auto",
     )
     target: tuple[str, ...]
     accepted: bool
@@ -177,6 +177,9 @@ class Plan:
     final_exits: tuple[str, ...]
     final_deltas: tuple[tuple[int, int], ...]
     health: bool
+    # the auto transition after this plan's change: execution.auto_entry of final_target, cached here by the plain
+    # path (None until then)
+    auto: tuple[tuple[str, ...], bool, Plan | None] | None
 
 
 def _enters_exits(
@@ -207,6 +210,7 @@ def make_plan(
     """Resolve a mutation against the active states ``before``."""
     log: list[tuple[int, str]] = []
     p = Plan()
+    p.auto = None
     target = resolve(c, mtype, called, before, is_auto, log)
     p.target = tuple(target)
     p.health = mtype == ADD and len(called) == 1 and called[0] in ("Healthcheck", "Heartbeat")

@@ -402,7 +402,7 @@ class Compiled:
         self.topo = prev_topo if cycle is not None and prev_topo is not None else topo
         # resolver caches: (type, called, before, is_auto, is_check) -> Plan; active states -> auto states
         self.plans: dict[tuple[Any, ...], Any] = {}
-        self.autos: dict[tuple[str, ...], tuple[tuple[str, ...], bool]] = {}
+        self.autos: dict[tuple[str, ...], tuple[tuple[str, ...], bool, Any]] = {}  # see execution.auto_entry
 
 
 def _require_topology(

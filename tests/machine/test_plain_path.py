@@ -312,3 +312,85 @@ def test_a_tracer_hook_that_turns_a_feature_on_before_the_final_handlers() -> No
         mach.add("A")
     assert logs["p"] == logs["pg"]
     assert logs["p"][:2] == [("handler_start", "AState"), ("handler_end", "AState")]
+
+
+
+class Reasons(Tracer):
+    """``transition_end`` only (the plain path keeps it): each transition's outcome and why."""
+
+    sees_rejected_autos = False
+
+    def __init__(self, out: list[Any]) -> None:
+        self.out = out
+
+    def transition_end(self, tx: Any) -> None:
+        self.out.append(("end", tuple(tx.called_states), tuple(tx.target_states), tx.is_accepted, tx.reason,
+                         tx.handler))
+
+
+def test_negotiation_handlers_in_place_match_the_general_path() -> None:
+    # negotiation on the plain path calls each handler in place; every kind of return, and a tracer bound by one
+    # of them, must come out as on the general path: the calls in order, results, reasons, hooks, the states
+    logs: dict[str, list[Any]] = {}
+
+    def bindings(mach: Machine, ret: dict[str, Any]) -> list[dict[str, Any]]:
+        out = logs.setdefault(mach.id, [])
+
+        def neg(name: str, which: int) -> Any:
+            def fn(e: Any) -> Any:
+                out.append((name, which, e.transition.is_auto))
+                r = ret.get(f"{name}{which}")
+                if r == "raise":
+                    raise RuntimeError(f"{name} failed")
+                if r == "tracer":
+                    if not any(isinstance(t, AllHooks) for t in mach._tracers):
+                        mach.bind_tracer(AllHooks(out))
+                    return None
+                return r
+            return fn
+
+        return [{n: neg(n, 1) for n in ("AEnter", "BEnter", "AnyEnter", "CEnter")},
+                {n: neg(n, 2) for n in ("AEnter", "BEnter")}]
+
+    cases = [
+        {},  # every handler accepts
+        {"AEnter1": "yes"},  # neither None nor True nor False: accepted, the next binding still runs
+        {"AEnter1": True, "AEnter2": False},  # canceled by the second binding
+        {"AEnter1": "raise"},  # canceled, Exception follows
+        {"BEnter1": False},  # the auto state B turned down: partial acceptance, BEnter2 skipped
+        {"AEnter1": "tracer"},  # a tracer bound mid-negotiation gets this handler's end and the rest
+        {"AnyEnter1": False},
+    ]
+    outcome: dict[str, list[Any]] = {}
+    for i, ret in enumerate(cases):
+        plain, general = pair(lambda m: {}, mach_id=f"n{i}")
+        for mach in (plain, general):
+            mach.bind_tracer(Reasons(logs.setdefault(mach.id, [])))
+            for b in bindings(mach, ret):
+                mach.bind_handlers(b)
+            results = [mach.add("A"), mach.add("C"), mach.remove("A")]
+            outcome[mach.id] = [results, sorted(mach.active_states()), repr(mach.err)]
+        assert plain._plain == (ret != {"AEnter1": "tracer"})
+        assert logs[f"n{i}"] == logs[f"n{i}g"], ret
+        assert outcome[f"n{i}"] == outcome[f"n{i}g"], ret
+    assert ("AEnter", 2, False) in logs["n1"]
+    assert ("AEnter", 2, False) not in logs["n3"] and "Exception" in outcome["n3"][1]
+    assert ("BEnter", 2, True) not in logs["n4"] and ("BEnter", 1, True) in logs["n4"]
+    assert ("handler_end", "AEnter") in logs["n5"]
+    assert ("end", ("A",), ("A",), False, "AEnter returned False", "AEnter") in logs["n2"]
+
+
+def test_negotiation_timeout_in_place_matches_the_general_path() -> None:
+    # a handler timeout of 1 ns: every handler runs past it, so the first one cancels the transition
+    out: dict[str, list[Any]] = {}
+    for mach in (Machine(schema(), id="t", handler_timeout=1e-9), Machine(schema(), id="tg", handler_timeout=1e-9)):
+        if mach.id == "tg":
+            mach.when("Never")
+        log = out.setdefault(mach.id, [])
+        mach.bind_tracer(Reasons(log))
+        mach.bind_handlers({"AEnter": lambda e, log=log: log.append("AEnter"),
+                            "AnyEnter": lambda e, log=log: log.append("AnyEnter")})
+        assert mach.add("A") == CANCELED
+        log.append(sorted(mach.active_states()))
+    assert out["t"] == out["tg"]
+    assert out["t"] == ["AEnter", ("end", ("A",), ("A",), False, "AEnter timed out", "AEnter"), []]
