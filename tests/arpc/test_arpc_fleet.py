@@ -114,6 +114,10 @@ for line in sys.stdin:
     words = line.split()
     if words and words[0] == "ticks":
         print(f"ok {twin.tick('Foo')}", flush=True)
+    elif words and words[0] == "add":
+        print(f"ok {int({m.id: m for m in [*ms, twin]}[words[1]].add(words[2]))}", flush=True)
+    elif words and words[0] == "sessions":
+        print(f"ok {ep.sessions}", flush=True)
 ep.stop()
 '''
 
@@ -155,4 +159,41 @@ def test_group_without_the_listing_mutates_each_file_once_and_leaves_out_what_la
     finally:
         for o in others:
             o.stop()
+        hub.stop()
+
+
+def test_watch_without_the_listing_names_the_states_of_each_schema(tmp_path):
+    # -d DIR and an id filter: subscribed with no listing; each daemon's state names are asked when its first
+    # record comes (records meanwhile wait, in order); machines of two schemas on two daemons
+    import re
+
+    from arpc_e2e import PY
+
+    d = tmp_path / "x"
+    script = tmp_path / "other.py"
+    script.write_text(OTHER)
+    hub = Daemon(d, "--hub")
+    other = Daemon(d, argv=[PY, str(script), str(d)])
+    try:
+        w = arpc_bg("-d", str(d), "--", "watch", "-n", "6", "--duration", "20s", "-r", "^(worker1|twin)$")
+        try:
+            deadline = time.monotonic() + 15
+            while w.poll() is None and time.monotonic() < deadline:
+                hub.cmd("add worker1 Foo")
+                hub.cmd("add worker1 Bar")  # removes Foo
+                other.cmd("add twin Foo")  # a multi state: entered again
+                hub.cmd("add worker0 Foo")  # not watched
+                time.sleep(0.05)  # paced: the watch stops after 6 lines
+            out, err = w.communicate(timeout=10)
+        finally:
+            w.kill()
+            w.wait(10)
+        assert w.returncode == 0, err
+        got = [ln.split(None, 1)[1] for ln in out.splitlines()]
+        assert len(got) == 6, out
+        for g in got:
+            assert re.fullmatch(r"(worker1 (\+Foo( -Bar)?|\+Bar -Foo)|twin [+*]Foo) t\d+", g), got
+        assert {g.split()[0] for g in got} == {"worker1", "twin"}, got
+    finally:
+        other.stop()
         hub.stop()
