@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import cast
 
 from .errors import Failed, UsageError
 from .link import Entry
@@ -69,6 +70,17 @@ class Filters:
                 break
         return out
 
+    def by_id_only(self) -> bool:
+        """Only id filters (or none): the ids alone tell the matching machines, in any order."""
+        return self == Filters(id_regexp=self.id_regexp, id_partial=self.id_partial, id_prefix=self.id_prefix,
+                               id_suffix=self.id_suffix)
+
+    def ids(self, ids: list[str]) -> list[str]:
+        """The ``ids`` the id filters let through (``by_id_only`` filters: no listing needed)."""
+        if self.id_regexp is None and self.id_partial is None and self.id_prefix is None and self.id_suffix is None:
+            return ids
+        return [e.id for e in self.apply(cast("list[Entry]", [_Id(i) for i in ids]))]
+
     def check_states(self, entries: Sequence[Entry]) -> None:
         """A state in -a/-i/-m that no machine has is a typo, not an empty result."""
         wanted = dict.fromkeys((*self.active, *self.inactive, *self.mtime_states))
@@ -81,3 +93,12 @@ class Filters:
         if unknown:
             word = "state" if len(unknown) == 1 else "states"
             raise Failed(f"unknown {word} in a filter: {' '.join(unknown)} (no machine has it)")
+
+
+class _Id:
+    """An id as ``Filters.apply`` reads an entry, when only id filters apply."""
+
+    __slots__ = ("id",)
+
+    def __init__(self, mid: str) -> None:
+        self.id = mid

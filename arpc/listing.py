@@ -4,12 +4,24 @@ over 50,000 machines' dicts again and again."""
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Iterable
 from typing import Any
 
 from .link import Entry, Link
+from .record import record as dataclass
 
 ONE_SHOT = False  # this process is the ``arpc`` console script (cli.main), which exits after its command
+
+
+@dataclass
+class Status:
+    """Machine counts of a session (``status``, the prompt's colour)."""
+
+    connected: int = 0
+    connecting: int = 0
+    disconnected: int = 0
+    total: int = 0
 
 
 def make_entries(links: Iterable[Link]) -> tuple[list[Entry], dict[Link, int]]:
@@ -25,6 +37,18 @@ def make_entries(links: Iterable[Link]) -> tuple[list[Entry], dict[Link, int]]:
                 seen[mid] = Entry(link, info)
         counts[link] = len(seen) - n
     return [seen[k] for k in sorted(seen)], counts
+
+
+def file_infos(file_addrs: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """The machines the addr files name (``<id>.addr``), by address, as listing infos of an id alone."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    sep = os.sep
+    for path, addr in file_addrs.items():
+        ids = out.get(addr)
+        if ids is None:
+            ids = out[addr] = []
+        ids.append({"id": path[path.rfind(sep) + 1:-5]})  # the name less ".addr" (50,000 of them: no basename)
+    return out
 
 
 def share_names(infos: list[dict[str, Any]]) -> None:

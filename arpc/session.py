@@ -17,38 +17,26 @@ from typing import Any
 from .addrs import LOCAL_SCHEMES, parse_address, read_addr_dir, read_addr_file, scan_dir
 from .errors import Failed, NotConnected, UnknownMachine, is_transport_error
 from .link import CONNECTED, CONNECTING, DISCONNECTED, FAILED, NEW, Entry, Link
-from .listing import bulk, make_entries, share_names
-from .record import record as dataclass
+from .listing import Status, bulk, file_infos, make_entries, share_names
 
 Connector = Callable[[str, float], Any]
 Notify = Callable[[str, bool], Any]
-__all__ = ["LOCAL_SCHEMES", "Session", "parse_address", "read_addr_dir", "read_addr_file", "scan_dir"]
+__all__ = ["LOCAL_SCHEMES", "Session", "Status", "parse_address", "read_addr_dir", "read_addr_file", "scan_dir"]
 
 NOTICE_NAMES = 5  # a connect / disconnect notice names up to this many machines, else counts them
 CALL_TIMEOUT = 3.0  # calls after the hello (a mutation may wait for slow handlers on the source)
 
 
 def default_connector(address: str, timeout: float, *, server_key: str | None = None,
-                      client_keys: str | None = None) -> Any:
-    """``transport.connect`` (the hello must answer within ``timeout``); later calls get :data:`CALL_TIMEOUT`."""
+                      client_keys: str | None = None, listing: bool = True) -> Any:
+    """``transport.connect`` (the hello must answer within ``timeout``); later calls get :data:`CALL_TIMEOUT`.
+    ``listing``: the machines listed with the hello (``client.listing``)."""
     from transport import connect  # imported lazily: help and usage errors never pay for it
 
     # the listing asked with the hello: one round trip (a fleet: one wake-up of each daemon, not two)
-    client = connect(address, timeout=timeout, server_key=server_key, client_keys=client_keys, listing=True)
+    client = connect(address, timeout=timeout, server_key=server_key, client_keys=client_keys, listing=listing)
     client.timeout = max(float(getattr(client, "timeout", 0.0)), CALL_TIMEOUT)
     return client
-
-
-@dataclass
-class Status:
-    """Machine counts of a session (``status``, the prompt's colour)."""
-
-    connected: int = 0
-    connecting: int = 0
-    disconnected: int = 0
-    total: int = 0
-
-
 
 
 class Session:
@@ -79,6 +67,7 @@ class Session:
         self._directory: str | None = None
         self._file: str | None = None
         self._file_addrs: dict[str, str] = {}  # addr file -> address (kept when the file goes away)
+        self._unlisted: dict[str, list[dict[str, Any]]] | None = None  # see unlisted()
         self._links: dict[str, Link] = {}  # in address order
         # entries() made last, of which listings, and how many of them each link has
         self._entries: tuple[Any, list[Entry], dict[Link, int]] = ((), [], {})
@@ -186,6 +175,15 @@ class Session:
             self._close_link(link)
         return new
 
+    def unlisted(self) -> bool:
+        """Connect without listings (a one-shot ``group-*`` needs only ids), if not yet connected and every address
+        is from ``-d DIR``: a link's machines are then its addr files' ids (``<id>.addr``), no state names."""
+        if (self.opened or self._args or self._file is not None or self._directory is None or self.keys
+                or self.connector is not default_connector):
+            return False
+        self._unlisted = file_infos(self._file_addrs)
+        return True
+
     # ------------------------------------------------------------------ connecting
 
     def open(self, timeout: float | None = None) -> Status:
@@ -231,14 +229,19 @@ class Session:
         conn = None
         keys = self.keys.get(link.address)  # a named connection's key files (`connect @prod`)
         try:
-            if keys is None:
-                conn = self.connector(link.address, timeout)
+            unlisted = self._unlisted.get(link.address) if self._unlisted is not None else None
+            if unlisted is not None:
+                conn = default_connector(link.address, timeout, listing=False)
+                infos = unlisted
             else:
-                conn = default_connector(link.address, timeout, server_key=keys[0], client_keys=keys[1])
-            listed = getattr(conn, "listing", None)  # asked with the hello (default_connector)
-            infos = list(conn.machines() if listed is None else listed)
-            if listed is not None:
-                conn.listing = None  # (a later refresh asks again)
+                if keys is None:
+                    conn = self.connector(link.address, timeout)
+                else:
+                    conn = default_connector(link.address, timeout, server_key=keys[0], client_keys=keys[1])
+                listed = getattr(conn, "listing", None)  # asked with the hello (default_connector)
+                infos = list(conn.machines() if listed is None else listed)
+                if listed is not None:
+                    conn.listing = None  # (a later refresh asks again)
         except Exception as e:  # noqa: BLE001 - any failure is "cannot connect"
             if conn is not None:
                 _close_quietly(conn)
@@ -421,9 +424,13 @@ class Session:
         st = Status()
         with self._lock:
             links = list(self._links.values())
-        self.entries()
-        with self._lock:
-            _, entries, counts = self._entries
+        if self._unlisted is not None:  # the addr files' ids: each behind one link, no mirrors, no entries to make
+            entries: list[Entry] = []
+            counts = {link: len(link.infos) for link in links if link.infos}
+        else:
+            self.entries()
+            with self._lock:
+                _, entries, counts = self._entries
         # counted a link at a time, not a machine at a time (a fleet: 50 links, 50,000 machines); machine by
         # machine only for links with mirrors (a mirror may be down while its link is up)
         mirrored = {link for link in counts if link.mirrors}

@@ -7,6 +7,7 @@ tracer. Both produce the same update dict: ``time`` (list, index order), ``added
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -62,25 +63,76 @@ def subscribe_link(conn: Any, names: dict[str, list[str]], every: bool, fn: Call
     machine (``transport.Client.watch_machines``): ``fn(id, time, update)`` for each transition, ``dropped(n)``
     when the server dropped ``n`` records for us; ``every``: they are all the connection's machines. Returns the
     unsubscribe function, or None when the connection has no such subscription (then watch machine by machine)."""
-    watch = getattr(conn, "watch_machines", None)
-    if watch is None:
-        return None
-    from machine.transition import tick_changes
 
     def on_records(recs: list[Any], lost: int) -> None:
-        for r in recs:
-            ns = names.get(r.machine)
-            if ns is None:
-                continue
-            added, removed, ticked = tick_changes(ns, r.before, r.after)
-            fn(r.machine, r.at_ms / 1000, {"time": list(r.after), "added": added, "removed": removed,
-                                           "ticked": ticked, "mutations": [{"type": r.type, "called": r.called,
-                                                                           "args": r.args or {}}]})
+        _updates(names, recs, fn)
         if lost:
             dropped(lost)
 
+    return _watch(conn, on_records, None if every else list(names))
+
+
+def subscribe_link_lazily(conn: Any, ids: set[str], every: bool, fn: Callable[[str, float, Update], Any],
+                          dropped: Callable[[int], Any], failed: Callable[[BaseException], Any]
+                          ) -> Callable[[], None] | None:
+    """:func:`subscribe_link` for machines known by id alone (no listing yet): the connection's state names are
+    asked once its first record comes (a fleet's watch starts at once, and only daemons with transitions are
+    listed); records wait for them in order. ``failed(exc)``: that listing failed."""
+    lock = threading.Lock()
+    names: dict[str, list[str]] | None = None
+    waiting: list[tuple[list[Any], int]] = []  # pushes that came before the names
+
+    def fetch() -> None:
+        nonlocal names
+        try:
+            infos = conn.machines()
+        except BaseException as e:  # noqa: BLE001 - told to the command's thread
+            failed(e)
+            return
+        got = {i["id"]: i.get("states") or [] for i in infos if i.get("id") in ids}
+        with lock:  # the pushes that waited go first, in order; later ones find the names
+            for recs, lost in waiting:
+                _updates(got, recs, fn)
+                if lost:
+                    dropped(lost)
+            waiting.clear()
+            names = got
+
+    def on_records(recs: list[Any], lost: int) -> None:  # on the client's I/O thread: never a call here
+        with lock:
+            if names is None:
+                waiting.append((recs, lost))
+                if len(waiting) == 1:
+                    threading.Thread(target=fetch, daemon=True, name="arpc-watch-names").start()
+                return
+            _updates(names, recs, fn)
+        if lost:
+            dropped(lost)
+
+    return _watch(conn, on_records, None if every else sorted(ids))
+
+
+def _updates(names: dict[str, list[str]], recs: list[Any], fn: Callable[[str, float, Update], Any]) -> None:
+    """Transition records as watch updates (those of ``names``' machines)."""
+    from machine.transition import tick_changes
+
+    for r in recs:
+        ns = names.get(r.machine)
+        if ns is None:
+            continue
+        added, removed, ticked = tick_changes(ns, r.before, r.after)
+        fn(r.machine, r.at_ms / 1000, {"time": list(r.after), "added": added, "removed": removed,
+                                       "ticked": ticked, "mutations": [{"type": r.type, "called": r.called,
+                                                                       "args": r.args or {}}]})
+
+
+def _watch(conn: Any, on_records: Callable[[list[Any], int], Any], ids: list[str] | None
+           ) -> Callable[[], None] | None:
+    watch = getattr(conn, "watch_machines", None)
+    if watch is None:
+        return None
     try:
-        return watch(on_records, None if every else list(names))  # type: ignore[no-any-return]
+        return watch(on_records, ids)  # type: ignore[no-any-return]
     except Exception as e:
         if getattr(e, "code", None) == "unsupported":  # an older daemon
             return None

@@ -14,7 +14,7 @@ import click
 from ..errors import Failed, NoMatch
 from ..format import Result, fmt_args, state_string, state_string_all, status_lines, time_string
 from ..link import Entry
-from .common import FILTER_COMPLETE, FILTERS, MACH, call, filters_of, listing, seconds
+from .common import FILTER_COMPLETE, FILTERS, MACH, arpc_error, call, filters_of, listing, seconds
 from .registry import Cx, command
 
 
@@ -213,22 +213,39 @@ def cmd_watch(cx: Cx, mach: str | None, count: int | None, duration: str | None,
 
     Each line: time, machine, +added -removed *re-entered states, (args), time sum."""
     limit = seconds(duration)
+    flt = filters_of(kw)
+    # a fleet's -d DIR with id filters alone: subscribed at once, no listing first (each daemon's state names
+    # are asked when its first record comes)
+    unlisted = mach is None and not cx.repl and flt.by_id_only() and cx.session.unlisted()
+    by_link: dict[Any, list[Entry]] = {}
+    lazy: dict[Any, list[str]] = {}  # unlisted: the ids of each link
     if mach is not None:
-        targets = [cx.session.resolve(mach)]
+        one = cx.session.resolve(mach)
+        by_link[one.link] = [one]
+    elif unlisted:
+        cx.session.ensure_open()
+        for link in cx.session.links():
+            ids = flt.ids([i["id"] for i in link.infos]) if link.connected else []
+            if ids:
+                lazy[link] = ids
     else:
-        targets = [e for e in listing(cx.session, filters_of(kw)) if e.connected]
-        if not targets:
-            raise NoMatch()
+        for e in listing(cx.session, flt):
+            if e.connected:
+                by_link.setdefault(e.link, []).append(e)
+    if not by_link and not lazy:
+        raise NoMatch()
     q: _Queue = queue.SimpleQueue()
     unsubs: list[Callable[[], None]] = []
-    by_link: dict[Any, list[Entry]] = {}
-    for e in targets:
-        by_link.setdefault(e.link, []).append(e)
     stop = threading.Event()
     failed: list[BaseException] = []
 
-    def subscribe(group: list[Entry]) -> None:
-        if mach is None and not stop.is_set() and _watch_link(group, q, unsubs, failed):
+    def subscribe(group: list[Entry] | tuple[Any, list[str]]) -> None:
+        if isinstance(group, tuple):  # unlisted: one subscription, else (an older daemon) mirrors as below
+            link, ids = group
+            if stop.is_set() or _watch_link_lazily(link, ids, q, unsubs, failed):
+                return
+            group = [Entry(link, {"id": mid}) for mid in ids]
+        elif mach is None and not stop.is_set() and _watch_link(group, q, unsubs, failed):
             return  # one subscription for the link's machines
         for e in group:
             if stop.is_set() or failed:
@@ -239,15 +256,16 @@ def cmd_watch(cx: Cx, mach: str | None, count: int | None, duration: str | None,
                 failed.append(err)
 
     pool = None
+    groups: list[list[Entry] | tuple[Any, list[str]]] = [*by_link.values(), *lazy.items()]
     try:
-        if len(by_link) == 1:
-            subscribe(targets)
+        if len(groups) == 1:
+            subscribe(groups[0])
         else:  # a fleet: every daemon's machines subscribed at once, transitions shown as soon as they come
             from concurrent.futures import ThreadPoolExecutor
 
             # one thread a link (a link: one request, or one mirror a machine for older daemons)
-            pool = ThreadPoolExecutor(min(64, len(by_link)), thread_name_prefix="arpc-watch")
-            for group in by_link.values():
+            pool = ThreadPoolExecutor(min(64, len(groups)), thread_name_prefix="arpc-watch")
+            for group in groups:
                 pool.submit(subscribe, group)
         if failed:
             raise failed[0]
@@ -302,6 +320,32 @@ def _watch_link(group: list[Entry], q: _Queue, unsubs: list[Callable[[], None]],
 
     try:
         unsub = call(group[0], lambda: subscribe_link(link.conn, names, every, put, dropped))
+    except BaseException as err:  # noqa: BLE001 - raised by the command's thread
+        failed.append(err)
+        return True
+    if unsub is None:
+        return False
+    unsubs.append(unsub)
+    return True
+
+
+def _watch_link_lazily(link: Any, ids: list[str], q: _Queue, unsubs: list[Callable[[], None]],
+                       failed: list[BaseException]) -> bool:
+    """:func:`_watch_link` for machines known by id alone (``Session.unlisted``)."""
+    from ..watch import subscribe_link_lazily
+
+    address = link.address
+
+    def put(mid: str, at: float, u: dict[str, Any]) -> None:
+        q.put((mid, at, u))
+
+    def dropped(n: int) -> None:
+        q.put((None, 0.0, {"dropped": n, "address": address}))
+
+    first = Entry(link, {"id": ids[0]})
+    try:
+        unsub = call(first, lambda: subscribe_link_lazily(link.conn, set(ids), len(ids) == len(link.infos), put,
+                                                          dropped, lambda e: failed.append(arpc_error(first, e) or e)))
     except BaseException as err:  # noqa: BLE001 - raised by the command's thread
         failed.append(err)
         return True

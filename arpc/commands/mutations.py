@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from ..errors import CANCELED, OK, ArpcError, Failed, NoMatch
+from ..errors import CANCELED, OK, ArpcError, Failed, NoMatch, UnknownMachine, UnknownState
 from ..format import Result, result_name
-from ..link import Entry
+from ..link import Entry, Link
 from .common import (
     ARG_VAL,
     FILTER_COMPLETE,
@@ -101,72 +101,101 @@ def cmd_toggle(cx: Cx, mach: str, states: tuple[str, ...], arg_names: tuple[str,
 def _group(cx: Cx, kind: str, states: tuple[str, ...], kw: dict[str, Any]) -> Result:
     names, vals, json_vals = kw.pop("arg_names"), kw.pop("arg_vals"), kw.pop("json_vals")
     check_pairs(names, vals, json_vals)
-    targets = _targets(listing(cx.session, filters_of(kw)), states)
-    if not targets:
-        raise NoMatch()
-    from ..argvals import merged
+    flt = filters_of(kw)
+    # ids alone choose the machines (a fleet's -d DIR, id filters, no --arg to type): the daemons are not asked
+    # for their listings first; each checks the states of its machines, and one lacking them is left out
+    unlisted = not cx.repl and not names and flt.by_id_only() and cx.session.unlisted()
+    work: list[tuple[Link, list[str], list[Entry] | None]] = []  # a link, the ids it gets, their entries
+    args = None
+    if unlisted:
+        cx.session.ensure_open()
+        for link in cx.session.links():
+            ids = flt.ids([i["id"] for i in link.infos]) if link.connected else []
+            if ids:
+                work.append((link, ids, None))
+    else:
+        targets = _targets(listing(cx.session, flt), states)
+        from ..argvals import merged
 
-    args, _ = typed_pairs(names, vals, json_vals, merged([e.args for e in targets]) if names else {})
+        args, _ = typed_pairs(names, vals, json_vals, merged([e.args for e in targets]) if names else {})
+        by_link: dict[int, list[Entry]] = {}
+        for e in targets:
+            by_link.setdefault(id(e.link), []).append(e)
+        work = [(g[0].link, [e.id for e in g], g) for g in by_link.values()]
+    if not work:
+        raise NoMatch()
     counts = {"executed": 0, "queued": 0, "canceled": 0}
     per: dict[str, str] = {}
     errors: list[str] = []
 
-    def record(e: Entry, outcome: Any) -> None:
+    def record(mid: str, outcome: Any) -> None:
         if isinstance(outcome, ArpcError):
             name = "canceled"
             errors.append(outcome.msg)
         else:
             name = result_name(int(outcome))
         counts[name] += 1
-        per[e.id] = name
+        per[mid] = name
 
     # a client that can batch gets every mutation for its link in one go (one round trip's worth of waiting, not
     # one per machine, and no mirrors to make); others go machine by machine
-    by_conn: dict[int, list[Entry]] = {}
-    for e in targets:
-        by_conn.setdefault(id(e.link), []).append(e)
-    def pipelined(group: list[Entry]) -> list[Any] | None:
+    def pipelined(item: tuple[Link, list[str], list[Entry] | None]) -> list[Any] | None:
         # one request naming every machine of the link (a server without it: pipelined, one a machine)
-        conn = group[0].link.conn
+        link, ids, group = item
+        conn = link.conn
         grouped, many = getattr(conn, "mutate_group", None), getattr(conn, "mutate_many", None)
-        if (grouped is None and many is None) or not all(e.mirror is None or e.connected for e in group):
+        if (grouped is None and many is None) or not all(e.mirror is None or e.connected for e in group or ()):
             return None
+        first = group[0] if group else Entry(link, {"id": ids[0]})
         try:
             if grouped is not None:
-                ids = [e.id for e in group]
-                return list(call(group[0], lambda: grouped(kind, states, ids, args)))
-            ops = [(e.id, kind, states, args) for e in group]
-            return list(call(group[0], lambda: many(ops)))  # type: ignore[misc]
+                return list(call(first, lambda: grouped(kind, states, ids, args)))
+            ops = [(mid, kind, states, args) for mid in ids]
+            return list(call(first, lambda: many(ops)))  # type: ignore[misc]
         except ArpcError as err:
-            return [err] * len(group)
+            return [err] * len(ids)
 
-    groups = list(by_conn.values())
-    if len(groups) > 1:  # links at once: a fleet's daemons work in parallel, not one after another
+    if len(work) > 1:  # links at once: a fleet's daemons work in parallel, not one after another
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(min(32, len(groups)), thread_name_prefix="arpc-group") as pool:
-            piped = list(pool.map(pipelined, groups))
+        with ThreadPoolExecutor(min(32, len(work)), thread_name_prefix="arpc-group") as pool:
+            piped = list(pool.map(pipelined, work))
     else:
-        piped = [pipelined(g) for g in groups]
-    for group, outcomes in zip(groups, piped, strict=True):
+        piped = [pipelined(w) for w in work]
+    for (link, ids, group), outcomes in zip(work, piped, strict=True):
         if outcomes is not None:
-            for e, out in zip(group, outcomes, strict=True):
+            for mid, out in zip(ids, outcomes, strict=True):
+                if isinstance(out, int):  # a Result or a queue tick: most of a fleet's outcomes
+                    record(mid, out)
+                    continue
+                if unlisted and _lacks(out):
+                    continue  # not a target: as if the listing had left it out
                 if isinstance(out, BaseException) and not isinstance(out, ArpcError):
-                    out = arpc_error(e, out) or Failed(str(out))
-                record(e, out)
+                    out = arpc_error(Entry(link, {"id": mid}), out) or Failed(str(out))
+                record(mid, out)
             continue
-        for e in group:
+        for e in group or ():
             try:
                 m = cx.session.live(e)
                 fn = getattr(m, kind)
-                record(e, call(e, lambda: fn(*states, args=args)))  # noqa: B023 - called at once
+                record(e.id, call(e, lambda: fn(*states, args=args)))  # noqa: B023 - called at once
             except ArpcError as err:
-                record(e, err)
+                record(e.id, err)
+    if unlisted and not per:
+        raise NoMatch()
     lines = [f"Executed: {counts['executed']}", f"Queued: {counts['queued']}", f"Canceled: {counts['canceled']}"]
     data: dict[str, Any] = {**counts, "machines": per}
     if errors:
         data["errors"] = errors
     return Result(lines, data, CANCELED if counts["canceled"] else OK)
+
+
+def _lacks(outcome: Any) -> bool:
+    """A group's outcome for a machine that lacks a state named (``StateError``) or is not served (any more)."""
+    from machine import StateError
+
+    return isinstance(outcome, (StateError, UnknownState, UnknownMachine)) or (
+        isinstance(outcome, BaseException) and getattr(outcome, "code", None) == "unknown_machine")
 
 
 def _targets(entries: list[Entry], states: tuple[str, ...]) -> list[Entry]:

@@ -97,3 +97,103 @@ def test_watch_and_group_print_the_same_with_or_without_the_fleet_requests(tmp_p
         assert bad.code == 4 and bad.out == "Executed: 0\nQueued: 0\nCanceled: 3\n"
     finally:
         d.stop()
+
+
+OTHER = '''
+import sys
+from machine import Machine, State
+from transport import expose
+
+# machines without Foo (other0, other1), and "twin", which the other daemon serves too, with a multi state: a
+# second add of it would tick it again
+ms = [Machine({"Other": State()}, id=f"other{i}") for i in range(2)]
+twin = Machine({"Foo": State(multi=True), "Other": State()}, id="twin")
+ep = expose([*ms, twin], addr="tcp://127.0.0.1:*", addr_dir=sys.argv[1])
+print("ready", flush=True)
+for line in sys.stdin:
+    words = line.split()
+    if words and words[0] == "ticks":
+        print(f"ok {twin.tick('Foo')}", flush=True)
+    elif words and words[0] == "add":
+        print(f"ok {int({m.id: m for m in [*ms, twin]}[words[1]].add(words[2]))}", flush=True)
+    elif words and words[0] == "sessions":
+        print(f"ok {ep.sessions}", flush=True)
+ep.stop()
+'''
+
+
+def test_group_without_the_listing_mutates_each_file_once_and_leaves_out_what_lacks_the_states(tmp_path):
+    # a -d DIR with no filter but ids: the daemons are not asked for their listings; the addr files tell the
+    # machines (one address an id), each daemon checks the states; the output is that of the listing path (a
+    # --limit needs the listing's order: the listing path)
+    import json
+
+    from arpc_e2e import PY, arpc
+
+    d = tmp_path / "x"
+    script = tmp_path / "other.py"
+    script.write_text(OTHER)
+    hub = Daemon(d, "--hub")
+    others = [Daemon(d, argv=[PY, str(script), str(d)]) for _ in range(2)]
+    try:
+        (d / "ghost.addr").write_text(hub.addr("worker0") + "\n")  # a machine no daemon serves (any more)
+        ticks = 0
+        for how in ([], ["-l", "100"]):
+            r = arpc("-d", str(d), "--", "group-add", "Foo", *how)
+            assert (r.code, r.out, r.err) == (0, "Executed: 4\nQueued: 0\nCanceled: 0\n", ""), how
+            ticks += 1  # the twin's Foo, added on one daemon only
+            assert sum(int(o.cmd("ticks")) for o in others) == ticks
+            r = arpc("-d", str(d), "--", "group-remove", "Foo", "-I", "w", *how)
+            assert (r.code, r.out) == (0, "Executed: 4\nQueued: 0\nCanceled: 0\n"), how
+            ticks += 1
+            assert sum(int(o.cmd("ticks")) for o in others) == ticks
+        outs = [arpc("--json", "-d", str(d), "--", "group-add", "Bar", *how) for how in ([], ["-l", "100"])]
+        assert outs[0].code == outs[1].code == 0
+        assert json.loads(outs[0].out) == json.loads(outs[1].out)
+        assert set(json.loads(outs[0].out)["machines"]) == {"worker0", "worker1", "worker2"}
+        # no machine has the state (or matches): the same error either way
+        for argv in (["group-add", "Nope"], ["group-remove", "Foo", "-p", "nobody"],
+                     ["group-add", "Other", "-r", "^w"]):
+            a, b = arpc("-d", str(d), "--", *argv), arpc("-d", str(d), "--", *argv, "-l", "100")
+            assert (a.code, a.out, a.err) == (b.code, b.out, b.err) and a.code != 0, argv
+    finally:
+        for o in others:
+            o.stop()
+        hub.stop()
+
+
+def test_watch_without_the_listing_names_the_states_of_each_schema(tmp_path):
+    # -d DIR and an id filter: subscribed with no listing; each daemon's state names are asked when its first
+    # record comes (records meanwhile wait, in order); machines of two schemas on two daemons
+    import re
+
+    from arpc_e2e import PY
+
+    d = tmp_path / "x"
+    script = tmp_path / "other.py"
+    script.write_text(OTHER)
+    hub = Daemon(d, "--hub")
+    other = Daemon(d, argv=[PY, str(script), str(d)])
+    try:
+        w = arpc_bg("-d", str(d), "--", "watch", "-n", "6", "--duration", "20s", "-r", "^(worker1|twin)$")
+        try:
+            deadline = time.monotonic() + 15
+            while w.poll() is None and time.monotonic() < deadline:
+                hub.cmd("add worker1 Foo")
+                hub.cmd("add worker1 Bar")  # removes Foo
+                other.cmd("add twin Foo")  # a multi state: entered again
+                hub.cmd("add worker0 Foo")  # not watched
+                time.sleep(0.05)  # paced: the watch stops after 6 lines
+            out, err = w.communicate(timeout=10)
+        finally:
+            w.kill()
+            w.wait(10)
+        assert w.returncode == 0, err
+        got = [ln.split(None, 1)[1] for ln in out.splitlines()]
+        assert len(got) == 6, out
+        for g in got:
+            assert re.fullmatch(r"(worker1 (\+Foo( -Bar)?|\+Bar -Foo)|twin [+*]Foo) t\d+", g), got
+        assert {g.split()[0] for g in got} == {"worker1", "twin"}, got
+    finally:
+        other.stop()
+        hub.stop()
