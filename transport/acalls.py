@@ -116,6 +116,8 @@ def start(cl: Caller, loop: asyncio.AbstractEventLoop, kind: str, mach: str | No
     """What ``acall`` does before it awaits (on the loop's thread): the call made and submitted, and the future
     its reply completes; the caller awaits it and calls ``abandon`` when cancelled. Kept flat: it runs once per
     call, 1000 times in one loop turn when a burst starts."""
+    if cl._intake:
+        flush(cl)
     last = cl._last_sink  # one loop per client, nearly always: no weak-dict lookup per call
     sink = last if last is not None and last._loop() is loop else _last_sink(cl, loop)
     alone = not cl._acalls
@@ -177,6 +179,19 @@ def intake(cl: Caller) -> None:
     """Make the calls ``queue`` left and their requests (on the I/O thread), in order, into the outbox; a call
     given up meanwhile is skipped. The GIL is handed over every ``SLICE`` calls, so the loop waits for it at most
     a slice's time, never a whole switch interval."""
+    with cl._intake_lock:
+        _intake(cl)
+
+
+def flush(cl: Caller) -> None:
+    """Before an asyncio request that does not go through the intake (on the loop's thread): the burst calls
+    started before it are made and queued first, so it can't overtake them (rare: a burst of add/remove/set
+    still being made when another kind of request starts)."""
+    if cl._intake:
+        intake(cl)
+
+
+def _intake(cl: Caller) -> None:
     q = cl._intake
     made = 0
     now = _monotonic()
@@ -187,6 +202,11 @@ def intake(cl: Caller) -> None:
             break
         call = _made(cl, entry, now)
         if call is None:
+            continue
+        if cl._closed:  # closed meanwhile: close() may have failed the calls in flight before this one was made
+            call.error = TransportError(f"client for {cl.address} is closed", code="closed")
+            call.done = True
+            call.sink.put(call)
             continue
         try:
             fn, *args = call.body
@@ -230,6 +250,7 @@ async def anotify(cl: Caller, kind: str, mach: str | None, body: Any, *, timeout
     """Send a notification (no seq, no reply) and await its send: as the sync ``_notify(block=True)``, it waits
     for room while the server's queue for us is full or the link is down, and fails with ``TransportError``
     (``limit``) when none comes within the timeout."""
+    flush(cl)
     sink = _sink(cl, asyncio.get_running_loop())
     call = cl._new_call(kind, mach, body, None, 0)
     limit = cl.timeout if timeout is None else timeout
@@ -244,6 +265,7 @@ async def anotify(cl: Caller, kind: str, mach: str | None, body: Any, *, timeout
 
 async def acall_many(cl: Caller, calls: list[_Call], timeout: float | None = None) -> None:
     """Send ``calls`` pipelined, in order, and wait until each is done (its ``result`` or ``error`` set)."""
+    flush(cl)
     sink = _sink(cl, asyncio.get_running_loop())
     limit = cl.timeout if timeout is None else timeout
     deadline = time.monotonic() + limit

@@ -303,7 +303,7 @@ class Client(Caller):
                 call.done = True
                 if call.sink is not None:
                     call.sink.put(call)
-        if self._acalls:
+        if self._acalls or self._intake:  # the intake's calls are not in _acalls until made
             from .acalls import fail_all  # asyncio callers only: a sync client never imports asyncio
 
             fail_all(self, closed)
@@ -435,10 +435,10 @@ class Client(Caller):
         """
         if self._closed:
             return
+        self._kicked = False  # before the intake is read: a call queued after this wakes this thread again
         if self._intake:  # asyncio calls started in a burst: made here, into the outbox (sent below, or by a holder)
             from .acalls import intake
 
-            self._kicked = False  # before the intake is read: a call queued after this wakes this thread again
             intake(self)
         checked = False
         if not self._io.acquire(blocking=False):

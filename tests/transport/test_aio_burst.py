@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from machine import StateError
-from transport import acalls
+from transport import TransportError, acalls
 from transport.aio import connect_async
 
 
@@ -133,5 +133,45 @@ def test_burst_calls_cancelled_at_once_are_each_applied_at_most_once_and_forgott
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.01)
             assert m.tick("Multi") == t0 + 2 * applied
+
+    _run(main())
+
+
+def test_a_request_started_after_a_burst_s_mutations_never_overtakes_them(daemon: Any) -> None:
+    """Only add/remove/set go through the intake; a later request of another kind (here an add_ns) is sent
+    after the intake's calls started before it, as the order they were started in."""
+    d = daemon("--hub")
+
+    async def main() -> None:
+        async with connect_async(d.addrs[0]) as c:
+            m = await c.machine("worker2")
+            for _ in range(20):
+                await m.add("Start")
+                first = asyncio.ensure_future(m.add("Multi"))  # alone in flight: sent at once
+                rm_start = asyncio.ensure_future(m.remove("Start"))  # others in flight: into the intake
+                await asyncio.sleep(0)  # both started, the intake not made yet (its wake-up comes after the turn)
+                await m.add_ns("Start")  # started after the remove: must reach the server after it
+                assert await rm_start == 0 and await first == 0
+                await m.sync()
+                assert m.is_active("Start"), "the add_ns overtook the remove started before it"
+
+    _run(main())
+
+
+def test_close_fails_the_awaits_of_calls_still_in_the_intake(daemon: Any) -> None:
+    d = daemon("--hub")
+
+    async def main() -> None:
+        c = await connect_async(d.addrs[0])
+        m = await c.machine("worker0")
+        first = asyncio.ensure_future(m.add("Multi"))
+        burst = [asyncio.ensure_future(m.add("Multi")) for _ in range(100)]
+        await asyncio.sleep(0)  # started: one in flight, 100 in the intake
+        first.cancel()  # given up: no call of the client's is in flight any more, only the intake's
+        await asyncio.gather(first, return_exceptions=True)
+        await c.aclose()
+        out = await asyncio.wait_for(asyncio.gather(*burst, return_exceptions=True), 10)
+        for r in out:  # each either went out before the close (its result) or failed with closed: none hangs
+            assert r == 0 or (isinstance(r, TransportError) and r.code == "closed"), r
 
     _run(main())
