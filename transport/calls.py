@@ -135,6 +135,9 @@ class Caller(NsQueue):
         self._ns_init()  # add_ns batches (nscalls.py)
         # asyncio callers' calls started in a burst, their requests not made yet: the I/O thread makes and queues them
         self._intake: deque[list[Any]] = deque()
+        # held while entries move from the intake to the outbox: the I/O thread, or a loop's thread flushing the
+        # intake before a request that must not overtake them (acalls.flush), keep their order
+        self._intake_lock = threading.Lock()
 
     def _handle(self, data: bytes) -> None:
         """Handle one message read from the socket (the client's dispatch)."""
@@ -493,8 +496,12 @@ class Caller(NsQueue):
                 return
             c.queued = False  # sent below, by this thread: the outbox skips it
         try:
-            if self._ns_q:
-                self._ns_send(None)  # add_ns batches made before it go first
+            # add_ns batches made before it go first; while one can't go (no link, the server's queue for us
+            # full), this can't either: it would overtake them
+            if self._ns_q and not self._ns_send(None, block=block):
+                if not block:
+                    return
+                raise self._full(kind)
             # blocking (SNDTIMEO = the timeout): backpressure when the server's queue for this client is full;
             # an error, never a silent drop, when it stays full or there is no connection
             self._sock.send(frame, 0 if block else NB)

@@ -107,6 +107,7 @@ def test_a_malformed_batch_is_refused_whole_and_changes_nothing(served2) -> None
             [["a", ["Multi"]], "a"],                           # not an entry
             {"s": ["Multi"]},                                  # not a list
             [["a", ["Multi"]], ["a", ["Multi"], {"x": "y" * (1024 * 1024 + 10)}]],  # args past MAX_ARGS_BYTES
+            [["a", ["Multi"]]] * 1025,                          # past MAX_NS_MANY: it would hold the I/O thread
         ]
         for body in bad_batches:
             raw.send("ns_many", 0, None, body)

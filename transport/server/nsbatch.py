@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 Entry = tuple[str, list[str], "dict[str, Any] | None"]
 
+MAX_NS_MANY = 1024  # mutations in one batch, at most (a client sends up to nscalls.NS_BATCH, 256)
+
 
 def entries(body: Any) -> list[Entry]:
     """The batch's mutations, each checked before any is applied (ValueError, or ``limit`` for args too large)."""
@@ -38,6 +40,8 @@ def entries(body: Any) -> list[Entry]:
 
     if type(body) is not list:
         raise ValueError("ns_many takes a list of [mach, states] or [mach, states, args]")
+    if len(body) > MAX_NS_MANY:  # run inline, a batch holds the I/O thread: other sessions wait behind it
+        raise TransportError(f"ns_many takes at most {MAX_NS_MANY} mutations, got {len(body)}", code=P.LIMIT)
     out: list[Entry] = []
     for e in body:
         if type(e) is not list or not 2 <= len(e) <= 3:
