@@ -149,6 +149,7 @@ def _list_lines(entries: list[Entry], show_states: bool, states_all: bool) -> li
     append = lines.append
     link_up: dict[Any, bool] = {}  # asked once a link (a fleet: 50 links, 50,000 machines)
     rows: dict[tuple[int, ...], tuple[int, str, str]] = {}  # (id of names, *ticks) -> (sum, R|S|"", states)
+    alive: list[list[str]] = []
     for num, e in enumerate(entries, 1):
         link = e.link
         m = link.mirrors.get(e.id) if link.mirrors else None
@@ -157,10 +158,11 @@ def _list_lines(entries: list[Entry], show_states: bool, states_all: bool) -> li
             names, time = info.get("states") or [], info.get("time") or []
         else:
             names, time = list(m.state_names), list(m.time())
+            alive.append(names)  # a new list: kept, so that its id is not reused by another one while rows hold it
         up = link_up.get(link)
         if up is None:
             up = link_up[link] = link.connected
-        key = (id(names), *time)  # names stay alive (the entries hold them) for the whole loop
+        key = (id(names), *time)  # names stay alive for the whole loop (entries hold a listing's, alive a mirror's)
         row = rows.get(key)
         if row is None:
             row = rows[key] = _row(names, time, show_states, states_all)
