@@ -87,6 +87,8 @@ def subscribe_link_lazily(conn: Any, ids: set[str], every: bool, fn: Callable[[s
         try:
             infos = conn.machines()
         except BaseException as e:  # noqa: BLE001 - told to the command's thread
+            with lock:
+                waiting.clear()  # the next push asks again: nothing piles up while the names can't be had
             failed(e)
             return
         got = {i["id"]: i.get("states") or [] for i in infos if i.get("id") in ids}
