@@ -436,15 +436,9 @@ async def _connect(addr: str, timeout: float, server_key: Any, client_keys: Any,
     client = Client(addr, timeout=timeout, server_key=server_key, client_keys=client_keys, name=name, _hello=False)
     try:
         if listing:  # the machines listed in the hello's round trip (see Client's listing)
-            seq = client._next_seq
-            calls = [client._new_call(P.HELLO, None, client._hello_body(), None, seq),
-                     client._new_call(P.MACHS, None, {"c": True}, None, seq + 1)]
+            calls = client._hello_calls()
             await acall_many(client, calls)
-            for c in calls:
-                if c.error is not None:
-                    raise c.error
-            hello = calls[0].result
-            client.listing = _listed(calls[1].result)
+            hello = client._hello_listed(calls)
         else:
             hello = await acall(client, P.HELLO, None, client._hello_body())
     except TransportError as exc:

@@ -133,15 +133,9 @@ class Client(Caller):
             return
         try:
             if listing:
-                seq = self._next_seq
-                calls = [self._new_call(P.HELLO, None, self._hello_body(), None, seq),
-                         self._new_call(P.MACHS, None, {"c": True}, None, seq + 1)]
+                calls = self._hello_calls()
                 self._run_calls(calls, self.timeout)
-                for c in calls:
-                    if c.error is not None:
-                        raise c.error
-                hello = calls[0].result
-                self.listing = _listed(calls[1].result)
+                hello = self._hello_listed(calls)
             else:
                 hello = self._call(P.HELLO, None, self._hello_body(), timeout=self.timeout)
         except TransportError as exc:
@@ -155,6 +149,20 @@ class Client(Caller):
 
     def _hello_body(self) -> dict[str, Any]:
         return {"id": self.id, "proto": P.PROTO}
+
+    def _hello_calls(self) -> list[_Call]:
+        """A hello and the listing as columns, pipelined: one round trip for both (``connect(listing=True)``)."""
+        seq = self._next_seq
+        return [self._new_call(P.HELLO, None, self._hello_body(), None, seq),
+                self._new_call(P.MACHS, None, {"c": True}, None, seq + 1)]
+
+    def _hello_listed(self, calls: list[_Call]) -> Any:
+        """``_hello_calls`` answered: ``listing`` set, the hello's reply returned (or the first error raised)."""
+        for c in calls:
+            if c.error is not None:
+                raise c.error
+        self.listing = _listed(calls[1].result)
+        return calls[0].result
 
     def _hello_answered(self, hello: Any) -> None:
         self._boot, self._session = _peer(hello)

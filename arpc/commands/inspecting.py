@@ -312,23 +312,8 @@ def _watch_link(group: list[Entry], q: _Queue, unsubs: list[Callable[[], None]],
     link = group[0].link
     names = {e.id: e.names for e in group}
     every = len(names) == len(link.infos)
-    address = link.address
-
-    def put(mid: str, at: float, u: dict[str, Any]) -> None:
-        q.put((mid, at, u))
-
-    def dropped(n: int) -> None:
-        q.put((None, 0.0, {"dropped": n, "address": address}))
-
-    try:
-        unsub = call(group[0], lambda: subscribe_link(link.conn, names, every, put, dropped))
-    except BaseException as err:  # noqa: BLE001 - raised by the command's thread
-        failed.append(err)
-        return True
-    if unsub is None:
-        return False
-    unsubs.append(unsub)
-    return True
+    return _subscribed(group[0], q, unsubs, failed,
+                       lambda put, dropped: subscribe_link(link.conn, names, every, put, dropped))
 
 
 def _watch_link_lazily(link: Any, ids: list[str], q: _Queue, unsubs: list[Callable[[], None]],
@@ -336,7 +321,17 @@ def _watch_link_lazily(link: Any, ids: list[str], q: _Queue, unsubs: list[Callab
     """:func:`_watch_link` for machines known by id alone (``Session.unlisted``)."""
     from ..watch import subscribe_link_lazily
 
-    address = link.address
+    first = Entry(link, {"id": ids[0]})
+    every = len(ids) == len(link.infos)
+    return _subscribed(first, q, unsubs, failed, lambda put, dropped: subscribe_link_lazily(
+        link.conn, set(ids), every, put, dropped, lambda e: failed.append(arpc_error(first, e) or e)))
+
+
+def _subscribed(first: Entry, q: _Queue, unsubs: list[Callable[[], None]], failed: list[BaseException],
+                subscribe: Callable[[Any, Any], Callable[[], None] | None]) -> bool:
+    """Run ``subscribe(put, dropped)`` for ``first``'s link (its updates and drop notices into ``q``): True when
+    subscribed (its unsubscribe kept) or failed (the error kept), False when the link cannot watch."""
+    address = first.link.address
 
     def put(mid: str, at: float, u: dict[str, Any]) -> None:
         q.put((mid, at, u))
@@ -344,10 +339,8 @@ def _watch_link_lazily(link: Any, ids: list[str], q: _Queue, unsubs: list[Callab
     def dropped(n: int) -> None:
         q.put((None, 0.0, {"dropped": n, "address": address}))
 
-    first = Entry(link, {"id": ids[0]})
     try:
-        unsub = call(first, lambda: subscribe_link_lazily(link.conn, set(ids), len(ids) == len(link.infos), put,
-                                                          dropped, lambda e: failed.append(arpc_error(first, e) or e)))
+        unsub = call(first, lambda: subscribe(put, dropped))
     except BaseException as err:  # noqa: BLE001 - raised by the command's thread
         failed.append(err)
         return True
