@@ -35,6 +35,7 @@ from .fleet_calls import (
     many_ops,
     unknown_kind,
 )
+from .nscalls import batches_offered
 from .reactor import reactor
 
 if TYPE_CHECKING:
@@ -50,12 +51,6 @@ def _peer(hello: Any) -> tuple[Any, Any]:
     if not isinstance(hello, dict):
         return None, None
     return hello.get("boot"), hello.get("session")
-
-
-def _batches(hello: Any) -> bool:
-    """True when the server's hello says it reads ``ns_many`` batches: an older one would answer each with an
-    error nobody waits for, and its ``add_ns`` would be lost, so they go to it one a frame."""
-    return isinstance(hello, dict) and hello.get(P.NS_MANY) is True
 
 
 _MANY_KINDS = {"add": P.ADD, "remove": P.REMOVE, "set": P.SET}  # mutate_many's kinds, as its callers name them
@@ -133,8 +128,7 @@ class Client(Caller):
             return
         try:
             if listing:
-                calls = self._hello_calls()
-                self._run_calls(calls, self.timeout)
+                self._run_calls(calls := self._hello_calls(), self.timeout)
                 hello = self._hello_listed(calls)
             else:
                 hello = self._call(P.HELLO, None, self._hello_body(), timeout=self.timeout)
@@ -166,7 +160,7 @@ class Client(Caller):
 
     def _hello_answered(self, hello: Any) -> None:
         self._boot, self._session = _peer(hello)
-        self._ns_ok = _batches(hello)
+        self._ns_ok = batches_offered(hello)
         self._set_connected(True)
 
     def _not_connected(self, exc: TransportError) -> TransportError:
@@ -520,7 +514,7 @@ class Client(Caller):
     def _on_rehello(self, body: Any) -> None:
         if isinstance(body, dict):
             self._boot, self._session = _peer(body)
-            self._ns_ok = _batches(body)
+            self._ns_ok = batches_offered(body)
         if self._connected:
             return
         self._state.add(CS.CONNECTED)

@@ -35,6 +35,12 @@ NS_GAP = 0.001  # s: an add_ns this long after the last batch went out is sent a
 NS_AHEAD = 2  # batches queued and not sent, at most: then add_ns waits (back-pressure)
 
 
+def batches_offered(hello: Any) -> bool:
+    """True when the server's hello says it reads ``ns_many`` batches: an older one would answer each with an
+    error nobody waits for, and its ``add_ns`` would be lost, so they go to it one a frame."""
+    return isinstance(hello, dict) and hello.get(P.NS_MANY) is True
+
+
 class NsCall:
     """A batch of ``add_ns`` on its way out: open (taking more) until a thread holding the socket seals it."""
 
