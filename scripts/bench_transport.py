@@ -254,6 +254,32 @@ def _lat(fn: Any, n: int) -> list[float]:
     return out
 
 
+def _cpu_ns(pid: int | str = "self") -> int:
+    """CPU time of every thread of a process so far (ns, from the scheduler's own account: no tick rounding)."""
+    out = 0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                out += int(f.read().split()[0])
+        except OSError:
+            pass  # a thread that ended meanwhile
+    return out
+
+
+def _lat_cpu(fn: Any, n: int) -> tuple[list[float], float, float]:
+    """``_lat`` with the CPU time of the calling thread and of this whole process over the timed calls (s)."""
+    for _ in range(min(500, n)):
+        fn()
+    out = []
+    pc = time.perf_counter
+    cpu, proc = time.thread_time(), _cpu_ns()
+    for _ in range(n):
+        t = pc()
+        fn()
+        out.append(pc() - t)
+    return out, time.thread_time() - cpu, (_cpu_ns() - proc) / 1e9
+
+
 def _raw_dealer(addr: str) -> Any:
     import zmq
 
@@ -340,6 +366,13 @@ _DRIVER = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from transport import connect
+def cpu_ns():
+    import os
+    out = 0
+    for t in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{t}/schedstat") as f:
+            out += int(f.read().split()[0])
+    return out
 c = connect(sys.argv[2])
 rm = c.machine("b0")
 print("READY", flush=True)
@@ -350,11 +383,12 @@ for line in sys.stdin:
         for _ in range(min(500, n)):
             rm.add("M")
         out, pc = [], time.perf_counter
+        cpu, proc = time.thread_time(), cpu_ns()
         for _ in range(n):
             t = pc()
             rm.add("M")
             out.append(pc() - t)
-        print(json.dumps(out), flush=True)
+        print(json.dumps([out, time.thread_time() - cpu, (cpu_ns() - proc) / 1e9]), flush=True)
     else:
         before = rm.tick("M")
         t = time.perf_counter()
@@ -383,8 +417,10 @@ class _Driver:
         self.p.stdin.flush()
         return json.loads(self.p.stdout.readline())
 
-    def lat(self, n: int) -> list[float]:
-        return list(self._ask("lat", n))
+    def lat(self, n: int) -> tuple[list[float], float, float]:
+        """Round trip times, then the CPU time of the calling thread and of the client process (s)."""
+        out, cpu, proc = self._ask("lat", n)
+        return list(out), float(cpu), float(proc)
 
     def pipe(self, k: int) -> float:
         return float(self._ask("pipe", k))
@@ -408,15 +444,26 @@ def measure_ab(other: str, rounds: int, block: int, k: int) -> dict[str, Any]:
         seq = [0]
         fd, d = _raw_dealer(faddr), _raw_dealer(eaddr)
         floor_rtt = _floor_rtt(fd, seq)
-        rtts: list[tuple[str, Any]] = [(name, dr.lat) for name, dr in drivers.items()]
-        rtts.append(("floor", lambda n: _lat(floor_rtt, n)))
+        # (name, round trips, the server's pid)
+        rtts: list[tuple[str, Any, int]] = [(name, dr.lat, procs[name][0].pid) for name, dr in drivers.items()]
+        rtts.append(("floor", lambda n: _lat_cpu(floor_rtt, n), floor.pid))
         raws = {name: _raw_client_rtt(addr) for name, (_, addr) in procs.items()}
-        rtts += [(f"{name} server, raw client", lambda n, fn=fn: _lat(fn, n)) for name, (_, fn) in raws.items()]
-        lat: dict[str, list[float]] = {name: [] for name, _ in rtts}
+        rtts += [(f"{name} server, raw client", lambda n, fn=fn: _lat_cpu(fn, n), procs[name][0].pid)
+                 for name, (_, fn) in raws.items()]
+        lat: dict[str, list[float]] = {name: [] for name, _, _ in rtts}
+        # CPU seconds: the calling thread, the client process, the server process; and the calls they cover
+        cpu: dict[str, list[float]] = {name: [0.0, 0.0, 0.0, 0] for name, _, _ in rtts}
         pipe: dict[str, list[float]] = {"before": [], "after": [], "raw": []}
         for r in range(rounds):
-            for name, fn in rtts if r % 2 == 0 else rtts[::-1]:
-                lat[name] += fn(block)
+            for name, fn, pid in rtts if r % 2 == 0 else rtts[::-1]:
+                s0 = _cpu_ns(pid)
+                xs, tcpu, pcpu = fn(block)
+                acc = cpu[name]
+                acc[2] += (_cpu_ns(pid) - s0) / 1e9 / (block + min(500, block)) * block  # warm-up calls too
+                acc[0] += tcpu
+                acc[1] += pcpu
+                acc[3] += block
+                lat[name] += xs
             pipes = [("before", lambda: drivers["before"].pipe(k)), ("after", lambda: drivers["after"].pipe(k)),
                      ("raw", lambda: _raw_pipe(d, seq, k))]
             for name, run in pipes if r % 2 == 0 else pipes[::-1]:
@@ -431,6 +478,7 @@ def measure_ab(other: str, rounds: int, block: int, k: int) -> dict[str, Any]:
         for p in [floor, echo, *(p for p, _ in procs.values())]:
             _stop(p)
     return {"p3": {name: (_pct(xs, 0.5), _pct(xs, 0.99)) for name, xs in lat.items()},
+            "cpu": {name: (t / n, p / n, srv / n) for name, (t, p, srv, n) in cpu.items()},
             "p4": {name: (max(xs), statistics.median(xs)) for name, xs in pipe.items()}}
 
 
@@ -691,7 +739,9 @@ def main() -> None:
         rounds, block, k = (int(x) for x in (argv[3:6] if len(argv) >= 6 else ("40", "250", "5000")))
         r = measure_ab(sys.argv[2], rounds, block, k)
         for name, (p50, p99) in r["p3"].items():
-            print(f"P3 {name}: p50 {p50 * 1e6:.0f} us, p99 {p99 * 1e6:.0f} us", flush=True)
+            t, p, srv = r["cpu"][name]
+            print(f"P3 {name}: p50 {p50 * 1e6:.0f} us, p99 {p99 * 1e6:.0f} us; CPU a call: caller thread "
+                  f"{t * 1e6:.1f} us, client process {p * 1e6:.1f} us, server process {srv * 1e6:.1f} us", flush=True)
         for name, (best, median) in r["p4"].items():
             print(f"P4 {name}: best {best:,.0f}/s, median {median:,.0f}/s", flush=True)
         for i in range(3 if iso_too else 0):  # the slow machine among 100, this tree and the other alternating

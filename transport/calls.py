@@ -374,14 +374,14 @@ class Caller(NsQueue):
                     del pending[c.seq]
                 c.done = True  # answered, or given up: no holder sends it any more
 
-    def _run_one(self, call: _Call, t: float) -> None:
+    def _run_one(self, call: _Call, t: float, sent: bool = False) -> None:
         """``_run_calls`` for one call, the caller holding ``_io`` (which this gives back): the same steps
-        without a batch's bookkeeping (a round trip's client Python is what keeps it above the floor)."""
+        without a batch's bookkeeping (a round trip's client Python is what keeps it above the floor). ``sent``:
+        the call went out already (``plaincall``), pending and resendable."""
         try:
             now = time.monotonic()
             deadline = now + t
-            resend = now + RESEND
-            sent = False
+            resend = min(now + RESEND, call.next_try) if sent else now + RESEND
             while True:
                 if not sent:
                     sent = self._room() and self._first_send(call, now)
