@@ -409,6 +409,19 @@ class Caller(NsQueue):
             call.done = True
             self._release()
 
+    def _send_now(self, kind: str, body: Any, on_reply: Callable[[Any], None]) -> _Call | None:
+        """Send a request at once, ahead of anything queued (holding ``_io``): the hello that releases held
+        ``add_ns`` batches (nscalls.py). Best effort, as ``_call_async``; None when the socket took nothing."""
+        seq = self._next_seq
+        c = _Call(seq, kind, None, body, P.pack(kind, seq, None, body), on_reply, sync=False)
+        if not self._send(c.frame):
+            return None
+        self._next_seq = seq + 1
+        c.sent = True
+        c.next_try = time.monotonic() + RESEND
+        self._pending[seq] = c
+        return c
+
     def _resend(self, now: float) -> float:
         """Send again, with the same seq, the calls sent and unanswered for RESEND (this thread's, those it sent
         for others who wait for the socket, asyncio callers'); the caller holds ``_io``. Returns when to look

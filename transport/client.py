@@ -35,7 +35,6 @@ from .fleet_calls import (
     many_ops,
     unknown_kind,
 )
-from .nscalls import batches_offered
 from .reactor import reactor
 
 if TYPE_CHECKING:
@@ -160,7 +159,7 @@ class Client(Caller):
 
     def _hello_answered(self, hello: Any) -> None:
         self._boot, self._session = _peer(hello)
-        self._ns_ok = batches_offered(hello)
+        self._ns_greeted(hello)
         self._set_connected(True)
 
     def _not_connected(self, exc: TransportError) -> TransportError:
@@ -514,7 +513,7 @@ class Client(Caller):
     def _on_rehello(self, body: Any) -> None:
         if isinstance(body, dict):
             self._boot, self._session = _peer(body)
-            self._ns_ok = batches_offered(body)
+            self._ns_greeted(body)
         if self._connected:
             return
         self._state.add(CS.CONNECTED)

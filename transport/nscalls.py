@@ -8,6 +8,11 @@ asks for. The endpoint applies a batch in order, each mutation as its own ``add_
 ``server/nsbatch.py``), without reading, decoding and dispatching one message per mutation: that was half of a
 pipelined mutation's cost on the endpoint.
 
+A batch that could not be sent (no link, or the server's queue for us full) holds the batches back until a hello
+is answered (``_ns_ask``): the server may have restarted meanwhile as one that does not read ``ns_many``, which would
+refuse them whole. When the hello offers no batches, the batches not sent yet go as one ``add_ns`` frame each, in
+order. The hello goes ahead of them; every other request still waits behind them.
+
 Back-pressure as before: with one batch waiting to be sent (the link is down, or the server has ``MAX_PENDING``
 of this client's messages queued) and the next one full, ``add_ns`` waits up to the client's timeout for the
 first to go, then raises ``TransportError`` (``limit``); that mutation was not queued. Mutations queued are never
@@ -23,6 +28,7 @@ import time
 from collections import deque
 from typing import Any
 
+import msgpack
 import zmq
 
 from . import protocol as P
@@ -44,13 +50,18 @@ def batches_offered(hello: Any) -> bool:
 class NsCall:
     """A batch of ``add_ns`` on its way out: open (taking more) until a thread holding the socket seals it."""
 
-    __slots__ = ("entries", "size", "open", "frame", "sent", "done", "queued", "seq", "sync", "sink", "error")
+    __slots__ = ("entries", "size", "open", "frames", "many", "next", "sent", "done", "queued", "seq", "sync",
+                 "sink", "error")
 
     def __init__(self, entry: bytes) -> None:
         self.entries = [entry]
         self.size = len(entry)
         self.open = True
-        self.frame = b""
+        # once sealed: the ns_many frame, or (to a server without batches) one add_ns frame per entry; frames[:next]
+        # are sent
+        self.frames: list[bytes] = []
+        self.many = False  # frames is the one ns_many frame
+        self.next = 0
         # what the outbox (calls._send_queued) and close() look at, as on a calls._Call
         self.sent = self.done = False
         self.queued = True
@@ -76,6 +87,10 @@ class NsQueue:
         self._ns_lock = threading.Lock()  # appending to the open batch, sealing it
         self._ns_last = 0.0  # when the last batch went out (monotonic)
         self._ns_ok = False  # the server reads ns_many (its hello says so); until then add_ns go one a frame
+        # a batch could not be sent: none goes until a hello is answered (the server may be another one now), and
+        # the hello asked for that (None: none asked, or it is to be asked again)
+        self._ns_hold = False
+        self._ns_asked: Any = None
 
     def _wake(self) -> None:
         raise NotImplementedError
@@ -85,6 +100,23 @@ class NsQueue:
 
     def _full(self, kind: str) -> TransportError:
         raise NotImplementedError
+
+    def _hello_body(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _on_pong(self, body: Any) -> None:
+        raise NotImplementedError
+
+    def _send_now(self, kind: str, body: Any, on_reply: Any) -> Any:
+        raise NotImplementedError
+
+    def _recv_wait(self, ms: int) -> bytes:
+        raise NotImplementedError
+
+    def _handle(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    _last_rx: float
 
     def _add_ns(self, mach: str, states: list[str], args: dict[str, Any] | None) -> bool:
         """Queue one ``add_ns`` (see the module doc); raises TypeError for what can't be packed, and
@@ -155,17 +187,29 @@ class NsQueue:
 
     def _ns_send(self, upto: NsCall | None, block: bool = False) -> bool:
         """Send the queued batches, oldest first, up to ``upto`` (None: all); the caller holds ``_io``. True when
-        ``upto`` (or every batch) went out. ``block``: a blocking send (up to the socket's SNDTIMEO)."""
+        ``upto`` (or every batch) went out. ``block``: a blocking send (up to the socket's SNDTIMEO), and while
+        the batches are held, waiting (up to the timeout) for the hello's reply."""
         q = self._ns_q
         while q:
+            if self._ns_hold:
+                if not block:
+                    self._ns_ask()
+                    return False
+                if not self._ns_unheld():
+                    return False
             c = q[0]
-            if not c.frame:
+            if not c.frames:
                 with self._ns_lock:
                     c.open = False  # sealed: later add_ns start the next batch
-                c.frame = P.pack_many(c.entries)
+                c.many = self._ns_ok
+                c.frames = [P.pack_many(c.entries)] if c.many else _singles(c.entries)
             try:
-                raw_send(self._sock, c.frame, 0 if block else NB)
+                while c.next < len(c.frames):
+                    raw_send(self._sock, c.frames[c.next], 0 if block else NB)
+                    c.next += 1
             except zmq.ZMQError:  # Again: no link (IMMEDIATE) or the server's queue for us is full; tried again
+                self._ns_hold = True  # after a hello: the server that takes them may be another one
+                self._ns_ask()
                 return False
             with self._ns_lock:
                 q.popleft()
@@ -174,6 +218,60 @@ class NsQueue:
             if c is upto:
                 return True
         return upto is None or upto.sent
+
+
+    def _ns_ask(self) -> None:
+        """While the batches are held (the caller holds ``_io``): say hello, unless one is on its way. It alone
+        goes ahead of the batches; a reply to an earlier one, late, counts as well."""
+        c = self._ns_asked
+        if c is None or c.done or time.monotonic() >= c.next_try:
+            self._ns_asked = self._send_now(P.HELLO, self._hello_body(), self._ns_hello)
+
+    def _ns_unheld(self) -> bool:
+        """Read replies (holding ``_io``) until the hello asked for releases the batches, or the timeout: True
+        when it did."""
+        deadline = time.monotonic() + self.timeout
+        while self._ns_hold:
+            self._ns_ask()
+            left = deadline - time.monotonic()
+            if left <= 0 or self._closed:
+                return False
+            try:
+                data = self._recv_wait(max(1, min(50, int(left * 1000))))
+            except zmq.Again:
+                continue
+            self._last_rx = time.monotonic()
+            self._handle(data)
+        return True
+
+    def _ns_hello(self, body: Any) -> None:
+        """The hello asked for while the batches were held: release them (as single frames to a server that
+        does not read batches); a new server (or session) is then reported as a ping reply would (``_on_pong``)."""
+        self._ns_greeted(body)
+        self._on_pong(body)
+
+    def _ns_greeted(self, hello: Any) -> None:
+        """A hello's reply: whether the server reads batches; the held ones go (the ones sealed but not sent yet
+        as one ``add_ns`` frame each, when it does not)."""
+        self._ns_ok = batches_offered(hello)
+        if not self._ns_ok:
+            for c in list(self._ns_q):
+                if c.many and c.next == 0:
+                    c.frames, c.many = _singles(c.entries), False
+        self._ns_hold = False
+        self._ns_asked = None
+
+
+def _singles(entries: list[bytes]) -> list[bytes]:
+    """The ``add_ns`` frames of a batch's entries, one each (for a server that reads no batches)."""
+    out = []
+    for e in entries:
+        mach, states, *rest = msgpack.unpackb(e, raw=False)  # packed here (pack_entry), and readable
+        body: dict[str, Any] = {"s": states}
+        if rest:
+            body["a"] = rest[0]
+        out.append(P.pack(P.ADD_NS, 0, mach, body))
+    return out
 
 
 class _Single:

@@ -1,7 +1,7 @@
 """A daemon for the transport tests: spec fixture X (workers 0..2, parent "daemon") served by real endpoints.
 
 Usage: python daemon.py [--addr ADDR] [--addr-dir DIR] [--hub] [--slow-foo SECONDS [--slow-mach ID]]
-                        [--start STATE...] [--no-fleet] [--peer-timeout SECONDS]
+                        [--start STATE...] [--no-fleet] [--no-batches] [--peer-timeout SECONDS]
 Prints one line per endpoint ("READY <address>"), then reads commands on stdin, one per line:
   add|remove|set MACH STATE...   a server-side mutation (prints "OK <result>")
   time MACH                      prints "TIME <ticks>"
@@ -52,12 +52,16 @@ def main() -> None:
     p.add_argument("--slow-mach", help="only this machine's Foo is slow")
     p.add_argument("--start", nargs="*", default=[])
     p.add_argument("--no-fleet", action="store_true", help="an older daemon: no group / watch requests")
+    p.add_argument("--no-batches", action="store_true",
+                   help="an older daemon: its hello offers no ns_many, which it answers as an unknown kind")
     p.add_argument("--peer-timeout", type=float, help="drop a session silent this long (protocol's PEER_TIMEOUT)")
     a = p.parse_args()
     if a.no_fleet:
         import transport.server.fleet as fleet
 
         fleet.KINDS = frozenset()  # answered as unknown kinds, as a daemon from before them
+    if a.no_batches:
+        P.NS_MANY = "ns_many (not served)"  # the name the endpoint looks for and offers: never the client's
     if a.peer_timeout is not None:
         P.PEER_TIMEOUT = a.peer_timeout  # a liveness test's fault need not last the real 3.5 s
     machs = [Machine(SCHEMA, id=f"worker{i}", parent="daemon",

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import zmq
 from tr_util import RawPeer, free_port, until
 
 from machine import Machine, State
@@ -270,3 +271,33 @@ def test_add_ns_to_a_server_without_batches_go_one_a_frame_and_none_is_lost(serv
         assert old.batches == 0
     finally:
         old.close()
+
+
+def test_batches_queued_in_an_outage_reach_a_server_restarted_without_batches_one_a_frame(daemon) -> None:
+    """add_ns batches queued while the link was down went out as ns_many before the client's next hello: a server
+    restarted as one from before batches refused them whole (up to 512 mutations lost)."""
+    port = free_port()
+    addr = f"tcp://127.0.0.1:{port}"
+    d = daemon("--hub", "--addr", addr)
+    with connect(addr, timeout=5) as c:
+        rm = c.machine("worker0")
+        rm.add_ns("Multi")
+        rm.sync()
+        assert rm.tick("Multi") == 1 and c._ns_ok
+        d.kill()
+
+        def link_gone() -> bool:  # with IMMEDIATE, a DEALER can send again only once connected to a peer
+            with c._io:
+                return not c._sock.getsockopt(zmq.EVENTS) & zmq.POLLOUT
+
+        assert until(link_gone, timeout=10)
+        n = 200  # (at most NS_AHEAD batches wait: the first add_ns alone, then one of up to 256)
+        for _ in range(n):
+            rm.add_ns("Multi")  # queued in batches: nothing to send them to
+        assert c._ns_q
+        older = daemon("--hub", "--addr", addr, "--no-batches")
+        assert until(lambda: not c._ns_q, timeout=15)  # the batches went, after the new server's hello
+        assert until(lambda: older.cmd("time worker0").split()[1 + rm.index("Multi")] == str(2 * n - 1), timeout=10)
+        assert until(lambda: c.connected, timeout=10)
+        rm.sync()
+        assert rm.tick("Multi") == 2 * n - 1  # every one of them, once
