@@ -402,6 +402,89 @@ c.close()
 """
 
 
+_HOT = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import zmq
+from machine import Machine, State
+from transport import protocol as P
+P.HEARTBEAT = P.PEER_TIMEOUT = 1e9  # no ping takes a seq in the middle of the replies prepared below
+schema = Machine({"M": State(multi=True), "Foo": State(), "Bar": State()}).schema
+names = list(schema)
+ctx = zmq.Context.instance()
+router = ctx.socket(zmq.ROUTER)
+router.setsockopt(zmq.SNDHWM, 0)
+router.setsockopt(zmq.RCVHWM, 0)
+addr = f"tcp://127.0.0.1:{router.bind_to_random_port('tcp://127.0.0.1')}"
+# fewer calls a block than the client's SNDHWM (MAX_PENDING): a send that fails would read the replies ahead
+i, clock, mt, n = names.index("M"), [0] * len(names), [0], 800
+if sys.argv[3] == "floor":
+    d = ctx.socket(zmq.DEALER)
+    d.setsockopt(zmq.IDENTITY, b"floor")
+    d.connect(addr)
+    d.send(b"hi")
+    ident = router.recv_multipart()[0]
+    sys.path.insert(0, sys.argv[1] + "/scripts")
+    from bench_transport import _floor_rtt
+    call, hold, seq0 = _floor_rtt(d, [0]), None, lambda: 0
+else:
+    import threading
+    from transport import connect
+    def setup():
+        for _ in range(2):
+            who, data = router.recv_multipart()
+            kind, seq, mach, body = P.unpack(data)
+            out = {"boot": "b", "session": "s", "ns_many": True} if kind == "hello" else {
+                "id": "b0", "schema": P.schema_to_wire(schema), "names": names, "time": clock, "qtick": 0,
+                "mtick": 0, "parent_id": None, "tags": []}
+            router.send_multipart([who, P.pack("ok", seq, mach, out)])
+    th = threading.Thread(target=setup)
+    th.start()
+    c = connect(addr)
+    rm = c.machine("b0")
+    th.join()
+    ident, hold, seq0 = c.id.encode(), c._io, lambda: c._next_seq
+    call = lambda: rm.add("M")
+res = []
+for _ in range(int(sys.argv[2])):
+    if hold is not None:
+        hold.acquire()  # the client's I/O thread must not read the replies prepared for the calls
+    s0 = seq0()
+    for k in range(n):  # each call's reply waits on the socket before the call is made: no wait is measured
+        mt[0] += 1
+        d_ = 1 if clock[i] == 0 else 2
+        clock[i] += d_
+        router.send_multipart([ident, P.pack("ok", s0 + k, "b0", [0, [[i], [d_], 0, mt[0],
+                                                                     P.checksum(clock, 0, mt[0])]])])
+    time.sleep(0.1)
+    t = time.thread_time()
+    for _ in range(n):
+        call()
+    res.append((time.thread_time() - t) / n)
+    if hold is not None:
+        hold.release()
+    while router.poll(0):
+        router.recv_multipart()
+print(min(res), sorted(res)[len(res) // 2])
+"""
+
+
+def measure_hot(other: str, rounds: int) -> dict[str, tuple[float, float]]:
+    """The client's Python per remote ``add``, hot: each call's reply already waits on its socket (a fake server
+    in the same process answered ahead), so only the caller's own work is timed (thread CPU time). This tree's
+    client, another tree's (``other``) and the floor's raw client, in processes of their own, alternating:
+    ``python scripts/bench_transport.py hot OTHER_ROOT [ROUNDS]``. Returns (best, median) seconds a call."""
+    runs: dict[str, list[float]] = {"before": [], "after": [], "floor": []}
+    order = [("before", Path(other).resolve(), "ours"), ("after", ROOT, "ours"), ("floor", ROOT, "floor")]
+    for r in range(rounds):
+        for name, root, mode in order if r % 2 == 0 else order[::-1]:
+            p = subprocess.run([sys.executable, "-c", _HOT, str(root), "8", mode], capture_output=True, text=True)
+            if p.returncode:
+                raise RuntimeError(f"{name}: {p.stderr[-2000:]}")
+            runs[name].append(float(p.stdout.split()[0]))
+    return {name: (min(xs), statistics.median(xs)) for name, xs in runs.items()}
+
+
 class _Driver:
     """A client process running one checkout's ``transport`` (its client and its endpoint are compared together)
     against that checkout's daemon: ``lat(n)`` round trips, ``pipe(k)`` pipelined mutations a second."""
@@ -732,6 +815,10 @@ def main() -> None:
         serve_fan_raw()
     elif mode == "rawmirrors":
         run_raw_mirrors(sys.argv[2], int(sys.argv[3]))
+    elif mode == "hot":
+        for name, (best, med) in measure_hot(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 5).items():
+            print(f"client Python per remote add, hot: {name}: best {best * 1e6:.2f} us, median {med * 1e6:.2f} us",
+                  flush=True)
     elif mode == "ab":
         # ab OTHER_ROOT [ROUNDS BLOCK K] [--no-iso]: P3 and P4 (and, unless --no-iso, the slow-machine proof)
         iso_too = "--no-iso" not in sys.argv
