@@ -77,9 +77,15 @@ def round_trip(rm: RemoteMachine, kind: str, called: tuple[str, ...], a: dict[st
         call.next_try = t0 + RESEND
         c._pending[seq] = call
         c._inflight.append(call)
-        if data is not None:
-            c._handle(data)
         handed = True
+        try:
+            if data is not None:
+                c._handle(data)
+        except BaseException:  # (a callback's SystemExit, say): the call is given up, as _run_one would
+            call.done = True
+            c._pending.pop(seq, None)
+            c._release()
+            raise
         c._run_one(call, max(0.0, t0 + t - time.monotonic()), sent=True)  # gives _io back
         if call.error is not None:
             raise call.error
