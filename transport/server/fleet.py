@@ -29,7 +29,7 @@ from .. import protocol as P
 from ..errors import TransportError
 from ..remote import served_busy
 from .dispatch import MAX_LANE, SLOW_HOLD
-from .leader import SLOW, Demoted
+from .leader import SLOW, Demoted, own_queued_ns
 from .loop import InlineRun
 from .pushes import MAX_BACKLOG
 from .sessions import Session
@@ -185,6 +185,7 @@ class Fleet:
         """Apply the group's mutation to its machines from ``start`` on (on the I/O thread)."""
         d, loop, machs = self.d, self.loop, self.machs
         ids = g.ids
+        queued = own_queued_ns()  # this thread's wait for a CPU so far: a preempted run is not a slow one
         for i in range(start, len(ids)):
             mid = ids[i]
             m = machs.get(mid)
@@ -217,8 +218,14 @@ class Fleet:
                 loop.post(partial(self._adopted_done, ticket, r))
                 raise Demoted
             del self.inline[ticket]
-            if perf_counter() - t0 > SLOW:
-                d._lane(m).slow_until = time.monotonic() + SLOW_HOLD
+            took = perf_counter() - t0
+            if took > SLOW:
+                now_queued = own_queued_ns()
+                if now_queued is not None and queued is not None:
+                    took -= (now_queued - queued) / 1e9  # (the wait since the last look: a run after it gets all)
+                queued = now_queued
+                if took > SLOW:
+                    d._lane(m).slow_until = time.monotonic() + SLOW_HOLD
             g.set(i, r)
         g.scanned = True
         self._finish(g)

@@ -15,6 +15,11 @@ order) and the machine is marked slow.
 
 A loop is watched from its first request; it stops being watched after ``QUIET`` seconds without one, so an idle
 endpoint costs no wake-ups.
+
+A run's age leaves out the time its thread waited for a CPU, ready to run (Linux's per-thread schedstat): on a
+busy box (a fleet of daemons on a few cores) a quick transition is often preempted for longer than ``SLOW``, and
+demoting it would cost a thread start and a hand-over for nothing. Time blocked (sleep, I/O, a lock, the GIL)
+still counts: that is what a demotion is for.
 """
 
 from __future__ import annotations
@@ -37,6 +42,65 @@ QUIET = 1.0  # seconds without a request after which a loop is no longer watched
 IDLE = 5.0  # seconds the watchdog thread waits with no loop to watch before it exits
 
 
+def _schedstat_path(native_id: int) -> str:
+    return f"/proc/self/task/{native_id}/schedstat"
+
+
+def queued_ns(fd: int) -> int | None:
+    """The nanoseconds a thread has waited on a run queue so far, from its open schedstat file (None if
+    unreadable)."""
+    try:
+        return int(os.pread(fd, 128, 0).split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def own_queued_ns() -> int | None:
+    """``queued_ns`` of the calling thread (opens the file: for rare checks, not for each request)."""
+    try:
+        fd = os.open(_schedstat_path(threading.get_native_id()), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return queued_ns(fd)
+    finally:
+        os.close(fd)
+
+
+class _Leader:
+    """What the watchdog keeps about a loop's leader thread: its schedstat file, the run-queue wait read at the
+    last look, and the wait credited to the inline run seen then."""
+
+    __slots__ = ("native_id", "fd", "queued", "ticket", "credit")
+
+    def __init__(self, native_id: int) -> None:
+        self.native_id = native_id
+        try:
+            self.fd = os.open(_schedstat_path(native_id), os.O_RDONLY)
+        except OSError:
+            self.fd = -1
+        self.queued = queued_ns(self.fd) if self.fd >= 0 else None
+        self.ticket = 0
+        self.credit = 0.0
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def waited(self, ticket: int, age: float) -> float:
+        """Seconds of ``age`` the run ``ticket`` spent waiting for a CPU (at most ``age``), read at each look: the
+        wait since the last look is credited to the run in progress now (a run begun since then gets the whole of
+        it, so its demotion may come one look late)."""
+        q = queued_ns(self.fd) if self.fd >= 0 else None
+        delta = (q - self.queued) / 1e9 if q is not None and self.queued is not None else 0.0
+        self.queued = q
+        if ticket != self.ticket:
+            self.ticket, self.credit = ticket, 0.0
+        self.credit = min(self.credit + delta, age)
+        return self.credit
+
+
 class Demoted(BaseException):
     """Raised on a thread that was the I/O thread once its slow inline transition returns: it leaves the loop
     (past every ``except Exception``) without touching the socket, which another thread owns now."""
@@ -51,6 +115,7 @@ class Watchdog:
         self.loops: set[ServerLoop] = set()
         self.thread: threading.Thread | None = None
         self.demoted = 0  # runs demoted so far (tests and benchmarks read it)
+        self.leaders: dict[ServerLoop, _Leader] = {}  # the watchdog thread's own
 
     def watch(self, loop: ServerLoop) -> None:
         """Look at ``loop`` from now on (called by its leader before it handles a request)."""
@@ -76,14 +141,27 @@ class Watchdog:
                 while not self.loops:
                     if not cond.wait(IDLE) and not self.loops:
                         self.thread = None
+                        for old in self.leaders.values():
+                            old.close()
+                        self.leaders.clear()
                         return
                 loops = list(self.loops)
             wait = TICK
             now = time.perf_counter()
+            leaders = self.leaders
+            for gone in [lp for lp in leaders if lp not in loops]:
+                leaders.pop(gone).close()
             for loop in loops:
                 # a copy made in one C call, atomic against the leader's own writes
-                for ticket, run in list(loop.inline.items()):
+                runs = list(loop.inline.items())
+                lead = leaders.get(loop)
+                if lead is None or lead.native_id != loop.native_id:
+                    if lead is not None:
+                        lead.close()
+                    lead = leaders[loop] = _Leader(loop.native_id)
+                for ticket, run in runs:
                     age = now - run[0]
+                    age -= lead.waited(ticket, age)
                     if age < SLOW:
                         wait = min(wait, SLOW - age)
                     else:

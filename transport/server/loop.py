@@ -51,6 +51,7 @@ class ServerLoop:
         self.pipe = WakePipe()
         self.stopped = False
         self.ident = 0  # the I/O thread's id, once it runs (it changes when a slow inline run is demoted)
+        self.native_id = 0  # and its kernel thread id (the watchdog reads its scheduling stats)
         self.name = name
         # leader/followers (leader.py): the inline run in progress (at most one: the leader's), by ticket; the
         # lock of a hand-over; and the runs demoted that the next leader adopts before it polls
@@ -109,6 +110,7 @@ class ServerLoop:
     def run(self) -> None:
         """The I/O thread's loop; a new leader runs it too, after adopting the runs demoted (``leader.py``)."""
         self.ident = threading.get_ident()
+        self.native_id = threading.get_native_id()
         sock = self.sock
         getsockopt: Callable[[int], int] = sock.getsockopt  # type: ignore[assignment]  # EVENTS is an int
         recv = sock.recv
