@@ -175,6 +175,7 @@ class Fleet:
         self._run(g, 0)
 
     def _apply(self, g: _Group, m: Machine) -> int:
+        """On a lane's thread (inline runs set the source once for the whole group: see ``_run``)."""
         token = SOURCE.set(g.sess.source)  # the history names the session, as for a mutation of its own
         try:
             return int(getattr(m, g.name)(*g.states, args=g.args))
@@ -183,8 +184,17 @@ class Fleet:
 
     def _run(self, g: _Group, start: int) -> None:
         """Apply the group's mutation to its machines from ``start`` on (on the I/O thread)."""
+        token = SOURCE.set(g.sess.source)  # the history names the session, as for a mutation of its own
+        try:
+            self._run_inline(g, start)
+        finally:
+            SOURCE.reset(token)
+        g.scanned = True
+        self._finish(g)
+
+    def _run_inline(self, g: _Group, start: int) -> None:
         d, loop, machs = self.d, self.loop, self.machs
-        ids = g.ids
+        ids, name, states, args = g.ids, g.name, g.states, g.args
         queued = own_queued_ns()  # this thread's wait for a CPU so far: a preempted run is not a slow one
         for i in range(start, len(ids)):
             mid = ids[i]
@@ -211,7 +221,7 @@ class Fleet:
             loop.inline[ticket] = (t0, g.sess, 0, m, GROUP)
             r: int | BaseException
             try:
-                r = self._apply(g, m)
+                r = int(getattr(m, name)(*states, args=args))
             except Exception as exc:
                 r = exc
             if loop.inline.pop(ticket, None) is None:
@@ -227,8 +237,6 @@ class Fleet:
                 if took > SLOW:
                     d._lane(m).slow_until = time.monotonic() + SLOW_HOLD
             g.set(i, r)
-        g.scanned = True
-        self._finish(g)
 
     def adopt(self, ticket: int, run: InlineRun) -> None:
         """A new I/O thread's first step for a group's run demoted: the machine's later requests wait behind it

@@ -14,7 +14,10 @@ counts as outstanding on its machine's lane (later requests for that machine wai
 order) and the machine is marked slow.
 
 A loop is watched from its first request; it stops being watched after ``QUIET`` seconds without one, so an idle
-endpoint costs no wake-ups.
+endpoint costs no wake-ups. Meanwhile, once every watched leader has waited in poll for ``NAP`` (no inline run can
+be in progress then), the watchdog sleeps until a leader's poll returns with work (``Watchdog.nudge``): a fleet of
+daemons a request a second each is not looked at 200 times a second each, each look taking the GIL from a busy
+I/O thread.
 
 A run's age leaves out the time its thread waited for a CPU, ready to run (Linux's per-thread schedstat): on a
 busy box (a fleet of daemons on a few cores) a quick transition is often preempted for longer than ``SLOW``, and
@@ -38,6 +41,7 @@ log = LazyLogger("transport.server")
 
 SLOW = 0.005  # seconds: an inline transition older than this is left to its thread; the machine counts as slow
 TICK = 0.005  # seconds between two looks of the watchdog while no inline run is in progress
+NAP = 0.02  # seconds every watched leader has waited in poll after which the watchdog sleeps until one wakes
 QUIET = 1.0  # seconds without a request after which a loop is no longer watched
 IDLE = 5.0  # seconds the watchdog thread waits with no loop to watch before it exits
 
@@ -116,6 +120,7 @@ class Watchdog:
         self.thread: threading.Thread | None = None
         self.demoted = 0  # runs demoted so far (tests and benchmarks read it)
         self.leaders: dict[ServerLoop, _Leader] = {}  # the watchdog thread's own
+        self.napping = False  # asleep until nudged: every watched leader was waiting in poll (see NAP)
 
     def watch(self, loop: ServerLoop) -> None:
         """Look at ``loop`` from now on (called by its leader before it handles a request)."""
@@ -133,6 +138,26 @@ class Watchdog:
         with self.cond:
             loop.watched = False
             self.loops.discard(loop)
+
+    def nudge(self) -> None:
+        """A leader's poll returned with work while the watchdog naps: it looks again (a leader sets its
+        ``idle_since`` to 0 before it reads ``napping``, and the watchdog the other way round, so one of the two
+        sees the other)."""
+        with self.cond:
+            self.napping = False
+            self.cond.notify()
+
+    def _nap(self, loops: list[ServerLoop], now: float) -> None:
+        """Sleep until nudged (or QUIET) if every loop's leader has waited in poll for NAP."""
+        for loop in loops:
+            since = loop.idle_since
+            if not since or now - since < NAP:
+                return
+        with self.cond:
+            self.napping = True
+            if all(loop.idle_since for loop in loops):  # (read after napping is set: see nudge)
+                self.cond.wait(QUIET)
+            self.napping = False
 
     def _run(self) -> None:
         cond = self.cond
@@ -170,6 +195,7 @@ class Watchdog:
                                 self.demoted += 1
                         except Exception:  # no thread could be started: the run goes on inline, as before
                             log.exception("could not hand the endpoint's sockets to a new thread")
+            self._nap(loops, now)
             time.sleep(max(wait, 0.0005))
 
 

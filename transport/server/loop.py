@@ -60,6 +60,7 @@ class ServerLoop:
         self.lead = threading.Lock()
         self.handover: list[tuple[int, InlineRun]] = []
         self.watched = False  # the watchdog looks at this loop (written under its lock, by the leader)
+        self.idle_since = 0.0  # when the leader began to wait in poll (0.0: it is not waiting)
         self.exited = threading.Event()  # the last leader has closed the socket
         self.epoll: select.epoll | None = None
         self.next_sweep = 0.0
@@ -176,7 +177,11 @@ class ServerLoop:
                     quiet = 0
                     continue
                 timeout = 0.001 if pushes.later else 0.5
+                self.idle_since = time.perf_counter()  # no inline run while in poll: the watchdog may nap
                 events = ep.poll(timeout)
+                self.idle_since = 0.0
+                if DOG.napping:  # (also after a timeout: requests may be read without an event)
+                    DOG.nudge()
                 for fd, _ in events:
                     if fd == wake_r:
                         self.pipe.drain()
