@@ -41,6 +41,7 @@ log = LazyLogger("transport.server")
 
 SLOW = 0.005  # seconds: an inline transition older than this is left to its thread; the machine counts as slow
 TICK = 0.005  # seconds between two looks of the watchdog while no inline run is in progress
+MAX_WAIT = 0.05  # seconds between two looks at most, however busy the box
 NAP = 0.02  # seconds every watched leader has waited in poll after which the watchdog sleeps until one wakes
 QUIET = 1.0  # seconds without a request after which a loop is no longer watched
 IDLE = 5.0  # seconds the watchdog thread waits with no loop to watch before it exits
@@ -75,7 +76,7 @@ class _Leader:
     """What the watchdog keeps about a loop's leader thread: its schedstat file, the run-queue wait read at the
     last look, and the wait credited to the inline run seen then."""
 
-    __slots__ = ("native_id", "fd", "queued", "ticket", "credit")
+    __slots__ = ("native_id", "fd", "queued", "looked", "delta", "ticket", "credit")
 
     def __init__(self, native_id: int) -> None:
         self.native_id = native_id
@@ -84,6 +85,8 @@ class _Leader:
         except OSError:
             self.fd = -1
         self.queued = queued_ns(self.fd) if self.fd >= 0 else None
+        self.looked = time.perf_counter()
+        self.delta = 0.0  # seconds the thread waited for a CPU between the last two looks
         self.ticket = 0
         self.credit = 0.0
 
@@ -92,16 +95,22 @@ class _Leader:
             os.close(self.fd)
             self.fd = -1
 
-    def waited(self, ticket: int, age: float) -> float:
-        """Seconds of ``age`` the run ``ticket`` spent waiting for a CPU (at most ``age``), read at each look: the
-        wait since the last look is credited to the run in progress now (a run begun since then gets the whole of
-        it, so its demotion may come one look late)."""
+    def look(self, now: float) -> float:
+        """Read the thread's wait at a look; returns the share of the time since the last look it was not kept
+        waiting for a CPU (1.0 on a quiet box; at least 0.1)."""
         q = queued_ns(self.fd) if self.fd >= 0 else None
-        delta = (q - self.queued) / 1e9 if q is not None and self.queued is not None else 0.0
+        self.delta = (q - self.queued) / 1e9 if q is not None and self.queued is not None else 0.0
         self.queued = q
+        span, self.looked = now - self.looked, now
+        return max(0.1, 1.0 - self.delta / span) if span > 0 else 1.0
+
+    def waited(self, ticket: int, age: float) -> float:
+        """Seconds of ``age`` the run ``ticket`` spent waiting for a CPU (at most ``age``): the wait between the
+        last two looks is credited to the run in progress now (a run begun since then gets the whole of it, so
+        its demotion may come one look late)."""
         if ticket != self.ticket:
             self.ticket, self.credit = ticket, 0.0
-        self.credit = min(self.credit + delta, age)
+        self.credit = min(self.credit + self.delta, age)
         return self.credit
 
 
@@ -171,7 +180,7 @@ class Watchdog:
                         self.leaders.clear()
                         return
                 loops = list(self.loops)
-            wait = TICK
+            wait = MAX_WAIT
             now = time.perf_counter()
             leaders = self.leaders
             for gone in [lp for lp in leaders if lp not in loops]:
@@ -184,11 +193,16 @@ class Watchdog:
                     if lead is not None:
                         lead.close()
                     lead = leaders[loop] = _Leader(loop.native_id)
+                # the next look when the leader may have had SLOW (TICK) of its own time: a leader kept waiting
+                # for a CPU is looked at less often, not taken the GIL from every TICK while it barely runs
+                share = lead.look(now)
+                if not runs:
+                    wait = min(wait, TICK / share)
                 for ticket, run in runs:
                     age = now - run[0]
                     age -= lead.waited(ticket, age)
                     if age < SLOW:
-                        wait = min(wait, SLOW - age)
+                        wait = min(wait, (SLOW - age) / share)
                     else:
                         try:
                             if loop.demote(ticket):
