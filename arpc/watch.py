@@ -75,9 +75,12 @@ def subscribe_link(conn: Any, names: dict[str, list[str]], every: bool, fn: Call
 def subscribe_link_lazily(conn: Any, ids: set[str], every: bool, fn: Callable[[str, float, Update], Any],
                           dropped: Callable[[int], Any], failed: Callable[[BaseException], Any]
                           ) -> Callable[[], None] | None:
-    """:func:`subscribe_link` for machines known by id alone (no listing yet): the connection's state names are
-    asked once its first record comes (a fleet's watch starts at once, and only daemons with transitions are
-    listed); records wait for them in order. ``failed(exc)``: that listing failed."""
+    """:func:`subscribe_link` for machines known by id alone (no listing yet): a daemon sends the state names with
+    each machine's first records; an older one's are asked once its first record comes (a fleet's watch starts at
+    once, and only daemons with transitions are listed), and records wait for them in order. ``failed(exc)``: that
+    listing failed."""
+    from transport.fleet_calls import watched_names
+
     lock = threading.Lock()
     names: dict[str, list[str]] | None = None
     waiting: list[tuple[list[Any], int]] = []  # pushes that came before the names
@@ -102,6 +105,13 @@ def subscribe_link_lazily(conn: Any, ids: set[str], every: bool, fn: Callable[[s
 
     def on_records(recs: list[Any], lost: int) -> None:  # on the client's I/O thread: never a call here
         with lock:
+            if names is None and not waiting:
+                sent = {r.machine: watched_names(conn, r.machine) for r in recs if r.machine in ids}
+                if None not in sent.values():  # sent with the records: no listing to ask for
+                    _updates(sent, recs, fn)  # type: ignore[arg-type]
+                    if lost:
+                        dropped(lost)
+                    return
             if names is None:
                 waiting.append((recs, lost))
                 if len(waiting) == 1:

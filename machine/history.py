@@ -17,6 +17,8 @@ from .errors import trace_text
 from .tracer import Tracer
 from .transition import tick_changes
 
+_perf, _wall = time.perf_counter, time.time  # (module globals: one lookup each on the hot path)
+
 if TYPE_CHECKING:
     from .machine import Machine
     from .transition import Transition
@@ -114,39 +116,47 @@ class History(Tracer):
             self._sources[id(mutation)] = (mutation, src)
 
     def transition_init(self, tx: Transition) -> None:
-        self._t0 = time.perf_counter()
+        self._t0 = _perf()
 
     def transition_end(self, tx: Transition) -> None:
-        # on the machine's hot path: keep the raw facts in a tuple; the record (a dict) is made when read
-        took = time.perf_counter() - self._t0 if self._t0 else 0.0
+        # on the machine's hot path: the raw facts in one tuple, built once; the record (a dict) is made when read
+        t0 = self._t0
         self._t0 = 0.0
         m = tx.mutation
         if m.is_check:
             return                  # a dry run changes nothing: not history
         accepted = tx.is_accepted
-        if not accepted and m.is_auto and tx.handler is None:
+        cancel = tx._cancel         # (reason, handler, error) when a handler canceled it
+        if not accepted and m.is_auto and (cancel is None or cancel[1] is None):
             return                  # auto states the relations turned down: nothing happened, not history
-        done = accepted and tx.is_completed
-        err = tx.error
-        if err is None and accepted and m.args and "Exception" in m.called:
+        took = _perf() - t0 if t0 else 0.0
+        now = _wall()
+        err = cancel[2] if cancel is not None else None
+        args = m.args
+        if err is None and accepted and args and "Exception" in m.called:
             # the error arrives as Exception's args: add_err from code, a raising async handler, or the Exception
             # that follows a raising handler (the same object, recorded once in the errors)
-            e = m.args.get("err")
+            e = args.get("err")
             if isinstance(e, BaseException):
                 err = e
-        now = time.time()
-        err_rec = error_record(err, trace_text(err), tx.handler, now) if err is not None else None
+        err_rec = None
+        if err is not None:
+            err_rec = error_record(err, trace_text(err), cancel[1] if cancel is not None else None, now)
         # a canceled transition's reason: a handler's is known; a relation's is worked out when read (from tx)
-        reason = None if accepted else (tx._cancel[0] if tx._cancel else tx)
-        # a tuple of tuples, strings and numbers, which the garbage collector stops tracking: a daemon's rings of
-        # a million records would otherwise make every full collection scan them (over 100 ms). A canceled record
-        # stays a list: its reason (the transition) is replaced by the text when first read
-        facts = (now, took, tx.machine._c.names, tuple(tx.time_before), tuple(tx.time_after) if done else None,
-                 accepted, int(m.type), tuple(m.called), plain(m.args) if m.args else None, m.is_auto, reason, err_rec,
-                 self._source(m) if self._sources else None)
+        reason = None if accepted else (cancel[0] if cancel is not None else tx)
+        after = tuple(tx.time_after) if accepted and tx.is_completed else None
+        source = self._source(m) if self._sources else None
+        names, before, called = tx._mach._c.names, tuple(tx.time_before), tuple(m.called)
+        plain_args = plain(args) if args else None
         with self._lock:
-            self._seq += 1
-            raw = (self._seq, *facts) if reason is None or isinstance(reason, str) else [self._seq, *facts]
+            self._seq = seq = self._seq + 1
+            # a tuple of tuples, strings and numbers, which the garbage collector stops tracking: a daemon's rings
+            # of a million records would otherwise make every full collection scan them (over 100 ms). A canceled
+            # record by a relation stays a list: its reason (the transition) is replaced by the text when read
+            raw: Any = (seq, now, took, names, before, after, accepted, int(m.type), called, plain_args, m.is_auto,
+                        reason, err_rec, source)
+            if reason is not None and not isinstance(reason, str):
+                raw = list(raw)
             self._records.append(raw)
             if err_rec is not None and self._keep_errors and err is not self._last_err:
                 self._errors.append(err_rec)

@@ -946,6 +946,8 @@ def fleet_section(ctx: Ctx) -> Report:
                          ", ".join(f"{x:.2f}" for x in r[key + "_all"]), "< 1 s", met(r[key] < 1.0)])
     rep.summary.append(f"fleet of {n}: list {r['list']:.2f} s ({r['listed']} listed), group-add {r['group_add']:.2f} s "
                        f"({r['group_out']}), watch {r['watch']:.2f} s (targets < 1 s)")
+    rep.summary.append(f"daemons' CPU during group-add: {r['group_cpu_ms']:.1f} ms per 1000 machines (median; "
+                       f"load average {os.getloadavg()[0]:.1f} at the end)")
     rep.notes.append(
         "The daemons start at once (bench_arpc.py serve), each writing 1000 addr files into one dir; the last one "
         "toggles Foo on its last machine every 20 ms. Each figure: the wall time of the installed `arpc` as a "

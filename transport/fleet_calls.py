@@ -108,6 +108,7 @@ class Watches:
         self.lock = threading.Lock()
         self.subs: dict[int, tuple[WatchFn, frozenset[str] | None, bool]] = {}
         self.next = 0
+        self.names: dict[str, list[str]] = {}  # state names of watched machines, as the server sent them
 
     def add(self, fn: WatchFn, ids: Sequence[str] | None, args: bool) -> int:
         with self.lock:
@@ -143,6 +144,11 @@ class Watches:
             return
         dropped = body.get("d")
         dropped = dropped if type(dropped) is int and dropped > 0 else 0
+        names, idx = body.get("names"), body.get("m")
+        if isinstance(names, list) and isinstance(idx, dict):  # before the records: their callbacks may ask
+            for mid, k in idx.items():
+                if type(mid) is str and type(k) is int and 0 <= k < len(names) and isinstance(names[k], list):
+                    self.names[mid] = names[k]
         recs = []
         for r in body["r"]:
             if type(r) is list and len(r) == 7 and type(r[0]) is str:
@@ -158,6 +164,13 @@ class Watches:
                     from machine.log import LazyLogger
 
                     LazyLogger("transport.client").exception("watch callback failed")
+
+
+def watched_names(cl: Any, mach_id: str) -> list[str] | None:
+    """The state names (index order) of a machine ``cl`` watches, as the server sent them with its first records;
+    None before its first record, or from a server that does not send them (ask for a listing then)."""
+    watches = getattr(cl, "_watches", None)
+    return watches.names.get(mach_id) if isinstance(watches, Watches) else None
 
 
 def listing(body: Any) -> list[dict[str, Any]]:

@@ -258,6 +258,7 @@ def cmd_watch(cx: Cx, mach: str | None, count: int | None, duration: str | None,
                 failed.append(err)
 
     pool = None
+    futures: list[Any] = []
     groups: list[list[Entry] | tuple[Any, list[str]]] = [*by_link.values(), *lazy.items()]
     try:
         if len(groups) == 1:
@@ -267,8 +268,7 @@ def cmd_watch(cx: Cx, mach: str | None, count: int | None, duration: str | None,
 
             # one thread a link (a link: one request, or one mirror a machine for older daemons)
             pool = ThreadPoolExecutor(min(64, len(groups)), thread_name_prefix="arpc-watch")
-            for group in groups:
-                pool.submit(subscribe, group)
+            futures = [pool.submit(subscribe, group) for group in groups]
         if failed:
             raise failed[0]
         seen = 0
@@ -290,14 +290,25 @@ def cmd_watch(cx: Cx, mach: str | None, count: int | None, duration: str | None,
             cx.emit(_watch_result(mid, at, u))
     finally:
         stop.set()
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)  # each thread stops after its subscription in flight
-        for unsub in unsubs:
-            try:
-                unsub()
-            except Exception:  # noqa: BLE001
-                pass
+        if pool is None:
+            for unsub in unsubs:
+                _quietly(unsub)
+        else:
+            from concurrent.futures import wait
+
+            for f in futures:
+                f.cancel()
+            wait(futures)  # each thread stops after its subscription in flight
+            list(pool.map(_quietly, list(unsubs)))  # a fleet's unwatch round trips at once, on the same threads
+            pool.shutdown(wait=True)
     return Result([], None)
+
+
+def _quietly(fn: Callable[[], Any]) -> None:
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 - stopping a watch that is gone already
+        pass
 
 
 _Queue = queue.SimpleQueue[tuple[Any, float, dict[str, Any]]]  # (id, time, update); a None id: records dropped

@@ -166,6 +166,9 @@ class Endpoint:
             mach.keep_history(self._history)  # ops can ask what happened before they connected
         if isinstance(mach, RemoteMachine):
             self._offs[mach.id] = mach.on_update(tracer.mirror_update)
+        fleet = self._loop.dispatcher.fleet
+        if fleet.watches:  # a fleet watch takes it in (read after the machine is in _machs: see Fleet._watch)
+            self._post(lambda: fleet.exposed(cast(Machine, mach)))
         if self._addr_dir is not None:
             try:
                 self._files[mach.id] = write_addr_file(self._addr_dir, mach.id, self.address)
@@ -256,6 +259,7 @@ class Endpoint:
 
     def _forget(self, mach_id: str) -> None:
         self._pushes.forget(mach_id)
+        self._loop.dispatcher.fleet.removed(mach_id)
         lanes = self._loop.dispatcher.lanes
         lane = lanes.get(mach_id)
         if lane is not None and not lane.outstanding and mach_id not in self._machs:

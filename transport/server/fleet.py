@@ -10,7 +10,10 @@
   without a mirror per machine: compact records (``[id, time before, time after, wall ms, type, called, args]``)
   in ``wrec`` pushes, gathered once per batch of the I/O thread. Bounded: at most ``MAX_QUEUE`` records wait for
   the I/O thread, and a push that would take a session past ``MAX_BACKLOG`` bytes not yet taken is dropped; the
-  session's next push that goes out says how many records it missed (``d``).
+  session's next push that goes out says how many records it missed (``d``). A push also carries the state names
+  of the machines whose records the session gets for the first time (``names``: each schema's list once, ``m``: id
+  -> its index), so a shell can show them without asking for a listing. Machines exposed after the watch began are
+  watched too (``exposed``), and a machine removed and exposed again under its id is watched as the new one.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from .. import protocol as P
 from ..errors import TransportError
 from ..remote import served_busy
 from .dispatch import MAX_LANE, SLOW_HOLD
-from .leader import SLOW, Demoted
+from .leader import SLOW, Demoted, own_queued_ns
 from .loop import InlineRun
 from .pushes import MAX_BACKLOG
 from .sessions import Session
@@ -39,7 +42,8 @@ if TYPE_CHECKING:
 
 GROUP, WATCH, UNWATCH, WREC, MAX_GROUP = P.GROUP, P.WATCH, P.UNWATCH, P.WREC, P.MAX_GROUP
 KINDS = frozenset({GROUP, WATCH, UNWATCH})
-GROUP_REPLIES = 16  # group replies kept per endpoint, for retries of a request already answered
+GROUP_REPLIES = 16  # group replies kept per session, for retries of a request already answered
+GROUP_REPLY_BYTES = 1024 * 1024  # and their bytes at most (the newest one is always kept)
 MAX_QUEUE = 100_000  # transition records waiting for the I/O thread; past it they are dropped (and counted)
 PUSH_RECORDS = 5_000  # records in one wrec push (well under MAX_ITEMS)
 RETRY = 0.2  # seconds between two tries to tell a session that missed records, while nothing else is pushed
@@ -81,11 +85,15 @@ class _Group:
 class _Watch:
     """A session's watch: its selection (None: every machine) and the records it missed since its last push."""
 
-    __slots__ = ("sess", "ids", "args", "dropped")
+    __slots__ = ("sess", "ids", "args", "dropped", "named")
 
     def __init__(self, sess: Session, ids: frozenset[str] | None, args: bool) -> None:
         self.sess, self.ids, self.args = sess, ids, args
         self.dropped = 0
+        self.named: set[str] = set()  # machines whose state names this session was sent
+
+    def selects(self, mach_id: str) -> bool:
+        return self.ids is None or mach_id in self.ids
 
 
 class _Feed(Tracer):
@@ -106,6 +114,9 @@ class _Feed(Tracer):
         self.fleet.feed([self.mach_id, list(before), list(after), int(time.time() * 1000), str(m.type),
                          list(m.called), args])
 
+    def schema_change(self, mach: Machine, old_schema: dict[str, Any]) -> None:
+        self.fleet.loop.post(lambda: self.fleet.renamed(self.mach_id))
+
 
 class Fleet:
     """The ``group``, ``watch`` and ``unwatch`` requests of one endpoint (on its I/O thread, but ``feed``)."""
@@ -115,7 +126,8 @@ class Fleet:
         self.loop = d.loop
         self.machs = d.machs
         self.running: dict[tuple[bytes, int], _Group] = {}  # group requests not answered yet
-        self.answered: OrderedDict[tuple[bytes, int], bytes] = OrderedDict()  # the last replies, for retries
+        # each session's last group replies (seq -> frame), for retries; with their bytes
+        self.answered: dict[bytes, tuple[OrderedDict[int, bytes], list[int]]] = {}
         self.inline: dict[int, tuple[_Group, int]] = {}  # ticket -> the group and index of a run inline
         self.adopted: dict[int, tuple[_Group, int, Any]] = {}  # demoted runs: group, index, lane
         self.watches: dict[bytes, _Watch] = {}
@@ -144,7 +156,8 @@ class Fleet:
             # a retry: answered once, never applied twice
             if key in self.running:
                 return  # its reply goes out when the last machine is done
-            frame = self.answered.get(key)
+            kept = self.answered.get(sess.identity)
+            frame = kept[0].get(seq) if kept is not None else None
             if frame is not None:
                 self.loop.send(sess, frame)
                 return
@@ -175,6 +188,7 @@ class Fleet:
         self._run(g, 0)
 
     def _apply(self, g: _Group, m: Machine) -> int:
+        """On a lane's thread (inline runs set the source once for the whole group: see ``_run``)."""
         token = SOURCE.set(g.sess.source)  # the history names the session, as for a mutation of its own
         try:
             return int(getattr(m, g.name)(*g.states, args=g.args))
@@ -183,8 +197,18 @@ class Fleet:
 
     def _run(self, g: _Group, start: int) -> None:
         """Apply the group's mutation to its machines from ``start`` on (on the I/O thread)."""
+        token = SOURCE.set(g.sess.source)  # the history names the session, as for a mutation of its own
+        try:
+            self._run_inline(g, start)
+        finally:
+            SOURCE.reset(token)
+        g.scanned = True
+        self._finish(g)
+
+    def _run_inline(self, g: _Group, start: int) -> None:
         d, loop, machs = self.d, self.loop, self.machs
-        ids = g.ids
+        ids, name, states, args = g.ids, g.name, g.states, g.args
+        queued = own_queued_ns()  # this thread's wait for a CPU so far: a preempted run is not a slow one
         for i in range(start, len(ids)):
             mid = ids[i]
             m = machs.get(mid)
@@ -210,18 +234,22 @@ class Fleet:
             loop.inline[ticket] = (t0, g.sess, 0, m, GROUP)
             r: int | BaseException
             try:
-                r = self._apply(g, m)
+                r = int(getattr(m, name)(*states, args=args))
             except Exception as exc:
                 r = exc
             if loop.inline.pop(ticket, None) is None:
                 loop.post(partial(self._adopted_done, ticket, r))
                 raise Demoted
             del self.inline[ticket]
-            if perf_counter() - t0 > SLOW:
-                d._lane(m).slow_until = time.monotonic() + SLOW_HOLD
+            took = perf_counter() - t0
+            if took > SLOW:
+                now_queued = own_queued_ns()
+                if now_queued is not None and queued is not None:
+                    took -= (now_queued - queued) / 1e9  # (the wait since the last look: a run after it gets all)
+                queued = now_queued
+                if took > SLOW:
+                    d._lane(m).slow_until = time.monotonic() + SLOW_HOLD
             g.set(i, r)
-        g.scanned = True
-        self._finish(g)
 
     def adopt(self, ticket: int, run: InlineRun) -> None:
         """A new I/O thread's first step for a group's run demoted: the machine's later requests wait behind it
@@ -261,10 +289,25 @@ class Fleet:
                 if mid in sess.subs:
                     flush_one(sess, mid)
         frame = P.pack(P.OK, g.seq, None, {"r": g.results, "e": g.errors})
-        self.answered[key] = frame
-        if len(self.answered) > GROUP_REPLIES:
-            self.answered.popitem(last=False)
+        self._keep(sess, g.seq, frame)
         self.loop.send(sess, frame)  # the session may be gone: the client still waits for it
+
+    def _keep(self, sess: Session, seq: int, frame: bytes) -> None:
+        """Keep a group reply for a retry: the session's last GROUP_REPLIES, at most GROUP_REPLY_BYTES of them
+        (other sessions' groups never push a session's replies out); the replies of ended sessions are dropped."""
+        answered = self.answered
+        sessions = self.loop.sessions
+        if len(answered) > len(sessions):
+            for identity in [i for i in answered if i not in sessions]:
+                del answered[identity]
+        kept = answered.get(sess.identity)
+        if kept is None:
+            kept = answered[sess.identity] = (OrderedDict(), [0])
+        replies, size = kept
+        replies[seq] = frame
+        size[0] += len(frame)
+        while len(replies) > 1 and (len(replies) > GROUP_REPLIES or size[0] > GROUP_REPLY_BYTES):
+            size[0] -= len(replies.popitem(last=False)[1])
 
     # ------------------------------------------------------------------ a compact listing
 
@@ -311,17 +354,55 @@ class Fleet:
         if ids is not None and (type(ids) is not list or not all(type(i) is str for i in ids)):
             raise ValueError("ids must be nil or a list of machine ids")
         sel = None if ids is None else frozenset(ids)
-        self.watches[sess.identity] = _Watch(sess, sel, bool(b.get("a", True)))
+        w = _Watch(sess, sel, bool(b.get("a", True)))
+        old = self.watches.get(sess.identity)
+        if old is not None and old.sess is sess:  # a watch replaced: what it missed is still told, names not resent
+            w.dropped, w.named = old.dropped, old.named
+        self.watches[sess.identity] = w
         machs = self.machs
         for m in list(machs.values()) if sel is None else [machs[i] for i in sel if i in machs]:
-            if m.id not in self.feeds and not m.disposed:
-                feed = _Feed(self, m.id)
-                m.bind_tracer(feed)
-                self.feeds[m.id] = (m, feed)
+            self._bind(m)
         unknown = [] if sel is None else sorted(i for i in sel if i not in machs)
         if seq:  # the ids it does not serve (at most 100 named)
             self.loop.send(sess, P.pack(P.OK, seq, None, {"unknown": [P.clip(i) for i in unknown[:100]],
                                                           "unknown_count": len(unknown)}))
+
+    def _bind(self, m: Machine) -> None:
+        """A feed on ``m`` (the machine served now under its id: a feed left on one removed since is moved)."""
+        held = self.feeds.get(m.id)
+        if held is not None:
+            if held[0] is m:
+                return
+            self._unbind(m.id)
+        if not m.disposed:
+            feed = _Feed(self, m.id)
+            m.bind_tracer(feed)
+            self.feeds[m.id] = (m, feed)
+
+    def _unbind(self, mach_id: str) -> None:
+        m, feed = self.feeds.pop(mach_id)
+        try:
+            m.detach_tracer(feed)
+        except Exception:  # noqa: BLE001 - a disposed machine
+            pass
+
+    def exposed(self, m: Machine) -> None:
+        """On the I/O thread, after ``Endpoint.add``: a watch that selects the machine watches it from now on."""
+        if self.machs.get(m.id) is m and any(w.selects(m.id) for w in self.watches.values()):
+            self._bind(m)
+
+    def removed(self, mach_id: str) -> None:
+        """On the I/O thread, after ``Endpoint.remove``: no feed stays on a machine no longer served."""
+        held = self.feeds.get(mach_id)
+        if held is not None and self.machs.get(mach_id) is not held[0]:
+            self._unbind(mach_id)
+        for w in self.watches.values():
+            w.named.discard(mach_id)  # (one exposed again under the id may have other states)
+
+    def renamed(self, mach_id: str) -> None:
+        """A watched machine's schema changed: its names go again with its next records."""
+        for w in self.watches.values():
+            w.named.discard(mach_id)
 
     def _unwatch(self, sess: Session, seq: int) -> None:
         if self.watches.pop(sess.identity, None) is not None and not self.watches:
@@ -337,12 +418,8 @@ class Fleet:
             self.timer.cancel()
 
     def _detach(self) -> None:
-        for m, feed in self.feeds.values():
-            try:
-                m.detach_tracer(feed)
-            except Exception:  # noqa: BLE001 - a disposed machine
-                pass
-        self.feeds.clear()
+        for mid in list(self.feeds):
+            self._unbind(mid)
 
     def feed(self, rec: list[Any]) -> None:
         """A transition's record, from the thread that ran it: queued for the I/O thread (bounded)."""
@@ -367,11 +444,7 @@ class Fleet:
         if any(r[0] not in machs for r in recs):  # removed from the endpoint (or disposed) since: not watched
             recs = [r for r in recs if r[0] in machs]
             for mid in [mid for mid in feeds if mid not in machs]:
-                m, feed = feeds.pop(mid)
-                try:
-                    m.detach_tracer(feed)
-                except Exception:  # noqa: BLE001 - a disposed machine
-                    pass
+                self._unbind(mid)
         sessions = self.loop.sessions
         for identity, w in list(self.watches.items()):
             if sessions.get(identity) is not w.sess:  # the session ended: its watch with it
@@ -382,7 +455,7 @@ class Fleet:
                 mine = [r[:6] + [None] for r in mine]
             w.dropped += lost
             for k in range(0, max(len(mine), 1), PUSH_RECORDS):
-                self._push(w, mine[k:k + PUSH_RECORDS])
+                self._push(w, mine[k:k + PUSH_RECORDS], machs)
         if not self.watches and self.feeds:
             self._detach()
         elif any(w.dropped for w in self.watches.values()):
@@ -403,12 +476,23 @@ class Fleet:
         self.timer.daemon = True
         self.timer.start()
 
-    def _push(self, w: _Watch, recs: list[list[Any]]) -> None:
+    def _push(self, w: _Watch, recs: list[list[Any]], machs: dict[str, Machine]) -> None:
         if not recs and not w.dropped:
             return
         sess = w.sess
-        frame = P.pack(WREC, 0, None, {"r": recs, "d": w.dropped})
+        body: dict[str, Any] = {"r": recs, "d": w.dropped}
+        new = {r[0] for r in recs if r[0] not in w.named}
+        if new:  # the state names of machines this session has no records of yet: each schema's list once
+            schemas: dict[tuple[str, ...], int] = {}
+            idx: dict[str, int] = {}
+            for mid in new:
+                m = machs.get(mid)
+                if m is not None:
+                    idx[mid] = schemas.setdefault(tuple(m.state_names), len(schemas))
+            body["names"], body["m"] = [list(n) for n in schemas], idx
+        frame = P.pack(WREC, 0, None, body)
         if sess.backlog.pending() + len(frame) <= MAX_BACKLOG and self.loop.send_tracked(sess, frame):
             w.dropped = 0
+            w.named |= new
         else:
             w.dropped += len(recs)  # the client does not read: never more than MAX_BACKLOG held for it

@@ -51,6 +51,7 @@ class ServerLoop:
         self.pipe = WakePipe()
         self.stopped = False
         self.ident = 0  # the I/O thread's id, once it runs (it changes when a slow inline run is demoted)
+        self.native_id = 0  # and its kernel thread id (the watchdog reads its scheduling stats)
         self.name = name
         # leader/followers (leader.py): the inline run in progress (at most one: the leader's), by ticket; the
         # lock of a hand-over; and the runs demoted that the next leader adopts before it polls
@@ -59,6 +60,7 @@ class ServerLoop:
         self.lead = threading.Lock()
         self.handover: list[tuple[int, InlineRun]] = []
         self.watched = False  # the watchdog looks at this loop (written under its lock, by the leader)
+        self.idle_since = 0.0  # when the leader began to wait in poll (0.0: it is not waiting)
         self.exited = threading.Event()  # the last leader has closed the socket
         self.epoll: select.epoll | None = None
         self.next_sweep = 0.0
@@ -109,6 +111,7 @@ class ServerLoop:
     def run(self) -> None:
         """The I/O thread's loop; a new leader runs it too, after adopting the runs demoted (``leader.py``)."""
         self.ident = threading.get_ident()
+        self.native_id = threading.get_native_id()
         sock = self.sock
         getsockopt: Callable[[int], int] = sock.getsockopt  # type: ignore[assignment]  # EVENTS is an int
         recv = sock.recv
@@ -174,7 +177,11 @@ class ServerLoop:
                     quiet = 0
                     continue
                 timeout = 0.001 if pushes.later else 0.5
+                self.idle_since = time.perf_counter()  # no inline run while in poll: the watchdog may nap
                 events = ep.poll(timeout)
+                self.idle_since = 0.0
+                if DOG.napping:  # (also after a timeout: requests may be read without an event)
+                    DOG.nudge()
                 for fd, _ in events:
                     if fd == wake_r:
                         self.pipe.drain()

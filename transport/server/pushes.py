@@ -170,9 +170,11 @@ class Pushes:
         send, send_tracked = self.loop.send, self.loop.send_tracked
         for mach_id in dirty:
             m = self.machs.get(mach_id)
-            if m is None:
+            if m is None or mach_id not in self.nsubs:  # gone, or no mirror to bring up to date
                 self.later.pop(mach_id, None)
                 self.held.pop(mach_id, None)
+                if m is not None:
+                    self.muts.pop(mach_id, None)  # recorded while it was watched: no mirror is behind them
                 continue
             t = served_clock(m)  # replaced, never changed in place: a consistent snapshot without a copy
             q, mt = m.queue_tick, m.machine_tick
