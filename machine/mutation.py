@@ -60,6 +60,9 @@ class Mutation:
                 is_auto: bool = False, is_check: bool = False, fn: Callable[[], Any] | None = None) -> Mutation:
         return new_mutation(type, called, args, queue_tick, is_auto, is_check, fn)
 
+    def __getnewargs__(self) -> tuple[Any, ...]:  # copy and pickle call ``__new__`` with these
+        return self.type, self.called, self.args, self.queue_tick, self.is_auto, self.is_check, self.fn
+
     def __repr__(self) -> str:
         flags = "".join([":auto" if self.is_auto else "", ":check" if self.is_check else ""])
         return f"<Mutation [{self.type}{flags}] {' '.join(self.called)} q{self.queue_tick}>"

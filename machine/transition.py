@@ -63,6 +63,9 @@ class Transition:
                 time_before: list[int]) -> Transition:
         return new_transition(mach, seq, mutation, plan, before, time_before)
 
+    def __getnewargs__(self) -> tuple[Any, ...]:  # copy and pickle call ``__new__`` with these
+        return self._mach, self._seq, self.mutation, self.plan, self._before, self.time_before
+
     @property
     def id(self) -> str:
         """Unique within the machine: ``<machine id>-<sequence number>``."""
@@ -182,6 +185,9 @@ class Event:
 
     def __new__(cls, name: str, transition: Transition, state: str | None = None) -> Event:
         return new_event(name, transition, state)
+
+    def __getnewargs__(self) -> tuple[Any, ...]:  # copy and pickle call ``__new__`` with these
+        return self.name, self.transition, self._state
 
     @property
     def machine(self) -> Machine:
