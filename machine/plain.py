@@ -47,7 +47,7 @@ from .execution import (
 )
 from .mutation import Mutation, MutationType, Result, new_mutation, own_queue
 from .subscriptions import NO_SUBS, resolve_queue_waiters
-from .tracer import REJECTED_AUTOS, call_hooks, hook_raised
+from .tracer import REJECTED_AUTOS, TX_END, TX_FINALS, TX_INIT, TX_START, call_hooks, hook_raised
 from .transition import Transition, new_event, new_transition
 
 if TYPE_CHECKING:
@@ -119,11 +119,11 @@ def drain_plain(mach: Machine, m: Mutation | None) -> int:
             seq = mach._tx_seq = mach._tx_seq + 1
             tx = new_transition(mach, seq, m, plan, before, mach._time)
             mach._tx = tx
-            hooks = mach._hooks
-            if hooks:  # only a tracer's transition hooks, on a plain machine
-                if fns := hooks.get("transition_init"):
+            if mach._hooks:  # only a tracer's transition hooks, on a plain machine
+                tx_hooks = mach._tx_hooks
+                if fns := tx_hooks[TX_INIT]:
                     call_hooks(mach, fns, tx)
-                if fns := hooks.get("transition_start"):
+                if fns := tx_hooks[TX_START]:
                     call_hooks(mach, fns, tx)
             accepted = plan.accepted
             fin = None
@@ -159,7 +159,7 @@ def drain_plain(mach: Machine, m: Mutation | None) -> int:
                 else:
                     tx._time_after = mach._time
                     mach._active = target
-                if (hooks := mach._hooks) and (fns := hooks.get("transition_finals")):
+                if mach._hooks and (fns := mach._tx_hooks[TX_FINALS]):
                     call_hooks(mach, fns, tx)  # a hook may turn a feature on too
                 ok = (_finals_plain if mach._plain else _finals)(mach, tx, fin, enters) if fin else True
                 if mach._subs is not NO_SUBS:  # a final handler made the first waiter
@@ -177,7 +177,7 @@ def drain_plain(mach: Machine, m: Mutation | None) -> int:
                         if viable or (states and REJECTED_AUTOS in mach._hooks):
                             auto = new_mutation(ADD, states, None, 0, True)
                             auto_plan, auto_from = a_plan, target
-                    if (hooks := mach._hooks) and (fns := hooks.get("transition_end")):
+                    if mach._hooks and (fns := mach._tx_hooks[TX_END]):
                         for fn in fns:  # call_hooks written in place: this is the hook tracers use most
                             try:
                                 fn(tx)
