@@ -70,8 +70,8 @@ class Mutation:
 
 def new_mutation(type: MutationType, called: tuple[str, ...], args: dict[str, Any] | None, queue_tick: int = 0,
                  is_auto: bool = False, is_check: bool = False, fn: Callable[[], Any] | None = None) -> Mutation:
-    """A new ``Mutation`` (``Mutation(...)`` calls this). The mutation paths call it directly: a class call's
-    ``__init__`` costs a new interpreter frame (see ``transition.new_transition``)."""
+    """A new ``Mutation`` (``Mutation(...)`` calls this). The mutation paths call it directly, for the reason given
+    in ``transition.new_transition``."""
     m = _new(Mutation)
     m.type = type
     m.called = called
