@@ -1,6 +1,6 @@
 """``StateQueries``, the base of ``Machine`` that reads its state: checks (``is_active``, ``is_time``, ...) and
-getters (``active_states``, ``tick``, ``time``, ``clock``, ...). Each reads the clock and the schema once and never
-takes the lock: a clock is replaced on change, never written in place, so a read sees one whole clock.
+getters (``active_states``, ``tick``, ``time``, ``clock``, ...). None takes the lock: a clock is replaced on
+change, never written in place, so one that reads the clock once sees one whole clock.
 """
 
 from __future__ import annotations
