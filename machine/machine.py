@@ -29,7 +29,7 @@ from .queries import StateQueries
 from .resolver import Plan
 from .schema import EXCEPTION, State, called_names, check_names, compiled_for, unknown_names
 from .subscriptions import NO_SUBS, Clock, new_waiter, when_args, when_query, when_queue, when_time
-from .tracer import NO_HOOKS, NO_TRACERS, Tracer, bind_tracer, detach_tracer, emit, hooks_of, tx_hooks_of
+from .tracer import NO_HOOKS, NO_TRACERS, NO_TX_HOOKS, Tracer, bind_tracer, detach_tracer, emit, hooks_of, tx_hooks_of
 from .transition import Transition
 from .worker import HandlerWorker
 
@@ -126,7 +126,7 @@ class Machine(StateQueries):
         self._tracers: list[Tracer] = list(tracers) if tracers else NO_TRACERS
         # the tracer methods that are overridden, by hook name: empty when no tracer wants anything
         self._hooks: dict[str, list[Callable[..., Any]]] = hooks_of(self._tracers) if tracers else NO_HOOKS
-        self._tx_hooks = tx_hooks_of(self._hooks)  # the transition hooks by position (see tracer.tx_hooks_of)
+        self._tx_hooks = tx_hooks_of(self._hooks) if tracers else NO_TX_HOOKS  # by position (see tx_hooks_of)
         self._subs = NO_SUBS  # its own while a waiter is pending (most machines never get one)
         self._state_ctxs: dict[str, Ctx] = NO_CTXS
         self._ctx_obj: Ctx | None = None  # created on first use, like the rest below
