@@ -19,12 +19,12 @@ from .ctx_waiter import Ctx
 from .errors import HandlerTimeoutError, trace_text
 from .handlers import Binding
 from .log import LogLevel, fmt_args
-from .mutation import Mutation, MutationType, Result, own_queue
+from .mutation import Mutation, MutationType, Result, new_mutation, own_queue
 from .resolver import STATE, BoundFin, BoundNeg, Plan, _enters_exits, auto_states, final_handlers, make_plan, resolve
 from .schema import AUTO_CACHE_MAX, EXCEPTION, PLAN_CACHE_MAX, Compiled
 from .subscriptions import NO_SUBS, check_subs, match_args, resolve_queue_waiters
 from .tracer import REJECTED_AUTOS, call_hooks
-from .transition import Event, Transition
+from .transition import Event, Transition, new_event, new_transition
 from .worker import HandlerWorker, Job
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ def run_transition(mach: Machine, m: Mutation) -> int:
     before = mach._active
     plan = plan_for(mach._c, m, before)
     mach._tx_seq += 1
-    tx = Transition(mach, mach._tx_seq, m, plan, before, mach._time)
+    tx = new_transition(mach, mach._tx_seq, m, plan, before, mach._time)
     mach._tx = tx
     if mach._log_level >= OPS:
         kind = f"{m.type}:auto" if m.is_auto else (f"{m.type}:check" if m.is_check else str(m.type))
@@ -188,7 +188,7 @@ def end_applied(mach: Machine, tx: Transition, changed: bool) -> int:
             if mach._log_level >= OPS:
                 mach._log(OPS, f"[auto] {' '.join(auto)}")
                 mach._log(OPS, f"[prepend:add] {' '.join(auto)}")
-            am = Mutation(ADD, auto, None, 0, True)
+            am = new_mutation(ADD, auto, None, 0, True)
             lock = mach._lock
             lock.acquire()  # not ``with``: see mutation_queue.mutate
             try:
@@ -305,7 +305,7 @@ def _call(mach: Machine, tx: Transition, binding: Binding, name: str, fn: Callab
     hooks = mach._hooks
     if hooks and (fns := hooks.get("handler_start")):
         call_hooks(mach, fns, tx, binding.name, name)
-    e = Event(name, tx, state)
+    e = new_event(name, tx, state)
     timeout = mach._handler_timeout
     if mach._worker is not None:
         ret = _call_on_worker(mach, fn, e, name, binding)
@@ -430,7 +430,7 @@ def _finals(mach: Machine, tx: Transition, fin_bound: BoundFin, enters: tuple[st
     for name, state, kind, calls in fin_bound:
         for binding, fn in calls:
             if name in binding.async_names:
-                _spawn(mach, fn, Event(name, tx, state), state, kind)
+                _spawn(mach, fn, new_event(name, tx, state), state, kind)
                 continue
             ret = _call(mach, tx, binding, name, fn, state)
             if ret is not None and (ret is _TIMEOUT or isinstance(ret, _Panic)):  # None: the usual return

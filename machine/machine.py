@@ -1,6 +1,7 @@
-"""``Machine``, the facade: constructor, getters, checks and public entry points. The work is done in modules
-that each write their own slots of the machine (grouped in ``__slots__``): ``mutation_queue`` (the queue, dispose),
-``execution`` (one transition), ``subscriptions`` (waiters), ``persistence`` (export, import, schema, mirror clock).
+"""``Machine``, the facade: constructor, getters and public entry points. The checks and getters of the clock are
+in its base, ``queries.StateQueries``. The work is done in modules that each write their own slots of the machine
+(grouped in ``__slots__``): ``mutation_queue`` (the queue, dispose), ``execution`` (one transition),
+``subscriptions`` (waiters), ``persistence`` (export, import, schema, mirror clock).
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from .mutation import NO_QUEUE, Mutation, MutationType
 from .mutation_queue import NO_CALLBACKS, add_err, check, eval_fn, mutate, will_be
 from .mutation_queue import dispose as dispose_machine
 from .plain import is_plain, refresh_plain
+from .queries import StateQueries
 from .resolver import Plan
 from .schema import EXCEPTION, State, called_names, check_names, compiled_for, unknown_names
 from .subscriptions import NO_SUBS, Clock, new_waiter, when_args, when_query, when_queue, when_time
-from .tracer import NO_HOOKS, NO_TRACERS, Tracer, bind_tracer, detach_tracer, emit, hooks_of
+from .tracer import NO_HOOKS, NO_TRACERS, NO_TX_HOOKS, Tracer, bind_tracer, detach_tracer, emit, hooks_of, tx_hooks_of
 from .transition import Transition
 from .worker import HandlerWorker
 
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
     from .resolver import BoundFin, BoundNeg
 
 
-class Machine:
+class Machine(StateQueries):
     """A state machine: states that may be active together, linked by relations, with per-state clocks.
 
     Every public method is safe to call from any thread. Mutations made while a transition runs (from a
@@ -52,8 +54,8 @@ class Machine:
         # this facade: identity, options, logging, contexts, bindings and tracers
         "_id", "_parent_id", "_tags", "_log_level", "_logger_obj", "_loop", "_ctx_obj",
         "_state_ctxs", "_disposed_waiter_obj", "_dispose_cbs", "_bindings", "_bind_seq", "_bind_version",
-        "_tracers", "_hooks", "_plain", "_subs", "_lock", "_queue_limit", "_handler_timeout", "_handler_deadline",
-        "_handler_backoff",
+        "_tracers", "_hooks", "_tx_hooks", "_plain", "_subs", "_lock", "_queue_limit", "_handler_timeout",
+        "_handler_deadline", "_handler_backoff",
         # execution (one transition), and persistence outside transitions: the schema and the clock
         "_c", "_time", "_active", "_machine_tick", "_tx", "_tx_seq", "_bound", "_err", "_worker",
         "_internal_errors", "_backoff_until",
@@ -124,6 +126,7 @@ class Machine:
         self._tracers: list[Tracer] = list(tracers) if tracers else NO_TRACERS
         # the tracer methods that are overridden, by hook name: empty when no tracer wants anything
         self._hooks: dict[str, list[Callable[..., Any]]] = hooks_of(self._tracers) if tracers else NO_HOOKS
+        self._tx_hooks = tx_hooks_of(self._hooks) if tracers else NO_TX_HOOKS  # by position (see tx_hooks_of)
         self._subs = NO_SUBS  # its own while a waiter is pending (most machines never get one)
         self._state_ctxs: dict[str, Ctx] = NO_CTXS
         self._ctx_obj: Ctx | None = None  # created on first use, like the rest below
@@ -254,130 +257,17 @@ class Machine:
         """The transition being applied, or None when idle."""
         return self._tx
 
-    # ------------------------------------------------------------------ name checks
+    # ------------------------------------------------------------------ name checks, and ``will_be`` (it reads the
+    # queue; the checks and getters of the clock are in ``StateQueries``)
 
     _called = called_names
     _unknown = unknown_names
     _check_names = check_names
 
-    # ------------------------------------------------------------------ checks
-
-    def is_active(self, *states: str) -> bool:
-        """True when all of ``states`` are active (lenient: an unknown state is inactive)."""
-        index, t = self._c.index, self._time
-        for s in states:
-            i = index.get(s)
-            if i is None:
-                self._log(LogLevel.EVERYTHING, f"[is] state {s} not found")
-                return False
-            if not t[i] & 1:
-                return False
-        return True
-
-    def any_active(self, *states: str) -> bool:
-        """True when at least one of ``states`` is active."""
-        index, t = self._c.index, self._time
-        for s in states:
-            i = index.get(s)
-            if i is not None and t[i] & 1:
-                return True
-        return False
-
-    def not_active(self, *states: str) -> bool:
-        """True when none of ``states`` is active. Raises StateError for unknown states."""
-        self._check_names(states)
-        index, t = self._c.index, self._time
-        return not any(t[index[s]] & 1 for s in states)
-
-    def has(self, *states: str) -> bool:
-        """True when all of ``states`` are in the schema."""
-        return all(s in self._c.index for s in states)
-
-    def is_err(self) -> bool:
-        """True while Exception is active."""
-        return self.is_active(EXCEPTION)
-
-    def is_time(self, time: Iterable[int], states: Iterable[str] | None = None) -> bool:
-        """True when the ticks of ``states`` (default: all, in index order) equal ``time``."""
-        return self._cmp_time(time, states, exact=True)
-
-    def was_time(self, time: Iterable[int], states: Iterable[str] | None = None) -> bool:
-        """True when each tick of ``states`` is >= the matching value of ``time``."""
-        return self._cmp_time(time, states, exact=False)
-
-    def _cmp_time(self, time: Iterable[int], states: Iterable[str] | None, exact: bool) -> bool:
-        names = list(states) if states is not None else list(self._c.names)
-        self._check_names(names)
-        want, have = list(time), self.time(*names)
-        return len(want) == len(names) and (have == want if exact else all(map(int.__ge__, have, want)))
-
-    def is_clock(self, clock: Mapping[str, int]) -> bool:
-        """True when every state's tick equals ``clock[state]``."""
-        return all(self.tick(s) == v for s, v in clock.items())
-
-    def was_clock(self, clock: Mapping[str, int]) -> bool:
-        """True when every state's tick is >= ``clock[state]``."""
-        return all(self.tick(s) >= v for s, v in clock.items())
-
     def will_be(self, *states: str) -> bool:
         """True when a queued add or set names all of ``states``."""
         self._check_names(states)
         return will_be(self, states)
-
-    # ------------------------------------------------------------------ getters
-
-    def active_states(self, *states: str) -> list[str]:
-        """Active states in index order, optionally only those among ``states``."""
-        self._check_names(states)
-        t, names = self._time, self._c.names
-        if states:
-            index = self._c.index
-            return [s for s in sorted(set(states), key=index.__getitem__) if t[index[s]] & 1]
-        return [n for i, n in enumerate(names) if t[i] & 1]
-
-    def tick(self, state: str) -> int:
-        """The state's tick (odd = active); 0 for an unknown state."""
-        i = self._c.index.get(state)
-        return 0 if i is None else self._time[i]
-
-    def time(self, *states: str) -> list[int]:
-        """Ticks of ``states`` (default: all, in index order)."""
-        if self._disposed:
-            return []
-        t = self._time
-        if not states:
-            return list(t)
-        self._check_names(states)
-        index = self._c.index
-        return [t[index[s]] for s in states]
-
-    def clock(self, *states: str) -> dict[str, int]:
-        """``{state: tick}`` for ``states`` (default: all)."""
-        if self._disposed:
-            return {}
-        names = states or self._c.names
-        self._check_names(names)
-        t, index = self._time, self._c.index
-        return {s: t[index[s]] for s in names}
-
-    def index(self, state: str) -> int:
-        """The state's position in the schema; -1 when unknown."""
-        return self._c.index.get(state, -1)
-
-    def switch(self, *states: str) -> str | None:
-        """The first of ``states`` that is active, or None."""
-        self._check_names(states)
-        t, index = self._time, self._c.index
-        for s in states:
-            if t[index[s]] & 1:
-                return s
-        return None
-
-    def __str__(self) -> str:
-        if self._disposed:
-            return ""
-        t = self._time
-        return "(" + " ".join(f"{n}:{t[i]}" for i, n in enumerate(self._c.names) if t[i] & 1) + ")"
 
     def __repr__(self) -> str:
         return f"<Machine {self._id} {self}>"

@@ -23,6 +23,7 @@ class Result(enum.IntEnum):
         return self.name.lower()
 
 
+_new = object.__new__
 _CANCELED = Result.CANCELED  # a module global: read through the enum class it costs about 100 ns
 
 
@@ -45,30 +46,43 @@ class Mutation:
         "type", "called", "args", "is_auto", "is_check", "queue_tick", "fn", "done", "result",
     )
 
-    def __init__(
-        self,
-        type: MutationType,
-        called: tuple[str, ...],
-        args: dict[str, Any] | None,
-        queue_tick: int = 0,
-        is_auto: bool = False,
-        is_check: bool = False,
-        fn: Callable[[], Any] | None = None,
-    ) -> None:
-        self.type = type
-        self.called = called
-        self.args = args
-        self.is_auto = is_auto
-        self.is_check = is_check
-        self.queue_tick = queue_tick
-        self.fn = fn
-        # set for evals and checks waited on from another thread
-        self.done: threading.Event | None = None
-        self.result: int = _CANCELED
+    type: MutationType
+    called: tuple[str, ...]
+    args: dict[str, Any] | None
+    is_auto: bool
+    is_check: bool
+    queue_tick: int
+    fn: Callable[[], Any] | None
+    done: threading.Event | None  # set for evals and checks waited on from another thread
+    result: int
+
+    def __new__(cls, type: MutationType, called: tuple[str, ...], args: dict[str, Any] | None, queue_tick: int = 0,
+                is_auto: bool = False, is_check: bool = False, fn: Callable[[], Any] | None = None) -> Mutation:
+        return new_mutation(type, called, args, queue_tick, is_auto, is_check, fn)
+
+    def __getnewargs__(self) -> tuple[Any, ...]:  # copy and pickle call ``__new__`` with these
+        return self.type, self.called, self.args, self.queue_tick, self.is_auto, self.is_check, self.fn
 
     def __repr__(self) -> str:
         flags = "".join([":auto" if self.is_auto else "", ":check" if self.is_check else ""])
         return f"<Mutation [{self.type}{flags}] {' '.join(self.called)} q{self.queue_tick}>"
+
+
+def new_mutation(type: MutationType, called: tuple[str, ...], args: dict[str, Any] | None, queue_tick: int = 0,
+                 is_auto: bool = False, is_check: bool = False, fn: Callable[[], Any] | None = None) -> Mutation:
+    """A new ``Mutation`` (``Mutation(...)`` calls this). The mutation paths call it directly, for the reason given
+    in ``transition.new_transition``."""
+    m = _new(Mutation)
+    m.type = type
+    m.called = called
+    m.args = args
+    m.is_auto = is_auto
+    m.is_check = is_check
+    m.queue_tick = queue_tick
+    m.fn = fn
+    m.done = None
+    m.result = _CANCELED
+    return m
 
 
 # a machine's queue until something is queued (most machines run every mutation at once): shared, empty, immutable

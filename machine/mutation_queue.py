@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import is_cancel, trace_text
 from .execution import run_transition
 from .log import LogLevel, fmt_args, release_logger, safe_repr
-from .mutation import NO_QUEUE, Mutation, MutationType, Result, own_queue
+from .mutation import NO_QUEUE, Mutation, MutationType, Result, new_mutation, own_queue
 from .plain import drain_plain, refresh_plain
 from .schema import EXCEPTION
 from .subscriptions import resolve_queue_waiters
@@ -103,7 +103,7 @@ def mutate(mach: Machine, mtype: MutationType, states: tuple[str, ...], args: Ma
     if queued is not None:
         drain(mach)
         return queued.result  # its own result, not that of the leftover mutation drained first
-    m = Mutation(mtype, called, a, tick)
+    m = new_mutation(mtype, called, a, tick)
     if mach._plain:
         return drain_plain(mach, m)
     if mach._log_level or "mutation_queued" in mach._hooks:

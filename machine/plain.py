@@ -45,10 +45,10 @@ from .execution import (
     plan_for,
     resolve_waiters,
 )
-from .mutation import Mutation, MutationType, Result, own_queue
+from .mutation import Mutation, MutationType, Result, new_mutation, own_queue
 from .subscriptions import NO_SUBS, resolve_queue_waiters
-from .tracer import REJECTED_AUTOS, call_hooks, hook_raised
-from .transition import Event, Transition
+from .tracer import REJECTED_AUTOS, TX_END, TX_FINALS, TX_INIT, TX_START, call_hooks, hook_raised
+from .transition import Transition, new_event, new_transition
 
 if TYPE_CHECKING:
     from .handlers import Binding
@@ -117,13 +117,13 @@ def drain_plain(mach: Machine, m: Mutation | None) -> int:
                 plan = c.plans.get((m.type, m.called, before, m.is_auto, m.is_check)) or plan_for(c, m, before)
             auto_plan = None
             seq = mach._tx_seq = mach._tx_seq + 1
-            tx = Transition(mach, seq, m, plan, before, mach._time)
+            tx = new_transition(mach, seq, m, plan, before, mach._time)
             mach._tx = tx
-            hooks = mach._hooks
-            if hooks:  # only a tracer's transition hooks, on a plain machine
-                if fns := hooks.get("transition_init"):
+            if mach._hooks:  # only a tracer's transition hooks, on a plain machine
+                tx_hooks = mach._tx_hooks
+                if fns := tx_hooks[TX_INIT]:
                     call_hooks(mach, fns, tx)
-                if fns := hooks.get("transition_start"):
+                if fns := tx_hooks[TX_START]:
                     call_hooks(mach, fns, tx)
             accepted = plan.accepted
             fin = None
@@ -159,7 +159,7 @@ def drain_plain(mach: Machine, m: Mutation | None) -> int:
                 else:
                     tx._time_after = mach._time
                     mach._active = target
-                if (hooks := mach._hooks) and (fns := hooks.get("transition_finals")):
+                if mach._hooks and (fns := mach._tx_hooks[TX_FINALS]):
                     call_hooks(mach, fns, tx)  # a hook may turn a feature on too
                 ok = (_finals_plain if mach._plain else _finals)(mach, tx, fin, enters) if fin else True
                 if mach._subs is not NO_SUBS:  # a final handler made the first waiter
@@ -175,9 +175,9 @@ def drain_plain(mach: Machine, m: Mutation | None) -> int:
                             entry = plan.auto = auto_entry(c, target)
                         states, viable, a_plan = entry
                         if viable or (states and REJECTED_AUTOS in mach._hooks):
-                            auto = Mutation(ADD, states, None, 0, True)
+                            auto = new_mutation(ADD, states, None, 0, True)
                             auto_plan, auto_from = a_plan, target
-                    if (hooks := mach._hooks) and (fns := hooks.get("transition_end")):
+                    if mach._hooks and (fns := mach._tx_hooks[TX_END]):
                         for fn in fns:  # call_hooks written in place: this is the hook tracers use most
                             try:
                                 fn(tx)
@@ -224,7 +224,7 @@ def _negotiate_plain(mach: Machine, tx: Transition, neg: BoundNeg) -> bool:
     timeout = mach._handler_timeout
     for name, owner, calls in neg:
         for binding, fn in calls:
-            e = Event(name, tx, owner)
+            e = new_event(name, tx, owner)
             try:
                 if timeout:
                     t0 = _perf_counter()
@@ -266,10 +266,10 @@ def _finals_plain(mach: Machine, tx: Transition, fin: BoundFin, enters: tuple[st
     for name, state, kind, calls in fin:
         for binding, fn in calls:
             if name in binding.async_names:
-                _spawn(mach, fn, Event(name, tx, state), state, kind)  # may make a state context
+                _spawn(mach, fn, new_event(name, tx, state), state, kind)  # may make a state context
                 ret = None
             else:
-                e = Event(name, tx, state)
+                e = new_event(name, tx, state)
                 try:
                     if timeout:
                         t0 = _perf_counter()

@@ -76,11 +76,25 @@ def hooks_of(tracers: list[Tracer]) -> dict[str, list[Callable[..., Any]]]:
     return hooks
 
 
+# the four transition hooks, by position in a machine's ``_tx_hooks`` (see ``tx_hooks_of``)
+TX_INIT, TX_START, TX_FINALS, TX_END = range(4)
+_TX_HOOK_NAMES = ("transition_init", "transition_start", "transition_finals", "transition_end")
+NO_TX_HOOKS: tuple[list[Callable[..., Any]] | None, ...] = (None, None, None, None)
+
+
+def tx_hooks_of(hooks: dict[str, list[Callable[..., Any]]]) -> tuple[list[Callable[..., Any]] | None, ...]:
+    """The transition hooks of ``hooks`` (a list, or None when no tracer overrides it), by position (``TX_INIT``
+    ...). Kept beside ``_hooks`` because every transition asks for all four and a tracer overrides one or two:
+    a dict lookup that misses cost each transition of a traced machine about 1.5%."""
+    return tuple(hooks.get(n) for n in _TX_HOOK_NAMES) if hooks else NO_TX_HOOKS
+
+
 def bind_tracer(mach: Machine, tracer: Tracer) -> None:
     """See ``Machine.bind_tracer``."""
     with mach._lock:
         mach._tracers = [*mach._tracers, tracer]
         mach._hooks = hooks_of(mach._tracers)
+        mach._tx_hooks = tx_hooks_of(mach._hooks)
         mach._refresh_plain()
 
 
@@ -91,6 +105,7 @@ def detach_tracer(mach: Machine, tracer: Tracer) -> None:
             raise ValueError(f"tracer not bound (machine {mach._id})")
         mach._tracers = [t for t in mach._tracers if t is not tracer]
         mach._hooks = hooks_of(mach._tracers)
+        mach._tx_hooks = tx_hooks_of(mach._hooks)
         mach._refresh_plain()
 
 

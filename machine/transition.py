@@ -10,6 +10,8 @@ from .resolver import Plan
 if TYPE_CHECKING:
     from .machine import Machine
 
+_new = object.__new__
+
 
 def tick_changes(names: list[str], before: list[int], after: list[int]) -> tuple[list[str], list[str], list[str]]:
     """The states activated, deactivated and ticked (active before and after, or on and off in between) from
@@ -41,23 +43,28 @@ class Transition:
         "_time_after", "is_accepted", "is_completed", "_rejected", "_cancel",
     )
 
-    def __init__(self, mach: Machine, seq: int, mutation: Mutation, plan: Plan, before: tuple[str, ...],
-                 time_before: list[int]) -> None:
-        self._mach = mach
-        self._seq = seq
-        self.mutation = mutation
-        self.plan = plan
-        self._before = before
-        self.target: tuple[str, ...] = plan.target
-        self.enters: tuple[str, ...] = plan.enters
-        self.exits: tuple[str, ...] = plan.exits
-        self.time_before = time_before
-        self._time_after: list[int] | None = None
-        self.is_accepted = plan.accepted
-        self.is_completed = False
-        self._rejected: set[str] | None = None
-        # (reason, handler, error) once a handler canceled it; relation rejections are derived when asked
-        self._cancel: tuple[str, str | None, BaseException | None] | None = None
+    _mach: Machine
+    _seq: int
+    mutation: Mutation
+    plan: Plan
+    _before: tuple[str, ...]
+    target: tuple[str, ...]
+    enters: tuple[str, ...]
+    exits: tuple[str, ...]
+    time_before: list[int]
+    _time_after: list[int] | None
+    is_accepted: bool
+    is_completed: bool
+    _rejected: set[str] | None
+    # (reason, handler, error) once a handler canceled it; relation rejections are derived when asked
+    _cancel: tuple[str, str | None, BaseException | None] | None
+
+    def __new__(cls, mach: Machine, seq: int, mutation: Mutation, plan: Plan, before: tuple[str, ...],
+                time_before: list[int]) -> Transition:
+        return new_transition(mach, seq, mutation, plan, before, time_before)
+
+    def __getnewargs__(self) -> tuple[Any, ...]:  # copy and pickle call ``__new__`` with these
+        return self._mach, self._seq, self.mutation, self.plan, self._before, self.time_before
 
     @property
     def id(self) -> str:
@@ -145,15 +152,43 @@ class Transition:
         return f"tx#{self.id}\n[{self.mutation.type}] {' '.join(self.mutation.called)}"
 
 
+def new_transition(mach: Machine, seq: int, mutation: Mutation, plan: Plan, before: tuple[str, ...],
+                   time_before: list[int]) -> Transition:
+    """A new ``Transition`` (``Transition(...)`` calls this). The transition paths call it directly: a class call
+    enters the interpreter afresh from C to run ``__init__``, a function call from Python does not (about 10% of
+    making one, and every transition makes one)."""
+    tx = _new(Transition)
+    tx._mach = mach
+    tx._seq = seq
+    tx.mutation = mutation
+    tx.plan = plan
+    tx._before = before
+    tx.target = plan.target
+    tx.enters = plan.enters
+    tx.exits = plan.exits
+    tx.time_before = time_before
+    tx._time_after = None
+    tx.is_accepted = plan.accepted
+    tx.is_completed = False
+    tx._rejected = None
+    tx._cancel = None
+    return tx
+
+
 class Event:
     """What a handler receives: its name, the transition and the mutation's args."""
 
     __slots__ = ("name", "transition", "_state")
 
-    def __init__(self, name: str, transition: Transition, state: str | None = None) -> None:
-        self.name = name
-        self.transition = transition
-        self._state = state
+    name: str
+    transition: Transition
+    _state: str | None
+
+    def __new__(cls, name: str, transition: Transition, state: str | None = None) -> Event:
+        return new_event(name, transition, state)
+
+    def __getnewargs__(self) -> tuple[Any, ...]:  # copy and pickle call ``__new__`` with these
+        return self.name, self.transition, self._state
 
     @property
     def machine(self) -> Machine:
@@ -178,3 +213,13 @@ class Event:
 
     def __repr__(self) -> str:
         return f"<Event {self.name}>"
+
+
+def new_event(name: str, transition: Transition, state: str | None = None) -> Event:
+    """A new ``Event`` (``Event(...)`` calls this); the handler calls of a transition call it directly, as
+    ``new_transition``."""
+    e = _new(Event)
+    e.name = name
+    e.transition = transition
+    e._state = state
+    return e
