@@ -105,7 +105,9 @@ def serve_fan_raw() -> None:
 
 def run_raw_mirrors(addr: str, n: int) -> None:
     """The fan-out anchor's worker: n raw DEALERs read by one thread (an epoll over their fds, like our client I/O
-    thread), each push decoded and timed; dump JSON on stdin EOF."""
+    thread); each is the least a mirror is: the push decoded, its diff applied to the DEALER's copy of the clock,
+    and the time noted when the watched tick reaches the one awaited (ours: a `when_time` waiter's callback, on
+    the I/O thread too); dump JSON on stdin EOF."""
     import select
     import threading
 
@@ -121,7 +123,10 @@ def run_raw_mirrors(addr: str, n: int) -> None:
         d.send(msgpack.packb(["hello", 1, None, {}], use_bin_type=True))
         d.recv()
         socks.append(d)
-    recs: dict[int, tuple[Any, list[float]]] = {d.getsockopt(zmq.FD): (d, []) for d in socks}
+    # per fd: the socket, the times noted, its clock (one tick: the anchor's server sends a diff of index 0) and
+    # the tick awaited next
+    recs: dict[int, tuple[Any, list[float], list[int], list[int]]] = {
+        d.getsockopt(zmq.FD): (d, [], [0], [1]) for d in socks}
     ep = select.epoll()
     for fd in recs:
         ep.register(fd, select.EPOLLIN)
@@ -137,11 +142,15 @@ def run_raw_mirrors(addr: str, n: int) -> None:
     pollin = int(zmq.POLLIN)
     while not stop.is_set():
         for fd, _ in ep.poll(0.1):
-            d, rec = recs[fd]
+            d, rec, clock, want = recs[fd]
             while d.getsockopt(zmq.EVENTS) & pollin:
-                msgpack.unpackb(d.recv(zmq.NOBLOCK), raw=False)
-                rec.append(time.monotonic())
-    print(json.dumps([rec for _, rec in recs.values()]), flush=True)
+                _, _, _, (idxs, deltas, *_) = msgpack.unpackb(d.recv(zmq.NOBLOCK), raw=False)
+                for i, delta in zip(idxs, deltas, strict=True):
+                    clock[i] += delta
+                if clock[0] >= want[0]:
+                    rec.append(time.monotonic())
+                    want[0] = clock[0] + 1
+    print(json.dumps([r[1] for r in recs.values()]), flush=True)
     os._exit(0)
 
 
@@ -507,15 +516,17 @@ def measure(quick: bool) -> dict[str, Any]:
     return res
 
 
-def _fanout_run(raw: bool, rounds: int, mirrors: int, procs: int) -> tuple[list[float], list[float], int]:
-    """One fan-out run: per-mirror latencies, the last mirror's latency per round, pushes never seen."""
+def _fanout_run(raw: bool, rounds: int, mirrors: int, procs: int,
+                script: Path = HERE) -> tuple[list[float], list[float], int]:
+    """One fan-out run: per-mirror latencies, the last mirror's latency per round, pushes never seen; the
+    server and the workers run ``script`` (this module, or its copy in another checkout: that checkout's code)."""
     import msgpack
 
-    server, addr = _spawn("fanraw" if raw else "daemon")
+    server, addr = _spawn_at(script, "fanraw" if raw else "daemon")
     workers = []
     try:
         for _ in range(procs):
-            workers.append(_spawn("rawmirrors" if raw else "mirrors", addr, str(mirrors // procs))[0])
+            workers.append(_spawn_at(script, "rawmirrors" if raw else "mirrors", addr, str(mirrors // procs))[0])
         if raw:
             d: Any = _raw_dealer(addr)
 
