@@ -51,7 +51,8 @@ class Subscriptions:
         if table is self.when_args:
             st = entry[1]
             self.args_states[st] = self.args_states.get(st, 0) + 1
-        waiter._end_with(ctx)
+        if ctx is not None:
+            waiter._end_with(ctx)
 
     def _forget(self, waiter: Waiter) -> None:
         with self.lock:
@@ -92,7 +93,7 @@ class Subscriptions:
                 else:
                     due.append(w)
         for w, states, times in self.when_time.values():
-            for s, t in zip(states, times, strict=False):  # same length: when_time checked it
+            for s, t in zip(states, times):  # noqa: B905  same length (when_time checked); a keyword costs here
                 if time[index[s]] < t:
                     break
             else:
@@ -187,12 +188,14 @@ def when_time(mach: Machine, states: Iterable[str], times: Iterable[int], ctx: C
     key = (names, ts, ctx)
     with mach._lock:  # ticks change under the lock, so the check and the registration see one clock
         t = mach._time
-        for i, v in zip(idxs, ts, strict=False):  # same length, checked above
+        for i, v in zip(idxs, ts):  # noqa: B905  same length, checked above
             if t[i] < v:
                 break
         else:
             return resolved_waiter(True)
-        subs = own_subs(mach)
+        subs = mach._subs
+        if subs is NO_SUBS:
+            subs = own_subs(mach)
         table = subs.when_time
         existing = table.get(key)
         if existing is not None:

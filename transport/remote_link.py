@@ -62,7 +62,9 @@ class MirrorLink:
         changed: list[int] | None = []
         last = -1
         try:
-            for i, d in zip(idxs, deltas, strict=True):
+            if len(idxs) != len(deltas):
+                raise ValueError("idxs and deltas differ in length")
+            for i, d in zip(idxs, deltas):  # noqa: B905  same length (checked: a keyword costs here, every push)
                 if not -1 < i < n:
                     raise IndexError(i)
                 new[i] += d
