@@ -592,6 +592,61 @@ def measure_fanout(quick: bool, mirrors: int = 100, procs: int = 4) -> dict[str,
     return out
 
 
+def measure_fanout_ab(other: str, rounds: int = 100, cycles: int = 4) -> None:
+    """Fan-out of this tree and another checkout (its daemon, mirrors and raw anchor), with this tree's raw anchor,
+    alternating (the order reversed every other cycle); pooled p50 / p99 per kind, as `measure_fanout` pools."""
+    kinds = {"raw": (True, HERE), "raw (other)": (True, Path(other) / "scripts" / HERE.name),
+             "other": (False, Path(other) / "scripts" / HERE.name), "this": (False, HERE)}
+    acc: dict[str, list[float]] = {k: [] for k in kinds}
+    missing = dict.fromkeys(kinds, 0)
+    for cyc in range(cycles):
+        for kind in list(kinds) if cyc % 2 == 0 else list(reversed(kinds)):
+            raw, script = kinds[kind]
+            lat, _, miss = _fanout_run(raw, rounds, 100, 4, script)
+            acc[kind] += lat
+            missing[kind] += miss
+            print(f"cycle {cyc} {kind}: p50 {_pct(lat, 0.5) * 1e3:.2f} ms, p99 {_pct(lat, 0.99) * 1e3:.2f} ms, "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)
+    for kind, lat in acc.items():
+        print(f"{kind}: p50 {_pct(lat, 0.5) * 1e3:.2f} ms, p99 {_pct(lat, 0.99) * 1e3:.2f} ms ({len(lat)} pushes, "
+              f"{missing[kind]} missed)", flush=True)
+
+
+def measure_push_cpu(n: int = 30000, waiter: bool = True) -> float:
+    """A mirror's push, hot: thread CPU time a push from the frame to the resolved (and re-armed) `when_time`
+    waiter, `Client._handle` fed the frames the server would send (best of 5 blocks; the I/O thread kept out)."""
+    from machine import Machine
+    from transport import connect, expose
+    from transport import protocol as P
+
+    m = Machine(_schema(), id="b0")
+    m.add("M")
+    ep = expose(m)
+    c = connect(ep.address)
+    rm = c.machine("b0")
+    t, q, mt = rm.time(), m.queue_tick, m.machine_tick
+    frames = []
+    for _ in range(n):
+        t = [t[0] + 2, *t[1:]]
+        q, mt = q + 1, mt + 1
+        frames.append(P.pack(P.CLK, 0, "b0", [[0], [2], q, mt, P.checksum(t, q, mt)]))
+    rec: list[float] = []
+    if waiter:
+        _arm(rm, rec)
+    c._io.acquire()  # the socket held: the I/O thread does not read meanwhile
+    best, blk = float("inf"), n // 5
+    for b in range(5):
+        t0 = time.thread_time()
+        for f in frames[b * blk:(b + 1) * blk]:
+            c._handle(f)
+        best = min(best, time.thread_time() - t0)
+    c._io.release()
+    assert rm.tick("M") == t[0] and (not waiter or len(rec) == n), "a push was not applied"
+    c.close()
+    ep.stop()
+    return best / blk
+
+
 def measure_curve(quick: bool) -> dict[str, Any]:
     from transport import connect
     from transport.security import keygen
@@ -695,6 +750,12 @@ def main() -> None:
         serve_fan_raw()
     elif mode == "rawmirrors":
         run_raw_mirrors(sys.argv[2], int(sys.argv[3]))
+    elif mode == "fanab":  # fanab OTHER_ROOT [ROUNDS CYCLES]
+        measure_fanout_ab(sys.argv[2], *(int(x) for x in sys.argv[3:5]))
+    elif mode == "pushcpu":  # pushcpu [N] [--no-waiter]: this tree's code (run it from each checkout)
+        w = "--no-waiter" not in sys.argv
+        n = next((int(x) for x in sys.argv[2:] if x.isdigit()), 30000)
+        print(f"{ROOT}: {measure_push_cpu(n, w) * 1e6:.2f} us a push{'' if w else ' (no waiter)'}", flush=True)
     elif mode == "ab":
         # ab OTHER_ROOT [ROUNDS BLOCK K] [--no-iso]: P3 and P4 (and, unless --no-iso, the slow-machine proof)
         iso_too = "--no-iso" not in sys.argv
