@@ -161,7 +161,7 @@ class Waiter(_Signal):
     __slots__ = ("_on_cancel", "_ctx_cb", "_ctx")
 
     def __init__(self) -> None:
-        super().__init__()
+        _Signal.__init__(self)  # not super(): one of these per when() call, and per push a mirror waits on
         self._on_cancel: Callable[[Waiter], None] | None = None
         self._ctx_cb: Callable[[], Any] | None = None
         self._ctx: Ctx | None = None

@@ -52,12 +52,11 @@ def new_mirror(schema: Mapping[str, State | Mapping[str, Any]], id: str, parent:
     return Machine(schema, id=id, parent=parent, tags=tags)
 
 
-def set_clock(m: Machine, time: list[int], queue_tick: int | None = None, machine_tick: int | None = None,
-              changed: list[int] | None = None, notify: bool = True) -> None:
-    """Show the source's clock: ends the contexts of the states whose tick changed, resolves waiters (see
-    ``persistence.set_clock`` for ``changed``). ``notify=False`` leaves the waiters for ``notify_waiters``:
-    a mirror replays the transition's final handlers first, so a waiter sees their effects, as on the source."""
-    _set_clock(m, time, queue_tick, machine_tick, changed, notify)
+# ``persistence.set_clock`` itself, not a wrapper around it: it runs for every push each mirror gets. It shows the
+# source's clock: ends the contexts of the states whose tick changed, resolves waiters (``changed``: the indexes
+# a diff changed). ``notify=False`` leaves the waiters for ``notify_waiters``: a mirror replays the transition's
+# final handlers first, so a waiter sees their effects, as on the source.
+set_clock = _set_clock
 
 
 def notify_waiters(m: Machine) -> None:

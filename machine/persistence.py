@@ -104,6 +104,7 @@ def set_clock(mach: Machine, new_time: list[int], queue_tick: int | None = None,
     names = mach._c.names
     if len(new_time) != len(names):
         raise SchemaError(f"schema error: clock of {len(new_time)} states for {len(names)} (machine {mach._id})")
+    due = None
     with mach._lock:
         old = mach._time
         if changed is None:
@@ -125,10 +126,18 @@ def set_clock(mach: Machine, new_time: list[int], queue_tick: int | None = None,
                 c = mach._state_ctxs.pop(names[i], None)
                 if c is not None:
                     ctxs.append(c)
+        subs = mach._subs
+        if notify and changed and not ctxs and not subs.query:
+            # the usual push: the waiters due at this clock, found under the lock that set it (check_subs would
+            # take it again); with contexts to end or queries to run, check_subs does it after those
+            due = subs.due_by_clock(mach._c.index, new_time) if subs.clock_based else []
     for c in ctxs:
         c.cancel()
     if notify:
-        if changed:
+        if due is not None:
+            for w in due:
+                w._resolve(True)
+        elif changed:
             check_subs(mach)
         if mach._subs.queue:
             resolve_queue_waiters(mach)

@@ -51,7 +51,8 @@ class Subscriptions:
         if table is self.when_args:
             st = entry[1]
             self.args_states[st] = self.args_states.get(st, 0) + 1
-        waiter._end_with(ctx)
+        if ctx is not None:
+            waiter._end_with(ctx)
 
     def _forget(self, waiter: Waiter) -> None:
         with self.lock:
@@ -74,22 +75,25 @@ class Subscriptions:
 
     def due_by_clock(self, index: dict[str, int], time: list[int]) -> list[Waiter]:
         """Waiters of when/when_not/when_time whose condition holds for ``time``."""
-        # for-else loops, not all()/any() over generators: this runs for every clock change of every mirror
+        # for-else loops, not all()/any() over generators, and no loop over an empty table: this runs for every
+        # clock change of every mirror
         due: list[Waiter] = []
-        for w, states in self.when.values():
-            for s in states:
-                if not time[index[s]] & 1:
-                    break
-            else:
-                due.append(w)
-        for w, states in self.when_not.values():
-            for s in states:
-                if time[index[s]] & 1:
-                    break
-            else:
-                due.append(w)
+        if self.when:
+            for w, states in self.when.values():
+                for s in states:
+                    if not time[index[s]] & 1:
+                        break
+                else:
+                    due.append(w)
+        if self.when_not:
+            for w, states in self.when_not.values():
+                for s in states:
+                    if time[index[s]] & 1:
+                        break
+                else:
+                    due.append(w)
         for w, states, times in self.when_time.values():
-            for s, t in zip(states, times, strict=True):  # same length: when_time checks it
+            for s, t in zip(states, times):  # noqa: B905  same length (when_time checked); a keyword costs here
                 if time[index[s]] < t:
                     break
             else:
@@ -167,23 +171,38 @@ def new_waiter(mach: Machine, table_name: str, key: Any, entry_fn: Callable[[Wai
 
 def when_time(mach: Machine, states: Iterable[str], times: Iterable[int], ctx: Ctx | None) -> Waiter:
     """See ``Machine.when_time``."""
-    names, ts = tuple(states), tuple(map(int, times))
-    if isinstance(states, str):
-        names = (states,)
-    mach._check_names(names)
+    names = (states,) if isinstance(states, str) else tuple(states)
+    ts = tuple(map(int, times))
+    index = mach._c.index
+    try:
+        idxs = [index[s] for s in names]
+    except (KeyError, TypeError):
+        mach._check_names(names)  # the error a check gives (StateError, or TypeError for a non-str)
+        raise
     if not names or len(names) != len(ts):
         raise ValueError(f"when_time: states and times must have the same length > 0 "
                          f"({len(names)} != {len(ts)}) (machine {mach._id})")
-    index = mach._c.index
-
-    def ready() -> bool:
+    if mach._disposed or mach._disposing or (ctx is not None and ctx.done):
+        return resolved_waiter(False)
+    # new_waiter's steps inline, without its closures: a mirror's user re-arms one of these per push
+    key = (names, ts, ctx)
+    with mach._lock:  # ticks change under the lock, so the check and the registration see one clock
         t = mach._time
-        for s, v in zip(names, ts, strict=True):  # same length, checked above
-            if t[index[s]] < v:
-                return False
-        return True
-
-    return new_waiter(mach, "when_time", (names, ts, ctx), lambda w: (w, names, ts), ready, ctx)
+        for i, v in zip(idxs, ts):  # noqa: B905  same length, checked above
+            if t[i] < v:
+                break
+        else:
+            return resolved_waiter(True)
+        subs = mach._subs
+        if subs is NO_SUBS:
+            subs = own_subs(mach)
+        table = subs.when_time
+        existing = table.get(key)
+        if existing is not None:
+            return existing[0]
+        w = Waiter()
+        subs.register(table, key, (w, names, ts), w, ctx)
+        return w
 
 
 def when_args(mach: Machine, state: str, args: Mapping[str, Any], ctx: Ctx | None) -> Waiter:

@@ -899,8 +899,9 @@ def transport_section(ctx: Ctx) -> Report:
         f"{fan['rounds']} times 20 ms apart; latency = when a mirror's `when_time` waiter for the next tick "
         "resolved, minus when the add was sent (CLOCK_MONOTONIC across processes). Raw anchor, same topology, "
         "runs alternating with ours (raw, ours, raw, ours): a ROUTER answers the add, then sends one frame of the "
-        "same size to each of 100 DEALERs; a worker thread per process reads its 25 with an epoll and "
-        "decodes each frame.",
+        "same size to each of 100 DEALERs; a worker thread per process reads its 25 with an epoll, decodes each "
+        "frame, applies its diff to that DEALER's clock and notes the time once the awaited tick is reached (the "
+        "least a mirror does; ours notes it in the waiter's callback, on the I/O thread too).",
     ]
     return rep
 

@@ -105,7 +105,9 @@ def serve_fan_raw() -> None:
 
 def run_raw_mirrors(addr: str, n: int) -> None:
     """The fan-out anchor's worker: n raw DEALERs read by one thread (an epoll over their fds, like our client I/O
-    thread), each push decoded and timed; dump JSON on stdin EOF."""
+    thread); each is the least a mirror is: the push decoded, its diff applied to the DEALER's copy of the clock,
+    and the time noted when the watched tick reaches the one awaited (ours: a `when_time` waiter's callback, on
+    the I/O thread too); dump JSON on stdin EOF."""
     import select
     import threading
 
@@ -121,7 +123,10 @@ def run_raw_mirrors(addr: str, n: int) -> None:
         d.send(msgpack.packb(["hello", 1, None, {}], use_bin_type=True))
         d.recv()
         socks.append(d)
-    recs: dict[int, tuple[Any, list[float]]] = {d.getsockopt(zmq.FD): (d, []) for d in socks}
+    # per fd: the socket, the times noted, its clock (one tick: the anchor's server sends a diff of index 0) and
+    # the tick awaited next
+    recs: dict[int, tuple[Any, list[float], list[int], list[int]]] = {
+        d.getsockopt(zmq.FD): (d, [], [0], [1]) for d in socks}
     ep = select.epoll()
     for fd in recs:
         ep.register(fd, select.EPOLLIN)
@@ -137,11 +142,15 @@ def run_raw_mirrors(addr: str, n: int) -> None:
     pollin = int(zmq.POLLIN)
     while not stop.is_set():
         for fd, _ in ep.poll(0.1):
-            d, rec = recs[fd]
+            d, rec, clock, want = recs[fd]
             while d.getsockopt(zmq.EVENTS) & pollin:
-                msgpack.unpackb(d.recv(zmq.NOBLOCK), raw=False)
-                rec.append(time.monotonic())
-    print(json.dumps([rec for _, rec in recs.values()]), flush=True)
+                _, _, _, (idxs, deltas, *_) = msgpack.unpackb(d.recv(zmq.NOBLOCK), raw=False)
+                for i, delta in zip(idxs, deltas, strict=True):
+                    clock[i] += delta
+                if clock[0] >= want[0]:
+                    rec.append(time.monotonic())
+                    want[0] = clock[0] + 1
+    print(json.dumps([r[1] for r in recs.values()]), flush=True)
     os._exit(0)
 
 
@@ -638,15 +647,17 @@ def measure(quick: bool) -> dict[str, Any]:
     return res
 
 
-def _fanout_run(raw: bool, rounds: int, mirrors: int, procs: int) -> tuple[list[float], list[float], int]:
-    """One fan-out run: per-mirror latencies, the last mirror's latency per round, pushes never seen."""
+def _fanout_run(raw: bool, rounds: int, mirrors: int, procs: int,
+                script: Path = HERE) -> tuple[list[float], list[float], int]:
+    """One fan-out run: per-mirror latencies, the last mirror's latency per round, pushes never seen; the
+    server and the workers run ``script`` (this module, or its copy in another checkout: that checkout's code)."""
     import msgpack
 
-    server, addr = _spawn("fanraw" if raw else "daemon")
+    server, addr = _spawn_at(script, "fanraw" if raw else "daemon")
     workers = []
     try:
         for _ in range(procs):
-            workers.append(_spawn("rawmirrors" if raw else "mirrors", addr, str(mirrors // procs))[0])
+            workers.append(_spawn_at(script, "rawmirrors" if raw else "mirrors", addr, str(mirrors // procs))[0])
         if raw:
             d: Any = _raw_dealer(addr)
 
@@ -710,6 +721,63 @@ def measure_fanout(quick: bool, mirrors: int = 100, procs: int = 4) -> dict[str,
         out[kind] = {"p50": _pct(lat, 0.5), "p99": _pct(lat, 0.99), "last_p50": statistics.median(last),
                      "missing": missing, "n": len(lat)}
     return out
+
+
+def measure_fanout_ab(other: str, rounds: int = 100, cycles: int = 4) -> None:
+    """Fan-out of this tree and another checkout (its daemon, mirrors and raw anchor), with this tree's raw anchor,
+    alternating (the order reversed every other cycle); pooled p50 / p99 per kind, as `measure_fanout` pools."""
+    kinds = {"raw": (True, HERE), "raw (other)": (True, Path(other) / "scripts" / HERE.name),
+             "other": (False, Path(other) / "scripts" / HERE.name), "this": (False, HERE)}
+    acc: dict[str, list[float]] = {k: [] for k in kinds}
+    missing = dict.fromkeys(kinds, 0)
+    for cyc in range(cycles):
+        for kind in list(kinds) if cyc % 2 == 0 else list(reversed(kinds)):
+            raw, script = kinds[kind]
+            lat, _, miss = _fanout_run(raw, rounds, 100, 4, script)
+            acc[kind] += lat
+            missing[kind] += miss
+            print(f"cycle {cyc} {kind}: p50 {_pct(lat, 0.5) * 1e3:.2f} ms, p99 {_pct(lat, 0.99) * 1e3:.2f} ms, "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)
+    for kind, lat in acc.items():
+        print(f"{kind}: p50 {_pct(lat, 0.5) * 1e3:.2f} ms, p99 {_pct(lat, 0.99) * 1e3:.2f} ms ({len(lat)} pushes, "
+              f"{missing[kind]} missed)", flush=True)
+
+
+def measure_push_cpu(n: int = 30000, waiter: bool = True) -> float:
+    """A mirror's push, hot: thread CPU time a push from the frame to the resolved (and re-armed) `when_time`
+    waiter, `Client._handle` fed the frames the server would send (best of 5 blocks; the I/O thread kept out)."""
+    import functools
+
+    from machine import Machine
+    from transport import connect, expose
+    from transport import protocol as P
+
+    m = Machine(_schema(), id="b0")
+    m.add("M")
+    ep = expose(m)
+    c = connect(ep.address)
+    rm = c.machine("b0")
+    t, q, mt = rm.time(), m.queue_tick, m.machine_tick
+    frames = []
+    for _ in range(n):
+        t = [t[0] + 2, *t[1:]]
+        q, mt = q + 1, mt + 1
+        frames.append(P.pack(P.CLK, 0, "b0", [[0], [2], q, mt, P.checksum(t, q, mt)]))
+    rec: list[float] = []
+    if waiter:
+        _arm(rm, rec)
+    c._io.acquire()  # the socket held: the I/O thread does not read meanwhile
+    best, blk, handle = float("inf"), n // 5, c._handle
+    for b in range(5):
+        t0 = time.thread_time()
+        # in functools.reduce, so that callgrind can count just these: --toggle-collect=functools_reduce
+        functools.reduce(lambda _, f: handle(f), frames[b * blk:(b + 1) * blk], None)
+        best = min(best, time.thread_time() - t0)
+    c._io.release()
+    assert rm.tick("M") == t[0] and (not waiter or len(rec) == n), "a push was not applied"
+    c.close()
+    ep.stop()
+    return best / blk
 
 
 def measure_curve(quick: bool) -> dict[str, Any]:
@@ -819,6 +887,12 @@ def main() -> None:
         for name, (best, med) in measure_hot(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 5).items():
             print(f"client Python per remote add, hot: {name}: best {best * 1e6:.2f} us, median {med * 1e6:.2f} us",
                   flush=True)
+    elif mode == "fanab":  # fanab OTHER_ROOT [ROUNDS CYCLES]
+        measure_fanout_ab(sys.argv[2], *(int(x) for x in sys.argv[3:5]))
+    elif mode == "pushcpu":  # pushcpu [N] [--no-waiter]: this tree's code (run it from each checkout)
+        w = "--no-waiter" not in sys.argv
+        n = next((int(x) for x in sys.argv[2:] if x.isdigit()), 30000)
+        print(f"{ROOT}: {measure_push_cpu(n, w) * 1e6:.2f} us a push{'' if w else ' (no waiter)'}", flush=True)
     elif mode == "ab":
         # ab OTHER_ROOT [ROUNDS BLOCK K] [--no-iso]: P3 and P4 (and, unless --no-iso, the slow-machine proof)
         iso_too = "--no-iso" not in sys.argv

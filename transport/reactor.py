@@ -96,31 +96,33 @@ class Reactor:
                 events = ep.poll(max(0.0, wait))
                 wake_r = self._wake_r
                 # the pipe emptied before the kicks are read: a kick after this point writes it again
-                if events and any(fd == wake_r for fd, _ in events):
-                    self._pipe.drain()
+                for fd, _ in events:
+                    if fd == wake_r:
+                        self._pipe.drain()
+                        break
                 now = time.monotonic()
                 scan = now >= next_sweep or now >= next_beat  # every client now and then, whatever its fd said
                 with self._lock:
                     by_fd = self._clients
                     # the clients whose fd fired, in the order epoll reported them; no scan over every client
                     ready = [by_fd[fd] for fd, _ in events if fd in by_fd]
-                    if self._kicked:
-                        ready += self._kicked
+                    kicked = self._kicked
+                    if kicked:
                         self._kicked = set()
                     everyone = list(by_fd.values()) if scan else None
-                todo = ready + missed
-                if everyone is not None:
-                    if now >= next_sweep:
-                        next_sweep = now + SWEEP
-                        todo += everyone
-                    else:
-                        todo += [c for c in everyone if now >= c._next_beat]
+                if kicked or missed or everyone is not None:
+                    todo = ready + list(kicked) + missed
+                    if everyone is not None:
+                        if now >= next_sweep:
+                            next_sweep = now + SWEEP
+                            todo += everyone
+                        else:
+                            todo += [c for c in everyone if now >= c._next_beat]
+                    todo = list(dict.fromkeys(todo))  # once a turn each, first place kept
+                else:
+                    todo = ready  # the usual turn (pushes arrived): epoll names each fd once
                 missed = []
-                done: set[Client] = set()
                 for c in todo:
-                    if c in done:
-                        continue
-                    done.add(c)
                     try:
                         c._service(now)
                     except BaseException:  # even SystemExit from a callback: the other clients go on

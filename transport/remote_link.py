@@ -47,7 +47,10 @@ class MirrorLink:
     def _on_clk(self, body: Any) -> None:
         if not isinstance(body, list) or len(body) < 5:
             raise ValueError("a clock push is [idxs, deltas, qtick, mtick, checksum, muts?]")
-        self._apply_update(body[:5], body[5] if len(body) > 5 else None)
+        if len(body) == 5:  # no mutation records: the body is the update (no copy made of it)
+            self._apply_update(body, None)
+        else:
+            self._apply_update(body[:5], body[5])
 
     def _apply_update(self, upd: list[Any], muts: Any) -> None:
         m = self._m
@@ -59,7 +62,9 @@ class MirrorLink:
         changed: list[int] | None = []
         last = -1
         try:
-            for i, d in zip(idxs, deltas, strict=True):
+            if len(idxs) != len(deltas):
+                raise ValueError("idxs and deltas differ in length")
+            for i, d in zip(idxs, deltas):  # noqa: B905  same length (checked: a keyword costs here, every push)
                 if not -1 < i < n:
                     raise IndexError(i)
                 new[i] += d
@@ -80,11 +85,10 @@ class MirrorLink:
 
     def _update(self, new: list[int], q: int, mt: int, muts: Any, changed: list[int] | None = None) -> None:
         m = self._m
-        before = mirror.clock_view(m)
-        replay = mirror.has_replay_listeners(m)
-        if not self._update_cbs and not replay:
+        if not self._update_cbs and not mirror.has_replay_listeners(m):
             mirror.set_clock(m, new, q, mt, changed)
             return
+        before = mirror.clock_view(m)
         # the push's clock at once: a callback below that mutates gets its reply's diff against this clock; its
         # waiters once the handlers and callbacks ran (at the end of the drain), as a local machine resolves them
         # after its final handlers: a task woken by when() sees what the handlers did
