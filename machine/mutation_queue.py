@@ -104,11 +104,11 @@ def mutate(mach: Machine, mtype: MutationType, states: tuple[str, ...], args: Ma
         drain(mach)
         return queued.result  # its own result, not that of the leftover mutation drained first
     m = new_mutation(mtype, called, a, tick)
-    if mach._plain:
+    if mach._plain and "mutation_queued" not in mach._hooks:
         return drain_plain(mach, m)
     if mach._log_level or "mutation_queued" in mach._hooks:
-        _queued(mach, m)
-    return drain(mach, m)
+        _queued(mach, m)  # a hook may turn a feature on: the path is chosen after it
+    return drain_plain(mach, m) if mach._plain else drain(mach, m)
 
 
 def _in_backoff(mach: Machine) -> bool:

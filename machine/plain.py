@@ -7,8 +7,8 @@ queue and the phases. Most machines use none of these features, so each machine 
 mutation on a plain machine runs ``drain_plain``: the same phases in one function, those checks left out.
 
 What clears the flag: a log level other than NOTHING, a tracer with a hook this path does not call
-(``mutation_queued``, ``handler_start``, ``handler_end``, ``queue_end``; it does call the four transition hooks, and
-runs the rejected auto transitions a tracer asks for), the first waiter, a state context, dispose starting, a
+(``handler_start``, ``handler_end``, ``queue_end``; it does call the four transition hooks and ``mutation_queued``,
+and runs the rejected auto transitions a tracer asks for), the first waiter, a state context, dispose starting, a
 handler thread. Each place that turns one on calls ``refresh_plain`` under the machine's lock (``Machine.log_level``,
 ``tracer.bind_tracer``, ``subscriptions.own_subs``, ``execution.state_ctx``, ``mutation_queue.dispose``, the
 constructor); turning one off (detaching the tracer, the last state context ending, log level NOTHING) calls it
@@ -60,7 +60,7 @@ EXECUTED, CANCELED = Result.EXECUTED, Result.CANCELED
 
 
 # the hooks the plain path does not call: a tracer with one of them clears the flag (it may have the others)
-_OFF_PATH_HOOKS = frozenset({"mutation_queued", "handler_start", "handler_end", "queue_end"})
+_OFF_PATH_HOOKS = frozenset({"handler_start", "handler_end", "queue_end"})
 
 
 def refresh_plain(mach: Machine) -> None:
@@ -177,6 +177,10 @@ def drain_plain(mach: Machine, m: Mutation | None) -> int:
                         if viable or (states and REJECTED_AUTOS in mach._hooks):
                             auto = new_mutation(ADD, states, None, 0, True)
                             auto_plan, auto_from = a_plan, target
+                            # told as end_applied tells of the one it prepends (a hook that turns a feature on
+                            # sends the auto transition to the general path: the flag is read at the loop's top)
+                            if "mutation_queued" in mach._hooks:
+                                mach._emit("mutation_queued", mach, auto)
                     if mach._hooks and (fns := mach._tx_hooks[TX_END]):
                         for fn in fns:  # call_hooks written in place: this is the hook tracers use most
                             try:

@@ -394,3 +394,48 @@ def test_negotiation_timeout_in_place_matches_the_general_path() -> None:
         log.append(sorted(mach.active_states()))
     assert out["t"] == out["tg"]
     assert out["t"] == ["AEnter", ("end", ("A",), ("A",), False, "AEnter timed out", "AEnter"), []]
+
+
+class Queued(TxOnly):
+    """Transition hooks and ``mutation_queued`` (as the history a served machine keeps): still the plain path."""
+
+    def mutation_queued(self, mach: Machine, mutation: Any) -> None:
+        self.out.append(("queued", mutation.type, mutation.called, mutation.is_auto))
+
+
+def test_mutation_queued_keeps_the_plain_path_and_is_told_of_every_mutation_as_on_the_general_path() -> None:
+    for rejected in (True, False):
+        logs: dict[str, list[tuple[Any, ...]]] = {}
+        plain, general = pair(lambda mach: {"BState": lambda e: None})
+        for mach in (plain, general):
+            mach.bind_tracer(Queued(logs.setdefault(mach.id, []), rejected))
+            mach.add("C")
+            mach.add("A")  # B follows: its auto transition is told as queued
+            mach.remove("C")  # D's auto transition, rejected: told only to a tracer that sees it
+            mach.add("A", args={"again": 1})
+        assert plain._plain
+        assert logs["p"] == logs["pg"]
+        assert ("queued", 0, ("B", "D"), True) in logs["p"]
+        # 4 called, B's auto; D's rejected auto after adding C and after removing C only for a tracer that sees it
+        assert [h[0] for h in logs["p"]].count("queued") == (7 if rejected else 5)
+
+
+def test_a_mutation_queued_hook_that_turns_a_feature_on_sends_the_rest_to_the_general_path() -> None:
+    logs: dict[str, list[tuple[Any, ...]]] = {}
+    made: dict[str, Any] = {}
+
+    class Waits(Queued):
+        def mutation_queued(self, mach: Machine, mutation: Any) -> None:
+            super().mutation_queued(mach, mutation)
+            if mutation.is_auto and mach.id not in made:  # the first waiter, made as B's auto is told
+                made[mach.id] = mach.when("C")
+
+    plain, general = pair(lambda mach: {})
+    for mach in (plain, general):
+        mach.bind_tracer(Waits(logs.setdefault(mach.id, []), False))
+        assert mach.add("A") == EXECUTED  # B follows, told as queued; the hook makes a waiter
+        assert not mach._plain
+        mach.add("C")
+        assert mach.is_active("A", "B", "C")
+        assert made[mach.id].wait(0)
+    assert logs["p"] == logs["pg"]
