@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 from .ctx_waiter import Ctx, Waiter
 from .handlers import handler_kind
 from .log import LazyLogger
-from .mutation import Mutation, MutationType
+from .mutation import MutationType, new_mutation
 from .mutation_queue import args_dict
 from .persistence import notify_waiters as _notify_waiters
 from .persistence import set_clock as _set_clock
 from .persistence import set_schema
 from .resolver import Plan, final_handlers, sort_states
 from .schema import State, called_names, check_names
-from .transition import Event, Transition, tick_changes
+from .transition import Event, Transition, new_event, tick_changes
 
 if TYPE_CHECKING:
     import asyncio
@@ -166,10 +166,10 @@ def replay(m: Machine, owner: object, step: Step) -> None:
     if rec is not None:
         called = tuple(s for s in rec.get("called") or () if isinstance(s, str) and s in index)
         raw = rec.get("args")
-        mut = Mutation(_TYPES.get(str(rec.get("type")), MutationType.ADD), called,
-                       dict(raw) if isinstance(raw, Mapping) else {})
+        mut = new_mutation(_TYPES.get(str(rec.get("type")), MutationType.ADD), called,
+                           dict(raw) if isinstance(raw, Mapping) else {})
     else:  # a change no record explains (a resync, records past the push's cap): an auto transition, no args
-        mut = Mutation(MutationType.ADD, (), {}, is_auto=True)
+        mut = new_mutation(MutationType.ADD, (), {}, is_auto=True)
     p = Plan()
     p.target = p.final_target = tuple(n for i, n in enumerate(names) if after_t[i] & 1)
     p.accepted, p.health = True, False
@@ -211,7 +211,7 @@ def _run_finals(m: Machine, tx: Transition, fin: tuple[tuple[str, str, int], ...
             fn = b.handlers.get(name)
             if fn is None:
                 continue
-            e = Event(name, tx, state or None)
+            e = new_event(name, tx, state or None)
             if name in b.async_names:
                 _spawn(m, fn, e)
                 continue

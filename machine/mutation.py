@@ -58,7 +58,12 @@ class Mutation:
 
     def __new__(cls, type: MutationType, called: tuple[str, ...], args: dict[str, Any] | None, queue_tick: int = 0,
                 is_auto: bool = False, is_check: bool = False, fn: Callable[[], Any] | None = None) -> Mutation:
-        return new_mutation(type, called, args, queue_tick, is_auto, is_check, fn)
+        m = new_mutation(type, called, args, queue_tick, is_auto, is_check, fn)
+        return m if cls is Mutation else _as(cls, m)
+
+    def __init__(self, type: MutationType, called: tuple[str, ...], args: dict[str, Any] | None, queue_tick: int = 0,
+                 is_auto: bool = False, is_check: bool = False, fn: Callable[[], Any] | None = None) -> None:
+        """Made by ``__new__``; a subclass's ``__init__`` may call this one (it does nothing)."""
 
     def __getnewargs__(self) -> tuple[Any, ...]:  # copy and pickle call ``__new__`` with these
         return self.type, self.called, self.args, self.queue_tick, self.is_auto, self.is_check, self.fn
@@ -83,6 +88,15 @@ def new_mutation(type: MutationType, called: tuple[str, ...], args: dict[str, An
     m.done = None
     m.result = _CANCELED
     return m
+
+
+def _as(cls: type[Any], obj: Any) -> Any:
+    """A subclass's instance with ``obj``'s slots (``__new__`` of a subclass of Mutation, Transition or Event: the
+    module functions make the base class, and a subclass's ``__init__`` runs only on an instance of it)."""
+    inst = _new(cls)
+    for name in type(obj).__slots__:
+        setattr(inst, name, getattr(obj, name))
+    return inst
 
 
 # a machine's queue until something is queued (most machines run every mutation at once): shared, empty, immutable

@@ -86,7 +86,7 @@ def mutate(mach: Machine, mtype: MutationType, states: tuple[str, ...], args: Ma
                         return EXECUTED
             mach._appended += 1
             tick = mach._appended + 1
-            queued = Mutation(mtype, called, a, tick)
+            queued = new_mutation(mtype, called, a, tick)
             own_queue(mach).append(queued)
             _queued(mach, queued)
             if running:

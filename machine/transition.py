@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .mutation import Mutation, MutationType
+from .mutation import Mutation, MutationType, _as
 from .resolver import Plan
 
 if TYPE_CHECKING:
@@ -61,7 +61,12 @@ class Transition:
 
     def __new__(cls, mach: Machine, seq: int, mutation: Mutation, plan: Plan, before: tuple[str, ...],
                 time_before: list[int]) -> Transition:
-        return new_transition(mach, seq, mutation, plan, before, time_before)
+        tx = new_transition(mach, seq, mutation, plan, before, time_before)
+        return tx if cls is Transition else _as(cls, tx)
+
+    def __init__(self, mach: Machine, seq: int, mutation: Mutation, plan: Plan, before: tuple[str, ...],
+                 time_before: list[int]) -> None:
+        """Made by ``__new__``; a subclass's ``__init__`` may call this one (it does nothing)."""
 
     def __getnewargs__(self) -> tuple[Any, ...]:  # copy and pickle call ``__new__`` with these
         return self._mach, self._seq, self.mutation, self.plan, self._before, self.time_before
@@ -185,7 +190,11 @@ class Event:
     _state: str | None
 
     def __new__(cls, name: str, transition: Transition, state: str | None = None) -> Event:
-        return new_event(name, transition, state)
+        e = new_event(name, transition, state)
+        return e if cls is Event else _as(cls, e)
+
+    def __init__(self, name: str, transition: Transition, state: str | None = None) -> None:
+        """Made by ``__new__``; a subclass's ``__init__`` may call this one (it does nothing)."""
 
     def __getnewargs__(self) -> tuple[Any, ...]:  # copy and pickle call ``__new__`` with these
         return self.name, self.transition, self._state
