@@ -57,11 +57,6 @@ def result_name(result: int) -> str:
     return "executed" if result == 0 else "canceled" if result == 1 else "queued"
 
 
-def list_rows(num: int, mach_id: str, time_sum: int, conn: str, string: str) -> list[str]:
-    """The two ``list`` lines of one machine: ``N. <id> t<sum>`` and ``   <C|D>[R|S]: <string>``."""
-    return [f"{num}. {mach_id} t{time_sum}", f"   {conn}: {string}"]
-
-
 def status_lines(connected: int, connecting: int, disconnected: int, total: int) -> list[str]:
     return [f"{'Connected:':<15} {connected}", f"{'Connecting:':<15} {connecting}",
             f"{'Disconnected:':<15} {disconnected}", f"{'Total:':<15} {total}"]

@@ -142,9 +142,9 @@ def cmd_list(cx: Cx, show_states: bool, states_all: bool, disconn: bool, **kw: A
 
 
 def _list_lines(entries: list[Entry], show_states: bool, states_all: bool) -> list[str]:
-    """The lines of ``list`` (``Entry.flags`` and ``list_rows`` inlined: a fleet lists 50,000 machines, and this
-    loop is most of the shell's own time there). Machines of one schema (their listings share its names list)
-    in the same clock share one formatted row."""
+    """The lines of ``list``, two a machine: ``N. <id> t<sum>`` and ``   <C|D>[R|S]: <states>`` (``Entry.flags``
+    inlined: a fleet lists 50,000 machines, and this loop is most of the shell's own time there). Machines of one
+    schema (their listings share its names list) in the same clock share one formatted row."""
     lines: list[str] = []
     append = lines.append
     link_up: dict[Any, bool] = {}  # asked once a link (a fleet: 50 links, 50,000 machines)
