@@ -306,25 +306,31 @@ def _call(mach: Machine, tx: Transition, binding: Binding, name: str, fn: Callab
     if hooks and (fns := hooks.get("handler_start")):
         call_hooks(mach, fns, tx, binding.name, name)
     e = new_event(name, tx, state)
-    timeout = mach._handler_timeout
     if mach._worker is not None:
         ret = _call_on_worker(mach, fn, e, name, binding)
     else:
-        try:
-            if timeout:
-                t0 = _perf_counter()
-                ret = fn(e)
-                # inline: a timeout is known only once the handler returned; the transition is canceled
-                if _perf_counter() - t0 > timeout:
-                    _timed_out(mach, name, binding)
-                    ret = _TIMEOUT
-            else:
-                ret = fn(e)
-        except Exception as exc:
-            ret = _Panic(exc)
+        ret = call_inline(mach, fn, e, name, binding)
     hooks = mach._hooks  # a handler may have bound or detached a tracer
     if hooks and (fns := hooks.get("handler_end")):
         call_hooks(mach, fns, tx, binding.name, name)
+    return ret
+
+
+def call_inline(mach: Machine, fn: Callable[..., Any], e: Event, name: str, binding: Binding) -> Any:
+    """Call a handler on this thread; returns its result, a _Panic, or _TIMEOUT (``_call`` and the plain path's
+    negotiation and final handlers)."""
+    timeout = mach._handler_timeout
+    try:
+        if not timeout:
+            return fn(e)
+        t0 = _perf_counter()
+        ret = fn(e)
+    except Exception as exc:
+        return _Panic(exc)
+    # inline: a timeout is known only once the handler returned; the transition is canceled
+    if _perf_counter() - t0 > timeout:
+        _timed_out(mach, name, binding)
+        return _TIMEOUT
     return ret
 
 

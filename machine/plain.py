@@ -34,10 +34,9 @@ from .execution import (
     _finals,
     _negotiate,
     _Panic,
-    _perf_counter,
     _spawn,
-    _timed_out,
     auto_entry,
+    call_inline,
     end_applied,
     end_unapplied,
     final_failed,
@@ -225,21 +224,9 @@ def _negotiate_plain(mach: Machine, tx: Transition, neg: BoundNeg) -> bool:
     while every handler returns None or True and the machine stays plain. Otherwise the handler's result is taken
     as ``_negotiate`` takes it, and the handlers after it run in ``_negotiate``. (Nothing is rejected before the
     first handover, so the checks ``_negotiate`` makes of rejected auto states have nothing to check here.)"""
-    timeout = mach._handler_timeout
     for name, owner, calls in neg:
         for binding, fn in calls:
-            e = new_event(name, tx, owner)
-            try:
-                if timeout:
-                    t0 = _perf_counter()
-                    ret = fn(e)
-                    if _perf_counter() - t0 > timeout:
-                        _timed_out(mach, name, binding)
-                        ret = _TIMEOUT
-                else:
-                    ret = fn(e)
-            except Exception as exc:
-                ret = _Panic(exc)
+            ret = call_inline(mach, fn, new_event(name, tx, owner), name, binding)
             if (ret is None or ret is True) and mach._plain:  # the usual case
                 continue
             if not mach._plain and (fns := mach._hooks.get("handler_end")):  # as _call ends it
@@ -266,25 +253,13 @@ def _negotiate_from(mach: Machine, tx: Transition, neg: BoundNeg, name: str, bin
 def _finals_plain(mach: Machine, tx: Transition, fin: BoundFin, enters: tuple[str, ...]) -> bool:
     """``execution._finals`` with each handler called in place (``_call`` without the log, hooks and worker);
     when a handler turns a feature on, the rest go to ``_finals``."""
-    timeout = mach._handler_timeout
     for name, state, kind, calls in fin:
         for binding, fn in calls:
             if name in binding.async_names:
                 _spawn(mach, fn, new_event(name, tx, state), state, kind)  # may make a state context
                 ret = None
             else:
-                e = new_event(name, tx, state)
-                try:
-                    if timeout:
-                        t0 = _perf_counter()
-                        ret = fn(e)
-                        if _perf_counter() - t0 > timeout:
-                            _timed_out(mach, name, binding)
-                            ret = _TIMEOUT
-                    else:
-                        ret = fn(e)
-                except Exception as exc:
-                    ret = _Panic(exc)
+                ret = call_inline(mach, fn, new_event(name, tx, state), name, binding)
             if ret is None and mach._plain:  # the usual case
                 continue
             failed = ret is _TIMEOUT or isinstance(ret, _Panic)
