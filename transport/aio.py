@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from machine import Ctx, Result, Tracer, Waiter, mirror
@@ -223,28 +223,22 @@ class AsyncRemoteMachine:
             c._session_lost("has no subscription of ours")
         return _result(res[0])
 
-    # add, remove and set each await their call themselves: no nested coroutine on the start path
-    async def add(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
+    # add, remove and set return _mutation's coroutine itself (not async defs awaiting it: no nested coroutine on
+    # the start path of a burst), so ``await m.add(...)`` and ``gather(...)`` work as with any coroutine
+    def add(self, *states: str, args: Mapping[str, Any] | None = None) -> Coroutine[Any, Any, int]:
         """Add on the server; returns its result with the mirror updated (see ``RemoteMachine.add``)."""
-        call, fut = self._start(P.ADD, states, args)
-        try:
-            res = await fut
-        except asyncio.CancelledError:
-            abandon(self.mirror._client, call)
-            raise
-        return _result(res[0]) if res[1] is not None else await self._after(res)
+        return self._mutation(P.ADD, states, args)
 
-    async def remove(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
-        call, fut = self._start(P.REMOVE, states, args)
-        try:
-            res = await fut
-        except asyncio.CancelledError:
-            abandon(self.mirror._client, call)
-            raise
-        return _result(res[0]) if res[1] is not None else await self._after(res)
+    def remove(self, *states: str, args: Mapping[str, Any] | None = None) -> Coroutine[Any, Any, int]:
+        """Remove on the server (see ``add``)."""
+        return self._mutation(P.REMOVE, states, args)
 
-    async def set(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
-        call, fut = self._start(P.SET, states, args)
+    def set(self, *states: str, args: Mapping[str, Any] | None = None) -> Coroutine[Any, Any, int]:
+        """Set on the server (see ``add``)."""
+        return self._mutation(P.SET, states, args)
+
+    async def _mutation(self, kind: str, states: tuple[str, ...], args: Mapping[str, Any] | None) -> int:
+        call, fut = self._start(kind, states, args)
         try:
             res = await fut
         except asyncio.CancelledError:
