@@ -5,7 +5,7 @@ round trip through it touches far more code and objects than the raw-pyzmq floor
 cold after each wait for the reply, is most of what keeps a remote ``add`` above the floor (docs/benchmarks.md).
 So the common case is done here, start to end: this thread takes the socket, nothing is queued ahead (no other
 thread's calls, no ``add_ns`` batch, no window to wait for), the request is packed and sent, and when the first
-message read is its reply, the reply's diff is applied to the mirror in place. Anything else hands the call, sent
+message read is its reply, the reply's diff is applied to the mirror at once. Anything else hands the call, sent
 already, to the engine (``Caller._run_one``): another message read first (a push, another caller's reply), no
 reply within a wait slice (resends, the timeout), the client closed meanwhile. Seqs are taken exactly as the engine
 takes them (``_next_seq``, holding ``_io``), so exactly-once and the order of requests are the engine's own.
@@ -17,8 +17,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import zmq
-
-from machine import mirror
 
 from . import protocol as P
 from .calls import RESEND, WAIT_SLICE, _Call, _error_from, _pack, log
@@ -97,43 +95,11 @@ def round_trip(rm: RemoteMachine, kind: str, called: tuple[str, ...], a: dict[st
 
 def _apply(rm: RemoteMachine, reply: Any, kind: str, called: tuple[str, ...], a: dict[str, Any] | None,
            rec_type: str) -> Any:
-    """The reply's diff to the mirror (``MirrorLink._on_mut_reply``, the mutation's record made only when a
-    handler, tracer or callback gets it); a reply that can't be applied raises as the engine's reply handlers do."""
+    """The reply's diff to the mirror, with the mutation's record, as the engine's reply handler applies it
+    (``MirrorLink._on_mut_reply``); a reply that can't be applied raises as the engine's reply handlers do."""
     try:
-        if type(reply) is not list or len(reply) != 2:
-            raise ValueError("a mutation reply is [result, update]")
-        upd = reply[1]
-        if upd is None:
-            return reply
-        m = rm._m
-        if rm._update_cbs or mirror.has_replay_listeners(m):
-            rm._apply_update(upd, [[rec_type, list(called), dict(a or {})]] if reply[0] == 0 else None)
-        elif m.disposed or not _in_place(m, upd):
-            rm._apply_update(upd, None)  # the general way: it resyncs on a diff that does not fit
+        rm._on_mut_reply(reply, [rec_type, list(called), dict(a or {})])
     except Exception as exc:
         log.exception("reply handler for %s failed", kind)
         raise TransportError(f"malformed {kind} reply: {exc}", code=P.INTERNAL) from None
     return reply
-
-
-def _in_place(m: Any, upd: Any) -> bool:
-    """Apply an update (``[idxs, deltas, qtick, mtick, checksum]``) to a mirror nobody listens to, as
-    ``MirrorLink._apply_update`` does; False, with nothing changed, for anything but an update that fits (an index
-    out of range, not ascending or not changed, a value of the wrong type, a checksum that differs): the general
-    way handles those (a resync, or the malformed reply's error)."""
-    try:
-        idxs, deltas, q, mt, csum = upd
-        new = mirror.clock_view(m)[:]
-        n = len(new)
-        last = -1
-        for i, d in zip(idxs, deltas, strict=True):
-            if not last < i < n or not d:
-                return False
-            new[i] += d
-            last = i
-        if P.checksum(new, q, mt) != csum:
-            return False
-    except (TypeError, ValueError):
-        return False
-    mirror.set_clock(m, new, q, mt, idxs)
-    return True
