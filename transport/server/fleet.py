@@ -126,8 +126,6 @@ class Fleet:
         self.loop = d.loop
         self.machs = d.machs
         self.running: dict[tuple[bytes, int], _Group] = {}  # group requests not answered yet
-        # each session's last group replies (seq -> frame), for retries; with their bytes
-        self.answered: dict[bytes, tuple[OrderedDict[int, bytes], list[int]]] = {}
         self.inline: dict[int, tuple[_Group, int]] = {}  # ticket -> the group and index of a run inline
         self.adopted: dict[int, tuple[_Group, int, Any]] = {}  # demoted runs: group, index, lane
         self.watches: dict[bytes, _Watch] = {}
@@ -156,8 +154,8 @@ class Fleet:
             # a retry: answered once, never applied twice
             if key in self.running:
                 return  # its reply goes out when the last machine is done
-            kept = self.answered.get(sess.identity)
-            frame = kept[0].get(seq) if kept is not None else None
+            kept = sess.group_replies
+            frame = kept.get(seq) if kept is not None else None
             if frame is not None:
                 self.loop.send(sess, frame)
                 return
@@ -294,20 +292,14 @@ class Fleet:
 
     def _keep(self, sess: Session, seq: int, frame: bytes) -> None:
         """Keep a group reply for a retry: the session's last GROUP_REPLIES, at most GROUP_REPLY_BYTES of them
-        (other sessions' groups never push a session's replies out); the replies of ended sessions are dropped."""
-        answered = self.answered
-        sessions = self.loop.sessions
-        if len(answered) > len(sessions):
-            for identity in [i for i in answered if i not in sessions]:
-                del answered[identity]
-        kept = answered.get(sess.identity)
-        if kept is None:
-            kept = answered[sess.identity] = (OrderedDict(), [0])
-        replies, size = kept
+        (kept on the session: other sessions' groups never push them out, and they end with it)."""
+        replies = sess.group_replies
+        if replies is None:
+            replies = sess.group_replies = OrderedDict()
         replies[seq] = frame
-        size[0] += len(frame)
-        while len(replies) > 1 and (len(replies) > GROUP_REPLIES or size[0] > GROUP_REPLY_BYTES):
-            size[0] -= len(replies.popitem(last=False)[1])
+        sess.group_bytes += len(frame)
+        while len(replies) > 1 and (len(replies) > GROUP_REPLIES or sess.group_bytes > GROUP_REPLY_BYTES):
+            sess.group_bytes -= len(replies.popitem(last=False)[1])
 
     # ------------------------------------------------------------------ a compact listing
 

@@ -113,7 +113,7 @@ class Session:
 
     __slots__ = ("identity", "client_id", "last_seen", "subs", "replies", "args_waiters", "args_bytes", "readonly",
                  "user", "seqs", "backlog", "greeted", "checks", "token", "follows", "source", "inflight",
-                 "args_pending")
+                 "args_pending", "group_replies", "group_bytes")
 
     def __init__(self, identity: bytes, readonly: bool, user: str | None = None) -> None:
         self.user = user  # the client's CURVE public key (z85), None without CURVE
@@ -123,6 +123,9 @@ class Session:
         self.last_seen = time.monotonic()
         self.subs: dict[str, Sub] = {}
         self.replies: OrderedDict[int, Any] = OrderedDict()
+        # the last replies to its fleet ``group`` requests (seq -> frame), for retries, and their bytes (fleet.py)
+        self.group_replies: OrderedDict[int, bytes] | None = None
+        self.group_bytes = 0
         self.inflight: set[int] = set()  # seqs of mutations waiting on a machine's lane: not applied, not answered
         self.seqs = SeqRecord()
         self.backlog = Backlog()
