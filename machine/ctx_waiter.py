@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 _log = LazyLogger("machine")
 
 
+# what a fired signal's callback and future lists become: never appended to (every append checks ``_fired`` under
+# the lock first), so each firing need not make two new lists
+_SPENT: list[Any] = []
+
+
 def _set_future(fut: asyncio.Future[bool], value: bool) -> None:
     if not fut.done():
         fut.set_result(value)
@@ -37,22 +42,29 @@ class _Signal:
 
     def _fire(self, value: bool) -> bool:
         """Fire with ``value``; False when it had fired already."""
-        with self._lock:
+        # acquire and release, not ``with`` (here and in _add_callback): half the cost, and a mirror's re-armed
+        # waiter takes this lock twice a push
+        lock = self._lock
+        lock.acquire()
+        try:
             if self._fired:
                 return False
             self._fired = True
             self._value = value
             event, futures, callbacks = self._event, self._futures, self._callbacks
-            self._futures, self._callbacks = [], []
+            self._futures = self._callbacks = _SPENT
+        finally:
+            lock.release()
         if event is not None:
             event.set()
-        for loop, fut in futures:
-            if loop.is_closed():
-                continue
-            try:
-                loop.call_soon_threadsafe(_set_future, fut, value)
-            except RuntimeError:  # the loop closed meanwhile
-                pass
+        if futures:
+            for loop, fut in futures:
+                if loop.is_closed():
+                    continue
+                try:
+                    loop.call_soon_threadsafe(_set_future, fut, value)
+                except RuntimeError:  # the loop closed meanwhile
+                    pass
         for cb in callbacks:
             try:
                 cb()
@@ -73,12 +85,20 @@ class _Signal:
             return False
         return self._value
 
-    def _add_callback(self, fn: Callable[[], Any]) -> None:
-        with self._lock:
+    def on_done(self, fn: Callable[[], Any]) -> None:
+        """Call ``fn()`` once ended (a ``Ctx`` cancelled; a ``Waiter`` ended for any reason: check its
+        ``cancelled`` in ``fn``); at once if it has (an error of ``fn`` then raises to the caller)."""
+        lock = self._lock
+        lock.acquire()
+        try:
             if not self._fired:
                 self._callbacks.append(fn)
                 return
+        finally:
+            lock.release()
         fn()
+
+    _add_callback = on_done  # the internal name (one function: a mirror's user calls on_done per push)
 
     def _remove_callback(self, fn: Callable[[], Any]) -> None:
         with self._lock:
@@ -142,10 +162,6 @@ class Ctx(_Signal):
         """Block until done; False on timeout."""
         return self._wait(timeout)
 
-    def on_done(self, fn: Callable[[], Any]) -> None:
-        """Call ``fn()`` once done; at once if already done."""
-        self._add_callback(fn)
-
     def __repr__(self) -> str:
         return f"<Ctx {'done' if self._fired else 'live'}>"
 
@@ -161,7 +177,14 @@ class Waiter(_Signal):
     __slots__ = ("_on_cancel", "_ctx_cb", "_ctx")
 
     def __init__(self) -> None:
-        _Signal.__init__(self)  # not super(): one of these per when() call, and per push a mirror waits on
+        # _Signal's fields set here, not by calling its __init__: one of these per when() call, and per push a
+        # mirror waits on
+        self._event: threading.Event | None = None
+        self._fired = False
+        self._value = False
+        self._futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[bool]]] = []
+        self._callbacks: list[Callable[[], Any]] = []
+        self._lock = threading.Lock()
         self._on_cancel: Callable[[Waiter], None] | None = None
         self._ctx_cb: Callable[[], Any] | None = None
         self._ctx: Ctx | None = None
@@ -180,17 +203,14 @@ class Waiter(_Signal):
         """Block until the waiter ends; True only when the condition held."""
         return self._wait(timeout)
 
-    def on_done(self, fn: Callable[[], Any]) -> None:
-        """Call ``fn()`` once the waiter ends, for any reason (at once if it has); check ``cancelled`` in it."""
-        self._add_callback(fn)
-
     def cancel(self) -> None:
         """End the waiter (for every holder of it) without the condition."""
         if self._fire(False):
             self._detach()
 
     def _resolve(self, ok: bool = True) -> None:
-        if self._fire(ok):
+        # no _detach call when nothing is attached (a waiter taken out of its table, no ctx): the usual push
+        if self._fire(ok) and (self._on_cancel is not None or self._ctx is not None):
             self._detach()
 
     def _end_with(self, ctx: Ctx | None) -> None:

@@ -73,32 +73,63 @@ class Subscriptions:
             if self.on_empty is not None and not (self._where or self.query or self.queue):
                 self.on_empty(self)
 
-    def due_by_clock(self, index: dict[str, int], time: list[int]) -> list[Waiter]:
-        """Waiters of when/when_not/when_time whose condition holds for ``time``."""
+    def take_due_by_clock(self, index: dict[str, int], time: list[int]) -> list[Waiter]:
+        """The waiters of when/when_not/when_time whose condition holds for ``time``, taken out of their tables
+        here, under the lock that read the clock: their end then takes no lock of the machine again (no
+        ``_forget``). Call ``settle`` once they are resolved."""
         # for-else loops, not all()/any() over generators, and no loop over an empty table: this runs for every
         # clock change of every mirror
         due: list[Waiter] = []
         if self.when:
-            for w, states in self.when.values():
+            keys = []
+            for key, (w, states) in self.when.items():
                 for s in states:
                     if not time[index[s]] & 1:
                         break
                 else:
+                    keys.append(key)
                     due.append(w)
+            if keys:
+                self._take(self.when, keys)
         if self.when_not:
-            for w, states in self.when_not.values():
+            keys = []
+            for key, (w, states) in self.when_not.items():
                 for s in states:
                     if time[index[s]] & 1:
                         break
                 else:
+                    keys.append(key)
                     due.append(w)
-        for w, states, times in self.when_time.values():
-            for s, t in zip(states, times):  # noqa: B905  same length (when_time checked); a keyword costs here
-                if time[index[s]] < t:
-                    break
-            else:
-                due.append(w)
+            if keys:
+                self._take(self.when_not, keys)
+        if self.when_time:
+            keys = []
+            for key, (w, states, times) in self.when_time.items():
+                for s, t in zip(states, times):  # noqa: B905  same length (when_time checked); a keyword costs here
+                    if time[index[s]] < t:
+                        break
+                else:
+                    keys.append(key)
+                    due.append(w)
+            if keys:
+                self._take(self.when_time, keys)
         return due
+
+    def _take(self, table: dict[Hashable, Any], keys: list[Hashable]) -> None:
+        where = self._where
+        for key in keys:
+            w = table.pop(key)[0]
+            del where[w]
+            # taken out here: its end must not look for it again (a cancel racing this one finds nothing: fine)
+            w._on_cancel = None
+
+    def settle(self) -> None:
+        """After taken waiters were resolved: back to the shared empty registry if none is left (without the lock
+        when some are: the usual case, a waiter re-armed in the callback of the one that ended)."""
+        if self.on_empty is not None and not (self._where or self.query or self.queue):
+            with self.lock:
+                if not (self._where or self.query or self.queue):
+                    self.on_empty(self)
 
     def due_by_queue(self, done_tick: int) -> list[Waiter]:
         return [w for w, t in self.queue.items() if done_tick >= t]
@@ -171,11 +202,19 @@ def new_waiter(mach: Machine, table_name: str, key: Any, entry_fn: Callable[[Wai
 
 def when_time(mach: Machine, states: Iterable[str], times: Iterable[int], ctx: Ctx | None) -> Waiter:
     """See ``Machine.when_time``."""
+    # new_waiter's steps inline, without its closures, and few calls: a mirror's user re-arms one of these per push
+    # (in CPython 3.11 each builtin called costs about as much as ten lines of plain bytecode)
     names = (states,) if isinstance(states, str) else tuple(states)
-    ts = tuple(map(int, times))
+    ts = tuple(times)
+    for v in ts:
+        if v.__class__ is not int:  # ints as they are; anything else through int(), as given
+            ts = tuple(map(int, ts))
+            break
     index = mach._c.index
+    idxs = []
     try:
-        idxs = [index[s] for s in names]
+        for s in names:
+            idxs.append(index[s])
     except (KeyError, TypeError):
         mach._check_names(names)  # the error a check gives (StateError, or TypeError for a non-str)
         raise
@@ -184,9 +223,11 @@ def when_time(mach: Machine, states: Iterable[str], times: Iterable[int], ctx: C
                          f"({len(names)} != {len(ts)}) (machine {mach._id})")
     if mach._disposed or mach._disposing or (ctx is not None and ctx.done):
         return resolved_waiter(False)
-    # new_waiter's steps inline, without its closures: a mirror's user re-arms one of these per push
     key = (names, ts, ctx)
-    with mach._lock:  # ticks change under the lock, so the check and the registration see one clock
+    lock = mach._lock
+    # acquire and release, not ``with``: half the cost, on this path of every push
+    lock.acquire()
+    try:  # ticks change under the lock, so the check and the registration see one clock
         t = mach._time
         for i, v in zip(idxs, ts):  # noqa: B905  same length, checked above
             if t[i] < v:
@@ -201,8 +242,14 @@ def when_time(mach: Machine, states: Iterable[str], times: Iterable[int], ctx: C
         if existing is not None:
             return existing[0]
         w = Waiter()
-        subs.register(table, key, (w, names, ts), w, ctx)
+        table[key] = (w, names, ts)  # Subscriptions.register's steps, for this table
+        subs._where[w] = (table, key)
+        w._on_cancel = subs._forget
+        if ctx is not None:
+            w._end_with(ctx)
         return w
+    finally:
+        lock.release()
 
 
 def when_args(mach: Machine, state: str, args: Mapping[str, Any], ctx: Ctx | None) -> Waiter:
@@ -252,8 +299,9 @@ def check_subs(mach: Machine) -> None:
     due: list[Waiter] = []
     with mach._lock:
         if subs.clock_based:
-            due = subs.due_by_clock(mach._c.index, mach._time)
+            due = subs.take_due_by_clock(mach._c.index, mach._time)
         queries = list(subs.query.items()) if subs.query else []
+    held: list[Waiter] = []  # due queries: still in their table, their end forgets them
     if queries:
         clock = mach.clock()
         for w, fn in queries:
@@ -263,9 +311,13 @@ def check_subs(mach: Machine) -> None:
                 mach._log(LogLevel.OPS, f"[when_query] raised {safe_repr(exc)}")
                 ok = False
             if ok:
-                due.append(w)
+                held.append(w)
     for w in due:
         w._resolve(True)
+    for w in held:
+        w._resolve(True)
+    if due:
+        subs.settle()
 
 
 def resolve_queue_waiters(mach: Machine) -> None:

@@ -120,3 +120,14 @@ def test_a_waiter_armed_from_the_callback_of_the_one_resolving_waits_for_the_nex
     for t in range(1, 200, 2):
         mirror.set_clock(m, at(m, M=t), t, t, [0])
     assert seen == list(range(1, 200, 2))
+
+
+def test_when_time_takes_its_times_through_int_unless_they_are_ints() -> None:
+    m = fresh()
+    a = m.when_time(["M"], [3])
+    assert m.when_time(["M"], [3.0]) is a and m.when_time(["M"], ["3"]) is a  # type: ignore[list-item]
+    assert m.when_time(["M"], [True]).wait(0) is False  # True is 1: not reached yet, not shared with a
+    with pytest.raises(ValueError):
+        m.when_time(["M"], ["x"])  # type: ignore[list-item]
+    mirror.set_clock(m, at(m, M=3), 1, 1, [0])
+    assert a.wait(0)
