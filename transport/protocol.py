@@ -127,12 +127,37 @@ def readable(data: bytes) -> bool:
     return True
 
 
+# frames up to this size are read by an Unpacker kept per thread (no keyword arguments to parse, a quarter of a
+# small frame's decoding); larger ones by unpackb, so that no thread keeps a large buffer after a large frame
+_REUSED_MAX = 64 * 1024
+
+
 def unpack(data: bytes) -> tuple[str, int, str | None, Any]:
     """Decode and check the envelope of one message; raises FrameError."""
-    if len(data) > MAX_MSG:
-        raise FrameError(f"message too large: {len(data)} bytes > {MAX_MSG}", code=LIMIT)
+    n = len(data)
+    if n > MAX_MSG:
+        raise FrameError(f"message too large: {n} bytes > {MAX_MSG}", code=LIMIT)
     try:
-        msg = _unpackb(data)
+        if n <= _REUSED_MAX:
+            # unpackb's work through this thread's Unpacker: the same limits, and the same errors for a truncated
+            # frame or one with bytes after its message; after any error the Unpacker is dropped, with what it
+            # buffered. No Python code runs in it (no hooks): nothing can re-enter on this thread meanwhile
+            u = _tls.__dict__.get("unpacker")
+            if u is None:
+                u = _tls.unpacker = msgpack.Unpacker(max_buffer_size=_REUSED_MAX, **_UNPACK_LIMITS)
+            try:
+                start = u.tell()
+                u.feed(data)
+                msg = u.unpack()
+                if u.tell() - start != n:
+                    raise msgpack.ExtraData(msg, b"")
+            except BaseException as exc:
+                _tls.unpacker = None
+                if isinstance(exc, msgpack.OutOfData):  # unpackb's error for a truncated frame
+                    raise ValueError("Unpack failed: incomplete input") from None
+                raise
+        else:
+            msg = _unpackb(data)
     except Exception as exc:  # any decoding failure is the peer's fault, never ours
         raise FrameError(f"not a msgpack frame: {type(exc).__name__}: {exc}") from None
     # exact types: msgpack builds plain list, int and str (a bool is not a seq)
