@@ -561,8 +561,9 @@ class Client(Caller):
             if kind == P.WREC and self._watches is not None:
                 self._watches.deliver(body)
             return
-        with self._lock:
-            rm = self._mirrors.get(mach)
+        # no lock for one dict.get (atomic in CPython): every push of every mirror comes here; _lock orders the
+        # writers (machine(), close), and a mirror added or dropped meanwhile is found or not, as with the lock
+        rm = self._mirrors.get(mach)
         if rm is None:
             return
         try:

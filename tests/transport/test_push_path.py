@@ -6,7 +6,7 @@ from __future__ import annotations
 from tr_util import until
 
 from machine import Machine, State
-from transport import Endpoint, connect
+from transport import Endpoint, connect, expose
 from transport import protocol as P
 
 SCHEMA = {"M": State(multi=True), "Foo": State(), "Bar": State()}
@@ -53,3 +53,41 @@ def test_a_push_whose_diff_does_not_fit_the_clock_makes_the_mirror_sync(served: 
             c._handle(P.pack(P.CLK, 0, "m", body))
             assert rm.tick("M") == before  # nothing of the bad push applied
             assert until(lambda: rm.tick("M") == m.tick("M"))
+
+
+def test_pushes_reach_a_mirror_while_another_thread_opens_and_closes_mirrors_on_the_client() -> None:
+    """The push path looks its mirror up without the client's lock: mirrors of other machines opened and closed
+    meanwhile, on a real thread, neither stop nor misroute the pushes."""
+    import threading
+
+    machs = [Machine(SCHEMA, id=f"m{i}") for i in range(4)]
+    ep = expose(machs)
+    try:
+        with connect(ep.address) as c:
+            rm = c.machine("m0")
+            stop = threading.Event()
+            errors: list[BaseException] = []
+
+            def churn() -> None:
+                try:
+                    while not stop.is_set():
+                        for i in (1, 2, 3):
+                            other = c.machine(f"m{i}")
+                            assert other.tick("M") == 0  # never another machine's pushes
+                            other.close()
+                except BaseException as exc:
+                    errors.append(exc)
+
+            t = threading.Thread(target=churn)
+            t.start()
+            try:
+                for _ in range(300):
+                    machs[0].add("M")
+                assert until(lambda: rm.tick("M") == machs[0].tick("M"), 10)
+            finally:
+                stop.set()
+                t.join(10)
+            assert not t.is_alive() and not errors, errors
+            assert rm.tick("M") == machs[0].tick("M") and not rm.disposed
+    finally:
+        ep.stop()
