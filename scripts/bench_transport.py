@@ -647,10 +647,11 @@ def measure(quick: bool) -> dict[str, Any]:
     return res
 
 
-def _fanout_run(raw: bool, rounds: int, mirrors: int, procs: int,
-                script: Path = HERE) -> tuple[list[float], list[float], int]:
+def _fanout_run(raw: bool, rounds: int, mirrors: int, procs: int, script: Path = HERE, pause: float = 0.02,
+                cpu: list[float] | None = None) -> tuple[list[float], list[float], int]:
     """One fan-out run: per-mirror latencies, the last mirror's latency per round, pushes never seen; the
-    server and the workers run ``script`` (this module, or its copy in another checkout: that checkout's code)."""
+    server and the workers run ``script`` (this module, or its copy in another checkout: that checkout's code).
+    ``cpu``: gets each worker process's CPU time a push (s) over the rounds."""
     import msgpack
 
     server, addr = _spawn_at(script, "fanraw" if raw else "daemon")
@@ -673,11 +674,15 @@ def _fanout_run(raw: bool, rounds: int, mirrors: int, procs: int,
             def change(i: int) -> None:
                 rm.add("M")
         t0s = []
+        cpu0 = [_cpu_ns(w.pid) for w in workers]
         for i in range(rounds):
             t0s.append(time.monotonic())
             change(i)
-            time.sleep(0.02)  # rounds apart, so each latency is one push's (a bench, not a test)
+            time.sleep(pause)  # rounds apart, so each latency is one push's (a bench, not a test)
         time.sleep(0.5)
+        if cpu is not None:
+            cpu += [(_cpu_ns(w.pid) - c0) / 1e9 / (rounds * (mirrors // procs)) for w, c0 in zip(workers, cpu0,
+                                                                                               strict=True)]
         seen: list[list[float]] = []
         for w in workers:
             assert w.stdin is not None and w.stdout is not None
@@ -741,6 +746,22 @@ def measure_fanout_ab(other: str, rounds: int = 100, cycles: int = 4) -> None:
     for kind, lat in acc.items():
         print(f"{kind}: p50 {_pct(lat, 0.5) * 1e3:.2f} ms, p99 {_pct(lat, 0.99) * 1e3:.2f} ms ({len(lat)} pushes, "
               f"{missing[kind]} missed)", flush=True)
+
+
+def measure_live_cpu(other: str, rounds: int = 1500, runs: int = 3) -> None:
+    """A live worker's process CPU a push: one worker of 25 mirrors (or the anchor's 25 DEALERs), pushes 2 ms
+    apart, /proc schedstat over the rounds; the anchor, the other checkout and this one alternating."""
+    kinds = {"raw": (True, HERE), "other": (False, Path(other) / "scripts" / HERE.name), "this": (False, HERE)}
+    acc: dict[str, list[float]] = {k: [] for k in kinds}
+    for r in range(runs):
+        for kind in list(kinds) if r % 2 == 0 else list(reversed(kinds)):
+            raw, script = kinds[kind]
+            cpu: list[float] = []
+            _fanout_run(raw, rounds, 25, 1, script, pause=0.002, cpu=cpu)
+            acc[kind] += cpu
+            print(f"run {r} {kind}: {cpu[0] * 1e6:.1f} us a push, load {os.getloadavg()[0]:.1f}", flush=True)
+    for kind, xs in acc.items():
+        print(f"{kind}: median {statistics.median(xs) * 1e6:.1f} us a push ({len(xs)} runs)", flush=True)
 
 
 def measure_push_cpu(n: int = 30000, waiter: bool = True) -> float:
@@ -889,6 +910,8 @@ def main() -> None:
                   flush=True)
     elif mode == "fanab":  # fanab OTHER_ROOT [ROUNDS CYCLES]
         measure_fanout_ab(sys.argv[2], *(int(x) for x in sys.argv[3:5]))
+    elif mode == "livecpu":  # livecpu OTHER_ROOT [ROUNDS RUNS]
+        measure_live_cpu(sys.argv[2], *(int(x) for x in sys.argv[3:5]))
     elif mode == "pushcpu":  # pushcpu [N] [--no-waiter]: this tree's code (run it from each checkout)
         w = "--no-waiter" not in sys.argv
         n = next((int(x) for x in sys.argv[2:] if x.isdigit()), 30000)

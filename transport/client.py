@@ -442,7 +442,7 @@ class Client(Caller):
 
             intake(self)
         checked = False
-        if not self._io.acquire(blocking=False):
+        if not self._io.acquire(False):  # positional: a keyword costs a C call more, every push
             if not self._missed:
                 self._missed = True
                 self._reactor.arm(self, False)
@@ -455,7 +455,7 @@ class Client(Caller):
                 self._reactor.arm(self, True)  # re-arming reports a fd that is ready already
             self._kicked = False  # before the outbox is read: a call queued after this wakes this thread again
             # read first: after a stall, pongs already waiting must count before the beat judges the link
-            checked = self._pump(share=True)
+            checked = self._pump(True)  # share
             if self._acalls and now >= self._resend_at:
                 # asyncio callers wait on no thread: their resends and timeouts are this thread's (a look at most
                 # every 0.1 s: each one goes over every call in flight)

@@ -88,12 +88,15 @@ class Reactor:
         next_sweep = now + SWEEP
         next_beat = next_sweep  # no client's heartbeat is due before this (recomputed whenever clients are scanned)
         missed: list[Client] = []  # found busy (a caller held the socket): looked at again every 2 ms
+        lock = self._lock
+        # the usual turn (a push or two arrived) is cheap: no min()/max(), no ``with``, no comprehension (each a
+        # call in CPython 3.11, on the path of every push a worker of mirrors reads)
         while True:
             try:
-                wait = min(next_sweep, next_beat) - now
-                if missed:
-                    wait = min(wait, 0.002)
-                events = ep.poll(max(0.0, wait))
+                wait = (next_sweep if next_sweep < next_beat else next_beat) - now
+                if missed and wait > 0.002:
+                    wait = 0.002
+                events = ep.poll(wait if wait > 0.0 else 0.0)
                 wake_r = self._wake_r
                 # the pipe emptied before the kicks are read: a kick after this point writes it again
                 for fd, _ in events:
@@ -102,14 +105,21 @@ class Reactor:
                         break
                 now = time.monotonic()
                 scan = now >= next_sweep or now >= next_beat  # every client now and then, whatever its fd said
-                with self._lock:
+                ready = []
+                lock.acquire()
+                try:
                     by_fd = self._clients
                     # the clients whose fd fired, in the order epoll reported them; no scan over every client
-                    ready = [by_fd[fd] for fd, _ in events if fd in by_fd]
+                    for fd, _ in events:
+                        c = by_fd.get(fd)
+                        if c is not None:
+                            ready.append(c)
                     kicked = self._kicked
                     if kicked:
                         self._kicked = set()
                     everyone = list(by_fd.values()) if scan else None
+                finally:
+                    lock.release()
                 if kicked or missed or everyone is not None:
                     todo = ready + list(kicked) + missed
                     if everyone is not None:
