@@ -105,7 +105,10 @@ def drain_plain(mach: Machine, m: Mutation | None) -> int:
                         mach._queue_tick += 1
                 finally:
                     lock.release()
-            elif not mach._plain or m.type is EVAL:
+            elif not mach._plain:
+                handover = True
+                break
+            if m.type is EVAL:  # an eval another thread prepended (``Machine.eval``): drain runs it
                 handover = True
                 break
             auto: Mutation | None = None

@@ -8,9 +8,11 @@ recorded events must be the same on both.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
-from machine import LogLevel, Machine, Result, State, Tracer
+from machine import Event, LogLevel, Machine, Result, State, Tracer
 
 EXECUTED, CANCELED = Result.EXECUTED, Result.CANCELED
 
@@ -439,3 +441,34 @@ def test_a_mutation_queued_hook_that_turns_a_feature_on_sends_the_rest_to_the_ge
         assert mach.is_active("A", "B", "C")
         assert made[mach.id].wait(0)
     assert logs["p"] == logs["pg"]
+
+
+def test_an_eval_queued_while_a_plain_transition_runs_is_run_as_an_eval() -> None:
+    """Another thread's ``eval`` during a plain machine's transition is prepended to the queue; the plain loop used
+    to run it as a transition of type EVAL (its function never called, every state deactivated)."""
+    go, started = threading.Event(), threading.Event()
+
+    class H:
+        def BState(self, e: Event) -> None:
+            started.set()
+            assert go.wait(5)
+
+    mach = Machine({"A": State(), "B": State()}, handlers=H())
+    mach.add("A")
+    assert mach._plain
+    t = threading.Thread(target=mach.add, args=("B",))
+    t.start()
+    assert started.wait(5)
+    ran: list[list[str]] = []
+    got: list[bool] = []
+    t2 = threading.Thread(target=lambda: got.append(mach.eval(lambda: ran.append(mach.active_states()), timeout=5)))
+    t2.start()
+    deadline = time.monotonic() + 5
+    while mach.queue_len == 0 and time.monotonic() < deadline:  # the eval is prepended, then waits
+        time.sleep(0.001)
+    go.set()
+    t.join(5)
+    t2.join(5)
+    assert got == [True]
+    assert ran == [["A", "B"]]
+    assert mach.active_states() == ["A", "B"]
