@@ -472,3 +472,63 @@ def test_an_eval_queued_while_a_plain_transition_runs_is_run_as_an_eval() -> Non
     assert got == [True]
     assert ran == [["A", "B"]]
     assert mach.active_states() == ["A", "B"]
+
+
+def test_no_hook_or_handler_runs_under_the_machine_lock() -> None:
+    """The plain path keeps the lock from the queue's claim to the clock write when nothing runs in between; a
+    transition hook or a handler in between gets it released first."""
+    owned: list[tuple[str, bool]] = []
+
+    def note(where: str, mach: Machine) -> None:
+        owned.append((where, mach._lock._is_owned()))  # type: ignore[attr-defined]
+
+    class T(Tracer):
+        def transition_init(self, tx: Any) -> None:
+            note("init", tx.machine)
+
+        def transition_start(self, tx: Any) -> None:
+            note("start", tx.machine)
+
+        def transition_end(self, tx: Any) -> None:
+            note("end", tx.machine)
+
+    class H:
+        def BEnter(self, e: Event) -> None:
+            note("BEnter", e.machine)
+
+        def BState(self, e: Event) -> None:
+            note("BState", e.machine)
+
+        def CState(self, e: Event) -> None:
+            note("CState", e.machine)
+
+    for tracers in ([], [T()]):
+        mach = Machine({"A": State(), "B": State(), "C": State(auto=True, require=("A",))}, handlers=H(),
+                       tracers=tracers)
+        assert mach._plain
+        mach.add("A")
+        mach.add("B")
+        mach.remove("A")
+        assert mach.active_states() == ["B"] and not mach._lock._is_owned()  # type: ignore[attr-defined]
+    assert owned and not any(held for _, held in owned)
+    assert {w for w, _ in owned} == {"init", "start", "end", "BEnter", "BState", "CState"}
+
+
+def test_the_plain_claim_of_a_busy_queue_runs_nothing() -> None:
+    """``drain_plain(claim=True)`` on a queue another thread holds answers None and leaves the machine as it was
+    (mutate then queues the mutation)."""
+    from machine.mutation import Mutation, MutationType
+    from machine.plain import drain_plain
+
+    mach = Machine({"A": State(), "B": State()})
+    mach.add("A")
+    with mach._lock:
+        mach._processing = True  # as if another thread ran the queue
+    try:
+        before = (mach.active_states(), mach.machine_tick, mach.queue_tick)
+        assert drain_plain(mach, Mutation(MutationType.ADD, ("B",), None), True) is None
+        assert (mach.active_states(), mach.machine_tick, mach.queue_tick) == before
+        assert not mach._lock._is_owned()  # type: ignore[attr-defined]
+    finally:
+        mach._processing = False
+    assert mach.add("B") == Result.EXECUTED and mach.is_active("B")
