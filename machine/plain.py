@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from .resolver import BoundFin, BoundNeg
 
 _new = object.__new__
+NO_AUTO: tuple[tuple[str, ...], bool, None] = ((), False, None)  # Plan.auto of a plan no auto transition follows
 _get_ident = threading.get_ident
 ADD, EVAL = MutationType.ADD, MutationType.EVAL
 EXECUTED, CANCELED = Result.EXECUTED, Result.CANCELED
@@ -151,12 +152,11 @@ def drain_plain(mach: Machine, m: Mutation | None, claim: bool = False) -> int |
             else:
                 plan = c.plans.get((m.type, m.called, before, m.is_auto, m.is_check)) or plan_for(c, m, before)
             auto_plan = None
-            seq = mach._tx_seq = mach._tx_seq + 1
             # transition.new_transition written in place: a call costs about as much as the stores (2% of a
             # mutation); tests/machine/test_plain_objects.py checks that both set the same slots
             tx = _new(Transition)
             tx._mach = mach
-            tx._seq = seq
+            tx._seq = mach._tx_seq = mach._tx_seq + 1
             tx.mutation = m
             tx.plan = plan
             tx._before = before
@@ -229,7 +229,10 @@ def drain_plain(mach: Machine, m: Mutation | None, claim: bool = False) -> int |
                     mach._active = target
                 if mach._hooks and (fns := mach._tx_hooks[TX_FINALS]):
                     call_hooks(mach, fns, tx)  # a hook may turn a feature on too
-                ok = (_finals_plain if mach._plain else _finals)(mach, tx, fin, enters) if fin else True
+                if fin:
+                    ok = _finals_plain(mach, tx, fin, enters) if mach._plain else _finals(mach, tx, fin, enters)
+                else:
+                    ok = True
                 if mach._subs is not NO_SUBS:  # a final handler made the first waiter
                     resolve_waiters(mach, tx, enters, bool(deltas), ok)
                 tx.is_completed = True
@@ -237,18 +240,18 @@ def drain_plain(mach: Machine, m: Mutation | None, claim: bool = False) -> int |
                     m.result = end_applied(mach, tx, bool(deltas))
                 else:
                     # end_applied's common case: the auto transition is run next instead of prepended
-                    if deltas and c.auto_names and not m.is_auto and not plan.health:
-                        entry = plan.auto
-                        if entry is None:  # the auto transition after this plan: looked up once per plan
-                            entry = plan.auto = auto_entry(c, target)
-                        states, viable, a_plan = entry
-                        if viable or (states and REJECTED_AUTOS in mach._hooks):
-                            auto = new_mutation(ADD, states, None, 0, True)
-                            auto_plan, auto_from = a_plan, target
-                            # told as end_applied tells of the one it prepends (a hook that turns a feature on
-                            # sends the auto transition to the general path: the flag is read at the loop's top)
-                            if "mutation_queued" in mach._hooks:
-                                mach._emit("mutation_queued", mach, auto)
+                    entry = plan.auto
+                    if entry is None:  # the auto transition after this plan: decided once per plan
+                        entry = plan.auto = (auto_entry(c, target) if deltas and c.auto_names and not m.is_auto
+                                             and not plan.health else NO_AUTO)
+                    states, viable, a_plan = entry
+                    if viable or (states and REJECTED_AUTOS in mach._hooks):
+                        auto = new_mutation(ADD, states, None, 0, True)
+                        auto_plan, auto_from = a_plan, target
+                        # told as end_applied tells of the one it prepends (a hook that turns a feature on
+                        # sends the auto transition to the general path: the flag is read at the loop's top)
+                        if "mutation_queued" in mach._hooks:
+                            mach._emit("mutation_queued", mach, auto)
                     if mach._hooks and (fns := mach._tx_hooks[TX_END]):
                         for fn in fns:  # call_hooks written in place: this is the hook tracers use most
                             try:
