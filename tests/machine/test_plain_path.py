@@ -532,3 +532,37 @@ def test_the_plain_claim_of_a_busy_queue_runs_nothing() -> None:
     finally:
         mach._processing = False
     assert mach.add("B") == Result.EXECUTED and mach.is_active("B")
+
+
+def test_the_auto_decision_kept_on_a_plan_serves_a_tracer_bound_later() -> None:
+    """``Plan.auto`` (the auto transition after a plan, decided once per plan on the plain path) holds no tracer
+    state: a tracer bound after the plans were cached sees the same transitions, rejected autos included, as one
+    bound from the start, and detaching it leaves the same states."""
+    schema = {"A": State(), "B": State(require=("A",)), "C": State(auto=True, require=("B",)),
+              "D": State(auto=True, require=("Z",)), "Z": State()}
+
+    class Seen(Tracer):
+        def __init__(self) -> None:
+            self.txs: list[tuple[list[str], bool, bool]] = []
+
+        def transition_end(self, tx: Any) -> None:
+            self.txs.append((tx.called_states, tx.is_auto, tx.is_accepted))
+
+    def cycle(mach: Machine) -> None:
+        mach.add("A")
+        mach.add("B")
+        mach.remove("A")
+
+    early = Seen()
+    m1 = Machine(schema, tracers=[early])
+    late = Seen()
+    m2 = Machine(schema)
+    for _ in range(3):
+        cycle(m2)  # the plans and their auto decisions are cached now
+    m2.bind_tracer(late)
+    cycle(m1)
+    cycle(m2)
+    assert late.txs == early.txs and (["C", "D"], True, False) in late.txs and (["C", "D"], True, True) in late.txs
+    m2.detach_tracer(late)
+    cycle(m2)
+    assert len(late.txs) == len(early.txs) and m2.active_states() == m1.active_states() == []
