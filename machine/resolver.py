@@ -177,8 +177,8 @@ class Plan:
     final_exits: tuple[str, ...]
     final_deltas: tuple[tuple[int, int], ...]
     health: bool
-    # the auto transition after this plan's change: execution.auto_entry of final_target, cached here by the plain
-    # path (None until then)
+    # the auto transition after this plan's change: execution.auto_entry of final_target, or plain.NO_AUTO when
+    # none follows this plan (an auto plan, a health check, no change); cached here by the plain path (None until then)
     auto: tuple[tuple[str, ...], bool, Plan | None] | None
 
 

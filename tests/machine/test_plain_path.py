@@ -8,9 +8,11 @@ recorded events must be the same on both.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
-from machine import LogLevel, Machine, Result, State, Tracer
+from machine import Event, LogLevel, Machine, Result, State, Tracer
 
 EXECUTED, CANCELED = Result.EXECUTED, Result.CANCELED
 
@@ -439,3 +441,128 @@ def test_a_mutation_queued_hook_that_turns_a_feature_on_sends_the_rest_to_the_ge
         assert mach.is_active("A", "B", "C")
         assert made[mach.id].wait(0)
     assert logs["p"] == logs["pg"]
+
+
+def test_an_eval_queued_while_a_plain_transition_runs_is_run_as_an_eval() -> None:
+    """Another thread's ``eval`` during a plain machine's transition is prepended to the queue; the plain loop used
+    to run it as a transition of type EVAL (its function never called, every state deactivated)."""
+    go, started = threading.Event(), threading.Event()
+
+    class H:
+        def BState(self, e: Event) -> None:
+            started.set()
+            assert go.wait(5)
+
+    mach = Machine({"A": State(), "B": State()}, handlers=H())
+    mach.add("A")
+    assert mach._plain
+    t = threading.Thread(target=mach.add, args=("B",))
+    t.start()
+    assert started.wait(5)
+    ran: list[list[str]] = []
+    got: list[bool] = []
+    t2 = threading.Thread(target=lambda: got.append(mach.eval(lambda: ran.append(mach.active_states()), timeout=5)))
+    t2.start()
+    deadline = time.monotonic() + 5
+    while mach.queue_len == 0 and time.monotonic() < deadline:  # the eval is prepended, then waits
+        time.sleep(0.001)
+    go.set()
+    t.join(5)
+    t2.join(5)
+    assert got == [True]
+    assert ran == [["A", "B"]]
+    assert mach.active_states() == ["A", "B"]
+
+
+def test_no_hook_or_handler_runs_under_the_machine_lock() -> None:
+    """The plain path keeps the lock from the queue's claim to the clock write when nothing runs in between; a
+    transition hook or a handler in between gets it released first."""
+    owned: list[tuple[str, bool]] = []
+
+    def note(where: str, mach: Machine) -> None:
+        owned.append((where, mach._lock._is_owned()))  # type: ignore[attr-defined]
+
+    class T(Tracer):
+        def transition_init(self, tx: Any) -> None:
+            note("init", tx.machine)
+
+        def transition_start(self, tx: Any) -> None:
+            note("start", tx.machine)
+
+        def transition_end(self, tx: Any) -> None:
+            note("end", tx.machine)
+
+    class H:
+        def BEnter(self, e: Event) -> None:
+            note("BEnter", e.machine)
+
+        def BState(self, e: Event) -> None:
+            note("BState", e.machine)
+
+        def CState(self, e: Event) -> None:
+            note("CState", e.machine)
+
+    for tracers in ([], [T()]):
+        mach = Machine({"A": State(), "B": State(), "C": State(auto=True, require=("A",))}, handlers=H(),
+                       tracers=tracers)
+        assert mach._plain
+        mach.add("A")
+        mach.add("B")
+        mach.remove("A")
+        assert mach.active_states() == ["B"] and not mach._lock._is_owned()  # type: ignore[attr-defined]
+    assert owned and not any(held for _, held in owned)
+    assert {w for w, _ in owned} == {"init", "start", "end", "BEnter", "BState", "CState"}
+
+
+def test_the_plain_claim_of_a_busy_queue_runs_nothing() -> None:
+    """``drain_plain(claim=True)`` on a queue another thread holds answers None and leaves the machine as it was
+    (mutate then queues the mutation)."""
+    from machine.mutation import Mutation, MutationType
+    from machine.plain import drain_plain
+
+    mach = Machine({"A": State(), "B": State()})
+    mach.add("A")
+    with mach._lock:
+        mach._processing = True  # as if another thread ran the queue
+    try:
+        before = (mach.active_states(), mach.machine_tick, mach.queue_tick)
+        assert drain_plain(mach, Mutation(MutationType.ADD, ("B",), None), True) is None
+        assert (mach.active_states(), mach.machine_tick, mach.queue_tick) == before
+        assert not mach._lock._is_owned()  # type: ignore[attr-defined]
+    finally:
+        mach._processing = False
+    assert mach.add("B") == Result.EXECUTED and mach.is_active("B")
+
+
+def test_the_auto_decision_kept_on_a_plan_serves_a_tracer_bound_later() -> None:
+    """``Plan.auto`` (the auto transition after a plan, decided once per plan on the plain path) holds no tracer
+    state: a tracer bound after the plans were cached sees the same transitions, rejected autos included, as one
+    bound from the start, and detaching it leaves the same states."""
+    schema = {"A": State(), "B": State(require=("A",)), "C": State(auto=True, require=("B",)),
+              "D": State(auto=True, require=("Z",)), "Z": State()}
+
+    class Seen(Tracer):
+        def __init__(self) -> None:
+            self.txs: list[tuple[list[str], bool, bool]] = []
+
+        def transition_end(self, tx: Any) -> None:
+            self.txs.append((tx.called_states, tx.is_auto, tx.is_accepted))
+
+    def cycle(mach: Machine) -> None:
+        mach.add("A")
+        mach.add("B")
+        mach.remove("A")
+
+    early = Seen()
+    m1 = Machine(schema, tracers=[early])
+    late = Seen()
+    m2 = Machine(schema)
+    for _ in range(3):
+        cycle(m2)  # the plans and their auto decisions are cached now
+    m2.bind_tracer(late)
+    cycle(m1)
+    cycle(m2)
+    assert late.txs == early.txs and (["C", "D"], True, False) in late.txs and (["C", "D"], True, True) in late.txs
+    m2.detach_tracer(late)
+    cycle(m2)
+    assert len(late.txs) == len(early.txs) and m2.active_states() == m1.active_states() == []
