@@ -36,17 +36,21 @@ class ChangeRecorder(Tracer):
         self.mach_id = mach.id
 
     def transition_end(self, tx: Transition) -> None:
-        if tx.is_check:
+        m = tx.mutation
+        if m.is_check:
             return  # a dry run (can_add/can_remove) changes nothing: watchers must not see it as a mutation
         pushes = self.pushes
+        mach_id = self.mach_id
         try:
-            if pushes.want_muts.get(self.mach_id) and tx.is_accepted:
-                m = tx.mutation
+            if pushes.want_muts and pushes.want_muts.get(mach_id) and tx.is_accepted:
                 # the clock after this transition too: a watcher then sees each transition, not only their sum
-                pushes.record(self.mach_id, [str(m.type), list(m.called), P.sanitize(m.args or {}),
-                                             list(tx.time_after)])
+                pushes.record(mach_id, [str(m.type), list(m.called), P.sanitize(m.args or {}),
+                                        list(tx.time_after)])
         finally:
-            pushes.mark_dirty(self.mach_id)  # whatever happened above: an applied change is always pushed
+            # whatever happened above: an applied change is always pushed (mark_dirty's test first, in place: on
+            # a served machine's every transition, and most find it marked or unmarked by the reply's diff)
+            if mach_id not in pushes.dirty:
+                pushes.mark_dirty(mach_id)
 
     def mirror_update(self, update: dict[str, Any]) -> None:
         pushes = self.pushes
