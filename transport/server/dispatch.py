@@ -199,7 +199,7 @@ class Dispatcher:
                 self.mark_slow(m)
             if seq:  # (_answer, in place; add_ns: no reply, the change reaches the client as a push)
                 sess.remember(seq, r)
-                loop.send(sess, P.pack(P.OK, seq, mach_id, [r, self.pushes.diff(sess, m)]))
+                loop.send(sess, P.pack(P.OK, seq, mach_id, [r, self.pushes.diff(sess, m, mach_id)]))
             return
         if apply is None:
             apply = _applier(sess, kind, m, b)
