@@ -167,13 +167,9 @@ class Dispatcher:
                                      code=P.DUPLICATE)
             self._ok(sess, seq, m.id, [cached, self.pushes.diff(sess, m)])
             return
-        if kind in _PLAIN and "tc" not in b:
-            # a plain add/rm/set/add_ns (no trace context: the common case), checked here and, inline, called
-            # without a closure: this runs once per remote mutation
-            fn, states, args = _plain_call(kind, m, b)
-            apply = None
-        else:
-            apply = _applier(sess, kind, m, b)
+        # a plain add/rm/set/add_ns (no trace context: the common case) is called inline without a closure
+        fn, states, args = _plain_call(kind, m, b) if kind in _PLAIN and "tc" not in b else (None, [], None)
+        apply = None if fn is not None else _applier(sess, kind, m, b)
         # no lane for any machine and this one idle: the fast path, without a call (the common case)
         lane = None if not self.lanes and not served_busy(m) else self._lane_for(m)
         if lane is None:
@@ -186,7 +182,7 @@ class Dispatcher:
             runs[ticket] = (t0, sess, seq, m, kind)
             token = SOURCE.set(sess.source)  # the history names the session
             try:
-                r = int(fn(*states, args=args)) if apply is None else apply()
+                r = apply() if apply is not None else int(fn(*states, args=args))  # type: ignore[misc]
             except Exception as exc:
                 if runs.pop(ticket, None) is None:
                     self._demoted(ticket, exc)
