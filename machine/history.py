@@ -100,9 +100,8 @@ class History(Tracer):
         self._lock = threading.Lock()
         self._t0 = 0.0          # the running transition's start: one machine runs one transition at a time
         self._seq = 0           # records made, ever: a reader's cursor survives the ring's wrap
-        # id(mutation) -> (mutation, source) from queueing to its transition; the mutation is held so that its id
-        # cannot be reused meanwhile
-        self._sources: dict[int, tuple[Any, str]] = {}
+        # mutation -> source, from queueing to its transition
+        self._sources: dict[Any, str] = {}
         self._last_err: BaseException | None = None
         self._listeners: list[Callable[[dict[str, Any]], Any]] = []
 
@@ -111,70 +110,84 @@ class History(Tracer):
     def mutation_queued(self, mach: Machine, mutation: Any) -> None:
         src = SOURCE.get()
         if src is not None:
-            if len(self._sources) >= _MAX_SOURCES:   # mutations dropped from the queue never ran: forget them
-                self._sources.clear()
-            self._sources[id(mutation)] = (mutation, src)
+            sources = self._sources
+            if len(sources) >= _MAX_SOURCES:   # mutations dropped from the queue never ran: forget them
+                sources.clear()
+            sources[mutation] = src   # (a Mutation hashes by identity: the key holds it, its id can't be reused)
 
     def transition_init(self, tx: Transition) -> None:
         self._t0 = _perf()
 
     def transition_end(self, tx: Transition) -> None:
-        # on the machine's hot path: the raw facts in one tuple, built once; the record (a dict) is made when read
-        t0 = self._t0
-        self._t0 = 0.0
+        # on the machine's hot path (a served machine's every request): the raw facts in one tuple, built once;
+        # the record (a dict) is made when read. Fields read straight from the slots, not through properties
         m = tx.mutation
         if m.is_check:
+            self._t0 = 0.0
             return                  # a dry run changes nothing: not history
+        t0 = self._t0
+        self._t0 = 0.0
         accepted = tx.is_accepted
         cancel = tx._cancel         # (reason, handler, error) when a handler canceled it
-        if not accepted and m.is_auto and (cancel is None or cancel[1] is None):
-            return                  # auto states the relations turned down: nothing happened, not history
+        if cancel is None:
+            if not accepted and m.is_auto:
+                return              # auto states the relations turned down: nothing happened, not history
+            err = None
+        else:
+            if not accepted and m.is_auto and cancel[1] is None:
+                return
+            err = cancel[2]
         took = _perf() - t0 if t0 else 0.0
         now = _wall()
-        err = cancel[2] if cancel is not None else None
         args = m.args
-        if err is None and accepted and args and "Exception" in m.called:
-            # the error arrives as Exception's args: add_err from code, a raising async handler, or the Exception
-            # that follows a raising handler (the same object, recorded once in the errors)
-            e = args.get("err")
-            if isinstance(e, BaseException):
-                err = e
+        plain_args = None
+        if args:
+            plain_args = plain(args)
+            if err is None and accepted and "Exception" in m.called:
+                # the error arrives as Exception's args: add_err from code, a raising async handler, or the
+                # Exception that follows a raising handler (the same object, recorded once in the errors)
+                e = args.get("err")
+                if isinstance(e, BaseException):
+                    err = e
         err_rec = None
         if err is not None:
             err_rec = error_record(err, trace_text(err), cancel[1] if cancel is not None else None, now)
-        # a canceled transition's reason: a handler's is known; a relation's is worked out when read (from tx)
-        reason = None if accepted else (cancel[0] if cancel is not None else tx)
-        after = tuple(tx.time_after) if accepted and tx.is_completed else None
-        source = self._source(m) if self._sources else None
-        names, before, called = tx._mach._c.names, tuple(tx.time_before), tuple(m.called)
-        plain_args = plain(args) if args else None
-        with self._lock:
-            self._seq = seq = self._seq + 1
-            # a tuple of tuples, strings and numbers, which the garbage collector stops tracking: a daemon's rings
-            # of a million records would otherwise make every full collection scan them (over 100 ms). A canceled
-            # record by a relation stays a list: its reason (the transition) is replaced by the text when read
-            raw: Any = (seq, now, took, names, before, after, accepted, int(m.type), called, plain_args, m.is_auto,
-                        reason, err_rec, source)
-            if reason is not None and not isinstance(reason, str):
-                raw = list(raw)
-            self._records.append(raw)
-            if err_rec is not None and self._keep_errors and err is not self._last_err:
-                self._errors.append(err_rec)
-                self._last_err = err
-            listeners = self._listeners
+        after: tuple[int, ...] | None = None
+        reason: Any = None
+        if accepted:
+            if tx.is_completed:
+                ta = tx._time_after
+                after = tuple(ta if ta is not None else tx.time_after)
+        else:
+            # a canceled transition's reason: a handler's is known; a relation's is worked out when read (from tx)
+            reason = cancel[0] if cancel is not None else tx
+        sources = self._sources
+        source = sources.pop(m, None) if sources else None
+        called = m.called
+        lock = self._lock
+        lock.acquire()  # (not ``with``: half the cost on this path; nothing below raises)
+        self._seq = seq = self._seq + 1
+        # a tuple of tuples, strings and numbers, which the garbage collector stops tracking: a daemon's rings of
+        # a million records would otherwise make every full collection scan them (over 100 ms). A canceled record
+        # by a relation stays a list: its reason (the transition) is replaced by the text when read
+        raw: Any = (seq, now, took, tx._mach._c.names, tuple(tx.time_before), after, accepted, int(m.type),
+                    called if type(called) is tuple else tuple(called), plain_args, m.is_auto, reason, err_rec,
+                    source)
+        if reason is not None and not isinstance(reason, str):
+            raw = list(raw)
+        self._records.append(raw)
+        if err_rec is not None and self._keep_errors and err is not self._last_err:
+            self._errors.append(err_rec)
+            self._last_err = err
+        listeners = self._listeners
+        lock.release()
         if listeners:    # a copy-on-write list: registration replaces it
             rec = _record(raw)
             for fn in listeners:
                 try:
                     fn(rec)
                 except Exception:
-                    tx.machine._logger.exception("history listener %r raised", fn)
-
-    def _source(self, m: Any) -> str | None:
-        if not self._sources:
-            return None
-        held = self._sources.pop(id(m), None)
-        return held[1] if held is not None else None
+                    tx._mach._logger.exception("history listener %r raised", fn)
 
     # -- reading (any thread) --------------------------------------------------------------------------------
 

@@ -494,6 +494,69 @@ def measure_hot(other: str, rounds: int) -> dict[str, tuple[float, float]]:
     return {name: (min(xs), statistics.median(xs)) for name, xs in runs.items()}
 
 
+_HOT_SERVER = r"""
+import os, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+from transport import protocol as P
+P.HEARTBEAT = P.PEER_TIMEOUT = 1e9  # no ping in the middle
+from transport.server import dispatch as _d, leader as _l
+_d.SLOW = _l.SLOW = 1e9  # (under valgrind, 50x slower, no transition may count as slow: it would take a lane)
+from machine import Machine, State
+from transport import expose, connect
+m = Machine({"M": State(multi=True), "Foo": State(remove=("Bar",)), "Bar": State(remove=("Foo",))}, id="b0")
+ep = expose(m)
+c = connect(ep.address)
+c.machine("b0").add("M")  # the session has a mirror: each reply carries a diff, as in the round trips
+loop, ident, seq = ep._loop, c.id.encode(), [10**6]
+def on_io(frames, res, done):
+    send = loop.send
+    loop.send = lambda s, f: True
+    req = loop.request
+    t = time.thread_time()
+    for f in frames:
+        req(ident, f, None)
+    res.append(time.thread_time() - t)
+    loop.send = send
+    done.set()
+def batch(n, kind="add"):
+    frames = []
+    for _ in range(n):
+        seq[0] += 1
+        frames.append(P.pack(kind, seq[0], "b0", {"s": ["M"]}))
+    res, done = [], threading.Event()
+    loop.post(lambda: on_io(frames, res, done))
+    assert done.wait(120)
+    return res[0] / n
+batch(500)
+if "N" in os.environ:  # under valgrind: N requests, instructions counted from outside
+    batch(int(os.environ["N"]))
+else:
+    xs = sorted(batch(5000) for _ in range(int(sys.argv[2])))
+    print(xs[0], xs[len(xs) // 2])
+c.close()
+ep.stop()
+os._exit(0)
+"""
+
+
+def measure_hot_server(other: str, rounds: int) -> dict[str, tuple[float, float]]:
+    """The endpoint's Python per remote ``add`` request, hot: a real client's session (with its mirror), the
+    requests' frames handed to ``ServerLoop.request`` on the endpoint's I/O thread (``post``), sends stubbed,
+    thread CPU time; this tree and another (``other``), each in a process of its own, alternating:
+    ``python scripts/bench_transport.py hotsrv OTHER_ROOT [ROUNDS]``. Returns (best, median) seconds a request.
+    Its instructions: ``N=2000`` and ``N=12000`` under ``valgrind --tool=callgrind --separate-threads=yes``, the
+    I/O thread's difference over 10,000 (docs/benchmarks.md, "round four of P3")."""
+    runs: dict[str, list[float]] = {"before": [], "after": []}
+    order = [("before", Path(other).resolve()), ("after", ROOT)]
+    for r in range(rounds):
+        for name, root in order if r % 2 == 0 else order[::-1]:
+            p = subprocess.run([sys.executable, "-c", _HOT_SERVER, str(root), "5"], capture_output=True, text=True)
+            if p.returncode:
+                raise RuntimeError(f"{name}: {p.stderr[-2000:]}")
+            runs[name].append(float(p.stdout.split()[0]))
+    return {name: (min(xs), statistics.median(xs)) for name, xs in runs.items()}
+
+
 class _Driver:
     """A client process running one checkout's ``transport`` (its client and its endpoint are compared together)
     against that checkout's daemon: ``lat(n)`` round trips, ``pipe(k)`` pipelined mutations a second."""
@@ -907,6 +970,10 @@ def main() -> None:
     elif mode == "hot":
         for name, (best, med) in measure_hot(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 5).items():
             print(f"client Python per remote add, hot: {name}: best {best * 1e6:.2f} us, median {med * 1e6:.2f} us",
+                  flush=True)
+    elif mode == "hotsrv":  # hotsrv OTHER_ROOT [ROUNDS]
+        for name, (best, med) in measure_hot_server(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 5).items():
+            print(f"endpoint Python per add request, hot: {name}: best {best * 1e6:.2f} us, median {med * 1e6:.2f} us",
                   flush=True)
     elif mode == "fanab":  # fanab OTHER_ROOT [ROUNDS CYCLES]
         measure_fanout_ab(sys.argv[2], *(int(x) for x in sys.argv[3:5]))

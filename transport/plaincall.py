@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
+from machine import mirror
+
 from . import protocol as P
 from .calls import RESEND, WAIT_SLICE, _Call, _error_from, _pack, log
 from .errors import TransportError
@@ -98,7 +100,11 @@ def _apply(rm: RemoteMachine, reply: Any, kind: str, called: tuple[str, ...], a:
     """The reply's diff to the mirror, with the mutation's record, as the engine's reply handler applies it
     (``MirrorLink._on_mut_reply``); a reply that can't be applied raises as the engine's reply handlers do."""
     try:
-        rm._on_mut_reply(reply, [rec_type, list(called), dict(a or {})])
+        # the mutation's record only for who reads it (on_update callbacks, a replayed transition's handlers and
+        # tracers: _update's slow way); one registered while this call runs may see its step without a record
+        rec = ([rec_type, list(called), dict(a or {})] if rm._update_cbs or mirror.has_replay_listeners(rm._m)
+               else None)
+        rm._on_mut_reply(reply, rec)
     except Exception as exc:
         log.exception("reply handler for %s failed", kind)
         raise TransportError(f"malformed {kind} reply: {exc}", code=P.INTERNAL) from None

@@ -167,28 +167,38 @@ class Dispatcher:
                                      code=P.DUPLICATE)
             self._ok(sess, seq, m.id, [cached, self.pushes.diff(sess, m)])
             return
-        apply = _applier(sess, kind, m, b)
+        # a plain add/rm/set/add_ns (no trace context: the common case) is called inline without a closure
+        fn, states, args = _plain_call(kind, m, b) if kind in _PLAIN and "tc" not in b else (None, [], None)
+        apply = None if fn is not None else _applier(sess, kind, m, b)
         # no lane for any machine and this one idle: the fast path, without a call (the common case)
         lane = None if not self.lanes and not served_busy(m) else self._lane_for(m)
         if lane is None:
             # inline, noted for the watchdog first: if it is still running after SLOW, another thread takes over
             # the sockets and this one, when the transition returns, only posts its result (leader.py)
-            runs = self.loop.inline
-            ticket = next(self.loop.tickets)
+            loop = self.loop
+            runs = loop.inline
+            ticket = next(loop.tickets)
             t0 = perf_counter()
             runs[ticket] = (t0, sess, seq, m, kind)
+            token = SOURCE.set(sess.source)  # the history names the session
             try:
-                r = apply()
+                r = apply() if apply is not None else int(fn(*states, args=args))  # type: ignore[misc]
             except Exception as exc:
                 if runs.pop(ticket, None) is None:
                     self._demoted(ticket, exc)
                 raise
+            finally:
+                SOURCE.reset(token)
             if runs.pop(ticket, None) is None:
                 self._demoted(ticket, r)
             if perf_counter() - t0 > SLOW:
                 self.mark_slow(m)
-            self._answer(sess, seq, m, r)
+            if seq:  # (_answer, in place; add_ns: no reply, the change reaches the client as a push)
+                sess.remember(seq, r)
+                loop.send(sess, P.pack(P.OK, seq, mach_id, [r, self.pushes.diff(sess, m, mach_id)]))
             return
+        if apply is None:
+            apply = _applier(sess, kind, m, b)
         self._hand_off(sess, seq, lane, apply, self._answerer(sess, seq, m, kind))
 
     def mark_slow(self, m: Machine) -> None:
@@ -508,15 +518,27 @@ class Dispatcher:
         self.loop.drop_session(sess)
 
 
-def _applier(sess: Session, kind: str, m: Machine, b: dict[str, Any]) -> Callable[[], int]:
-    """Check a mutation request and return what applies it (on whichever thread runs it)."""
+_PLAIN = frozenset({P.ADD, P.REMOVE, P.SET, P.ADD_NS})
+
+
+def _plain_call(kind: str, m: Machine, b: dict[str, Any]) -> tuple[Callable[..., Any], list[str],
+                                                                   dict[str, Any] | None]:
+    """Check an add/rm/set/add_ns request: the machine's method to call, the states and the args."""
     a = b.get("a")
     args = None if a is None else _args(a)[0]
+    states = P.check_names(b.get("s"))
+    return (m.remove if kind == P.REMOVE else m.set if kind == P.SET else m.add), states, args
+
+
+def _applier(sess: Session, kind: str, m: Machine, b: dict[str, Any]) -> Callable[[], int]:
+    """Check a mutation request and return what applies it (on whichever thread runs it)."""
     source = sess.source
     tc = b.get("tc")  # the caller's trace context, continued while the transition runs (transport.otel)
     if type(tc) is not str or len(tc) > tracecontext.MAX_TC:
         tc = None
     if kind == P.ADD_ERR:
+        a = b.get("a")
+        args = None if a is None else _args(a)[0]
         state = b.get("state", "Exception")
         if not isinstance(state, str):
             raise ValueError("state must be a name")
@@ -527,8 +549,7 @@ def _applier(sess: Session, kind: str, m: Machine, b: dict[str, Any]) -> Callabl
         def call() -> int:
             return int(m.add_err_state(state, RemoteError(msg, type_name), args))
     else:
-        states = P.check_names(b.get("s"))
-        fn = m.remove if kind == P.REMOVE else m.set if kind == P.SET else m.add
+        fn, states, args = _plain_call(kind, m, b)
         if tc is None:
             # the common case, one closure (this runs once per remote mutation): the history names the session
             def plain() -> int:

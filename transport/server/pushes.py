@@ -36,17 +36,21 @@ class ChangeRecorder(Tracer):
         self.mach_id = mach.id
 
     def transition_end(self, tx: Transition) -> None:
-        if tx.is_check:
+        m = tx.mutation
+        if m.is_check:
             return  # a dry run (can_add/can_remove) changes nothing: watchers must not see it as a mutation
         pushes = self.pushes
+        mach_id = self.mach_id
         try:
-            if pushes.want_muts.get(self.mach_id) and tx.is_accepted:
-                m = tx.mutation
+            if pushes.want_muts and pushes.want_muts.get(mach_id) and tx.is_accepted:
                 # the clock after this transition too: a watcher then sees each transition, not only their sum
-                pushes.record(self.mach_id, [str(m.type), list(m.called), P.sanitize(m.args or {}),
-                                             list(tx.time_after)])
+                pushes.record(mach_id, [str(m.type), list(m.called), P.sanitize(m.args or {}),
+                                        list(tx.time_after)])
         finally:
-            pushes.mark_dirty(self.mach_id)  # whatever happened above: an applied change is always pushed
+            # whatever happened above: an applied change is always pushed (mark_dirty's test first, in place: on
+            # a served machine's every transition, and most find it marked or unmarked by the reply's diff)
+            if mach_id not in pushes.dirty:
+                pushes.mark_dirty(mach_id)
 
     def mirror_update(self, update: dict[str, Any]) -> None:
         pushes = self.pushes
@@ -144,19 +148,29 @@ class Pushes:
             for d in (self.muts, self.held, self.later):
                 d.pop(mach_id, None)
 
-    def diff(self, sess: Session, m: Machine) -> list[Any] | None:
-        """The update that brings this session's mirror of ``m`` to now (None if it has no mirror)."""
-        sub = sess.subs.get(m.id)
+    def diff(self, sess: Session, m: Machine, mach_id: str | None = None) -> list[Any] | None:
+        """The update that brings this session's mirror of ``m`` to now (None if it has no mirror); ``mach_id``:
+        ``m.id``, when the caller has it."""
+        if mach_id is None:
+            mach_id = m.id
+        sub = sess.subs.get(mach_id)
         if sub is None:
             return None
-        mach_id = m.id
         if self.nsubs.get(mach_id) == 1 and not self.want_muts.get(mach_id):
             # this session is the machine's only mirror and this update brings it to now: no push is needed for
             # what it carries (the flush after the batch would find nothing to send). Unmarked before the clock is
             # read: a change made after the read marks the machine again (its mark_dirty follows its clock)
             self.dirty.discard(mach_id)
         t, q, mt = served_clock(m), m.queue_tick, m.machine_tick  # replaced, never changed in place
-        idxs, deltas = P.diff(sub.time, t) if len(t) == len(sub.time) else ([], [])
+        old = sub.time
+        idxs: list[int] = []
+        deltas: list[int] = []
+        if len(t) == len(old) and old is not t:
+            # P.diff written in place: one pass, on every mutation reply (a machine has few states)
+            for i, (a, b) in enumerate(zip(old, t)):  # noqa: B905  same length (checked)
+                if a != b:
+                    idxs.append(i)
+                    deltas.append(b - a)
         upd = [idxs, deltas, q, mt, P.checksum(t, q, mt)]
         sub.time, sub.qtick, sub.mtick = t, q, mt
         return upd
