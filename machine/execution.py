@@ -190,7 +190,7 @@ def end_applied(mach: Machine, tx: Transition, changed: bool) -> int:
                 mach._log(OPS, f"[prepend:add] {' '.join(auto)}")
             am = new_mutation(ADD, auto, None, 0, True)
             lock = mach._lock
-            lock.acquire()  # not ``with``: see mutation_queue.mutate
+            lock.acquire()  # not ``with``: see mutation_queue.mutate_general
             try:
                 own_queue(mach).appendleft(am)
             finally:
@@ -397,7 +397,7 @@ def _apply(mach: Machine, tx: Transition, plan: Plan, fin: BoundFin) -> bool:
         for i, d in deltas:
             new_time[i] += d
         lock = mach._lock
-        lock.acquire()  # waiters read ticks under the lock (not ``with``: see mutation_queue.mutate)
+        lock.acquire()  # waiters read ticks under the lock (not ``with``: see mutation_queue.mutate_general)
         try:
             mach._time = new_time
             mach._active = target

@@ -22,9 +22,9 @@ from .handlers import NO_BINDINGS, Binding, bind_handlers, detach_handlers
 from .history import History, find_history, keep_history
 from .log import LogLevel, machine_logger, parse_level
 from .mutation import NO_QUEUE, Mutation, MutationType
-from .mutation_queue import NO_CALLBACKS, add_err, check, eval_fn, mutate, will_be
+from .mutation_queue import NO_CALLBACKS, add_err, check, eval_fn, will_be
 from .mutation_queue import dispose as dispose_machine
-from .plain import is_plain, refresh_plain
+from .plain import drain_plain, is_plain, refresh_plain
 from .queries import StateQueries
 from .resolver import Plan
 from .schema import EXCEPTION, State, called_names, check_names, compiled_for, unknown_names
@@ -289,22 +289,22 @@ class Machine(StateQueries):
         Returns EXECUTED, CANCELED, or a queue tick (>= QUEUED) when the mutation was queued.
         Raises StateError for an unknown state, before anything changes.
         """
-        return mutate(self, ADD, states, args)
+        return drain_plain(self, None, ADD, states, args)
 
     def remove(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
         """Deactivate ``states`` (and what requires them). Returns as ``add``."""
-        return mutate(self, REMOVE, states, args)
+        return drain_plain(self, None, REMOVE, states, args)
 
     def set(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
         """Make ``states`` (and what they add) the only active states. Returns as ``add``."""
-        return mutate(self, SET, states, args)
+        return drain_plain(self, None, SET, states, args)
 
     def toggle(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
         """``remove`` when all of ``states`` are active, otherwise ``add``."""
         self._called(states)
         if states and self.is_active(*states):
-            return mutate(self, REMOVE, states, args)
-        return mutate(self, ADD, states, args)
+            return drain_plain(self, None, REMOVE, states, args)
+        return drain_plain(self, None, ADD, states, args)
 
     def add_err(self, err: BaseException | None, args: Mapping[str, Any] | None = None) -> int:
         """Record ``err`` and add Exception with ``err`` and ``err_trace`` in the args."""

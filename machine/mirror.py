@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .ctx_waiter import Ctx, Waiter
 from .handlers import handler_kind
 from .log import LazyLogger
-from .mutation import MutationType, new_mutation
-from .mutation_queue import args_dict
+from .mutation import MutationType, args_dict, new_mutation
 from .persistence import notify_waiters as _notify_waiters
 from .persistence import set_clock as _set_clock
 from .persistence import set_schema
