@@ -118,6 +118,18 @@ def cached_plan(c: Compiled, mtype: MutationType, called: tuple[str, ...], befor
     return plan
 
 
+def recent_plan(c: Compiled, m: Mutation, before: tuple[str, ...]) -> Plan:
+    """``plan_for``, and the plan kept as the last one of its type and called states (``Compiled.recent``, the
+    plain path's first look: one dict lookup by the called states instead of a 5-tuple key built and hashed)."""
+    plan = plan_for(c, m, before)
+    if not m.is_auto and not m.is_check:
+        recent = c.recent[m.type]
+        if len(recent) >= PLAN_CACHE_MAX:
+            recent.clear()
+        recent[m.called] = plan
+    return plan
+
+
 def run_transition(mach: Machine, m: Mutation) -> int:
     """Apply one mutation: resolve, negotiate, apply, run final handlers (spec section 6)."""
     before = mach._active

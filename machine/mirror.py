@@ -177,7 +177,7 @@ def replay(m: Machine, owner: object, step: Step) -> None:
     p.deltas = p.final_deltas = ()
     p.neg, p.log, p.auto = (), (), None
     p.fin = final_handlers(exits, enters)
-    before = tuple(n for i, n in enumerate(names) if before_t[i] & 1)
+    before = p.before = tuple(n for i, n in enumerate(names) if before_t[i] & 1)
     with m._lock:
         m._tx_seq += 1
         seq = m._tx_seq

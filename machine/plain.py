@@ -45,7 +45,7 @@ from .execution import (
     end_unapplied,
     final_failed,
     neg_returned,
-    plan_for,
+    recent_plan,
     resolve_waiters,
 )
 from .mutation import Mutation, MutationType, Result, args_dict, in_backoff, new_mutation, own_queue
@@ -168,7 +168,9 @@ def drain_plain(mach: Machine, m: Mutation | None, mtype: MutationType | None = 
             if auto_plan is not None and before is auto_from:  # m is the auto transition found below
                 plan = auto_plan
             else:
-                plan = c.plans.get((m.type, m.called, before, m.is_auto, m.is_check)) or plan_for(c, m, before)
+                plan = c.recent[m.type].get(m.called)  # the last plan of this type and called states
+                if plan is None or plan.before is not before or m.is_auto or m.is_check:
+                    plan = recent_plan(c, m, before)
             auto_plan = None
             # transition.new_transition written in place: a call costs about as much as the stores (2% of a
             # mutation); tests/machine/test_plain_objects.py checks that both set the same slots

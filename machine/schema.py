@@ -379,7 +379,7 @@ class Compiled:
 
     __slots__ = (
         "schema", "names", "index", "require", "remove", "add", "after", "auto", "multi", "topo",
-        "auto_names", "errors", "cycle", "plans", "autos", "args",
+        "auto_names", "errors", "cycle", "plans", "autos", "args", "recent",
     )
 
     def __init__(self, schema: dict[str, State], prev_topo: dict[str, int] | None = None) -> None:
@@ -403,6 +403,9 @@ class Compiled:
         # resolver caches: (type, called, before, is_auto, is_check) -> Plan; active states -> auto states
         self.plans: dict[tuple[Any, ...], Any] = {}
         self.autos: dict[tuple[str, ...], tuple[tuple[str, ...], bool, Any]] = {}  # see execution.auto_entry
+        # the plain path's first look (execution.recent_plan): by mutation type, called states -> the last plan made
+        # for them (neither auto nor a check), used while the active states are the very tuple it was made from
+        self.recent: list[dict[tuple[str, ...], Any]] = [{}, {}, {}, {}]
 
 
 def _require_topology(
