@@ -37,8 +37,8 @@ EXECUTED, CANCELED = Result.EXECUTED, Result.CANCELED
 # enum members as module globals: read through the class (``LogLevel.OPS``) each costs about 100 ns on the hot path
 OPS, CHANGES = LogLevel.OPS, LogLevel.CHANGES
 _perf_counter = _time.perf_counter
-_NOTHING_BOUND: tuple[int, BoundNeg, BoundFin] = (0, [], [])  # a machine without bindings; never written to
-NO_BOUND: dict[Plan, tuple[int, BoundNeg, BoundFin]] = {}  # a new machine's handler cache, shared, never written to
+_NOTHING_BOUND: tuple[BoundNeg, BoundFin] = ([], [])  # a machine without bindings; never written to
+NO_BOUND: dict[Plan, tuple[BoundNeg, BoundFin]] = {}  # a new machine's handler cache, shared, never written to
 NO_CTXS: dict[str, Ctx] = {}  # a new machine's state contexts, shared, never written to (see state_ctx)
 _ZERO_CLOCKS: dict[int, list[int]] = {}
 
@@ -150,7 +150,7 @@ def run_transition(mach: Machine, m: Mutation) -> int:
             call_hooks(mach, fns, tx)
     accepted = plan.accepted
     # the bound handlers of this plan, looked up once for both phases (none needed when relations refuse it)
-    _, neg, fin = _bound_for(mach, plan) if accepted and mach._bindings else _NOTHING_BOUND
+    neg, fin = _bound_for(mach, plan) if accepted and mach._bindings else _NOTHING_BOUND
     if accepted and neg:
         accepted = _negotiate(mach, tx, neg)
     if m.is_check or not accepted:
@@ -218,21 +218,27 @@ def end_applied(mach: Machine, tx: Transition, changed: bool) -> int:
     return EXECUTED
 
 
-def _bound_for(mach: Machine, plan: Plan) -> tuple[int, BoundNeg, BoundFin]:
-    """(bind version, negotiation handlers, final handlers) of ``plan`` found on the bindings, cached per plan."""
-    bound = mach._bound
-    entry = bound.get(plan)
-    if entry is None or entry[0] != mach._bind_version:
-        neg: BoundNeg = []
+def _bound_for(mach: Machine, plan: Plan) -> tuple[BoundNeg, BoundFin]:
+    """(negotiation handlers, final handlers) of ``plan`` found on the bindings, cached per plan.
+
+    Whatever replaces ``_bindings`` (binding, detaching, a schema change, dispose) empties the cache under the lock,
+    so an entry needs no version to check. One made from bindings replaced meanwhile is used once, not kept.
+    """
+    entry = mach._bound.get(plan)
+    if entry is None:
         bindings = mach._bindings
+        neg: BoundNeg = []
         for name, owner in plan.neg:
             calls = [(b, b.handlers[name]) for b in bindings if name in b.handlers]
             if calls:
                 neg.append((name, owner, calls))
-        entry = (mach._bind_version, neg, bind_finals(mach, plan.fin))
-        if not bound or len(bound) >= PLAN_CACHE_MAX:
-            bound = mach._bound = {}  # a machine starts with a shared empty table (see Machine.__init__)
-        bound[plan] = entry
+        entry = (neg, bind_finals(mach, plan.fin, bindings))
+        with mach._lock:  # reentrant: the plain path may hold it
+            if mach._bindings is bindings:
+                bound = mach._bound
+                if not bound or len(bound) >= PLAN_CACHE_MAX:
+                    bound = mach._bound = {}  # a machine starts with a shared empty table (see Machine.__init__)
+                bound[plan] = entry
     return entry
 
 
@@ -295,10 +301,12 @@ def neg_returned(mach: Machine, tx: Transition, name: str, owner: str | None, re
     return None
 
 
-def bind_finals(mach: Machine, fin: tuple[tuple[str, str, int], ...]) -> BoundFin:
-    """Final handlers found on the bindings (names without any handler are left out)."""
+def bind_finals(mach: Machine, fin: tuple[tuple[str, str, int], ...],
+                bindings: list[Binding] | None = None) -> BoundFin:
+    """Final handlers found on the bindings (``mach``'s by default; names without any handler are left out)."""
     out: BoundFin = []
-    bindings = mach._bindings
+    if bindings is None:
+        bindings = mach._bindings
     for name, state, kind in fin:
         calls = [(b, b.handlers[name]) for b in bindings if name in b.handlers]
         if calls:

@@ -53,7 +53,7 @@ class Machine(StateQueries):
     __slots__ = (
         # this facade: identity, options, logging, contexts, bindings and tracers
         "_id", "_parent_id", "_tags", "_log_level", "_logger_obj", "_loop", "_ctx_obj",
-        "_state_ctxs", "_disposed_waiter_obj", "_dispose_cbs", "_bindings", "_bind_seq", "_bind_version",
+        "_state_ctxs", "_disposed_waiter_obj", "_dispose_cbs", "_bindings", "_bind_seq",
         "_tracers", "_hooks", "_tx_hooks", "_plain", "_subs", "_lock", "_queue_limit", "_handler_timeout",
         "_handler_deadline", "_handler_backoff",
         # execution (one transition), and persistence outside transitions: the schema and the clock
@@ -115,14 +115,13 @@ class Machine(StateQueries):
         self._tx: Transition | None = None
         self._tx_seq = 0
         # handlers of the bound objects per plan: plan -> (bind version, negotiation, finals)
-        self._bound: dict[Plan, tuple[int, BoundNeg, BoundFin]] = NO_BOUND
+        self._bound: dict[Plan, tuple[BoundNeg, BoundFin]] = NO_BOUND
         self._err: BaseException | None = None
         self._internal_errors: deque[BaseException] | None = None
         self._disposing = False
         self._disposed = False
         self._bindings: list[Binding] = NO_BINDINGS  # replaced, never appended to (see handlers.bind_handlers)
         self._bind_seq = 0
-        self._bind_version = 0
         self._tracers: list[Tracer] = list(tracers) if tracers else NO_TRACERS
         # the tracer methods that are overridden, by hook name: empty when no tracer wants anything
         self._hooks: dict[str, list[Callable[..., Any]]] = hooks_of(self._tracers) if tracers else NO_HOOKS

@@ -327,7 +327,7 @@ def finish_dispose(mach: Machine) -> None:
         mach._state_ctxs.clear()
         cbs, mach._dispose_cbs = mach._dispose_cbs, []
         mach._bindings = []
-        mach._bind_version += 1
+        mach._bound = {}  # execution._bound_for's cache goes with the bindings
         mach._time = [0] * len(mach._c.names)
         mach._active = ()
     mach._emit("machine_dispose", mach._id)

@@ -202,10 +202,10 @@ def drain_plain(mach: Machine, m: Mutation | None, mtype: MutationType | None = 
                         call_hooks(mach, fns, tx)
             fin = None
             if accepted and mach._bindings:
-                bound = mach._bound.get(plan)
-                if bound is None or bound[0] != mach._bind_version:
+                bound = mach._bound.get(plan)  # emptied by whatever replaces the bindings
+                if bound is None:
                     bound = _bound_for(mach, plan)
-                _, neg, fin = bound
+                neg, fin = bound
                 if neg:
                     if held:  # nor a handler
                         held = False

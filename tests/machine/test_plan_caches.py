@@ -4,7 +4,7 @@ plan (``Machine._bound``). Each test makes a cached entry stale and checks the m
 
 from __future__ import annotations
 
-from machine import Event, Machine, Result, State
+from machine import Event, Machine, Result, State, Tracer, Transition
 
 
 def _schema() -> dict[str, State]:
@@ -92,3 +92,61 @@ def test_handlers_bound_later_are_called_from_cached_plans() -> None:
     assert mach.add("A") == Result.CANCELED and calls == ["A", "enter"]
     mach.detach_handlers(mach._bindings[-1].obj)  # H2 off: add A goes through again
     assert mach.add("A") == Result.EXECUTED and calls == ["A", "enter", "A"]
+
+
+def test_handlers_bound_and_detached_by_a_handler_serve_the_next_transitions() -> None:
+    calls: list[str] = []
+
+    class Later:
+        def BState(self, e: Event) -> None:
+            calls.append("later B")
+
+    later = Later()
+
+    class H:
+        def AState(self, e: Event) -> None:
+            calls.append("A")
+            e.machine.bind_handlers(later)
+
+        def BEnd(self, e: Event) -> None:
+            calls.append("B end")
+            e.machine.detach_handlers(later)
+
+    mach = Machine({"A": State(), "B": State()}, handlers=H())
+    for _ in range(2):  # the plan of add B cached with its handlers (none) before Later is bound
+        mach.add("B")
+        mach.remove("B")
+    calls.clear()
+    mach.add("A")
+    mach.add("B")
+    mach.remove("B")  # detaches Later from BEnd
+    mach.add("B")
+    assert calls == ["A", "later B", "B end"]
+
+
+def test_a_tracer_bound_and_detached_mid_run_sees_the_transitions_between() -> None:
+    seen: list[tuple[str, ...]] = []
+
+    class T(Tracer):
+        def transition_end(self, tx: Transition) -> None:
+            seen.append(tx.target)
+
+    t = T()
+
+    class H:
+        def AState(self, e: Event) -> None:
+            e.machine.bind_tracer(t)
+
+        def AEnd(self, e: Event) -> None:
+            e.machine.detach_tracer(t)
+
+    mach = Machine({"A": State(), "B": State()}, handlers=H())
+    for _ in range(2):  # plans cached, with their auto decision, before the tracer is bound
+        mach.add("B")
+        mach.remove("B")
+    mach.add("A")  # the tracer bound from A's final handler: this transition's end is seen too
+    mach.add("B")
+    mach.remove("A")  # detached from AEnd
+    mach.remove("B")
+    assert seen == [("A",), ("B", "A")]  # remove A not seen: detached in its negotiation
+    assert mach._plain
