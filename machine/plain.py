@@ -48,7 +48,7 @@ from .execution import (
     recent_plan,
     resolve_waiters,
 )
-from .mutation import Mutation, MutationType, Result, args_dict, in_backoff, new_mutation, own_queue
+from .mutation import Mutation, MutationType, Result, args_dict, in_backoff, own_queue
 from .subscriptions import NO_SUBS, resolve_queue_waiters
 from .tracer import REJECTED_AUTOS, TX_END, TX_FINALS, TX_INIT, TX_START, call_hooks, hook_raised
 from .transition import Event, Transition, new_event
@@ -266,7 +266,14 @@ def drain_plain(mach: Machine, m: Mutation | None, mtype: MutationType | None = 
                                              and not plan.health else NO_AUTO)
                     states, viable, a_plan = entry
                     if viable or (states and REJECTED_AUTOS in mach._hooks):
-                        auto = new_mutation(ADD, states, None, 0, True)
+                        auto = _new(Mutation)  # mutation.new_mutation written in place, as above
+                        auto.type = ADD
+                        auto.called = states
+                        auto.args = auto.fn = auto.done = None
+                        auto.is_auto = True
+                        auto.is_check = False
+                        auto.queue_tick = 0
+                        auto.result = CANCELED
                         auto_plan, auto_from = a_plan, target
                         # told as end_applied tells of the one it prepends (a hook that turns a feature on
                         # sends the auto transition to the general path: the flag is read at the loop's top)
