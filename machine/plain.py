@@ -153,13 +153,12 @@ def drain_plain(mach: Machine, m: Mutation | None, mtype: MutationType | None = 
                 m = own_queue(mach).popleft()
                 if m.queue_tick:
                     mach._queue_tick += 1
-            elif not mach._plain:
-                handover = True
-                break
-            if m.type is EVAL:  # an eval another thread prepended (``Machine.eval``): drain runs it
-                if held:
-                    held = False
+                if m.type is EVAL:  # an eval another thread prepended (``Machine.eval``): drain runs it
+                    held = False  # (the only way one gets here: the caller's and the auto mutations are not)
                     lock.release()
+                    handover = True
+                    break
+            elif not mach._plain:
                 handover = True
                 break
             auto: Mutation | None = None
