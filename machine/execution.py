@@ -123,6 +123,9 @@ def recent_plan(c: Compiled, m: Mutation, before: tuple[str, ...]) -> Plan:
     plain path's first look: one dict lookup by the called states instead of a 5-tuple key built and hashed)."""
     plan = plan_for(c, m, before)
     if not m.is_auto and not m.is_check:
+        # equal to the tuple the plan was made from, but it is this one the active states will be again (the
+        # final target of a cached plan): kept for the identity check, else a plan made from an equal tuple misses
+        plan.before = before
         recent = c.recent[m.type]
         if len(recent) >= PLAN_CACHE_MAX:
             recent.clear()

@@ -180,7 +180,9 @@ class Plan:
     # the auto transition after this plan's change: execution.auto_entry of final_target, or plain.NO_AUTO when
     # none follows this plan (an auto plan, a health check, no change); cached here by the plain path (None until then)
     auto: tuple[tuple[str, ...], bool, Plan | None] | None
-    before: tuple[str, ...]  # the active states it was made from: the plain path's check of Compiled.recent
+    # active states equal to those it was made from, the tuple last looked up with (the plain path's identity
+    # check of Compiled.recent, see execution.recent_plan)
+    before: tuple[str, ...]
 
 
 def _enters_exits(

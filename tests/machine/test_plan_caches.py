@@ -150,3 +150,17 @@ def test_a_tracer_bound_and_detached_mid_run_sees_the_transitions_between() -> N
     mach.remove("B")
     assert seen == [("A",), ("B", "A")]  # remove A not seen: detached in its negotiation
     assert mach._plain
+
+
+def test_the_recent_plan_is_kept_for_the_active_states_it_is_looked_up_from() -> None:
+    """A plan made from a tuple equal to, but not the same as, the active states the machine comes back to (here
+    the first add A's) is re-tagged with those, so the identity check finds it from the second round on."""
+    from machine.mutation import MutationType
+
+    mach = Machine({"A": State(remove=("B",)), "B": State(remove=("A",))})
+    mach.add("A")
+    for _ in range(3):
+        before = mach._active
+        mach.add("B")
+        mach.add("A")
+    assert mach._c.recent[MutationType.ADD][("B",)].before is before is mach._active
