@@ -114,7 +114,7 @@ class Machine(StateQueries):
         self._machine_tick = 0
         self._tx: Transition | None = None
         self._tx_seq = 0
-        # handlers of the bound objects per plan: plan -> (bind version, negotiation, finals)
+        # handlers of the bound objects per plan: plan -> (negotiation, finals); emptied when the bindings change
         self._bound: dict[Plan, tuple[BoundNeg, BoundFin]] = NO_BOUND
         self._err: BaseException | None = None
         self._internal_errors: deque[BaseException] | None = None
