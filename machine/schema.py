@@ -365,7 +365,8 @@ def compiled_for(schema: Mapping[str, State | Mapping[str, Any]]) -> Compiled:
 
 # Bounds of the resolver caches of one compiled schema (shared by the machines of that schema); a full cache
 # is emptied and refilled. With at most _COMPILED_MAX schemas cached, the process holds at most
-# 256 x (4096 plans + 4096 auto entries); a machine's own cache of bound handlers per plan has PLAN_CACHE_MAX too.
+# 256 x (4096 plans + 4096 auto entries), and the plans ``recent`` keeps past a clear of ``plans`` (at most 4096
+# a mutation type); a machine's own cache of bound handlers per plan has PLAN_CACHE_MAX too.
 PLAN_CACHE_MAX = 4096
 AUTO_CACHE_MAX = 4096
 
