@@ -37,8 +37,8 @@ EXECUTED, CANCELED = Result.EXECUTED, Result.CANCELED
 # enum members as module globals: read through the class (``LogLevel.OPS``) each costs about 100 ns on the hot path
 OPS, CHANGES = LogLevel.OPS, LogLevel.CHANGES
 _perf_counter = _time.perf_counter
-_NOTHING_BOUND: tuple[int, BoundNeg, BoundFin] = (0, [], [])  # a machine without bindings; never written to
-NO_BOUND: dict[Plan, tuple[int, BoundNeg, BoundFin]] = {}  # a new machine's handler cache, shared, never written to
+_NOTHING_BOUND: tuple[BoundNeg, BoundFin] = ([], [])  # a machine without bindings; never written to
+NO_BOUND: dict[Plan, tuple[BoundNeg, BoundFin]] = {}  # a new machine's handler cache, shared, never written to
 NO_CTXS: dict[str, Ctx] = {}  # a new machine's state contexts, shared, never written to (see state_ctx)
 _ZERO_CLOCKS: dict[int, list[int]] = {}
 
@@ -118,6 +118,21 @@ def cached_plan(c: Compiled, mtype: MutationType, called: tuple[str, ...], befor
     return plan
 
 
+def recent_plan(c: Compiled, m: Mutation, before: tuple[str, ...]) -> Plan:
+    """``plan_for``, and the plan kept as the last one of its type and called states (``Compiled.recent``, the
+    plain path's first look: one dict lookup by the called states instead of a 5-tuple key built and hashed)."""
+    plan = plan_for(c, m, before)
+    if not m.is_auto and not m.is_check:
+        # equal to the tuple the plan was made from, but it is this one the active states will be again (the
+        # final target of a cached plan): kept for the identity check, else a plan made from an equal tuple misses
+        plan.before = before
+        recent = c.recent[m.type]
+        if len(recent) >= PLAN_CACHE_MAX:
+            recent.clear()
+        recent[m.called] = plan
+    return plan
+
+
 def run_transition(mach: Machine, m: Mutation) -> int:
     """Apply one mutation: resolve, negotiate, apply, run final handlers (spec section 6)."""
     before = mach._active
@@ -138,7 +153,7 @@ def run_transition(mach: Machine, m: Mutation) -> int:
             call_hooks(mach, fns, tx)
     accepted = plan.accepted
     # the bound handlers of this plan, looked up once for both phases (none needed when relations refuse it)
-    _, neg, fin = _bound_for(mach, plan) if accepted and mach._bindings else _NOTHING_BOUND
+    neg, fin = _bound_for(mach, plan) if accepted and mach._bindings else _NOTHING_BOUND
     if accepted and neg:
         accepted = _negotiate(mach, tx, neg)
     if m.is_check or not accepted:
@@ -190,7 +205,7 @@ def end_applied(mach: Machine, tx: Transition, changed: bool) -> int:
                 mach._log(OPS, f"[prepend:add] {' '.join(auto)}")
             am = new_mutation(ADD, auto, None, 0, True)
             lock = mach._lock
-            lock.acquire()  # not ``with``: see mutation_queue.mutate
+            lock.acquire()  # not ``with``: see mutation_queue.mutate_general
             try:
                 own_queue(mach).appendleft(am)
             finally:
@@ -206,21 +221,27 @@ def end_applied(mach: Machine, tx: Transition, changed: bool) -> int:
     return EXECUTED
 
 
-def _bound_for(mach: Machine, plan: Plan) -> tuple[int, BoundNeg, BoundFin]:
-    """(bind version, negotiation handlers, final handlers) of ``plan`` found on the bindings, cached per plan."""
-    bound = mach._bound
-    entry = bound.get(plan)
-    if entry is None or entry[0] != mach._bind_version:
-        neg: BoundNeg = []
+def _bound_for(mach: Machine, plan: Plan) -> tuple[BoundNeg, BoundFin]:
+    """(negotiation handlers, final handlers) of ``plan`` found on the bindings, cached per plan.
+
+    Whatever replaces ``_bindings`` (binding, detaching, a schema change, dispose) empties the cache under the lock,
+    so an entry needs no version to check. One made from bindings replaced meanwhile is used once, not kept.
+    """
+    entry = mach._bound.get(plan)
+    if entry is None:
         bindings = mach._bindings
+        neg: BoundNeg = []
         for name, owner in plan.neg:
             calls = [(b, b.handlers[name]) for b in bindings if name in b.handlers]
             if calls:
                 neg.append((name, owner, calls))
-        entry = (mach._bind_version, neg, bind_finals(mach, plan.fin))
-        if not bound or len(bound) >= PLAN_CACHE_MAX:
-            bound = mach._bound = {}  # a machine starts with a shared empty table (see Machine.__init__)
-        bound[plan] = entry
+        entry = (neg, bind_finals(mach, plan.fin, bindings))
+        with mach._lock:  # reentrant: the plain path may hold it
+            if mach._bindings is bindings:
+                bound = mach._bound
+                if not bound or len(bound) >= PLAN_CACHE_MAX:
+                    bound = mach._bound = {}  # a machine starts with a shared empty table (see Machine.__init__)
+                bound[plan] = entry
     return entry
 
 
@@ -283,10 +304,12 @@ def neg_returned(mach: Machine, tx: Transition, name: str, owner: str | None, re
     return None
 
 
-def bind_finals(mach: Machine, fin: tuple[tuple[str, str, int], ...]) -> BoundFin:
-    """Final handlers found on the bindings (names without any handler are left out)."""
+def bind_finals(mach: Machine, fin: tuple[tuple[str, str, int], ...],
+                bindings: list[Binding] | None = None) -> BoundFin:
+    """Final handlers found on the bindings (``mach``'s by default; names without any handler are left out)."""
     out: BoundFin = []
-    bindings = mach._bindings
+    if bindings is None:
+        bindings = mach._bindings
     for name, state, kind in fin:
         calls = [(b, b.handlers[name]) for b in bindings if name in b.handlers]
         if calls:
@@ -397,7 +420,7 @@ def _apply(mach: Machine, tx: Transition, plan: Plan, fin: BoundFin) -> bool:
         for i, d in deltas:
             new_time[i] += d
         lock = mach._lock
-        lock.acquire()  # waiters read ticks under the lock (not ``with``: see mutation_queue.mutate)
+        lock.acquire()  # waiters read ticks under the lock (not ``with``: see mutation_queue.mutate_general)
         try:
             mach._time = new_time
             mach._active = target

@@ -84,7 +84,7 @@ def bind_handlers(mach: Machine, obj: object) -> None:
     with mach._lock:
         mach._bind_seq += 1
         mach._bindings = [*mach._bindings, b]
-        mach._bind_version += 1  # the per-plan handler lists (execution's cache) are rebuilt
+        mach._bound = {}  # the per-plan handler lists (execution._bound_for's cache) are rebuilt
 
 
 def detach_handlers(mach: Machine, obj: object) -> None:
@@ -94,4 +94,4 @@ def detach_handlers(mach: Machine, obj: object) -> None:
         if len(kept) == len(mach._bindings):
             raise ValueError(f"handlers not bound: {obj!r} (machine {mach._id})")
         mach._bindings = kept
-        mach._bind_version += 1
+        mach._bound = {}

@@ -22,9 +22,9 @@ from .handlers import NO_BINDINGS, Binding, bind_handlers, detach_handlers
 from .history import History, find_history, keep_history
 from .log import LogLevel, machine_logger, parse_level
 from .mutation import NO_QUEUE, Mutation, MutationType
-from .mutation_queue import NO_CALLBACKS, add_err, check, eval_fn, mutate, will_be
+from .mutation_queue import NO_CALLBACKS, add_err, check, eval_fn, will_be
 from .mutation_queue import dispose as dispose_machine
-from .plain import is_plain, refresh_plain
+from .plain import drain_plain, is_plain, refresh_plain
 from .queries import StateQueries
 from .resolver import Plan
 from .schema import EXCEPTION, State, called_names, check_names, compiled_for, unknown_names
@@ -53,7 +53,7 @@ class Machine(StateQueries):
     __slots__ = (
         # this facade: identity, options, logging, contexts, bindings and tracers
         "_id", "_parent_id", "_tags", "_log_level", "_logger_obj", "_loop", "_ctx_obj",
-        "_state_ctxs", "_disposed_waiter_obj", "_dispose_cbs", "_bindings", "_bind_seq", "_bind_version",
+        "_state_ctxs", "_disposed_waiter_obj", "_dispose_cbs", "_bindings", "_bind_seq",
         "_tracers", "_hooks", "_tx_hooks", "_plain", "_subs", "_lock", "_queue_limit", "_handler_timeout",
         "_handler_deadline", "_handler_backoff",
         # execution (one transition), and persistence outside transitions: the schema and the clock
@@ -114,15 +114,14 @@ class Machine(StateQueries):
         self._machine_tick = 0
         self._tx: Transition | None = None
         self._tx_seq = 0
-        # handlers of the bound objects per plan: plan -> (bind version, negotiation, finals)
-        self._bound: dict[Plan, tuple[int, BoundNeg, BoundFin]] = NO_BOUND
+        # handlers of the bound objects per plan: plan -> (negotiation, finals); emptied when the bindings change
+        self._bound: dict[Plan, tuple[BoundNeg, BoundFin]] = NO_BOUND
         self._err: BaseException | None = None
         self._internal_errors: deque[BaseException] | None = None
         self._disposing = False
         self._disposed = False
         self._bindings: list[Binding] = NO_BINDINGS  # replaced, never appended to (see handlers.bind_handlers)
         self._bind_seq = 0
-        self._bind_version = 0
         self._tracers: list[Tracer] = list(tracers) if tracers else NO_TRACERS
         # the tracer methods that are overridden, by hook name: empty when no tracer wants anything
         self._hooks: dict[str, list[Callable[..., Any]]] = hooks_of(self._tracers) if tracers else NO_HOOKS
@@ -289,22 +288,22 @@ class Machine(StateQueries):
         Returns EXECUTED, CANCELED, or a queue tick (>= QUEUED) when the mutation was queued.
         Raises StateError for an unknown state, before anything changes.
         """
-        return mutate(self, ADD, states, args)
+        return drain_plain(self, None, ADD, states, args)
 
     def remove(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
         """Deactivate ``states`` (and what requires them). Returns as ``add``."""
-        return mutate(self, REMOVE, states, args)
+        return drain_plain(self, None, REMOVE, states, args)
 
     def set(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
         """Make ``states`` (and what they add) the only active states. Returns as ``add``."""
-        return mutate(self, SET, states, args)
+        return drain_plain(self, None, SET, states, args)
 
     def toggle(self, *states: str, args: Mapping[str, Any] | None = None) -> int:
         """``remove`` when all of ``states`` are active, otherwise ``add``."""
         self._called(states)
         if states and self.is_active(*states):
-            return mutate(self, REMOVE, states, args)
-        return mutate(self, ADD, states, args)
+            return drain_plain(self, None, REMOVE, states, args)
+        return drain_plain(self, None, ADD, states, args)
 
     def add_err(self, err: BaseException | None, args: Mapping[str, Any] | None = None) -> int:
         """Record ``err`` and add Exception with ``err`` and ``err_trace`` in the args."""

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .ctx_waiter import Ctx, Waiter
 from .handlers import handler_kind
 from .log import LazyLogger
-from .mutation import MutationType, new_mutation
-from .mutation_queue import args_dict
+from .mutation import MutationType, args_dict, new_mutation
 from .persistence import notify_waiters as _notify_waiters
 from .persistence import set_clock as _set_clock
 from .persistence import set_schema
@@ -178,7 +177,7 @@ def replay(m: Machine, owner: object, step: Step) -> None:
     p.deltas = p.final_deltas = ()
     p.neg, p.log, p.auto = (), (), None
     p.fin = final_handlers(exits, enters)
-    before = tuple(n for i, n in enumerate(names) if before_t[i] & 1)
+    before = p.before = tuple(n for i, n in enumerate(names) if before_t[i] & 1)
     with m._lock:
         m._tx_seq += 1
         seq = m._tx_seq

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import enum
 import threading
+import time as _time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -25,6 +26,25 @@ class Result(enum.IntEnum):
 
 _new = object.__new__
 _CANCELED = Result.CANCELED  # a module global: read through the enum class it costs about 100 ns
+
+
+def args_dict(args: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A mutation's args as a new dict, None for none; TypeError for anything but a mapping."""
+    if not args:
+        if args is None or isinstance(args, Mapping):
+            return None
+        raise TypeError(f"args must be a dict, got {type(args).__name__}")
+    if not isinstance(args, Mapping):
+        raise TypeError(f"args must be a dict, got {type(args).__name__}")
+    return dict(args)
+
+
+def in_backoff(mach: Machine) -> bool:
+    """True while the machine backs off after an exception (``_backoff_until``); resets it once passed."""
+    if _time.monotonic() < mach._backoff_until:
+        return True
+    mach._backoff_until = 0.0
+    return False
 
 
 class MutationType(enum.IntEnum):

@@ -10,14 +10,13 @@ returns its queue tick. Writes ``_queue``, ``_processing``, ``_runner``, ``_appe
 from __future__ import annotations
 
 import threading
-import time as _time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import is_cancel, trace_text
 from .execution import run_transition
 from .log import LogLevel, fmt_args, release_logger, safe_repr
-from .mutation import NO_QUEUE, Mutation, MutationType, Result, new_mutation, own_queue
+from .mutation import NO_QUEUE, Mutation, MutationType, Result, args_dict, in_backoff, new_mutation, own_queue
 from .plain import drain_plain, refresh_plain
 from .schema import EXCEPTION
 from .subscriptions import resolve_queue_waiters
@@ -33,43 +32,12 @@ _get_ident = threading.get_ident
 _new = object.__new__
 
 
-def args_dict(args: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """A mutation's args as a new dict, None for none; TypeError for anything but a mapping."""
-    if not args:
-        if args is None or isinstance(args, Mapping):
-            return None
-        raise TypeError(f"args must be a dict, got {type(args).__name__}")
-    if not isinstance(args, Mapping):
-        raise TypeError(f"args must be a dict, got {type(args).__name__}")
-    return dict(args)
-
-
-def mutate(mach: Machine, mtype: MutationType, states: tuple[str, ...], args: Mapping[str, Any] | None) -> int:
-    """Run an add, remove or set now when the queue is idle, else append it (see ``Machine.add``)."""
+def mutate_general(mach: Machine, mtype: MutationType, called: tuple[str, ...], a: dict[str, Any] | None) -> int:
+    """An add, remove or set whose states and args ``plain.drain_plain`` has checked (see ``Machine.add``), on a
+    machine that is not plain or not idle, or whose tracer is told of each queued mutation: run now when the queue
+    is idle, else appended."""
     c = mach._c
     index = c.index
-    for s in states:
-        if s not in index:
-            mach._unknown(states)
-    called = states if len(states) < 2 or len(set(states)) == len(states) else tuple(dict.fromkeys(states))
-    a = None if args is None else args_dict(args)
-    if mach._disposing or (mach._backoff_until and _in_backoff(mach)):
-        return CANCELED
-    if mach._plain and not mach._processing and "mutation_queued" not in mach._hooks:
-        # most likely idle: drain_plain claims the queue itself (or answers None)
-        # mutation.new_mutation written in place: a call costs about as much as the stores (2% of a mutation);
-        # tests/machine/test_plain_objects.py checks that both set the same slots
-        m = _new(Mutation)
-        m.type = mtype
-        m.called = called
-        m.args = a
-        m.is_auto = m.is_check = False
-        m.queue_tick = 0  # set by the claim
-        m.fn = m.done = None
-        m.result = CANCELED
-        r = drain_plain(mach, m, True)
-        if r is not None:
-            return r
     queued = None
     lock = mach._lock
     lock.acquire()  # on the hot path acquire/release cost half of a ``with`` block
@@ -127,13 +95,6 @@ def mutate(mach: Machine, mtype: MutationType, states: tuple[str, ...], args: Ma
     return drain_plain(mach, m) if mach._plain else drain(mach, m)
 
 
-def _in_backoff(mach: Machine) -> bool:
-    if _time.monotonic() < mach._backoff_until:
-        return True
-    mach._backoff_until = 0.0
-    return False
-
-
 def _queued(mach: Machine, m: Mutation) -> None:
     if mach._log_level >= OPS:
         mach._log(OPS, f"[queue:{m.type}] {' '.join(m.called)}{fmt_args(m.args)}")
@@ -145,7 +106,7 @@ def add_err(mach: Machine, state: str, err: BaseException | None, args: Mapping[
     """See ``Machine.add_err_state``; ``force`` gets through the backoff after a deadlined handler."""
     mach._called((state,))
     a = args_dict(args) or {}
-    if mach._disposing or (not force and mach._backoff_until and _in_backoff(mach)) or err is None or is_cancel(
+    if mach._disposing or (not force and mach._backoff_until and in_backoff(mach)) or err is None or is_cancel(
             err):
         return CANCELED
     if not isinstance(err, BaseException):
@@ -246,7 +207,7 @@ def drain(mach: Machine, m: Mutation | None = None) -> int:
     try:
         while True:
             if m is None:
-                lock.acquire()  # not ``with``: see mutate
+                lock.acquire()  # not ``with``: see mutate_general
                 try:
                     if not mach._queue or mach._disposing:
                         if mach._disposing:
@@ -366,7 +327,7 @@ def finish_dispose(mach: Machine) -> None:
         mach._state_ctxs.clear()
         cbs, mach._dispose_cbs = mach._dispose_cbs, []
         mach._bindings = []
-        mach._bind_version += 1
+        mach._bound = {}  # execution._bound_for's cache goes with the bindings
         mach._time = [0] * len(mach._c.names)
         mach._active = ()
     mach._emit("machine_dispose", mach._id)

@@ -89,7 +89,6 @@ def set_schema(mach: Machine, schema: Mapping[str, State | Mapping[str, Any]], o
         mach._time = new_time
         mach._bound = {}
         mach._bindings = [Binding(b.obj, b.seq, compiled.index) for b in mach._bindings]
-        mach._bind_version += 1
     mach._emit("schema_change", mach if owner is None else owner, old_schema)
 
 

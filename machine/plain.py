@@ -20,14 +20,16 @@ the rest of the transition goes to the general phases, which serve the feature f
 (``handler_end``, ``transition_end``, the auto transition prepended and logged, waiters resolved); the rest of the
 queue goes to ``drain``. Negotiation handlers are called in place too, until one returns anything but None or True
 (its result is then taken as ``execution._negotiate`` takes it, and the rest run there). The auto transition after a
-change runs with the plan found with its states (``Plan.auto``), without a second lookup. ``mutate`` lets this
-path claim an idle queue itself, in the lock section that also writes the first transition's clock.
+change runs with the plan found with its states (``Plan.auto``), without a second lookup. ``Machine.add`` (``remove``,
+``set``) calls this path directly, which claims an idle queue in the lock section that also writes the first
+transition's clock.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Literal, overload
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from .execution import (
     _TIMEOUT,
@@ -43,10 +45,10 @@ from .execution import (
     end_unapplied,
     final_failed,
     neg_returned,
-    plan_for,
+    recent_plan,
     resolve_waiters,
 )
-from .mutation import Mutation, MutationType, Result, new_mutation, own_queue
+from .mutation import Mutation, MutationType, Result, args_dict, in_backoff, own_queue
 from .subscriptions import NO_SUBS, resolve_queue_waiters
 from .tracer import REJECTED_AUTOS, TX_END, TX_FINALS, TX_INIT, TX_START, call_hooks, hook_raised
 from .transition import Event, Transition, new_event
@@ -78,19 +80,18 @@ def is_plain(mach: Machine) -> bool:
             and not mach._state_ctxs and not mach._disposing and mach._worker is None)
 
 
-@overload
-def drain_plain(mach: Machine, m: Mutation | None, claim: Literal[False] = False) -> int: ...
-@overload
-def drain_plain(mach: Machine, m: Mutation, claim: Literal[True]) -> int | None: ...
-def drain_plain(mach: Machine, m: Mutation | None, claim: bool = False) -> int | None:
+def drain_plain(mach: Machine, m: Mutation | None, mtype: MutationType | None = None, states: tuple[str, ...] = (),
+                args: Mapping[str, Any] | None = None) -> int:
     """``mutation_queue.drain`` for a plain machine, with ``execution.run_transition`` written in place.
 
     Runs ``m`` (already counted as dequeued), then the queue until it is empty, and releases the queue. An auto
     transition is run next without passing through the queue (the general path prepends it, and the queue takes it
     at once). Once the flag is cleared (by a handler, or another thread), what is left goes to ``drain``.
 
-    With ``claim``, ``m`` is a new mutation (``mutation_queue.mutate``, on a machine that looked idle): the queue is
-    claimed here, and None returned without running ``m`` if it was not idle or not plain after all.
+    With ``mtype`` (and ``m`` None) this is ``Machine.add``, ``remove`` and ``set``: the states and args are checked,
+    and on a plain machine that is idle the new mutation is run here, the queue claimed in the lock section that
+    also writes its transition's clock. Otherwise ``mutation_queue.mutate_general`` takes it. (One function for both:
+    a Python call costs about 2% of a mutation.)
 
     Lock sections: the one that claims the queue, or takes a mutation from it, stays open until that transition's
     clock is written when nothing runs in between (no transition hook before it, no negotiation handler). A lock
@@ -103,6 +104,37 @@ def drain_plain(mach: Machine, m: Mutation | None, claim: bool = False) -> int |
     held = False  # the lock, held from the claim or the pop to the clock write (see above)
     auto_plan = None  # the plan of ``auto`` below, from the target it was found for (``auto_from``)
     auto_from: tuple[str, ...] = ()
+    if mtype is not None:  # a new add, remove or set
+        index = c.index
+        for s in states:
+            if s not in index:
+                mach._unknown(states)
+        called = states if len(states) < 2 or len(set(states)) == len(states) else tuple(dict.fromkeys(states))
+        a = None if args is None else args_dict(args)
+        if mach._disposing or (mach._backoff_until and in_backoff(mach)):
+            return CANCELED
+        if not mach._plain or mach._processing or "mutation_queued" in mach._hooks:
+            return _mutate_general(mach, mtype, called, a)
+        # mutation.new_mutation written in place: a call costs about as much as the stores (2% of a mutation);
+        # tests/machine/test_plain_objects.py checks that both set the same slots
+        m = _new(Mutation)
+        m.type = mtype
+        m.called = called
+        m.args = a
+        m.is_auto = m.is_check = False
+        m.fn = m.done = None
+        m.result = CANCELED  # (its queue_tick is set by the claim)
+        lock.acquire()  # not ``with``: see mutation_queue.mutate_general
+        if mach._processing or mach._queue or not mach._plain:
+            lock.release()
+            return _mutate_general(mach, mtype, called, a)
+        # an idle queue claimed: the mutation counts as appended and dequeued
+        mach._processing = True
+        mach._runner = _get_ident()
+        mach._appended += 1
+        mach._queue_tick += 1
+        m.queue_tick = mach._appended + 1
+        held = True  # plain, just checked under the lock: the loop's first check of the flag passes
     try:
         while True:
             if m is None:
@@ -121,27 +153,12 @@ def drain_plain(mach: Machine, m: Mutation | None, claim: bool = False) -> int |
                 m = own_queue(mach).popleft()
                 if m.queue_tick:
                     mach._queue_tick += 1
-            elif claim:
-                claim = False
-                lock.acquire()  # not ``with``: see mutation_queue.mutate
-                held = True
-                if mach._processing or mach._queue or not mach._plain:
-                    held = False
+                if m.type is EVAL:  # an eval another thread prepended (``Machine.eval``): drain runs it
+                    held = False  # (the only way one gets here: the caller's and the auto mutations are not)
                     lock.release()
-                    return None  # mutate queues it, or runs it on the general path
-                # mutate's claim of an idle queue: m counts as appended and dequeued
-                mach._processing = True
-                mach._runner = _get_ident()
-                mach._appended += 1
-                mach._queue_tick += 1
-                m.queue_tick = mach._appended + 1
+                    handover = True
+                    break
             elif not mach._plain:
-                handover = True
-                break
-            if m.type is EVAL:  # an eval another thread prepended (``Machine.eval``): drain runs it
-                if held:
-                    held = False
-                    lock.release()
                 handover = True
                 break
             auto: Mutation | None = None
@@ -150,7 +167,9 @@ def drain_plain(mach: Machine, m: Mutation | None, claim: bool = False) -> int |
             if auto_plan is not None and before is auto_from:  # m is the auto transition found below
                 plan = auto_plan
             else:
-                plan = c.plans.get((m.type, m.called, before, m.is_auto, m.is_check)) or plan_for(c, m, before)
+                plan = c.recent[m.type].get(m.called)  # the last plan of this type and called states
+                if plan is None or plan.before is not before or m.is_auto or m.is_check:
+                    plan = recent_plan(c, m, before)
             auto_plan = None
             # transition.new_transition written in place: a call costs about as much as the stores (2% of a
             # mutation); tests/machine/test_plain_objects.py checks that both set the same slots
@@ -182,10 +201,10 @@ def drain_plain(mach: Machine, m: Mutation | None, claim: bool = False) -> int |
                         call_hooks(mach, fns, tx)
             fin = None
             if accepted and mach._bindings:
-                bound = mach._bound.get(plan)
-                if bound is None or bound[0] != mach._bind_version:
+                bound = mach._bound.get(plan)  # emptied by whatever replaces the bindings
+                if bound is None:
                     bound = _bound_for(mach, plan)
-                _, neg, fin = bound
+                neg, fin = bound
                 if neg:
                     if held:  # nor a handler
                         held = False
@@ -246,7 +265,14 @@ def drain_plain(mach: Machine, m: Mutation | None, claim: bool = False) -> int |
                                              and not plan.health else NO_AUTO)
                     states, viable, a_plan = entry
                     if viable or (states and REJECTED_AUTOS in mach._hooks):
-                        auto = new_mutation(ADD, states, None, 0, True)
+                        auto = _new(Mutation)  # mutation.new_mutation written in place, as above
+                        auto.type = ADD
+                        auto.called = states
+                        auto.args = auto.fn = auto.done = None
+                        auto.is_auto = True
+                        auto.is_check = False
+                        auto.queue_tick = 0
+                        auto.result = CANCELED
                         auto_plan, auto_from = a_plan, target
                         # told as end_applied tells of the one it prepends (a hook that turns a feature on
                         # sends the auto transition to the general path: the flag is read at the loop's top)
@@ -291,6 +317,12 @@ def drain_plain(mach: Machine, m: Mutation | None, claim: bool = False) -> int |
 
         drain_end(mach)
     return CANCELED if first is None else first
+
+
+def _mutate_general(mach: Machine, mtype: MutationType, called: tuple[str, ...], a: dict[str, Any] | None) -> int:
+    from .mutation_queue import mutate_general  # that module imports this one: looked up here, off the hot path
+
+    return mutate_general(mach, mtype, called, a)
 
 
 def _negotiate_plain(mach: Machine, tx: Transition, neg: BoundNeg) -> bool:

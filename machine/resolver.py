@@ -162,7 +162,7 @@ class Plan:
 
     __slots__ = (
         "target", "accepted", "enters", "exits", "deltas", "neg", "fin", "log", "final_target",
-        "final_enters", "final_exits", "final_deltas", "health", "auto",
+        "final_enters", "final_exits", "final_deltas", "health", "auto", "before",
     )
     target: tuple[str, ...]
     accepted: bool
@@ -180,6 +180,9 @@ class Plan:
     # the auto transition after this plan's change: execution.auto_entry of final_target, or plain.NO_AUTO when
     # none follows this plan (an auto plan, a health check, no change); cached here by the plain path (None until then)
     auto: tuple[tuple[str, ...], bool, Plan | None] | None
+    # active states equal to those it was made from, the tuple last looked up with (the plain path's identity
+    # check of Compiled.recent, see execution.recent_plan)
+    before: tuple[str, ...]
 
 
 def _enters_exits(
@@ -211,6 +214,7 @@ def make_plan(
     log: list[tuple[int, str]] = []
     p = Plan()
     p.auto = None
+    p.before = before
     target = resolve(c, mtype, called, before, is_auto, log)
     p.target = tuple(target)
     p.health = mtype == ADD and len(called) == 1 and called[0] in ("Healthcheck", "Heartbeat")

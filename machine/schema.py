@@ -365,7 +365,8 @@ def compiled_for(schema: Mapping[str, State | Mapping[str, Any]]) -> Compiled:
 
 # Bounds of the resolver caches of one compiled schema (shared by the machines of that schema); a full cache
 # is emptied and refilled. With at most _COMPILED_MAX schemas cached, the process holds at most
-# 256 x (4096 plans + 4096 auto entries); a machine's own cache of bound handlers per plan has PLAN_CACHE_MAX too.
+# 256 x (4096 plans + 4096 auto entries), and the plans ``recent`` keeps past a clear of ``plans`` (at most 4096
+# a mutation type); a machine's own cache of bound handlers per plan has PLAN_CACHE_MAX too.
 PLAN_CACHE_MAX = 4096
 AUTO_CACHE_MAX = 4096
 
@@ -379,7 +380,7 @@ class Compiled:
 
     __slots__ = (
         "schema", "names", "index", "require", "remove", "add", "after", "auto", "multi", "topo",
-        "auto_names", "errors", "cycle", "plans", "autos", "args",
+        "auto_names", "errors", "cycle", "plans", "autos", "args", "recent",
     )
 
     def __init__(self, schema: dict[str, State], prev_topo: dict[str, int] | None = None) -> None:
@@ -403,6 +404,9 @@ class Compiled:
         # resolver caches: (type, called, before, is_auto, is_check) -> Plan; active states -> auto states
         self.plans: dict[tuple[Any, ...], Any] = {}
         self.autos: dict[tuple[str, ...], tuple[tuple[str, ...], bool, Any]] = {}  # see execution.auto_entry
+        # the plain path's first look (execution.recent_plan): by mutation type, called states -> the last plan made
+        # for them (neither auto nor a check), used while the active states are the very tuple it was made from
+        self.recent: list[dict[tuple[str, ...], Any]] = [{}, {}, {}, {}]
 
 
 def _require_topology(

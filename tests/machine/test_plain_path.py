@@ -515,23 +515,21 @@ def test_no_hook_or_handler_runs_under_the_machine_lock() -> None:
 
 
 def test_the_plain_claim_of_a_busy_queue_runs_nothing() -> None:
-    """``drain_plain(claim=True)`` on a queue another thread holds answers None and leaves the machine as it was
-    (mutate then queues the mutation)."""
-    from machine.mutation import Mutation, MutationType
-    from machine.plain import drain_plain
+    """``Machine.add`` on a plain machine whose queue another thread holds runs nothing: ``drain_plain`` hands the
+    mutation to ``mutation_queue.mutate_general``, which queues it; the machine is left as it was, the lock
+    released, and the queue's holder runs it."""
+    from machine.mutation_queue import drain
 
     mach = Machine({"A": State(), "B": State()})
     mach.add("A")
     with mach._lock:
         mach._processing = True  # as if another thread ran the queue
-    try:
-        before = (mach.active_states(), mach.machine_tick, mach.queue_tick)
-        assert drain_plain(mach, Mutation(MutationType.ADD, ("B",), None), True) is None
-        assert (mach.active_states(), mach.machine_tick, mach.queue_tick) == before
-        assert not mach._lock._is_owned()  # type: ignore[attr-defined]
-    finally:
-        mach._processing = False
-    assert mach.add("B") == Result.EXECUTED and mach.is_active("B")
+    before = (mach.active_states(), mach.machine_tick)
+    assert mach.add("B") >= Result.QUEUED
+    assert (mach.active_states(), mach.machine_tick) == before
+    assert not mach._lock._is_owned()  # type: ignore[attr-defined]
+    drain(mach)  # the holder takes it from the queue
+    assert mach.is_active("B") and not mach._processing
 
 
 def test_the_auto_decision_kept_on_a_plan_serves_a_tracer_bound_later() -> None:
