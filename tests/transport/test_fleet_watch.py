@@ -93,7 +93,9 @@ def test_a_replaced_watch_still_tells_the_records_its_session_missed(monkeypatch
     monkeypatch.setattr(fleet, "MAX_BACKLOG", 64 * 1024)
     m = Machine(SCHEMA, id="m")
     with expose(m) as ep:
-        peer = RawPeer(ep.address, rcvhwm=1)
+        # a small kernel buffer: the 10 MB of records below must not all fit in the sockets' buffers (the
+        # receiver's autotuning goes up to tcp_rmem's max, 32 MB here), or nothing is dropped
+        peer = RawPeer(ep.address, rcvhwm=1, rcvbuf=16 * 1024)
         try:
             assert peer.request("hello", 1, None, {"id": "t", "proto": 1})[0] == "ok"
             assert peer.request("watch", 2, None, {})[0] == "ok"

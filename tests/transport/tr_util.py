@@ -114,7 +114,7 @@ class RawPeer:
     """A bare DEALER that speaks frames by hand, for fault tests (replies decoded leniently)."""
 
     def __init__(self, addr: str, *, identity: bytes | None = None, rcvhwm: int | None = None,
-                 curve: tuple[bytes, bytes, bytes] | None = None) -> None:
+                 rcvbuf: int | None = None, curve: tuple[bytes, bytes, bytes] | None = None) -> None:
         """``curve`` = (server public, own public, own secret) z85 keys."""
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
@@ -122,6 +122,8 @@ class RawPeer:
             self.sock.setsockopt(zmq.IDENTITY, identity)
         if rcvhwm is not None:
             self.sock.setsockopt(zmq.RCVHWM, rcvhwm)
+        if rcvbuf is not None:  # the kernel's buffer too (SO_RCVBUF: no autotuning up to tcp_rmem's max)
+            self.sock.setsockopt(zmq.RCVBUF, rcvbuf)
         if curve is not None:
             self.sock.curve_serverkey, self.sock.curve_publickey, self.sock.curve_secretkey = curve
         self.sock.connect(addr)
